@@ -1,0 +1,1 @@
+"""Federated text corpora, tokenizers and client preprocessing."""
