@@ -1,0 +1,228 @@
+"""Turns `{client_id: [text, ...]}` into cached `tff.simulation` ClientData.
+
+Every corpus (Shakespeare, a text directory, a JSON Lines file) is parsed into
+a mapping from client id to that client's examples in their natural order.
+This module checks it, splits each client's examples in order into train and
+test (as TFF's Shakespeare does), and stores both splits in TFF's SQL
+client-data format, so a second run reads them back in seconds.
+
+The element structure matches `tff.simulation.datasets.shakespeare`:
+`OrderedDict(snippets=tf.string)`.
+"""
+
+import collections
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+ELEMENT_SPEC = collections.OrderedDict(snippets=tf.TensorSpec(shape=(), dtype=tf.string))
+TRAIN_FRACTION = 0.8
+_TRAIN_FILE = "train.sqlite"
+_TEST_FILE = "test.sqlite"
+_SUMMARY_FILE = "summary.json"
+
+
+class CorpusError(ValueError):
+  """Raised when a corpus cannot be turned into federated data."""
+
+
+def default_cache_dir() -> str:
+  """Returns `$TFF_GPT_CACHE`, or `~/.cache/tff_gpt` when it is unset."""
+  return os.environ.get("TFF_GPT_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "tff_gpt"
+  )
+
+
+def split_in_order(
+    examples: Sequence[str], train_fraction: float = TRAIN_FRACTION
+) -> tuple[list[str], list[str]]:
+  """Splits one client's examples in order: the first part trains, the rest tests.
+
+  A client with at least two examples keeps at least one in each split; a
+  client with one example keeps it for training.
+  """
+  n = len(examples)
+  n_train = min(max(1, math.floor(train_fraction * n)), max(1, n - 1))
+  return list(examples[:n_train]), list(examples[n_train:])
+
+
+def validate_clients(clients: Mapping[str, Sequence[str]], source: str) -> None:
+  """Raises `CorpusError` unless `clients` holds at least 2 clients, all with text."""
+  if len(clients) < 2:
+    raise CorpusError(
+        f"{source}: found {len(clients)} client(s); federated training needs at "
+        "least 2. Add more files or client ids to the corpus."
+    )
+  for client_id, examples in clients.items():
+    if not any(text.strip() for text in examples):
+      raise CorpusError(
+          f"{source}: client {client_id!r} has no text. Remove it from the "
+          "corpus or give it some text."
+      )
+
+
+def _write_sql(clients: Mapping[str, Sequence[str]], path: str) -> None:
+  def dataset_fn(client_id: str) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(
+        collections.OrderedDict(snippets=tf.constant(list(clients[client_id]), tf.string))
+    )
+
+  tff.simulation.datasets.save_to_sql_client_data(
+      sorted(clients), dataset_fn, path, allow_overwrite=True
+  )
+
+
+def _distribution(values: Sequence[int]) -> dict[str, float]:
+  values = np.asarray(values, dtype=np.float64)
+  return {
+      "min": int(values.min()),
+      "median": float(np.median(values)),
+      "p90": float(np.percentile(values, 90)),
+      "max": int(values.max()),
+  }
+
+
+def partition_summary(
+    train: Mapping[str, Sequence[str]], test: Mapping[str, Sequence[str]]
+) -> dict:
+  """Counts clients, examples and characters per client for each split."""
+  summary = {}
+  for name, split in (("train", train), ("test", test)):
+    examples = [len(texts) for texts in split.values()]
+    chars = [sum(len(t) for t in texts) for texts in split.values()]
+    summary[name] = {
+        "clients": len(split),
+        "examples": int(sum(examples)),
+        "characters": int(sum(chars)),
+        "examples_per_client": _distribution(examples or [0]),
+        "characters_per_client": _distribution(chars or [0]),
+    }
+  return summary
+
+
+def format_summary(summary: Mapping, title: str) -> str:
+  """Renders a `partition_summary` as a small plain-text table."""
+  lines = [f"{title}", f"{'split':<6} {'clients':>8} {'examples':>9} {'chars':>10}   per client: min / median / p90 / max"]
+  for name in ("train", "test"):
+    s = summary[name]
+    e, c = s["examples_per_client"], s["characters_per_client"]
+    lines.append(
+        f"{name:<6} {s['clients']:>8} {s['examples']:>9} {s['characters']:>10}   "
+        f"examples {e['min']} / {e['median']:g} / {e['p90']:g} / {e['max']}; "
+        f"chars {c['min']} / {c['median']:g} / {c['p90']:g} / {c['max']}"
+    )
+  return "\n".join(lines)
+
+
+class FederatedCorpus:
+  """Train and test `tff.simulation.datasets.ClientData` of one corpus.
+
+  Attributes:
+    name: A short name of the corpus, used in messages.
+    train: `ClientData` of `OrderedDict(snippets=tf.string)`, every client.
+    test: `ClientData` of the same structure; clients with one example only
+      have no test split and are absent here.
+    summary: The `partition_summary` of the two splits.
+  """
+
+  def __init__(self, name: str, cache_path: str):
+    self.name = name
+    self.cache_path = cache_path
+    self.train = tff.simulation.datasets.load_and_parse_sql_client_data(
+        os.path.join(cache_path, _TRAIN_FILE), ELEMENT_SPEC
+    )
+    self.test = tff.simulation.datasets.load_and_parse_sql_client_data(
+        os.path.join(cache_path, _TEST_FILE), ELEMENT_SPEC
+    )
+    with open(os.path.join(cache_path, _SUMMARY_FILE)) as f:
+      self.summary = json.load(f)
+    self._texts = {}
+
+  def summary_text(self) -> str:
+    return format_summary(self.summary, f"Federated corpus '{self.name}' ({self.cache_path})")
+
+  def texts(self, split: str) -> dict[str, list[str]]:
+    """Returns `{client_id: [example, ...]}` of the 'train' or 'test' split.
+
+    Reads the cache with one SQL query, which is about 100x faster than a
+    `tf.data` pipeline per client; the result equals iterating the
+    `ClientData`.
+    """
+    if split not in self._texts:
+      filename = {"train": _TRAIN_FILE, "test": _TEST_FILE}[split]
+      texts = collections.defaultdict(list)
+      with contextlib.closing(sqlite3.connect(os.path.join(self.cache_path, filename))) as db:
+        rows = db.execute("SELECT client_id, serialized_example_proto FROM examples ORDER BY rowid")
+        for client_id, proto in rows:
+          feature = tf.train.Example.FromString(proto).features.feature["snippets"]
+          texts[client_id].append(feature.bytes_list.value[0].decode("utf-8"))
+      self._texts[split] = dict(texts)
+    return self._texts[split]
+
+
+def cache_key(*parts: str) -> str:
+  """A short stable hash of the strings that identify a parsed corpus."""
+  return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def load_or_build(
+    name: str,
+    key: str,
+    parse_fn: Callable[[], Mapping[str, Sequence[str]]],
+    *,
+    cache_dir: str | None = None,
+) -> FederatedCorpus:
+  """Returns the cached corpus `name`/`key`, parsing and caching it if missing.
+
+  `parse_fn` runs only on a cache miss. It and the validation run before
+  anything is written, and the cache directory appears only once complete, so a
+  failed parse leaves no cache behind.
+
+  Args:
+    name: The corpus name (a cache sub-directory).
+    key: Identifies the parsed content (see `cache_key`).
+    parse_fn: Returns `{client_id: [example, ...]}`, examples in order.
+    cache_dir: Root of the cache; `default_cache_dir()` when `None`.
+
+  Returns:
+    The `FederatedCorpus`.
+  """
+  cache_dir = cache_dir or default_cache_dir()
+  path = os.path.join(cache_dir, name, key)
+  if not os.path.exists(os.path.join(path, _SUMMARY_FILE)):
+    clients = parse_fn()
+    validate_clients(clients, name)
+    train, test = {}, {}
+    for client_id, examples in clients.items():
+      examples = [e for e in examples if e.strip()]
+      train[client_id], client_test = split_in_order(examples)
+      if client_test:
+        test[client_id] = client_test
+    if not test:
+      raise CorpusError(
+          f"{name}: no client has 2 or more examples, so there is no held-out "
+          "test split. Give clients more examples (for text files: paragraphs "
+          "separated by blank lines)."
+      )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(path))
+    try:
+      _write_sql(train, os.path.join(staging, _TRAIN_FILE))
+      _write_sql(test, os.path.join(staging, _TEST_FILE))
+      with open(os.path.join(staging, _SUMMARY_FILE), "w") as f:
+        json.dump(partition_summary(train, test), f, indent=1)
+      shutil.rmtree(path, ignore_errors=True)
+      os.replace(staging, path)
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  return FederatedCorpus(name, path)

@@ -1,0 +1,153 @@
+"""Client text -> fixed-length, padding-masked token sequences for GPT-2.
+
+Each client's examples become one token stream, `[BOS] example [EOS]` after
+another, cut into windows of `sequence_length + 1` tokens that overlap by one,
+so every token but the first is a label exactly once. Inputs are a window's
+first `sequence_length` tokens, labels its last `sequence_length`; the last
+window is padded, its padded inputs have `padding_mask` 0 and its padded
+labels are -1, which the loss and metrics ignore.
+
+Tokenizing happens here, in Python and numpy, because TFF's worker process
+cannot run tensorflow-text's ops: datasets handed to TFF hold token ids only.
+"""
+
+import collections
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+IGNORE_LABEL = -1
+
+
+def _check_positive(name: str, value, allow_none: bool = False, minimum: int = 1) -> None:
+  if value is None and allow_none:
+    return
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def pack_sequences(token_ids: Sequence[np.ndarray], *, sequence_length: int, bos_id: int,
+                   eos_id: int, pad_id: int) -> dict[str, np.ndarray]:
+  """Packs tokenized examples into padded `[n, sequence_length]` arrays.
+
+  Args:
+    token_ids: One int array per example, without BOS/EOS.
+    sequence_length: Tokens per model input, at least 2.
+    bos_id, eos_id, pad_id: Special token ids.
+
+  Returns:
+    `{"token_ids", "padding_mask", "labels"}`, each int32 `[n, sequence_length]`.
+  """
+  _check_positive("sequence_length", sequence_length, minimum=2)
+  stream = np.concatenate(
+      [np.concatenate([[bos_id], ids, [eos_id]]) for ids in token_ids] or [np.zeros(0)]
+  ).astype(np.int32)
+  n = max(0, -(-(len(stream) - 1) // sequence_length))
+  window = np.full((n, sequence_length + 1), IGNORE_LABEL, dtype=np.int32)
+  for i in range(n):
+    chunk = stream[i * sequence_length: i * sequence_length + sequence_length + 1]
+    window[i, : len(chunk)] = chunk
+  inputs = window[:, :-1]
+  padding_mask = (inputs != IGNORE_LABEL).astype(np.int32)
+  return {
+      "token_ids": np.where(padding_mask == 1, inputs, pad_id).astype(np.int32),
+      "padding_mask": padding_mask,
+      "labels": window[:, 1:].copy(),
+  }
+
+
+def element_spec(sequence_length: int):
+  """The `(x, y)` element spec of a batched client dataset."""
+  spec = tf.TensorSpec([None, sequence_length], tf.int32)
+  return (collections.OrderedDict(token_ids=spec, padding_mask=spec), spec)
+
+
+def to_dataset(sequences: dict[str, np.ndarray], *, batch_size: int, order: np.ndarray | None = None):
+  """Makes a batched `tf.data.Dataset` of `(OrderedDict(token_ids, padding_mask), labels)`."""
+  _check_positive("batch_size", batch_size)
+  if order is None:
+    order = np.arange(len(sequences["labels"]))
+  x = collections.OrderedDict(
+      token_ids=sequences["token_ids"][order], padding_mask=sequences["padding_mask"][order]
+  )
+  return tf.data.Dataset.from_tensor_slices((x, sequences["labels"][order])).batch(batch_size)
+
+
+def client_seed(seed: int, round_num: int, client_id: str) -> np.random.Generator:
+  """A generator that depends only on (seed, round, client), never on call order."""
+  return np.random.default_rng([seed, round_num, zlib.crc32(client_id.encode("utf-8"))])
+
+
+class TokenizedClients:
+  """Tokenizes clients' texts on demand and builds their datasets.
+
+  Each client is tokenized once and kept in memory, so later rounds that sample
+  it again cost only the dataset construction.
+
+  Args:
+    texts: `{client_id: [example, ...]}`, as `FederatedCorpus.texts` gives.
+    tokenizer: A tokenizer from `tff_gpt.data.tokenizers`.
+    sequence_length: Tokens per model input, at least 2.
+  """
+
+  def __init__(self, texts, tokenizer, *, sequence_length: int):
+    _check_positive("sequence_length", sequence_length, minimum=2)
+    self.texts = texts
+    self.tokenizer = tokenizer
+    self.sequence_length = sequence_length
+    self._cache = {}
+
+  @property
+  def client_ids(self) -> list[str]:
+    return sorted(self.texts)
+
+  def sequences(self, client_id: str) -> dict[str, np.ndarray]:
+    if client_id not in self._cache:
+      self._cache[client_id] = pack_sequences(
+          self.tokenizer.encode(self.texts[client_id]),
+          sequence_length=self.sequence_length,
+          bos_id=self.tokenizer.bos_id,
+          eos_id=self.tokenizer.eos_id,
+          pad_id=self.tokenizer.pad_id,
+      )
+    return self._cache[client_id]
+
+  def num_sequences(self, client_id: str) -> int:
+    return len(self.sequences(client_id)["labels"])
+
+  def train_dataset(self, client_id: str, *, round_num: int, seed: int, batch_size: int,
+                    epochs: int = 1, max_elements: int | None = None) -> tf.data.Dataset:
+    """One client's training data for one round.
+
+    The sequences are shuffled anew each epoch by a generator seeded from
+    `(seed, round_num, client_id)`, repeated `epochs` times and capped at
+    `max_elements` sequences, then batched.
+    """
+    _check_positive("epochs", epochs)
+    _check_positive("max_elements", max_elements, allow_none=True)
+    rng = client_seed(seed, round_num, client_id)
+    n = self.num_sequences(client_id)
+    order = np.concatenate([rng.permutation(n) for _ in range(epochs)])
+    return to_dataset(self.sequences(client_id), batch_size=batch_size, order=order[:max_elements])
+
+  def eval_dataset(self, client_id: str, *, batch_size: int) -> tf.data.Dataset:
+    """One client's data in order, once, for evaluation."""
+    return to_dataset(self.sequences(client_id), batch_size=batch_size)
+
+
+def unigram_perplexity(train_labels: Sequence[np.ndarray], test_labels: Sequence[np.ndarray],
+                       vocabulary_size: int) -> float:
+  """Perplexity on `test_labels` of add-one-smoothed unigram counts of `train_labels`.
+
+  The baseline a language model must beat: it knows token frequencies only.
+  Labels equal to `IGNORE_LABEL` are skipped.
+  """
+  counts = np.ones(vocabulary_size, dtype=np.float64)
+  for labels in train_labels:
+    labels = labels[labels != IGNORE_LABEL]
+    counts += np.bincount(labels.ravel(), minlength=vocabulary_size)
+  log_probs = np.log(counts / counts.sum())
+  test = np.concatenate([labels[labels != IGNORE_LABEL].ravel() for labels in test_labels])
+  return float(np.exp(-log_probs[test].mean()))

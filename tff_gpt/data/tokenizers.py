@@ -1,0 +1,150 @@
+"""Tokenizers that run outside TFF computations.
+
+TFF's C++ worker lacks tensorflow-text's ops, so text is tokenized in Python
+before client data enters TFF. Two tokenizers share one small interface
+(`encode`, `decode`, `vocabulary_size`, `pad_id`, `bos_id`, `eos_id`):
+
+- `CharTokenizer`: the character vocabulary of TFF's Shakespeare task
+  (`tff.simulation.baselines.shakespeare`): pad 0, characters 1..86, then
+  out-of-vocabulary, beginning and end of snippet, 90 ids in all.
+- `BPETokenizer`: GPT-2's byte-level BPE (`keras_nlp.models.GPT2Tokenizer`)
+  from local `vocab.json` and `merges.txt`, or from a KerasNLP preset.
+"""
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from tensorflow_federated.python.simulation.baselines.shakespeare import (
+    char_prediction_preprocessing as tff_shakespeare,
+)
+
+
+class TokenizerError(ValueError):
+  """Raised when tokenizer files are missing or do not parse."""
+
+
+class CharTokenizer:
+  """TFF Shakespeare's character vocabulary, as a fast numpy lookup."""
+
+  name = "char"
+
+  def __init__(self):
+    self.vocabulary = list(tff_shakespeare.CHAR_VOCAB)
+    self.pad_id, self.oov_id, self.bos_id, self.eos_id = tff_shakespeare.get_special_tokens()
+    self.vocabulary_size = self.eos_id + 1
+    self._ids = np.full(128, self.oov_id, dtype=np.int32)
+    for i, char in enumerate(self.vocabulary):
+      self._ids[ord(char)] = i + 1
+    self._chars = np.array(["", *self.vocabulary, "\ufffd", "", ""], dtype=object)
+
+  def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """Maps each text to an int32 array of character ids (no BOS/EOS)."""
+    out = []
+    for text in texts:
+      codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+      ids = np.full(codes.shape, self.oov_id, dtype=np.int32)
+      ascii_ = codes < 128
+      ids[ascii_] = self._ids[codes[ascii_]]
+      out.append(ids)
+    return out
+
+  def decode(self, ids: Sequence[int]) -> str:
+    ids = np.asarray(ids, dtype=np.int64)
+    ids = ids[(ids >= 0) & (ids < self.vocabulary_size)]
+    return "".join(self._chars[ids])
+
+  def config(self) -> dict:
+    return {"name": self.name}
+
+  def save_assets(self, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "char_vocab.json"), "w") as f:
+      json.dump({"vocabulary": self.vocabulary, "pad_id": self.pad_id, "oov_id": self.oov_id,
+                 "bos_id": self.bos_id, "eos_id": self.eos_id}, f)
+
+
+class BPETokenizer:
+  """GPT-2 byte-level BPE through `keras_nlp.models.GPT2Tokenizer`.
+
+  Args:
+    keras_tokenizer: A `keras_nlp.models.GPT2Tokenizer`.
+    source: Where it came from (files or preset), recorded in run configs.
+  """
+
+  name = "bpe"
+
+  def __init__(self, keras_tokenizer, source: dict):
+    self.keras_tokenizer = keras_tokenizer
+    self.source = source
+    self.vocabulary_size = int(keras_tokenizer.vocabulary_size())
+    self.bos_id = self.eos_id = self.pad_id = int(keras_tokenizer.end_token_id)
+
+  def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+    if not texts:
+      return []
+    ragged = self.keras_tokenizer(list(texts))
+    return [np.asarray(row, dtype=np.int32) for row in ragged.to_list()]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    ids = [int(i) for i in ids if 0 <= int(i) < self.vocabulary_size and int(i) != self.eos_id]
+    if not ids:
+      return ""
+    return self.keras_tokenizer.detokenize([ids]).numpy()[0].decode("utf-8", errors="replace")
+
+  def config(self) -> dict:
+    return {"name": self.name, **self.source}
+
+  def save_assets(self, directory: str) -> None:
+    self.keras_tokenizer.save_assets(directory)
+
+
+def load_bpe(vocab_file: str, merges_file: str) -> BPETokenizer:
+  """Loads GPT-2's BPE from `vocab.json` and `merges.txt`, checking both first."""
+  import keras_nlp  # Imported here: it takes seconds and only BPE needs it.
+
+  for path, what in ((vocab_file, "vocabulary (vocab.json)"), (merges_file, "merges (merges.txt)")):
+    if not path or not os.path.isfile(path):
+      raise TokenizerError(f"BPE {what} file {path!r} does not exist. Pass the file of a GPT-2 tokenizer.")
+  try:
+    with open(vocab_file, encoding="utf-8") as f:
+      vocabulary = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise TokenizerError(f"{vocab_file} does not parse as JSON ({e}). Expected GPT-2's vocab.json.") from e
+  if not isinstance(vocabulary, dict) or not all(isinstance(v, int) for v in vocabulary.values()):
+    raise TokenizerError(f"{vocab_file}: expected a JSON object of token -> integer id, as GPT-2's vocab.json.")
+  if "<|endoftext|>" not in vocabulary:
+    raise TokenizerError(f"{vocab_file} lacks GPT-2's '<|endoftext|>' token; add it to the vocabulary.")
+  with open(merges_file, encoding="utf-8") as f:
+    merges = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#version")]
+  bad = [(i, m) for i, m in enumerate(merges) if len(m.split(" ")) != 2]
+  if bad:
+    raise TokenizerError(f"{merges_file}: line {bad[0][0] + 1} {bad[0][1]!r} is not a pair 'a b'.")
+  tokenizer = keras_nlp.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
+  return BPETokenizer(tokenizer, {"vocab_file": os.path.abspath(vocab_file),
+                                  "merges_file": os.path.abspath(merges_file)})
+
+
+def from_preset(preset: str) -> BPETokenizer:
+  """Loads the tokenizer of a KerasNLP preset (a local directory or a hub name)."""
+  import keras_nlp
+
+  return BPETokenizer(keras_nlp.models.GPT2Tokenizer.from_preset(preset), {"preset": preset})
+
+
+def build_tokenizer(name: str, *, vocab_file: str | None = None, merges_file: str | None = None,
+                    preset: str | None = None):
+  """Returns the tokenizer called `name` ('char' or 'bpe').
+
+  'bpe' loads from `preset` when given, else from `vocab_file` and `merges_file`.
+  """
+  if name == "char":
+    if preset:
+      raise TokenizerError("A preset brings its own BPE tokenizer: use tokenizer 'bpe' with a preset.")
+    return CharTokenizer()
+  if name == "bpe":
+    if preset:
+      return from_preset(preset)
+    return load_bpe(vocab_file, merges_file)
+  raise TokenizerError(f"Unknown tokenizer {name!r}; expected 'char' or 'bpe'.")
