@@ -1,0 +1,1 @@
+"""Federated training: configuration, the round loop, outputs."""

@@ -1,0 +1,111 @@
+"""The configuration of one federated run, checked before any round runs."""
+
+import dataclasses
+import json
+import re
+
+import tensorflow_federated as tff
+
+from tff_gpt.data import datasets
+from tff_gpt.models import gpt2_lm
+
+# name -> builder(learning_rate) of a `tff.learning.optimizers.Optimizer`.
+OPTIMIZERS = {
+    "sgd": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr),
+    "sgdm": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=0.9),
+    "adam": lambda lr: tff.learning.optimizers.build_adam(learning_rate=lr),
+    "yogi": lambda lr: tff.learning.optimizers.build_yogi(learning_rate=lr),
+    "adagrad": lambda lr: tff.learning.optimizers.build_adagrad(learning_rate=lr),
+}
+
+# Fields that must match when a run resumes from an existing output directory.
+RESUME_KEYS = ("dataset", "dataset_path", "client_field", "text_field", "tokenizer", "vocab_file",
+               "merges_file", "model_size", "preset", "trainable", "sequence_length", "seed",
+               "clients_per_round", "client_epochs_per_round", "client_batch_size",
+               "max_elements_per_client", "client_optimizer", "client_learning_rate",
+               "server_optimizer", "server_learning_rate")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  """Everything that defines a federated GPT-2 run (google-research naming)."""
+
+  root_output_dir: str = "runs"
+  experiment_name: str = "shakespeare_fedavg"
+  total_rounds: int = 60
+  clients_per_round: int = 10
+  client_epochs_per_round: int = 1
+  client_batch_size: int = 8
+  max_elements_per_client: int | None = 64
+  sequence_length: int = 80
+  client_optimizer: str = "sgd"
+  client_learning_rate: float = 0.5
+  server_optimizer: str = "sgd"
+  server_learning_rate: float = 1.0
+  rounds_per_eval: int = 10
+  rounds_per_checkpoint: int = 10
+  clients_per_eval: int | None = 100
+  eval_batch_size: int = 64
+  seed: int = 0
+  dataset: str = "shakespeare"
+  dataset_path: str | None = None
+  client_field: str = "client_id"
+  text_field: str = "text"
+  tokenizer: str = "char"
+  vocab_file: str | None = None
+  merges_file: str | None = None
+  model_size: str = "small"
+  preset: str | None = None
+  trainable: str = "all"
+  max_concurrent_computation_calls: int = 2
+  cache_dir: str | None = None
+
+  def validate(self) -> None:
+    """Raises `ValueError` naming the first bad field and what it accepts."""
+    positive = ("total_rounds", "clients_per_round", "client_epochs_per_round", "client_batch_size",
+                "rounds_per_eval", "rounds_per_checkpoint", "eval_batch_size",
+                "max_concurrent_computation_calls")
+    for name in positive:
+      _require(getattr(self, name) >= 1, name, "must be >= 1")
+    for name in ("max_elements_per_client", "clients_per_eval"):
+      value = getattr(self, name)
+      _require(value is None or value >= 1, name, "must be >= 1, or None for no limit")
+    _require(self.sequence_length >= 2, "sequence_length", "must be >= 2")
+    for name in ("client_learning_rate", "server_learning_rate"):
+      _require(getattr(self, name) > 0, name, "must be > 0")
+    for name in ("client_optimizer", "server_optimizer"):
+      _require(getattr(self, name) in OPTIMIZERS, name, f"must be one of {sorted(OPTIMIZERS)}")
+    _require(self.dataset in datasets.CORPORA, "dataset", f"must be one of {list(datasets.CORPORA)}")
+    needs_path = self.dataset in ("text_dir", "jsonl")
+    _require(bool(self.dataset_path) == needs_path, "dataset_path",
+             f"is required with --dataset={self.dataset}" if needs_path
+             else "is only for --dataset=text_dir or jsonl")
+    _require(self.tokenizer in ("char", "bpe"), "tokenizer", "must be 'char' or 'bpe'")
+    if self.preset:
+      _require(self.tokenizer == "bpe", "tokenizer", "must be 'bpe' with --preset (a preset brings its BPE)")
+    elif self.tokenizer == "bpe":
+      _require(bool(self.vocab_file and self.merges_file), "vocab_file",
+               "and --merges_file are required with --tokenizer=bpe unless --preset is given")
+    _require(self.model_size in gpt2_lm.MODEL_SIZES, "model_size",
+             f"must be one of {sorted(gpt2_lm.MODEL_SIZES)}")
+    _require(re.fullmatch(r"[\w.\-]+", self.experiment_name) is not None, "experiment_name",
+             "may hold letters, digits, '_', '-' and '.' only")
+    if self.trainable != "all":
+      _require(re.fullmatch(r"last_blocks:\d+", self.trainable) is not None, "trainable",
+               "must be 'all' or 'last_blocks:K'")
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "ExperimentConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+  if not ok:
+    raise ValueError(f"--{name} {message}.")

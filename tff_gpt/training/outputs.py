@@ -1,0 +1,87 @@
+"""Where a run writes: checkpoints, metrics CSV, TensorBoard and hyperparameters.
+
+As google-research/federated's `training_utils.create_managers`:
+`<root>/checkpoints/<name>/`, `<root>/results/<name>/`, `<root>/logdir/<name>/`.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+
+import tensorflow_federated as tff
+
+METRICS_FILE = "experiment.metrics.csv"
+HPARAMS_FILE = "hparams.csv"
+RUN_CONFIG_FILE = "run_config.json"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclasses.dataclass
+class RunDirs:
+  checkpoints: str
+  results: str
+  logdir: str
+
+  @classmethod
+  def create(cls, root_output_dir: str, experiment_name: str) -> "RunDirs":
+    dirs = cls(*(os.path.join(root_output_dir, sub, experiment_name)
+                 for sub in ("checkpoints", "results", "logdir")))
+    for path in dataclasses.astuple(dirs):
+      os.makedirs(path, exist_ok=True)
+    return dirs
+
+  @property
+  def metrics_csv(self) -> str:
+    return os.path.join(self.results, METRICS_FILE)
+
+  @property
+  def run_config(self) -> str:
+    return os.path.join(self.checkpoints, RUN_CONFIG_FILE)
+
+  @property
+  def summary(self) -> str:
+    return os.path.join(self.results, SUMMARY_FILE)
+
+
+def create_managers(dirs: RunDirs):
+  """Returns `(program_state_manager, metrics_managers)` for a run.
+
+  The CSV manager drops rows at or after a released round, so a resumed run
+  that repeats rounds after its last checkpoint rewrites them once.
+  """
+  state_manager = tff.program.FileProgramStateManager(dirs.checkpoints, keep_total=3, keep_first=False)
+  metrics_managers = [
+      tff.program.CSVFileReleaseManager(
+          dirs.metrics_csv, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname="round_num"
+      ),
+      tff.program.TensorBoardReleaseManager(dirs.logdir),
+  ]
+  return state_manager, metrics_managers
+
+
+def write_hparams(dirs: RunDirs, hparams: dict) -> None:
+  """Writes the run's hyperparameters as one-row `hparams.csv` and as JSON."""
+  row = {k: ("" if v is None else v) for k, v in sorted(hparams.items())}
+  with open(os.path.join(dirs.results, HPARAMS_FILE), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+
+
+def write_json(path: str, value: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_metrics(dirs: RunDirs) -> list[dict]:
+  """The metrics CSV as a list of rows (strings), oldest round first."""
+  with open(dirs.metrics_csv, newline="") as f:
+    return list(csv.DictReader(f))
