@@ -1,0 +1,60 @@
+"""Text generation from a trained model with KerasNLP's samplers."""
+
+import keras_nlp
+import numpy as np
+import tensorflow as tf
+
+from tff_gpt.models import gpt2_lm
+
+SAMPLERS = ("greedy", "top_k", "top_p")
+
+
+def build_sampler(name: str, *, k: int = 10, p: float = 0.9, seed: int | None = None):
+  """A `keras_nlp.samplers.Sampler` by name: greedy, top_k or top_p."""
+  if name == "greedy":
+    return keras_nlp.samplers.GreedySampler()
+  if name == "top_k":
+    return keras_nlp.samplers.TopKSampler(k=k, seed=seed)
+  if name == "top_p":
+    return keras_nlp.samplers.TopPSampler(p=p, seed=seed)
+  raise ValueError(f"Unknown sampler {name!r}; expected one of {list(SAMPLERS)}.")
+
+
+def generate(model: tf.keras.Model, tokenizer, prompt: str, *, max_length: int | None = None,
+             sampler: str = "top_k", k: int = 10, p: float = 0.9, seed: int | None = 0) -> str:
+  """Continues `prompt` with the model's `GPT2CausalLM`.
+
+  Args:
+    model: A model from `gpt2_lm.build_gpt2_lm` holding trained weights.
+    tokenizer: The run's tokenizer (`tff_gpt.data.tokenizers`).
+    prompt: Text to continue; a beginning-of-text token is put before it.
+    max_length: Total tokens, prompt included; the model's
+      `max_sequence_length` when `None`, and never more.
+    sampler, k, p, seed: See `build_sampler`.
+
+  Returns:
+    The prompt and its continuation, up to the first end-of-text token.
+  """
+  backbone = gpt2_lm.backbone_of(model)
+  limit = backbone.max_sequence_length
+  max_length = min(max_length or limit, limit)
+  prompt_ids = np.concatenate([[tokenizer.bos_id], *tokenizer.encode([prompt])]).astype(np.int32)
+  if len(prompt_ids) >= max_length:
+    raise ValueError(f"The prompt has {len(prompt_ids)} tokens; max_length {max_length} leaves no room.")
+  token_ids = np.full((1, max_length), tokenizer.pad_id, dtype=np.int32)
+  padding_mask = np.zeros((1, max_length), dtype=np.int32)
+  token_ids[0, : len(prompt_ids)] = prompt_ids
+  padding_mask[0, : len(prompt_ids)] = 1
+  if seed is not None:
+    tf.keras.utils.set_random_seed(seed)
+  causal_lm = keras_nlp.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+  causal_lm.compile(sampler=build_sampler(sampler, k=k, p=p, seed=seed))
+  output = causal_lm.generate(
+      {"token_ids": token_ids, "padding_mask": padding_mask.astype(bool)},
+      stop_token_ids=[tokenizer.eos_id],
+  )
+  ids = np.asarray(output["token_ids"])[0, 1:]
+  mask = np.asarray(output["padding_mask"])[0, 1:].astype(bool)
+  ids = ids[mask]
+  stops = np.flatnonzero(ids == tokenizer.eos_id)
+  return tokenizer.decode(ids[: stops[0]] if len(stops) else ids)
