@@ -41,10 +41,16 @@ _HELP = {
 _OPTIONAL_INTS = ("max_elements_per_client", "clients_per_eval")
 
 
-def define_experiment_flags() -> None:
-  """Defines one flag per `ExperimentConfig` field, with its default."""
+def define_experiment_flags(names=None) -> None:
+  """Defines one flag per `ExperimentConfig` field (or those in `names`).
+
+  A flag defined already (by another experiment script imported in the same
+  process, as in tests) is left as it is.
+  """
   for field in dataclasses.fields(config_lib.ExperimentConfig):
     name, default, help_ = field.name, getattr(_D, field.name), _HELP[field.name]
+    if (names is not None and name not in names) or name in flags.FLAGS:
+      continue
     if name in _OPTIONAL_INTS:
       flags.DEFINE_integer(name, default or 0, help_)
     elif isinstance(default, bool):

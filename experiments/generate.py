@@ -9,19 +9,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
+from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
 from tff_gpt.models import tff_model  # noqa: E402
 from tff_gpt.training import trainer  # noqa: E402
 
-flags.DEFINE_string("root_output_dir", "runs", "Root of the run's outputs.")
-flags.DEFINE_string("experiment_name", "shakespeare_fedavg", "The run to load.")
+flags_common.define_experiment_flags(["root_output_dir", "experiment_name", "seed"])
 flags.DEFINE_string("prompt", "ROMEO:", "Text to continue.")
 flags.DEFINE_enum("sampler", "top_k", list(generation.SAMPLERS), "KerasNLP sampler.")
 flags.DEFINE_integer("top_k", 10, "k of the top_k sampler.")
 flags.DEFINE_float("top_p", 0.9, "p of the top_p sampler.")
 flags.DEFINE_integer("max_length", 0, "Tokens in all, prompt included; 0 = the model's limit.")
 flags.DEFINE_integer("num_samples", 1, "How many samples to print.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
 FLAGS = flags.FLAGS
 
 

@@ -1,0 +1,39 @@
+"""Shared fixtures: a TFF execution context, a per-test cache, small corpora."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
+
+from tests import helpers  # noqa: E402
+from tff_gpt import runtime  # noqa: E402
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: a test that takes more than about a minute")
+  # absl flags are parsed by app.run in the scripts; tests set them with flagsaver.
+  flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tff_context():
+  runtime.set_up()
+  yield
+  runtime.shutdown()
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+  return str(tmp_path / "cache")
+
+
+@pytest.fixture
+def jsonl_corpus(tmp_path):
+  return helpers.write_jsonl_corpus(tmp_path / "corpus.jsonl")
+
+
+@pytest.fixture
+def bpe_files(tmp_path):
+  return helpers.write_bpe_files(tmp_path / "bpe")
