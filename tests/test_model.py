@@ -1,0 +1,102 @@
+"""The GPT-2 LM: shapes, tied head, masked loss, trainable choice, presets."""
+
+import keras_nlp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_gpt.data import tokenizers
+from tff_gpt.models import gpt2_lm, metrics, presets, tff_model
+
+CONFIG = gpt2_lm.model_config("tiny", vocabulary_size=50, max_sequence_length=16)
+
+
+def _inputs(batch=2, length=16):
+  rng = np.random.default_rng(0)
+  return {"token_ids": rng.integers(0, 50, (batch, length)).astype(np.int32),
+          "padding_mask": np.ones((batch, length), np.int32)}
+
+
+def test_shapes_and_tied_head():
+  model = gpt2_lm.build_gpt2_lm(CONFIG)
+  logits = model(_inputs())
+  assert logits.shape == (2, 16, 50)
+  backbone = gpt2_lm.backbone_of(model)
+  # The head adds no weights: the output projection is the token embedding.
+  assert len(model.weights) == len(backbone.weights)
+  hidden = backbone(_inputs())
+  expected = tf.matmul(hidden, backbone.token_embedding.embeddings, transpose_b=True)
+  np.testing.assert_allclose(logits.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_each_call_builds_fresh_weights():
+  tf.keras.utils.set_random_seed(1)
+  a = gpt2_lm.build_gpt2_lm(CONFIG)
+  b = gpt2_lm.build_gpt2_lm(CONFIG)
+  assert a.weights[0] is not b.weights[0]
+  assert not np.array_equal(a.weights[0].numpy(), b.weights[0].numpy())
+
+
+def test_masked_loss_ignores_padding():
+  logits = tf.random.stateless_normal((1, 4, 50), seed=(1, 2))
+  labels = tf.constant([[3, 7, -1, -1]])
+  loss = metrics.lm_loss()(labels, logits).numpy()
+  expected = tf.keras.losses.sparse_categorical_crossentropy([3, 7], logits[0, :2], from_logits=True)
+  np.testing.assert_allclose(loss, np.mean(expected), rtol=1e-5)
+  # Changing logits at padded positions changes nothing.
+  other = tf.concat([logits[:, :2], 100 * tf.ones((1, 2, 50))], axis=1)
+  np.testing.assert_allclose(metrics.lm_loss()(labels, other).numpy(), loss, rtol=1e-6)
+  token_loss = metrics.TokenLoss()
+  token_loss.update_state(labels, other)
+  np.testing.assert_allclose(token_loss.result().numpy(), loss, rtol=1e-5)
+
+
+def test_token_accuracy_and_count_skip_padding():
+  logits = tf.one_hot([[1, 2, 3, 4]], 50) * 10
+  labels = tf.constant([[1, 0, 3, -1]])
+  acc, count = metrics.TokenAccuracy(), metrics.NumTokens()
+  acc.update_state(labels, logits)
+  count.update_state(labels, logits)
+  assert acc.result().numpy() == pytest.approx(2 / 3)
+  assert count.result().numpy() == 3
+
+
+def test_trainable_last_blocks():
+  full = gpt2_lm.build_gpt2_lm(CONFIG)
+  last = gpt2_lm.build_gpt2_lm(CONFIG, trainable="last_blocks:1")
+  n_block = len(gpt2_lm.backbone_of(last).get_layer("transformer_layer_1").trainable_weights)
+  assert len(last.trainable_weights) == n_block + 2  # the block and the final layer norm
+  assert len(last.weights) == len(full.weights)
+  names = [w.name for w in last.trainable_weights]
+  assert not any("embedding" in n for n in names)
+  weights = tff_model.initial_weights(CONFIG, seed=0, trainable="last_blocks:1")
+  assert len(weights.trainable) == n_block + 2
+
+
+@pytest.mark.parametrize("bad", ["some", "last_blocks:0", "last_blocks:3", "last_blocks:x"])
+def test_bad_trainable(bad):
+  with pytest.raises(ValueError, match="trainable must be 'all' or 'last_blocks:K'"):
+    gpt2_lm.build_gpt2_lm(CONFIG, trainable=bad)
+
+
+def test_unknown_size():
+  with pytest.raises(ValueError, match="Unknown model size 'huge'"):
+    gpt2_lm.model_config("huge", vocabulary_size=10, max_sequence_length=8)
+
+
+def test_preset_directory_round_trip(tmp_path, bpe_files):
+  """A preset written by save_to_preset starts a run with its weights and tokenizer."""
+  tok = tokenizers.load_bpe(*bpe_files)
+  backbone = keras_nlp.models.GPT2Backbone(
+      vocabulary_size=tok.vocabulary_size, num_layers=2, num_heads=2, hidden_dim=16,
+      intermediate_dim=32, max_sequence_length=32)
+  preset = str(tmp_path / "preset")
+  presets.save_preset(backbone, tok.keras_tokenizer, preset)
+
+  loaded_tok = tokenizers.from_preset(preset)
+  assert loaded_tok.encode(["the cat"])[0].tolist() == tok.encode(["the cat"])[0].tolist()
+  config = gpt2_lm.preset_config(gpt2_lm.load_preset(preset))
+  assert config["hidden_dim"] == 16 and config["vocabulary_size"] == tok.vocabulary_size
+  weights = tff_model.initial_weights(config, seed=123, preset=preset)
+  for got, want in zip(weights.trainable, backbone.trainable_weights):
+    np.testing.assert_array_equal(got, want.numpy())
