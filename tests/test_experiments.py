@@ -1,0 +1,90 @@
+"""The absl entry points, run as a researcher runs them (main under flagsaver)."""
+
+import csv
+import os
+
+import pytest
+from absl import app
+from absl.testing import flagsaver
+
+from experiments import generate, run_experiment
+from tests import helpers
+
+
+def _flags(tmp_path, **overrides):
+  config = helpers.tiny_config(tmp_path, total_rounds=3, rounds_per_eval=2, rounds_per_checkpoint=2)
+  values = {k: v for k, v in config.to_dict().items() if v is not None}
+  values.update(overrides)
+  return values
+
+
+def test_main_writes_one_metrics_row_per_round_and_generates(tmp_path, capfd):
+  values = _flags(tmp_path)
+  with flagsaver.flagsaver(**values, sample_prompt="the cat"):
+    run_experiment.main(["run_experiment"])
+  out = capfd.readouterr().out
+  assert "Finished 3 rounds." in out and "perplexity" in out and "Sample" in out
+  results = os.path.join(values["root_output_dir"], "results", values["experiment_name"])
+  with open(os.path.join(results, "experiment.metrics.csv"), newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["round_num"] for r in rows] == ["1", "2", "3"]
+  assert {"train_loss", "train_accuracy", "eval_loss", "eval_perplexity", "tokens_per_second"} <= set(rows[0])
+  assert [r["eval_loss"] != "" for r in rows] == [False, True, True]
+  with open(os.path.join(results, "hparams.csv"), newline="") as f:
+    assert next(csv.DictReader(f))["total_rounds"] == "3"
+
+  with flagsaver.flagsaver(root_output_dir=values["root_output_dir"],
+                           experiment_name=values["experiment_name"], prompt="the ",
+                           sampler="top_p", num_samples=2, max_length=12):
+    texts = generate.generate_samples()
+  assert len(texts) == 2
+  assert all(t.startswith("the ") for t in texts)
+  assert any(len(t) > len("the ") for t in texts)  # sampling may stop at once on end-of-text
+
+
+def test_flagfile(tmp_path, capfd):
+  values = _flags(tmp_path, total_rounds=1, experiment_name="from_flagfile")
+  flagfile = tmp_path / "run.flags"
+  flagfile.write_text("".join(f"--{k}={v}\n" for k, v in values.items()))
+  with flagsaver.flagsaver():
+    run_experiment.FLAGS(["run_experiment", f"--flagfile={flagfile}", "--sample_prompt="])
+    run_experiment.main(["run_experiment"])
+  assert os.path.exists(os.path.join(values["root_output_dir"], "results", "from_flagfile",
+                                     "experiment.metrics.csv"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(total_rounds=0), "--total_rounds must be >= 1"),
+    (dict(sequence_length=1), "--sequence_length must be >= 2"),
+    (dict(client_learning_rate=-1.0), "--client_learning_rate must be > 0"),
+    (dict(dataset="jsonl", dataset_path=""), "--dataset_path is required with --dataset=jsonl"),
+    (dict(dataset="shakespeare"), "--dataset_path is only for --dataset=text_dir or jsonl"),
+    (dict(tokenizer="bpe"), "--vocab_file and --merges_file are required"),
+    (dict(model_size="huge"), "--model_size must be one of"),
+    (dict(trainable="half"), "--trainable must be 'all' or 'last_blocks:K'"),
+    (dict(experiment_name="a/b"), "--experiment_name may hold"),
+])
+def test_bad_flags_fail_at_start_up(tmp_path, overrides, message):
+  values = _flags(tmp_path, **overrides)
+  with flagsaver.flagsaver(**values):
+    with pytest.raises(app.UsageError, match=message):
+      run_experiment.main(["run_experiment"])
+  assert not os.path.exists(os.path.join(values["root_output_dir"], "checkpoints"))
+
+
+def test_bad_corpus_fails_before_any_round(tmp_path):
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"client_id": "a"}\n', encoding="utf-8")
+  values = _flags(tmp_path, dataset_path=str(bad))
+  with flagsaver.flagsaver(**values):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: missing field\(s\) \['text'\]"):
+      run_experiment.main(["run_experiment"])
+  assert not os.path.exists(os.path.join(values["root_output_dir"], "checkpoints"))
+
+
+def test_unknown_optimizer_is_rejected_by_the_flag():
+  from absl import flags
+
+  with flagsaver.flagsaver():
+    with pytest.raises(flags.IllegalFlagValueError, match="client_optimizer.*adagrad, adam, sgd, sgdm, yogi"):
+      run_experiment.FLAGS(["run_experiment", "--client_optimizer=lion"])
