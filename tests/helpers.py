@@ -50,10 +50,10 @@ Third speech of alpha.
 
 # Few clients with strongly patterned text, so a tiny model learns quickly.
 PATTERNS = {
-    "alice": ["abcabcabc abcabc abc abcabcabc"] * 6,
-    "bob": ["the cat sat on the mat. the cat sat."] * 8,
-    "carol": ["xyz xyz xyz zyx zyx zyx xyz xyz"] * 5,
-    "dave": ["hello world hello world hello"] * 7,
+  "alice": ["abcabcabc abcabc abc abcabcabc"] * 6,
+  "bob": ["the cat sat on the mat. the cat sat."] * 8,
+  "carol": ["xyz xyz xyz zyx zyx zyx xyz xyz"] * 5,
+  "dave": ["hello world hello world hello"] * 7,
 }
 
 
@@ -91,11 +91,22 @@ def tiny_config(tmp_path, **overrides) -> config_lib.ExperimentConfig:
   if not corpus.exists():
     write_jsonl_corpus(corpus)
   values = dict(
-      root_output_dir=str(tmp_path / "runs"), experiment_name="tiny", total_rounds=2,
-      clients_per_round=3, client_batch_size=4, max_elements_per_client=16, sequence_length=16,
-      client_learning_rate=0.5, rounds_per_eval=1, rounds_per_checkpoint=1, clients_per_eval=None,
-      eval_batch_size=16, dataset="jsonl", dataset_path=str(corpus), model_size="tiny",
-      cache_dir=str(tmp_path / "cache"),
+    root_output_dir=str(tmp_path / "runs"),
+    experiment_name="tiny",
+    total_rounds=2,
+    clients_per_round=3,
+    client_batch_size=4,
+    max_elements_per_client=16,
+    sequence_length=16,
+    client_learning_rate=0.5,
+    rounds_per_eval=1,
+    rounds_per_checkpoint=1,
+    clients_per_eval=None,
+    eval_batch_size=16,
+    dataset="jsonl",
+    dataset_path=str(corpus),
+    model_size="tiny",
+    cache_dir=str(tmp_path / "cache"),
   )
   values.update(overrides)
   return config_lib.ExperimentConfig(**values)

@@ -16,16 +16,23 @@ from tff_gpt.training import trainer
 
 
 def test_one_round_equals_example_weighted_mean_of_keras_training(tmp_path):
-  config = helpers.tiny_config(tmp_path, clients_per_round=3, client_learning_rate=0.3,
-                               server_optimizer="sgd", server_learning_rate=1.0,
-                               max_elements_per_client=None, client_batch_size=3)
+  config = helpers.tiny_config(
+    tmp_path,
+    clients_per_round=3,
+    client_learning_rate=0.3,
+    server_optimizer="sgd",
+    server_learning_rate=1.0,
+    max_elements_per_client=None,
+    client_batch_size=3,
+  )
   experiment = trainer.FederatedExperiment(config)
   clients = experiment.clients_for_round(1)
   assert len(clients) == 3
   start = tff_model.initial_weights(experiment.model_config, seed=config.seed)
-  datasets = [experiment.train_data.train_dataset(c, round_num=1, seed=config.seed,
-                                                  batch_size=config.client_batch_size)
-              for c in clients]
+  datasets = [
+    experiment.train_data.train_dataset(c, round_num=1, seed=config.seed, batch_size=config.client_batch_size)
+    for c in clients
+  ]
 
   local_weights, sizes = [], []
   for dataset in datasets:
@@ -36,8 +43,10 @@ def test_one_round_equals_example_weighted_mean_of_keras_training(tmp_path):
     local_weights.append([w.numpy() for w in model.trainable_weights])
     sizes.append(sum(int(y.shape[0]) for _, y in dataset))
   assert len(set(sizes)) > 1, "clients of different sizes make the weighting visible"
-  expected = [sum(n * w[i] for n, w in zip(sizes, local_weights)) / sum(sizes)
-              for i in range(len(local_weights[0]))]
+  expected = [
+    sum(n * w[i] for n, w in zip(sizes, local_weights, strict=True)) / sum(sizes)
+    for i in range(len(local_weights[0]))
+  ]
   unweighted = [np.mean([w[i] for w in local_weights], axis=0) for i in range(len(expected))]
 
   state = experiment.process.set_model_weights(experiment.process.initialize(), start)
@@ -45,8 +54,8 @@ def test_one_round_equals_example_weighted_mean_of_keras_training(tmp_path):
   got = experiment.process.get_model_weights(state).trainable
 
   assert len(got) == len(expected)
-  for g, e in zip(got, expected):
+  for g, e in zip(got, expected, strict=True):
     np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
   # The check can fail: the unweighted mean is measurably different.
-  assert max(np.abs(g - u).max() for g, u in zip(got, unweighted)) > 1e-4
+  assert max(np.abs(g - u).max() for g, u in zip(got, unweighted, strict=True)) > 1e-4
   assert isinstance(state, tff.learning.templates.LearningAlgorithmState)

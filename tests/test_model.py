@@ -13,8 +13,10 @@ CONFIG = gpt2_lm.model_config("tiny", vocabulary_size=50, max_sequence_length=16
 
 def _inputs(batch=2, length=16):
   rng = np.random.default_rng(0)
-  return {"token_ids": rng.integers(0, 50, (batch, length)).astype(np.int32),
-          "padding_mask": np.ones((batch, length), np.int32)}
+  return {
+    "token_ids": rng.integers(0, 50, (batch, length)).astype(np.int32),
+    "padding_mask": np.ones((batch, length), np.int32),
+  }
 
 
 def test_shapes_and_tied_head():
@@ -88,8 +90,13 @@ def test_preset_directory_round_trip(tmp_path, bpe_files):
   """A preset written by save_to_preset starts a run with its weights and tokenizer."""
   tok = tokenizers.load_bpe(*bpe_files)
   backbone = keras_nlp.models.GPT2Backbone(
-      vocabulary_size=tok.vocabulary_size, num_layers=2, num_heads=2, hidden_dim=16,
-      intermediate_dim=32, max_sequence_length=32)
+    vocabulary_size=tok.vocabulary_size,
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=16,
+    intermediate_dim=32,
+    max_sequence_length=32,
+  )
   preset = str(tmp_path / "preset")
   presets.save_preset(backbone, tok.keras_tokenizer, preset)
 
@@ -98,5 +105,5 @@ def test_preset_directory_round_trip(tmp_path, bpe_files):
   config = gpt2_lm.preset_config(gpt2_lm.load_preset(preset))
   assert config["hidden_dim"] == 16 and config["vocabulary_size"] == tok.vocabulary_size
   weights = tff_model.initial_weights(config, seed=123, preset=preset)
-  for got, want in zip(weights.trainable, backbone.trainable_weights):
+  for got, want in zip(weights.trainable, backbone.trainable_weights, strict=True):
     np.testing.assert_array_equal(got, want.numpy())

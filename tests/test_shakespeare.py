@@ -13,10 +13,9 @@ from tff_gpt.data import client_data, shakespeare
 def test_parse_play_keeps_roles_and_drops_stage_directions():
   roles = shakespeare.parse_play(helpers.SMALL_PLAY)
   assert roles == {
-      "ALPHA": ["First speech of alpha,\nover two lines.", "Second speech of alpha.",
-                "Third speech of alpha."],
-      "BETA": ["Beta speaks aside.", "Beta again,  now awake."],
-      "GAMMA": ["Gamma's only speech."],
+    "ALPHA": ["First speech of alpha,\nover two lines.", "Second speech of alpha.", "Third speech of alpha."],
+    "BETA": ["Beta speaks aside.", "Beta again,  now awake."],
+    "GAMMA": ["Gamma's only speech."],
   }
   text = "\n".join(s for speeches in roles.values() for s in speeches)
   for leaked in ("Enter", "Exit", "Aside", "Awaking", "Drawing", "together", "Attendants", "_", "*", "["):
@@ -40,7 +39,9 @@ def test_load_data_builds_client_data_split_in_order(tmp_path):
   assert sorted(corpus.train.client_ids) == ["copy:ALPHA", "copy:BETA", "testing:ALPHA", "testing:BETA"]
   dataset = corpus.train.create_tf_dataset_for_client("testing:ALPHA")
   assert [x["snippets"].numpy().decode() for x in dataset] == [
-      "First speech of alpha,\nover two lines.", "Second speech of alpha."]
+    "First speech of alpha,\nover two lines.",
+    "Second speech of alpha.",
+  ]
   test = corpus.test.create_tf_dataset_for_client("testing:ALPHA")
   assert [x["snippets"].numpy().decode() for x in test] == ["Third speech of alpha."]
   # The fast reader gives exactly what the ClientData gives.
@@ -70,7 +71,8 @@ def test_embedded_shakespeare_partition(tmp_path):
   assert "per client" in corpus.summary_text()
   # Element structure equals TFF's own Shakespeare, so its baseline task runs on it.
   assert corpus.train.element_type_structure == collections.OrderedDict(
-      snippets=tf.TensorSpec(shape=(), dtype=tf.string))
+    snippets=tf.TensorSpec(shape=(), dtype=tf.string)
+  )
   # A second load reads the cache instead of parsing again.
   again = shakespeare.load_data(cache_dir=str(tmp_path / "cache"))
   assert again.cache_path == corpus.cache_path

@@ -10,6 +10,7 @@ from tff_gpt.data import client_data, datasets, text_corpus
 
 def _no_cache(cache_dir):
   import pathlib
+
   path = pathlib.Path(cache_dir)
   return not path.exists() or not any(path.rglob("*.sqlite"))
 
@@ -29,8 +30,13 @@ def test_text_dir_one_client_per_file(tmp_path, cache_dir):
 
 def test_jsonl_with_named_fields(tmp_path, cache_dir):
   path = tmp_path / "c.jsonl"
-  rows = [{"user": "u1", "body": "one"}, {"user": "u2", "body": "two"}, {"user": "u1", "body": "three"},
-          {"user": "u2", "body": "four"}, {"user": 7, "body": "five"}]
+  rows = [
+    {"user": "u1", "body": "one"},
+    {"user": "u2", "body": "two"},
+    {"user": "u1", "body": "three"},
+    {"user": "u2", "body": "four"},
+    {"user": 7, "body": "five"},
+  ]
   path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
   corpus = text_corpus.load_jsonl(str(path), client_field="user", text_field="body", cache_dir=cache_dir)
   assert corpus.texts("train") == {"u1": ["one"], "u2": ["two"], "7": ["five"]}
@@ -97,8 +103,11 @@ def test_fewer_than_two_clients(tmp_path, cache_dir):
 
 def test_client_with_no_text(tmp_path, cache_dir):
   path = tmp_path / "blank.jsonl"
-  path.write_text('{"client_id": "a", "text": "x"}\n{"client_id": "a", "text": "y"}\n'
-                  '{"client_id": "b", "text": "   "}\n', encoding="utf-8")
+  path.write_text(
+    '{"client_id": "a", "text": "x"}\n{"client_id": "a", "text": "y"}\n'
+    '{"client_id": "b", "text": "   "}\n',
+    encoding="utf-8",
+  )
   with pytest.raises(client_data.CorpusError, match="client 'b' has no text"):
     datasets.load_corpus("jsonl", path=str(path), cache_dir=cache_dir)
   corpus_dir = tmp_path / "texts"

@@ -23,8 +23,9 @@ def _rows(config):
 def uninterrupted(tmp_path_factory):
   """A 4-round run evaluated and checkpointed every round."""
   tmp_path = tmp_path_factory.mktemp("uninterrupted")
-  config = helpers.tiny_config(tmp_path, total_rounds=ROUNDS, client_optimizer="adam",
-                               client_learning_rate=0.01, rounds_per_checkpoint=2)
+  config = helpers.tiny_config(
+    tmp_path, total_rounds=ROUNDS, client_optimizer="adam", client_learning_rate=0.01, rounds_per_checkpoint=2
+  )
   summary = trainer.FederatedExperiment(config).run(progress=False)
   return tmp_path, config, summary
 
@@ -41,9 +42,19 @@ def test_loss_falls(uninterrupted):
 def test_metrics_columns_and_summary(uninterrupted):
   _, config, summary = uninterrupted
   row = _rows(config)[-1]
-  for column in ("train_loss", "train_perplexity", "train_accuracy", "train_tokens", "eval_loss",
-                 "eval_perplexity", "eval_accuracy", "round_seconds", "tokens_per_second",
-                 "memory_mb", "clients"):
+  for column in (
+    "train_loss",
+    "train_perplexity",
+    "train_accuracy",
+    "train_tokens",
+    "eval_loss",
+    "eval_perplexity",
+    "eval_accuracy",
+    "round_seconds",
+    "tokens_per_second",
+    "memory_mb",
+    "clients",
+  ):
     assert row[column] != "", column
   assert int(row["clients"]) == config.clients_per_round
   assert float(row["eval_perplexity"]) == pytest.approx(np.exp(float(row["eval_loss"])), rel=1e-6)
@@ -77,8 +88,9 @@ def test_evaluation_matches_a_direct_keras_evaluation(uninterrupted):
 
 def test_resume_after_kill_equals_uninterrupted_run(uninterrupted, tmp_path):
   _, reference_config, reference = uninterrupted
-  config = helpers.tiny_config(tmp_path, total_rounds=3, client_optimizer="adam",
-                               client_learning_rate=0.01, rounds_per_checkpoint=2)
+  config = helpers.tiny_config(
+    tmp_path, total_rounds=3, client_optimizer="adam", client_learning_rate=0.01, rounds_per_checkpoint=2
+  )
   trainer.FederatedExperiment(config).run(progress=False)
   dirs = outputs.RunDirs.create(config.root_output_dir, config.experiment_name)
   # Round 3 finished and released its metrics, then the run was killed before
@@ -91,9 +103,10 @@ def test_resume_after_kill_equals_uninterrupted_run(uninterrupted, tmp_path):
 
   rows = _rows(config)
   assert [int(r["round_num"]) for r in rows] == [1, 2, 3, 4]
-  for row, ref in zip(rows, _rows(reference_config)):
+  for row, ref in zip(rows, _rows(reference_config), strict=True):
     assert float(row["train_loss"]) == pytest.approx(float(ref["train_loss"]), rel=1e-5)
-  for got, want in zip(resumed["model_weights"].trainable, reference["model_weights"].trainable):
+  got_weights, want_weights = resumed["model_weights"].trainable, reference["model_weights"].trainable
+  for got, want in zip(got_weights, want_weights, strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
   # Running the finished command again trains nothing and changes no row.
@@ -105,9 +118,11 @@ def test_resume_after_kill_equals_uninterrupted_run(uninterrupted, tmp_path):
 def test_resume_with_other_settings_fails_before_training(uninterrupted):
   _, config, _ = uninterrupted
   changed = helpers.tiny_config(
-      __import__("pathlib").Path(config.root_output_dir).parent, total_rounds=ROUNDS,
-      client_optimizer="adam", client_learning_rate=0.02, rounds_per_checkpoint=2)
+    __import__("pathlib").Path(config.root_output_dir).parent,
+    total_rounds=ROUNDS,
+    client_optimizer="adam",
+    client_learning_rate=0.02,
+    rounds_per_checkpoint=2,
+  )
   with pytest.raises(trainer.ResumeError, match="--client_learning_rate was 0.01, now 0.02"):
     trainer.FederatedExperiment(changed).run(progress=False)
-
-

@@ -20,8 +20,17 @@ def build_sampler(name: str, *, k: int = 10, p: float = 0.9, seed: int | None = 
   raise ValueError(f"Unknown sampler {name!r}; expected one of {list(SAMPLERS)}.")
 
 
-def generate(model: tf.keras.Model, tokenizer, prompt: str, *, max_length: int | None = None,
-             sampler: str = "top_k", k: int = 10, p: float = 0.9, seed: int | None = 0) -> str:
+def generate(
+  model: tf.keras.Model,
+  tokenizer,
+  prompt: str,
+  *,
+  max_length: int | None = None,
+  sampler: str = "top_k",
+  k: int = 10,
+  p: float = 0.9,
+  seed: int | None = 0,
+) -> str:
   """Continues `prompt` with the model's `GPT2CausalLM`.
 
   Args:
@@ -50,8 +59,8 @@ def generate(model: tf.keras.Model, tokenizer, prompt: str, *, max_length: int |
   causal_lm = keras_nlp.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
   causal_lm.compile(sampler=build_sampler(sampler, k=k, p=p, seed=seed))
   output = causal_lm.generate(
-      {"token_ids": token_ids, "padding_mask": padding_mask.astype(bool)},
-      stop_token_ids=[tokenizer.eos_id],
+    {"token_ids": token_ids, "padding_mask": padding_mask.astype(bool)},
+    stop_token_ids=[tokenizer.eos_id],
   )
   ids = np.asarray(output["token_ids"])[0, 1:]
   mask = np.asarray(output["padding_mask"])[0, 1:].astype(bool)

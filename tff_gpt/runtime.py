@@ -39,7 +39,7 @@ def set_up(*, max_concurrent_computation_calls: int = 2) -> None:
       so use 1 for models near GPT-2 124M.
   """
   tff.backends.native.set_sync_local_cpp_execution_context(
-      max_concurrent_computation_calls=max_concurrent_computation_calls
+    max_concurrent_computation_calls=max_concurrent_computation_calls
   )
 
 

@@ -38,13 +38,11 @@ class CorpusError(ValueError):
 
 def default_cache_dir() -> str:
   """Returns `$TFF_GPT_CACHE`, or `~/.cache/tff_gpt` when it is unset."""
-  return os.environ.get("TFF_GPT_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "tff_gpt"
-  )
+  return os.environ.get("TFF_GPT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tff_gpt")
 
 
 def split_in_order(
-    examples: Sequence[str], train_fraction: float = TRAIN_FRACTION
+  examples: Sequence[str], train_fraction: float = TRAIN_FRACTION
 ) -> tuple[list[str], list[str]]:
   """Splits one client's examples in order: the first part trains, the rest tests.
 
@@ -60,66 +58,64 @@ def validate_clients(clients: Mapping[str, Sequence[str]], source: str) -> None:
   """Raises `CorpusError` unless `clients` holds at least 2 clients, all with text."""
   if len(clients) < 2:
     raise CorpusError(
-        f"{source}: found {len(clients)} client(s); federated training needs at "
-        "least 2. Add more files or client ids to the corpus."
+      f"{source}: found {len(clients)} client(s); federated training needs at "
+      "least 2. Add more files or client ids to the corpus."
     )
   for client_id, examples in clients.items():
     if not any(text.strip() for text in examples):
       raise CorpusError(
-          f"{source}: client {client_id!r} has no text. Remove it from the "
-          "corpus or give it some text."
+        f"{source}: client {client_id!r} has no text. Remove it from the " "corpus or give it some text."
       )
 
 
 def _write_sql(clients: Mapping[str, Sequence[str]], path: str) -> None:
   def dataset_fn(client_id: str) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(
-        collections.OrderedDict(snippets=tf.constant(list(clients[client_id]), tf.string))
+      collections.OrderedDict(snippets=tf.constant(list(clients[client_id]), tf.string))
     )
 
-  tff.simulation.datasets.save_to_sql_client_data(
-      sorted(clients), dataset_fn, path, allow_overwrite=True
-  )
+  tff.simulation.datasets.save_to_sql_client_data(sorted(clients), dataset_fn, path, allow_overwrite=True)
 
 
 def _distribution(values: Sequence[int]) -> dict[str, float]:
   values = np.asarray(values, dtype=np.float64)
   return {
-      "min": int(values.min()),
-      "median": float(np.median(values)),
-      "p90": float(np.percentile(values, 90)),
-      "max": int(values.max()),
+    "min": int(values.min()),
+    "median": float(np.median(values)),
+    "p90": float(np.percentile(values, 90)),
+    "max": int(values.max()),
   }
 
 
-def partition_summary(
-    train: Mapping[str, Sequence[str]], test: Mapping[str, Sequence[str]]
-) -> dict:
+def partition_summary(train: Mapping[str, Sequence[str]], test: Mapping[str, Sequence[str]]) -> dict:
   """Counts clients, examples and characters per client for each split."""
   summary = {}
   for name, split in (("train", train), ("test", test)):
     examples = [len(texts) for texts in split.values()]
     chars = [sum(len(t) for t in texts) for texts in split.values()]
     summary[name] = {
-        "clients": len(split),
-        "examples": int(sum(examples)),
-        "characters": int(sum(chars)),
-        "examples_per_client": _distribution(examples or [0]),
-        "characters_per_client": _distribution(chars or [0]),
+      "clients": len(split),
+      "examples": int(sum(examples)),
+      "characters": int(sum(chars)),
+      "examples_per_client": _distribution(examples or [0]),
+      "characters_per_client": _distribution(chars or [0]),
     }
   return summary
 
 
 def format_summary(summary: Mapping, title: str) -> str:
   """Renders a `partition_summary` as a small plain-text table."""
-  lines = [f"{title}", f"{'split':<6} {'clients':>8} {'examples':>9} {'chars':>10}   per client: min / median / p90 / max"]
+  lines = [
+    f"{title}",
+    f"{'split':<6} {'clients':>8} {'examples':>9} {'chars':>10}   per client: min / median / p90 / max",
+  ]
   for name in ("train", "test"):
     s = summary[name]
     e, c = s["examples_per_client"], s["characters_per_client"]
     lines.append(
-        f"{name:<6} {s['clients']:>8} {s['examples']:>9} {s['characters']:>10}   "
-        f"examples {e['min']} / {e['median']:g} / {e['p90']:g} / {e['max']}; "
-        f"chars {c['min']} / {c['median']:g} / {c['p90']:g} / {c['max']}"
+      f"{name:<6} {s['clients']:>8} {s['examples']:>9} {s['characters']:>10}   "
+      f"examples {e['min']} / {e['median']:g} / {e['p90']:g} / {e['max']}; "
+      f"chars {c['min']} / {c['median']:g} / {c['p90']:g} / {c['max']}"
     )
   return "\n".join(lines)
 
@@ -139,10 +135,10 @@ class FederatedCorpus:
     self.name = name
     self.cache_path = cache_path
     self.train = tff.simulation.datasets.load_and_parse_sql_client_data(
-        os.path.join(cache_path, _TRAIN_FILE), ELEMENT_SPEC
+      os.path.join(cache_path, _TRAIN_FILE), ELEMENT_SPEC
     )
     self.test = tff.simulation.datasets.load_and_parse_sql_client_data(
-        os.path.join(cache_path, _TEST_FILE), ELEMENT_SPEC
+      os.path.join(cache_path, _TEST_FILE), ELEMENT_SPEC
     )
     with open(os.path.join(cache_path, _SUMMARY_FILE)) as f:
       self.summary = json.load(f)
@@ -176,11 +172,11 @@ def cache_key(*parts: str) -> str:
 
 
 def load_or_build(
-    name: str,
-    key: str,
-    parse_fn: Callable[[], Mapping[str, Sequence[str]]],
-    *,
-    cache_dir: str | None = None,
+  name: str,
+  key: str,
+  parse_fn: Callable[[], Mapping[str, Sequence[str]]],
+  *,
+  cache_dir: str | None = None,
 ) -> FederatedCorpus:
   """Returns the cached corpus `name`/`key`, parsing and caching it if missing.
 
@@ -210,9 +206,9 @@ def load_or_build(
         test[client_id] = client_test
     if not test:
       raise CorpusError(
-          f"{name}: no client has 2 or more examples, so there is no held-out "
-          "test split. Give clients more examples (for text files: paragraphs "
-          "separated by blank lines)."
+        f"{name}: no client has 2 or more examples, so there is no held-out "
+        "test split. Give clients more examples (for text files: paragraphs "
+        "separated by blank lines)."
       )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(path))

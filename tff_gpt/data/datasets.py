@@ -6,13 +6,13 @@ CORPORA = ("shakespeare", "text_dir", "jsonl")
 
 
 def load_corpus(
-    name: str,
-    *,
-    path: str | None = None,
-    client_field: str = "client_id",
-    text_field: str = "text",
-    file_pattern: str = "*.txt",
-    cache_dir: str | None = None,
+  name: str,
+  *,
+  path: str | None = None,
+  client_field: str = "client_id",
+  text_field: str = "text",
+  file_pattern: str = "*.txt",
+  cache_dir: str | None = None,
 ) -> client_data.FederatedCorpus:
   """Loads the federated corpus `name`.
 
@@ -37,6 +37,5 @@ def load_corpus(
   if name == "text_dir":
     return text_corpus.load_text_dir(path, pattern=file_pattern, cache_dir=cache_dir)
   if name == "jsonl":
-    return text_corpus.load_jsonl(path, client_field=client_field, text_field=text_field,
-                                  cache_dir=cache_dir)
+    return text_corpus.load_jsonl(path, client_field=client_field, text_field=text_field, cache_dir=cache_dir)
   raise client_data.CorpusError(f"Unknown dataset {name!r}; expected one of {list(CORPORA)}.")

@@ -24,12 +24,13 @@ IGNORE_LABEL = -1
 def _check_positive(name: str, value, allow_none: bool = False, minimum: int = 1) -> None:
   if value is None and allow_none:
     return
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+  if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-def pack_sequences(token_ids: Sequence[np.ndarray], *, sequence_length: int, bos_id: int,
-                   eos_id: int, pad_id: int) -> dict[str, np.ndarray]:
+def pack_sequences(
+  token_ids: Sequence[np.ndarray], *, sequence_length: int, bos_id: int, eos_id: int, pad_id: int
+) -> dict[str, np.ndarray]:
   """Packs tokenized examples into padded `[n, sequence_length]` arrays.
 
   Args:
@@ -42,19 +43,19 @@ def pack_sequences(token_ids: Sequence[np.ndarray], *, sequence_length: int, bos
   """
   _check_positive("sequence_length", sequence_length, minimum=2)
   stream = np.concatenate(
-      [np.concatenate([[bos_id], ids, [eos_id]]) for ids in token_ids] or [np.zeros(0)]
+    [np.concatenate([[bos_id], ids, [eos_id]]) for ids in token_ids] or [np.zeros(0)]
   ).astype(np.int32)
   n = max(0, -(-(len(stream) - 1) // sequence_length))
   window = np.full((n, sequence_length + 1), IGNORE_LABEL, dtype=np.int32)
   for i in range(n):
-    chunk = stream[i * sequence_length: i * sequence_length + sequence_length + 1]
+    chunk = stream[i * sequence_length : i * sequence_length + sequence_length + 1]
     window[i, : len(chunk)] = chunk
   inputs = window[:, :-1]
   padding_mask = (inputs != IGNORE_LABEL).astype(np.int32)
   return {
-      "token_ids": np.where(padding_mask == 1, inputs, pad_id).astype(np.int32),
-      "padding_mask": padding_mask,
-      "labels": window[:, 1:].copy(),
+    "token_ids": np.where(padding_mask == 1, inputs, pad_id).astype(np.int32),
+    "padding_mask": padding_mask,
+    "labels": window[:, 1:].copy(),
   }
 
 
@@ -70,7 +71,7 @@ def to_dataset(sequences: dict[str, np.ndarray], *, batch_size: int, order: np.n
   if order is None:
     order = np.arange(len(sequences["labels"]))
   x = collections.OrderedDict(
-      token_ids=sequences["token_ids"][order], padding_mask=sequences["padding_mask"][order]
+    token_ids=sequences["token_ids"][order], padding_mask=sequences["padding_mask"][order]
   )
   return tf.data.Dataset.from_tensor_slices((x, sequences["labels"][order])).batch(batch_size)
 
@@ -106,19 +107,27 @@ class TokenizedClients:
   def sequences(self, client_id: str) -> dict[str, np.ndarray]:
     if client_id not in self._cache:
       self._cache[client_id] = pack_sequences(
-          self.tokenizer.encode(self.texts[client_id]),
-          sequence_length=self.sequence_length,
-          bos_id=self.tokenizer.bos_id,
-          eos_id=self.tokenizer.eos_id,
-          pad_id=self.tokenizer.pad_id,
+        self.tokenizer.encode(self.texts[client_id]),
+        sequence_length=self.sequence_length,
+        bos_id=self.tokenizer.bos_id,
+        eos_id=self.tokenizer.eos_id,
+        pad_id=self.tokenizer.pad_id,
       )
     return self._cache[client_id]
 
   def num_sequences(self, client_id: str) -> int:
     return len(self.sequences(client_id)["labels"])
 
-  def train_dataset(self, client_id: str, *, round_num: int, seed: int, batch_size: int,
-                    epochs: int = 1, max_elements: int | None = None) -> tf.data.Dataset:
+  def train_dataset(
+    self,
+    client_id: str,
+    *,
+    round_num: int,
+    seed: int,
+    batch_size: int,
+    epochs: int = 1,
+    max_elements: int | None = None,
+  ) -> tf.data.Dataset:
     """One client's training data for one round.
 
     The sequences are shuffled anew each epoch by a generator seeded from
@@ -137,8 +146,9 @@ class TokenizedClients:
     return to_dataset(self.sequences(client_id), batch_size=batch_size)
 
 
-def unigram_perplexity(train_labels: Sequence[np.ndarray], test_labels: Sequence[np.ndarray],
-                       vocabulary_size: int) -> float:
+def unigram_perplexity(
+  train_labels: Sequence[np.ndarray], test_labels: Sequence[np.ndarray], vocabulary_size: int
+) -> float:
   """Perplexity on `test_labels` of add-one-smoothed unigram counts of `train_labels`.
 
   The baseline a language model must beat: it knows token frequencies only.

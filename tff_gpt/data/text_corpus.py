@@ -32,8 +32,8 @@ def _read_utf8(path: str) -> str:
       return f.read()
   except UnicodeDecodeError as e:
     raise client_data.CorpusError(
-        f"{path} is not UTF-8 ({e.reason} at byte {e.start}). Convert it, for "
-        f"example with `iconv -f latin1 -t utf-8 {path}`."
+      f"{path} is not UTF-8 ({e.reason} at byte {e.start}). Convert it, for "
+      f"example with `iconv -f latin1 -t utf-8 {path}`."
     ) from e
 
 
@@ -46,17 +46,14 @@ def parse_text_dir(directory: str, *, pattern: str = "*.txt") -> dict[str, list[
   paths = [p for p in paths if os.path.isfile(p)]
   if not paths:
     raise client_data.CorpusError(
-        f"{directory!r} has no files matching {pattern!r}: it is empty or the "
-        "file pattern is wrong."
+      f"{directory!r} has no files matching {pattern!r}: it is empty or the " "file pattern is wrong."
     )
   clients = {}
   for path in paths:
     text = _read_utf8(path)
     client_id = os.path.relpath(path, directory)
     if not text.strip():
-      raise client_data.CorpusError(
-          f"{path}: client {client_id!r} has no text. Remove the file or add text."
-      )
+      raise client_data.CorpusError(f"{path}: client {client_id!r} has no text. Remove the file or add text.")
     clients[client_id] = [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
   return clients
 
@@ -74,15 +71,15 @@ def parse_jsonl(path: str, *, client_field: str, text_field: str) -> dict[str, l
       record = json.loads(line)
     except json.JSONDecodeError as e:
       raise client_data.CorpusError(
-          f"{path}:{number}: not valid JSON ({e.msg}). Each line must be one JSON object."
+        f"{path}:{number}: not valid JSON ({e.msg}). Each line must be one JSON object."
       ) from e
     if not isinstance(record, dict):
       raise client_data.CorpusError(f"{path}:{number}: expected a JSON object, got {line[:60]!r}.")
     missing = [f for f in (client_field, text_field) if f not in record]
     if missing:
       raise client_data.CorpusError(
-          f"{path}:{number}: missing field(s) {missing}; the line has "
-          f"{sorted(record)}. Set the client and text field names to match."
+        f"{path}:{number}: missing field(s) {missing}; the line has "
+        f"{sorted(record)}. Set the client and text field names to match."
       )
     text = record[text_field]
     if not isinstance(text, str):
@@ -101,31 +98,31 @@ def _signature(path: str) -> list[str]:
 
 
 def load_text_dir(
-    directory: str, *, pattern: str = "*.txt", cache_dir: str | None = None
+  directory: str, *, pattern: str = "*.txt", cache_dir: str | None = None
 ) -> client_data.FederatedCorpus:
   """Federated data with one client per text file under `directory`."""
   _check_path(directory, "text directory")
   directory = os.path.abspath(directory)
   key = client_data.cache_key("text_dir", pattern, *_signature(directory))
   return client_data.load_or_build(
-      "text_dir", key, lambda: parse_text_dir(directory, pattern=pattern), cache_dir=cache_dir
+    "text_dir", key, lambda: parse_text_dir(directory, pattern=pattern), cache_dir=cache_dir
   )
 
 
 def load_jsonl(
-    path: str,
-    *,
-    client_field: str = "client_id",
-    text_field: str = "text",
-    cache_dir: str | None = None,
+  path: str,
+  *,
+  client_field: str = "client_id",
+  text_field: str = "text",
+  cache_dir: str | None = None,
 ) -> client_data.FederatedCorpus:
   """Federated data from a JSON Lines file with a client id and a text field."""
   _check_path(path, "JSON Lines file")
   path = os.path.abspath(path)
   key = client_data.cache_key("jsonl", client_field, text_field, *_signature(path))
   return client_data.load_or_build(
-      "jsonl",
-      key,
-      lambda: parse_jsonl(path, client_field=client_field, text_field=text_field),
-      cache_dir=cache_dir,
+    "jsonl",
+    key,
+    lambda: parse_jsonl(path, client_field=client_field, text_field=text_field),
+    cache_dir=cache_dir,
   )

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from tensorflow_federated.python.simulation.baselines.shakespeare import (
-    char_prediction_preprocessing as tff_shakespeare,
+  char_prediction_preprocessing as tff_shakespeare,
 )
 
 
@@ -61,8 +61,16 @@ class CharTokenizer:
   def save_assets(self, directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "char_vocab.json"), "w") as f:
-      json.dump({"vocabulary": self.vocabulary, "pad_id": self.pad_id, "oov_id": self.oov_id,
-                 "bos_id": self.bos_id, "eos_id": self.eos_id}, f)
+      json.dump(
+        {
+          "vocabulary": self.vocabulary,
+          "pad_id": self.pad_id,
+          "oov_id": self.oov_id,
+          "bos_id": self.bos_id,
+          "eos_id": self.eos_id,
+        },
+        f,
+      )
 
 
 class BPETokenizer:
@@ -113,7 +121,9 @@ def load_bpe(vocab_file: str, merges_file: str) -> BPETokenizer:
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise TokenizerError(f"{vocab_file} does not parse as JSON ({e}). Expected GPT-2's vocab.json.") from e
   if not isinstance(vocabulary, dict) or not all(isinstance(v, int) for v in vocabulary.values()):
-    raise TokenizerError(f"{vocab_file}: expected a JSON object of token -> integer id, as GPT-2's vocab.json.")
+    raise TokenizerError(
+      f"{vocab_file}: expected a JSON object of token -> integer id, as GPT-2's vocab.json."
+    )
   if "<|endoftext|>" not in vocabulary:
     raise TokenizerError(f"{vocab_file} lacks GPT-2's '<|endoftext|>' token; add it to the vocabulary.")
   with open(merges_file, encoding="utf-8") as f:
@@ -122,8 +132,9 @@ def load_bpe(vocab_file: str, merges_file: str) -> BPETokenizer:
   if bad:
     raise TokenizerError(f"{merges_file}: line {bad[0][0] + 1} {bad[0][1]!r} is not a pair 'a b'.")
   tokenizer = keras_nlp.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
-  return BPETokenizer(tokenizer, {"vocab_file": os.path.abspath(vocab_file),
-                                  "merges_file": os.path.abspath(merges_file)})
+  return BPETokenizer(
+    tokenizer, {"vocab_file": os.path.abspath(vocab_file), "merges_file": os.path.abspath(merges_file)}
+  )
 
 
 def from_preset(preset: str) -> BPETokenizer:
@@ -133,8 +144,9 @@ def from_preset(preset: str) -> BPETokenizer:
   return BPETokenizer(keras_nlp.models.GPT2Tokenizer.from_preset(preset), {"preset": preset})
 
 
-def build_tokenizer(name: str, *, vocab_file: str | None = None, merges_file: str | None = None,
-                    preset: str | None = None):
+def build_tokenizer(
+  name: str, *, vocab_file: str | None = None, merges_file: str | None = None, preset: str | None = None
+):
   """Returns the tokenizer called `name` ('char' or 'bpe').
 
   'bpe' loads from `preset` when given, else from `vocab_file` and `merges_file`.

@@ -18,12 +18,12 @@ import tensorflow as tf
 # GPT2Backbone keyword arguments. `vocabulary_size` and `max_sequence_length`
 # are filled from the tokenizer and the data.
 MODEL_SIZES = {
-    # For tests: runs a TFF round in well under a second.
-    "tiny": dict(num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, dropout=0.0),
-    # The default: trains on Shakespeare in minutes on 2 CPU cores.
-    "small": dict(num_layers=2, num_heads=4, hidden_dim=128, intermediate_dim=512, dropout=0.0),
-    # GPT-2 124M (Radford et al. 2019).
-    "gpt2_124m": dict(num_layers=12, num_heads=12, hidden_dim=768, intermediate_dim=3072, dropout=0.1),
+  # For tests: runs a TFF round in well under a second.
+  "tiny": dict(num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, dropout=0.0),
+  # The default: trains on Shakespeare in minutes on 2 CPU cores.
+  "small": dict(num_layers=2, num_heads=4, hidden_dim=128, intermediate_dim=512, dropout=0.0),
+  # GPT-2 124M (Radford et al. 2019).
+  "gpt2_124m": dict(num_layers=12, num_heads=12, hidden_dim=768, intermediate_dim=3072, dropout=0.1),
 }
 _LAST_BLOCKS = re.compile(r"^last_blocks:(\d+)$")
 
@@ -32,8 +32,7 @@ def model_config(size: str, *, vocabulary_size: int, max_sequence_length: int) -
   """Returns the `GPT2Backbone` arguments of the named size."""
   if size not in MODEL_SIZES:
     raise ValueError(f"Unknown model size {size!r}; expected one of {sorted(MODEL_SIZES)}.")
-  return dict(MODEL_SIZES[size], vocabulary_size=vocabulary_size,
-              max_sequence_length=max_sequence_length)
+  return dict(MODEL_SIZES[size], vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length)
 
 
 def check_trainable(trainable: str, num_layers: int) -> int | None:
@@ -43,7 +42,7 @@ def check_trainable(trainable: str, num_layers: int) -> int | None:
   match = _LAST_BLOCKS.match(str(trainable))
   if not match or not 1 <= int(match.group(1)) <= num_layers:
     raise ValueError(
-        f"trainable must be 'all' or 'last_blocks:K' with 1 <= K <= {num_layers}, got {trainable!r}."
+      f"trainable must be 'all' or 'last_blocks:K' with 1 <= K <= {num_layers}, got {trainable!r}."
     )
   return int(match.group(1))
 
@@ -64,8 +63,8 @@ def lm_from_backbone(backbone: keras_nlp.models.GPT2Backbone, *, trainable: str 
   """Wraps a backbone with the tied LM head: `{token_ids, padding_mask}` -> logits."""
   set_trainable(backbone, trainable)
   inputs = {
-      "token_ids": tf.keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-      "padding_mask": tf.keras.Input(shape=(None,), dtype="int32", name="padding_mask"),
+    "token_ids": tf.keras.Input(shape=(None,), dtype="int32", name="token_ids"),
+    "padding_mask": tf.keras.Input(shape=(None,), dtype="int32", name="padding_mask"),
   }
   hidden = backbone(inputs)
   logits = backbone.token_embedding(hidden, reverse=True)
@@ -103,5 +102,15 @@ def load_preset(preset: str) -> keras_nlp.models.GPT2Backbone:
 def preset_config(backbone: keras_nlp.models.GPT2Backbone) -> dict:
   """The `GPT2Backbone` arguments of a loaded backbone."""
   config = backbone.get_config()
-  return {k: config[k] for k in ("vocabulary_size", "num_layers", "num_heads", "hidden_dim",
-                                 "intermediate_dim", "dropout", "max_sequence_length")}
+  return {
+    k: config[k]
+    for k in (
+      "vocabulary_size",
+      "num_layers",
+      "num_heads",
+      "hidden_dim",
+      "intermediate_dim",
+      "dropout",
+      "max_sequence_length",
+    )
+  }

@@ -21,17 +21,18 @@ def build_model_fn(config: dict, *, sequence_length: int, trainable: str = "all"
 
   def model_fn() -> tff.learning.models.VariableModel:
     return tff.learning.models.from_keras_model(
-        gpt2_lm.build_gpt2_lm(config, trainable=trainable),
-        loss=metrics.lm_loss(),
-        input_spec=input_spec,
-        metrics=metrics.lm_metrics(),
+      gpt2_lm.build_gpt2_lm(config, trainable=trainable),
+      loss=metrics.lm_loss(),
+      input_spec=input_spec,
+      metrics=metrics.lm_metrics(),
     )
 
   return model_fn
 
 
-def initial_weights(config: dict, *, seed: int, trainable: str = "all",
-                    preset: str | None = None) -> tff.learning.models.ModelWeights:
+def initial_weights(
+  config: dict, *, seed: int, trainable: str = "all", preset: str | None = None
+) -> tff.learning.models.ModelWeights:
   """The starting global weights: seeded random, or a pretrained preset's.
 
   TFF's own `initialize()` draws unseeded weights; these make runs repeatable.
@@ -44,8 +45,9 @@ def initial_weights(config: dict, *, seed: int, trainable: str = "all",
   return tff.learning.models.ModelWeights.from_model(model)
 
 
-def keras_model_with_weights(config: dict, weights: tff.learning.models.ModelWeights,
-                             *, trainable: str = "all") -> tf.keras.Model:
+def keras_model_with_weights(
+  config: dict, weights: tff.learning.models.ModelWeights, *, trainable: str = "all"
+) -> tf.keras.Model:
   """A fresh Keras model holding `weights` (e.g. from a checkpoint)."""
   model = gpt2_lm.build_gpt2_lm(config, trainable=trainable)
   weights.assign_weights_to(model)

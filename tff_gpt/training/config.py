@@ -11,19 +11,36 @@ from tff_gpt.models import gpt2_lm
 
 # name -> builder(learning_rate) of a `tff.learning.optimizers.Optimizer`.
 OPTIMIZERS = {
-    "sgd": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr),
-    "sgdm": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=0.9),
-    "adam": lambda lr: tff.learning.optimizers.build_adam(learning_rate=lr),
-    "yogi": lambda lr: tff.learning.optimizers.build_yogi(learning_rate=lr),
-    "adagrad": lambda lr: tff.learning.optimizers.build_adagrad(learning_rate=lr),
+  "sgd": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr),
+  "sgdm": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=0.9),
+  "adam": lambda lr: tff.learning.optimizers.build_adam(learning_rate=lr),
+  "yogi": lambda lr: tff.learning.optimizers.build_yogi(learning_rate=lr),
+  "adagrad": lambda lr: tff.learning.optimizers.build_adagrad(learning_rate=lr),
 }
 
 # Fields that must match when a run resumes from an existing output directory.
-RESUME_KEYS = ("dataset", "dataset_path", "client_field", "text_field", "tokenizer", "vocab_file",
-               "merges_file", "model_size", "preset", "trainable", "sequence_length", "seed",
-               "clients_per_round", "client_epochs_per_round", "client_batch_size",
-               "max_elements_per_client", "client_optimizer", "client_learning_rate",
-               "server_optimizer", "server_learning_rate")
+RESUME_KEYS = (
+  "dataset",
+  "dataset_path",
+  "client_field",
+  "text_field",
+  "tokenizer",
+  "vocab_file",
+  "merges_file",
+  "model_size",
+  "preset",
+  "trainable",
+  "sequence_length",
+  "seed",
+  "clients_per_round",
+  "client_epochs_per_round",
+  "client_batch_size",
+  "max_elements_per_client",
+  "client_optimizer",
+  "client_learning_rate",
+  "server_optimizer",
+  "server_learning_rate",
+)
 
 
 @dataclasses.dataclass
@@ -62,9 +79,16 @@ class ExperimentConfig:
 
   def validate(self) -> None:
     """Raises `ValueError` naming the first bad field and what it accepts."""
-    positive = ("total_rounds", "clients_per_round", "client_epochs_per_round", "client_batch_size",
-                "rounds_per_eval", "rounds_per_checkpoint", "eval_batch_size",
-                "max_concurrent_computation_calls")
+    positive = (
+      "total_rounds",
+      "clients_per_round",
+      "client_epochs_per_round",
+      "client_batch_size",
+      "rounds_per_eval",
+      "rounds_per_checkpoint",
+      "eval_batch_size",
+      "max_concurrent_computation_calls",
+    )
     for name in positive:
       _require(getattr(self, name) >= 1, name, "must be >= 1")
     for name in ("max_elements_per_client", "clients_per_eval"):
@@ -77,22 +101,36 @@ class ExperimentConfig:
       _require(getattr(self, name) in OPTIMIZERS, name, f"must be one of {sorted(OPTIMIZERS)}")
     _require(self.dataset in datasets.CORPORA, "dataset", f"must be one of {list(datasets.CORPORA)}")
     needs_path = self.dataset in ("text_dir", "jsonl")
-    _require(bool(self.dataset_path) == needs_path, "dataset_path",
-             f"is required with --dataset={self.dataset}" if needs_path
-             else "is only for --dataset=text_dir or jsonl")
+    _require(
+      bool(self.dataset_path) == needs_path,
+      "dataset_path",
+      f"is required with --dataset={self.dataset}"
+      if needs_path
+      else "is only for --dataset=text_dir or jsonl",
+    )
     _require(self.tokenizer in ("char", "bpe"), "tokenizer", "must be 'char' or 'bpe'")
     if self.preset:
       _require(self.tokenizer == "bpe", "tokenizer", "must be 'bpe' with --preset (a preset brings its BPE)")
     elif self.tokenizer == "bpe":
-      _require(bool(self.vocab_file and self.merges_file), "vocab_file",
-               "and --merges_file are required with --tokenizer=bpe unless --preset is given")
-    _require(self.model_size in gpt2_lm.MODEL_SIZES, "model_size",
-             f"must be one of {sorted(gpt2_lm.MODEL_SIZES)}")
-    _require(re.fullmatch(r"[\w.\-]+", self.experiment_name) is not None, "experiment_name",
-             "may hold letters, digits, '_', '-' and '.' only")
+      _require(
+        bool(self.vocab_file and self.merges_file),
+        "vocab_file",
+        "and --merges_file are required with --tokenizer=bpe unless --preset is given",
+      )
+    _require(
+      self.model_size in gpt2_lm.MODEL_SIZES, "model_size", f"must be one of {sorted(gpt2_lm.MODEL_SIZES)}"
+    )
+    _require(
+      re.fullmatch(r"[\w.\-]+", self.experiment_name) is not None,
+      "experiment_name",
+      "may hold letters, digits, '_', '-' and '.' only",
+    )
     if self.trainable != "all":
-      _require(re.fullmatch(r"last_blocks:\d+", self.trainable) is not None, "trainable",
-               "must be 'all' or 'last_blocks:K'")
+      _require(
+        re.fullmatch(r"last_blocks:\d+", self.trainable) is not None,
+        "trainable",
+        "must be 'all' or 'last_blocks:K'",
+      )
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

@@ -25,8 +25,9 @@ class RunDirs:
 
   @classmethod
   def create(cls, root_output_dir: str, experiment_name: str) -> "RunDirs":
-    dirs = cls(*(os.path.join(root_output_dir, sub, experiment_name)
-                 for sub in ("checkpoints", "results", "logdir")))
+    dirs = cls(
+      *(os.path.join(root_output_dir, sub, experiment_name) for sub in ("checkpoints", "results", "logdir"))
+    )
     for path in dataclasses.astuple(dirs):
       os.makedirs(path, exist_ok=True)
     return dirs
@@ -52,10 +53,10 @@ def create_managers(dirs: RunDirs):
   """
   state_manager = tff.program.FileProgramStateManager(dirs.checkpoints, keep_total=3, keep_first=False)
   metrics_managers = [
-      tff.program.CSVFileReleaseManager(
-          dirs.metrics_csv, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname="round_num"
-      ),
-      tff.program.TensorBoardReleaseManager(dirs.logdir),
+    tff.program.CSVFileReleaseManager(
+      dirs.metrics_csv, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname="round_num"
+    ),
+    tff.program.TensorBoardReleaseManager(dirs.logdir),
   ]
   return state_manager, metrics_managers
 

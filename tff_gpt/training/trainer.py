@@ -39,10 +39,10 @@ def _as_float(value) -> float:
 def _lm_metrics(prefix: str, values) -> dict:
   loss = _as_float(values["token_loss"])
   return {
-      f"{prefix}_loss": loss,
-      f"{prefix}_perplexity": math.exp(min(loss, 50.0)),
-      f"{prefix}_accuracy": _as_float(values["token_accuracy"]),
-      f"{prefix}_tokens": int(np.asarray(values["num_tokens"])),
+    f"{prefix}_loss": loss,
+    f"{prefix}_perplexity": math.exp(min(loss, 50.0)),
+    f"{prefix}_accuracy": _as_float(values["token_accuracy"]),
+    f"{prefix}_tokens": int(np.asarray(values["num_tokens"])),
   }
 
 
@@ -65,9 +65,9 @@ def process_tree_rss_mb() -> float:
 def build_training_process(config: config_lib.ExperimentConfig, model_fn):
   """Weighted FedAvg with the configured client and server optimizers."""
   return tff.learning.algorithms.build_weighted_fed_avg(
-      model_fn,
-      client_optimizer_fn=config_lib.OPTIMIZERS[config.client_optimizer](config.client_learning_rate),
-      server_optimizer_fn=config_lib.OPTIMIZERS[config.server_optimizer](config.server_learning_rate),
+    model_fn,
+    client_optimizer_fn=config_lib.OPTIMIZERS[config.client_optimizer](config.client_learning_rate),
+    server_optimizer_fn=config_lib.OPTIMIZERS[config.server_optimizer](config.server_learning_rate),
   )
 
 
@@ -86,24 +86,33 @@ class FederatedExperiment:
     config.validate()
     self.config = config
     self.tokenizer = tokenizers.build_tokenizer(
-        config.tokenizer, vocab_file=config.vocab_file, merges_file=config.merges_file,
-        preset=config.preset,
+      config.tokenizer,
+      vocab_file=config.vocab_file,
+      merges_file=config.merges_file,
+      preset=config.preset,
     )
     self.corpus = datasets.load_corpus(
-        config.dataset, path=config.dataset_path, client_field=config.client_field,
-        text_field=config.text_field, cache_dir=config.cache_dir,
+      config.dataset,
+      path=config.dataset_path,
+      client_field=config.client_field,
+      text_field=config.text_field,
+      cache_dir=config.cache_dir,
     )
     self.model_config = self._model_config()
     self.train_data = preprocessing.TokenizedClients(
-        self.corpus.texts("train"), self.tokenizer, sequence_length=config.sequence_length)
+      self.corpus.texts("train"), self.tokenizer, sequence_length=config.sequence_length
+    )
     self.test_data = preprocessing.TokenizedClients(
-        self.corpus.texts("test"), self.tokenizer, sequence_length=config.sequence_length)
+      self.corpus.texts("test"), self.tokenizer, sequence_length=config.sequence_length
+    )
     self.model_fn = tff_model.build_model_fn(
-        self.model_config, sequence_length=config.sequence_length, trainable=config.trainable)
+      self.model_config, sequence_length=config.sequence_length, trainable=config.trainable
+    )
     self.process = build_training_process(config, self.model_fn)
     self.eval_process = tff.learning.algorithms.build_fed_eval(self.model_fn)
     self._sample_clients = tff.simulation.build_uniform_sampling_fn(
-        self.train_data.client_ids, replace=False, random_seed=config.seed)
+      self.train_data.client_ids, replace=False, random_seed=config.seed
+    )
     self.eval_client_ids = self._choose_eval_clients()
     self._check_data_matches_model()
 
@@ -112,15 +121,19 @@ class FederatedExperiment:
     if c.preset:
       model_config = gpt2_lm.preset_config(gpt2_lm.load_preset(c.preset))
       if model_config["vocabulary_size"] != self.tokenizer.vocabulary_size:
-        raise ValueError(f"--preset {c.preset!r}: the backbone has {model_config['vocabulary_size']} "
-                         f"tokens but its tokenizer {self.tokenizer.vocabulary_size}.")
+        raise ValueError(
+          f"--preset {c.preset!r}: the backbone has {model_config['vocabulary_size']} "
+          f"tokens but its tokenizer {self.tokenizer.vocabulary_size}."
+        )
       if c.sequence_length > model_config["max_sequence_length"]:
-        raise ValueError(f"--sequence_length {c.sequence_length} exceeds the preset's "
-                         f"max_sequence_length {model_config['max_sequence_length']}.")
+        raise ValueError(
+          f"--sequence_length {c.sequence_length} exceeds the preset's "
+          f"max_sequence_length {model_config['max_sequence_length']}."
+        )
     else:
       model_config = gpt2_lm.model_config(
-          c.model_size, vocabulary_size=self.tokenizer.vocabulary_size,
-          max_sequence_length=c.sequence_length)
+        c.model_size, vocabulary_size=self.tokenizer.vocabulary_size, max_sequence_length=c.sequence_length
+      )
     gpt2_lm.check_trainable(c.trainable, model_config["num_layers"])
     return model_config
 
@@ -136,8 +149,11 @@ class FederatedExperiment:
     """Fails before round 1 when client datasets do not fit the model's input."""
     expected = self.process.next.type_signature.parameter[1].member
     client = self.train_data.client_ids[0]
-    actual = tff.types.SequenceType(tff.types.tensorflow_to_type(
-        self.train_data.train_dataset(client, round_num=0, seed=0, batch_size=1).element_spec))
+    actual = tff.types.SequenceType(
+      tff.types.tensorflow_to_type(
+        self.train_data.train_dataset(client, round_num=0, seed=0, batch_size=1).element_spec
+      )
+    )
     if not expected.is_assignable_from(actual):
       raise ValueError(f"Client datasets have type {actual} but the model expects {expected}.")
 
@@ -148,23 +164,31 @@ class FederatedExperiment:
 
   def run_config(self) -> dict:
     """What is stored beside the checkpoints: enough to rebuild the model."""
-    return {"experiment": self.config.to_dict(), "model": self.model_config,
-            "tokenizer": self.tokenizer.config()}
+    return {
+      "experiment": self.config.to_dict(),
+      "model": self.model_config,
+      "tokenizer": self.tokenizer.config(),
+    }
 
   def initial_state(self):
-    weights = tff_model.initial_weights(self.model_config, seed=self.config.seed,
-                                        trainable=self.config.trainable, preset=self.config.preset)
+    weights = tff_model.initial_weights(
+      self.model_config, seed=self.config.seed, trainable=self.config.trainable, preset=self.config.preset
+    )
     return self.process.set_model_weights(self.process.initialize(), weights)
 
   def train_round(self, state, round_num: int):
     c = self.config
     client_ids = self.clients_for_round(round_num)
     client_datasets = [
-        self.train_data.train_dataset(cid, round_num=round_num, seed=c.seed,
-                                      batch_size=c.client_batch_size,
-                                      epochs=c.client_epochs_per_round,
-                                      max_elements=c.max_elements_per_client)
-        for cid in client_ids
+      self.train_data.train_dataset(
+        cid,
+        round_num=round_num,
+        seed=c.seed,
+        batch_size=c.client_batch_size,
+        epochs=c.client_epochs_per_round,
+        max_elements=c.max_elements_per_client,
+      )
+      for cid in client_ids
     ]
     start = time.perf_counter()
     result = self.process.next(state, client_datasets)
@@ -172,10 +196,10 @@ class FederatedExperiment:
     train = result.metrics["client_work"]["train"]
     metrics = _lm_metrics("train", train)
     metrics.update(
-        clients=len(client_ids),
-        train_sequences=int(np.asarray(train["num_examples"])),
-        round_seconds=seconds,
-        tokens_per_second=metrics["train_tokens"] / seconds,
+      clients=len(client_ids),
+      train_sequences=int(np.asarray(train["num_examples"])),
+      round_seconds=seconds,
+      tokens_per_second=metrics["train_tokens"] / seconds,
     )
     return result.state, metrics
 
@@ -183,8 +207,9 @@ class FederatedExperiment:
     """Federated evaluation of `model_weights` on the clients' held-out data."""
     client_ids = self.eval_client_ids if client_ids is None else client_ids
     eval_state = self.eval_process.set_model_weights(self.eval_process.initialize(), model_weights)
-    client_datasets = [self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size)
-                       for cid in client_ids]
+    client_datasets = [
+      self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size) for cid in client_ids
+    ]
     start = time.perf_counter()
     output = self.eval_process.next(eval_state, client_datasets)
     values = output.metrics["client_work"]["eval"]["current_round_metrics"]
@@ -215,8 +240,13 @@ class FederatedExperiment:
       if state is None:
         state, version = self.initial_state(), 0
       last_metrics = {}
-      bar = tqdm.tqdm(total=c.total_rounds, initial=min(version, c.total_rounds), unit="round",
-                      disable=not progress, dynamic_ncols=True)
+      bar = tqdm.tqdm(
+        total=c.total_rounds,
+        initial=min(version, c.total_rounds),
+        unit="round",
+        disable=not progress,
+        dynamic_ncols=True,
+      )
       if version > 0 and progress:
         tqdm.tqdm.write(f"Resuming {c.experiment_name} after round {version} ({dirs.checkpoints}).")
       with bar:
@@ -229,16 +259,20 @@ class FederatedExperiment:
           if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
             loop.run_until_complete(state_manager.save(state, round_num))
           bar.update(1)
-          bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['train_accuracy']:.3f}",
-                          s_per_round=f"{metrics['round_seconds']:.2f}",
-                          tok_per_s=f"{metrics['tokens_per_second']:.0f}")
+          bar.set_postfix(
+            loss=f"{metrics['train_loss']:.3f}",
+            acc=f"{metrics['train_accuracy']:.3f}",
+            s_per_round=f"{metrics['round_seconds']:.2f}",
+            tok_per_s=f"{metrics['tokens_per_second']:.0f}",
+          )
           if "eval_loss" in metrics and progress:
             tqdm.tqdm.write(
-                f"round {round_num:>4}: train loss {metrics['train_loss']:.3f} acc "
-                f"{metrics['train_accuracy']:.3f} | eval loss {metrics['eval_loss']:.3f} ppl "
-                f"{metrics['eval_perplexity']:.2f} acc {metrics['eval_accuracy']:.3f} | "
-                f"{metrics['round_seconds']:.2f} s/round, {metrics['tokens_per_second']:.0f} tok/s, "
-                f"{metrics['memory_mb']:.0f} MB")
+              f"round {round_num:>4}: train loss {metrics['train_loss']:.3f} acc "
+              f"{metrics['train_accuracy']:.3f} | eval loss {metrics['eval_loss']:.3f} ppl "
+              f"{metrics['eval_perplexity']:.2f} acc {metrics['eval_accuracy']:.3f} | "
+              f"{metrics['round_seconds']:.2f} s/round, {metrics['tokens_per_second']:.0f} tok/s, "
+              f"{metrics['memory_mb']:.0f} MB"
+            )
           last_metrics = metrics
     finally:
       loop.close()
@@ -247,9 +281,13 @@ class FederatedExperiment:
     if not final:  # Nothing ran: the run had finished before.
       final = self.evaluate(weights)
     summary = dict(
-        final, rounds=c.total_rounds, unigram_perplexity=self.unigram_perplexity(),
-        eval_clients=len(self.eval_client_ids), checkpoints=dirs.checkpoints,
-        metrics_csv=dirs.metrics_csv, logdir=dirs.logdir,
+      final,
+      rounds=c.total_rounds,
+      unigram_perplexity=self.unigram_perplexity(),
+      eval_clients=len(self.eval_client_ids),
+      checkpoints=dirs.checkpoints,
+      metrics_csv=dirs.metrics_csv,
+      logdir=dirs.logdir,
     )
     outputs.write_json(dirs.summary, summary)
     return dict(summary, model_weights=weights)
@@ -263,14 +301,15 @@ class FederatedExperiment:
     if changed:
       details = ", ".join(f"--{k} was {previous.get(k)!r}, now {current.get(k)!r}" for k in changed)
       raise ResumeError(
-          f"{dirs.checkpoints} holds a run with other settings ({details}). Use a new "
-          "--experiment_name, or the same flags to resume it."
+        f"{dirs.checkpoints} holds a run with other settings ({details}). Use a new "
+        "--experiment_name, or the same flags to resume it."
       )
 
 
 def format_summary(summary: dict) -> str:
   """The end-of-run summary a person reads."""
-  return "\n".join([
+  return "\n".join(
+    [
       f"Finished {summary['rounds']} rounds.",
       f"  test loss {summary['eval_loss']:.4f}, perplexity {summary['eval_perplexity']:.2f} "
       f"(unigram baseline {summary['unigram_perplexity']:.2f}), next-token accuracy "
@@ -278,7 +317,8 @@ def format_summary(summary: dict) -> str:
       f"  checkpoints: {summary['checkpoints']}",
       f"  metrics:     {summary['metrics_csv']}",
       f"  tensorboard: {summary['logdir']}",
-  ])
+    ]
+  )
 
 
 def load_latest_weights(root_output_dir: str, experiment_name: str):
@@ -287,16 +327,19 @@ def load_latest_weights(root_output_dir: str, experiment_name: str):
   Returns:
     `(run_config, tokenizer, model_weights, round_num)`.
   """
-  dirs = outputs.RunDirs(*(os.path.join(root_output_dir, sub, experiment_name)
-                           for sub in ("checkpoints", "results", "logdir")))
+  dirs = outputs.RunDirs(
+    *(os.path.join(root_output_dir, sub, experiment_name) for sub in ("checkpoints", "results", "logdir"))
+  )
   if not os.path.exists(dirs.run_config):
     raise FileNotFoundError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
   run_config = outputs.read_json(dirs.run_config)
   config = config_lib.ExperimentConfig.from_dict(run_config["experiment"])
-  tokenizer = tokenizers.build_tokenizer(config.tokenizer, vocab_file=config.vocab_file,
-                                         merges_file=config.merges_file, preset=config.preset)
-  model_fn = tff_model.build_model_fn(run_config["model"], sequence_length=config.sequence_length,
-                                      trainable=config.trainable)
+  tokenizer = tokenizers.build_tokenizer(
+    config.tokenizer, vocab_file=config.vocab_file, merges_file=config.merges_file, preset=config.preset
+  )
+  model_fn = tff_model.build_model_fn(
+    run_config["model"], sequence_length=config.sequence_length, trainable=config.trainable
+  )
   process = build_training_process(config, model_fn)
   state_manager = tff.program.FileProgramStateManager(dirs.checkpoints)
   state, version = asyncio.run(state_manager.load_latest(process.initialize()))
