@@ -49,18 +49,18 @@ class ExperimentConfig:
 
   root_output_dir: str = "runs"
   experiment_name: str = "shakespeare_fedavg"
-  total_rounds: int = 60
+  total_rounds: int = 150
   clients_per_round: int = 10
   client_epochs_per_round: int = 1
   client_batch_size: int = 8
   max_elements_per_client: int | None = 64
   sequence_length: int = 80
-  client_optimizer: str = "sgd"
-  client_learning_rate: float = 0.5
+  client_optimizer: str = "adam"
+  client_learning_rate: float = 0.003
   server_optimizer: str = "sgd"
   server_learning_rate: float = 1.0
-  rounds_per_eval: int = 10
-  rounds_per_checkpoint: int = 10
+  rounds_per_eval: int = 25
+  rounds_per_checkpoint: int = 25
   clients_per_eval: int | None = 100
   eval_batch_size: int = 64
   seed: int = 0
