@@ -6,6 +6,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
+from tensorflow_federated.python.core.impl.context_stack import (  # noqa: E402
+  context_stack_impl,
+  runtime_error_context,
+)
 
 from tests import helpers  # noqa: E402
 from tff_gpt import runtime  # noqa: E402
@@ -18,10 +22,16 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def tff_context():
-  runtime.set_up()
+def _shutdown_tff_at_end():
   yield
   runtime.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def tff_context():
+  """Installs TFF's context when none is (the entry points drop theirs on exit)."""
+  if isinstance(context_stack_impl.context_stack.current, runtime_error_context.RuntimeErrorContext):
+    runtime.set_up()
 
 
 @pytest.fixture

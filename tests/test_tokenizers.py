@@ -72,3 +72,17 @@ def test_unknown_tokenizer():
 def test_decode_skips_out_of_range_ids():
   tok = tokenizers.CharTokenizer()
   assert tok.decode(np.array([-1, 200, tok.encode(["a"])[0][0]])) == "a"
+
+
+def test_bpe_files_made_by_the_project_load_and_round_trip(tmp_path):
+  from tff_gpt.data import bpe_training
+
+  texts = ["the cat sat on the mat", "the dog sat on the log", "caf\u00e9 au lait"] * 20
+  files = bpe_training.train_bpe(texts, str(tmp_path / "bpe"), vocab_size=300, min_frequency=2)
+  tok = tokenizers.load_bpe(*files)
+  assert tok.vocabulary_size == 300
+  (ids,) = tok.encode(["the cat sat on the log, caf\u00e9!"])
+  assert tok.decode(ids) == "the cat sat on the log, caf\u00e9!"
+  assert len(ids) < len("the cat sat on the log, caf\u00e9!")
+  with pytest.raises(ValueError, match="vocab_size must be >= 257"):
+    bpe_training.train_bpe(texts, str(tmp_path / "small"), vocab_size=100)

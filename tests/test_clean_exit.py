@@ -1,0 +1,63 @@
+"""No TFF worker outlives a run: normal end, Ctrl-C, and stdout piped to another program."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests import helpers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _start(tmp_path, total_rounds):
+  config = helpers.tiny_config(tmp_path, total_rounds=total_rounds, rounds_per_eval=1000)
+  flags = [f"--{k}={v}" for k, v in config.to_dict().items() if v is not None]
+  return subprocess.Popen(
+    [sys.executable, "-m", "experiments.run_experiment", *flags, "--sample_prompt="],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    env=dict(os.environ, PYTHONPATH=REPO),
+  )
+
+
+def _workers(pid):
+  try:
+    return [
+      p for p in psutil.Process(pid).children(recursive=True) if "worker_binary" in " ".join(p.cmdline())
+    ]
+  except psutil.Error:
+    return []
+
+
+@pytest.mark.slow
+def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
+  proc = _start(tmp_path, total_rounds=1)
+  # communicate() returns only once every holder of the pipe (the worker too) has closed it.
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out.decode()[-2000:]
+  assert b"Finished 1 rounds." in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_worker(tmp_path):
+  proc = _start(tmp_path, total_rounds=10_000)
+  deadline = time.time() + 300
+  workers = []
+  while time.time() < deadline and not workers:
+    time.sleep(1)
+    workers = _workers(proc.pid)
+  assert workers, "the TFF worker started"
+  metrics = tmp_path / "runs" / "results" / "tiny" / "experiment.metrics.csv"
+  while time.time() < deadline and not metrics.exists():
+    time.sleep(1)
+  proc.send_signal(signal.SIGINT)
+  proc.communicate(timeout=120)
+  assert proc.returncode != 0
+  gone, alive = psutil.wait_procs(workers, timeout=30)
+  assert not alive, f"worker(s) left running: {[p.pid for p in alive]}"
