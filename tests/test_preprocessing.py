@@ -13,8 +13,8 @@ def _pack(examples, length):
 def test_labels_are_inputs_shifted_and_every_token_labelled_once():
   seqs = _pack([np.array([1, 2, 3]), np.array([4, 5])], 3)
   stream = [8, 1, 2, 3, 9, 8, 4, 5, 9]
-  # Windows overlap by one token: inputs 8 1 2 | 3 9 8 | 4 5 [pad]
-  assert seqs["token_ids"].tolist() == [[8, 1, 2], [3, 9, 8], [4, 5, 0]]
+  # Windows of 4 tokens overlap by one: 8 1 2 3 | 3 9 8 4 | 4 5 9 [pad]
+  assert seqs["token_ids"].tolist() == [[8, 1, 2], [3, 9, 8], [4, 5, 9]]
   assert seqs["labels"].tolist() == [[1, 2, 3], [9, 8, 4], [5, 9, -1]]
   labels = seqs["labels"][seqs["labels"] != -1]
   assert labels.tolist() == stream[1:]
@@ -24,8 +24,8 @@ def test_padding_is_masked_in_inputs_and_labels():
   seqs = _pack([np.array([1, 2, 3, 4])], 5)
   assert seqs["padding_mask"].tolist() == [[1, 1, 1, 1, 1]]
   seqs = _pack([np.array([1])], 5)
-  assert seqs["token_ids"].tolist() == [[8, 1, 0, 0, 0]]
-  assert seqs["padding_mask"].tolist() == [[1, 1, 0, 0, 0]]
+  assert seqs["token_ids"].tolist() == [[8, 1, 9, 0, 0]]
+  assert seqs["padding_mask"].tolist() == [[1, 1, 1, 0, 0]]
   assert seqs["labels"].tolist() == [[1, 9, -1, -1, -1]]
 
 
