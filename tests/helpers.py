@@ -98,6 +98,7 @@ def tiny_config(tmp_path, **overrides) -> config_lib.ExperimentConfig:
     client_batch_size=4,
     max_elements_per_client=16,
     sequence_length=16,
+    client_optimizer="sgd",
     client_learning_rate=0.5,
     rounds_per_eval=1,
     rounds_per_checkpoint=1,

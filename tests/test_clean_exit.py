@@ -14,15 +14,16 @@ from tests import helpers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _start(tmp_path, total_rounds):
+def _start(tmp_path, total_rounds, stdout=subprocess.PIPE, **kwargs):
   config = helpers.tiny_config(tmp_path, total_rounds=total_rounds, rounds_per_eval=1000)
   flags = [f"--{k}={v}" for k, v in config.to_dict().items() if v is not None]
   return subprocess.Popen(
     [sys.executable, "-m", "experiments.run_experiment", *flags, "--sample_prompt="],
     cwd=REPO,
-    stdout=subprocess.PIPE,
+    stdout=stdout,
     stderr=subprocess.STDOUT,
     env=dict(os.environ, PYTHONPATH=REPO),
+    **kwargs,
   )
 
 
@@ -45,19 +46,22 @@ def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_worker(tmp_path):
-  proc = _start(tmp_path, total_rounds=10_000)
-  deadline = time.time() + 300
-  workers = []
-  while time.time() < deadline and not workers:
-    time.sleep(1)
-    workers = _workers(proc.pid)
-  assert workers, "the TFF worker started"
+@pytest.mark.parametrize("whole_group", [True, False], ids=["ctrl_c", "kill_int"])
+def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
+  """SIGINT to the terminal's process group (Ctrl-C), or to the Python process alone."""
+  log = open(tmp_path / "run.log", "w")
+  proc = _start(tmp_path, total_rounds=10_000, stdout=log, start_new_session=True)
   metrics = tmp_path / "runs" / "results" / "tiny" / "experiment.metrics.csv"
-  while time.time() < deadline and not metrics.exists():
-    time.sleep(1)
-  proc.send_signal(signal.SIGINT)
-  proc.communicate(timeout=120)
+  deadline = time.time() + 300
+  while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 1):
+    time.sleep(0.5)
+  workers = _workers(proc.pid)
+  assert workers, "training is under way in the TFF worker"
+  if whole_group:
+    os.killpg(proc.pid, signal.SIGINT)
+  else:
+    proc.send_signal(signal.SIGINT)
+  proc.wait(timeout=120)
   assert proc.returncode != 0
-  gone, alive = psutil.wait_procs(workers, timeout=30)
+  _, alive = psutil.wait_procs(workers, timeout=30)
   assert not alive, f"worker(s) left running: {[p.pid for p in alive]}"

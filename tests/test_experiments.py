@@ -99,3 +99,35 @@ def test_unknown_optimizer_is_rejected_by_the_flag():
       flags.IllegalFlagValueError, match=r"client_optimizer.*<adagrad\|adam\|sgd\|sgdm\|yogi>"
     ):
       run_experiment.FLAGS(["run_experiment", "--client_optimizer=lion"])
+
+
+def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
+  """--preset starts from the preset's weights and trains with its BPE tokenizer."""
+  import keras_nlp
+
+  from tff_gpt.data import tokenizers
+  from tff_gpt.models import presets
+
+  tok = tokenizers.load_bpe(*bpe_files)
+  backbone = keras_nlp.models.GPT2Backbone(
+    vocabulary_size=tok.vocabulary_size,
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=16,
+    intermediate_dim=32,
+    max_sequence_length=32,
+  )
+  preset = str(tmp_path / "preset")
+  presets.save_preset(backbone, tok.keras_tokenizer, preset)
+  values = _flags(tmp_path, total_rounds=1, experiment_name="from_preset", preset=preset, tokenizer="bpe")
+  with flagsaver.flagsaver(**values, sample_prompt="the"):
+    run_experiment.main(["run_experiment"])
+  out = capfd.readouterr().out
+  assert "Finished 1 rounds." in out
+  results = os.path.join(values["root_output_dir"], "checkpoints", "from_preset", "run_config.json")
+  import json
+
+  run_config = json.load(open(results))
+  assert run_config["model"]["vocabulary_size"] == tok.vocabulary_size
+  assert run_config["model"]["max_sequence_length"] == 32
+  assert run_config["tokenizer"]["preset"] == preset

@@ -82,11 +82,12 @@ def test_embedded_shakespeare_partition(tmp_path):
 def test_tff_shakespeare_baseline_task_runs_unchanged_on_our_client_data(tmp_path):
   """TFF's own character-LSTM task trains a real round on our ClientData."""
   import tensorflow_federated as tff
+  from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_tasks
 
   (tmp_path / "plays").mkdir()
   (tmp_path / "plays" / "testing.md").write_text(helpers.SMALL_PLAY, encoding="utf-8")
   corpus = shakespeare.load_data(plays_dir=str(tmp_path / "plays"), cache_dir=str(tmp_path / "cache"))
-  task = tff.simulation.baselines.shakespeare.create_character_prediction_task_from_datasets(
+  task = char_prediction_tasks.create_character_prediction_task_from_datasets(
     train_client_spec=tff.simulation.baselines.ClientSpec(num_epochs=1, batch_size=2),
     eval_client_spec=None,
     sequence_length=10,

@@ -80,7 +80,7 @@ def test_bpe_files_made_by_the_project_load_and_round_trip(tmp_path):
   texts = ["the cat sat on the mat", "the dog sat on the log", "caf\u00e9 au lait"] * 20
   files = bpe_training.train_bpe(texts, str(tmp_path / "bpe"), vocab_size=300, min_frequency=2)
   tok = tokenizers.load_bpe(*files)
-  assert tok.vocabulary_size == 300
+  assert 257 < tok.vocabulary_size <= 300  # bytes, <|endoftext|> and the merges this text allows
   (ids,) = tok.encode(["the cat sat on the log, caf\u00e9!"])
   assert tok.decode(ids) == "the cat sat on the log, caf\u00e9!"
   assert len(ids) < len("the cat sat on the log, caf\u00e9!")

@@ -1,6 +1,7 @@
 """Federated training end to end on a tiny model: learning, evaluation, resume."""
 
 import csv
+import dataclasses
 import os
 import shutil
 
@@ -14,9 +15,7 @@ ROUNDS = 4
 
 
 def _rows(config):
-  dirs = outputs.RunDirs.create(config.root_output_dir, config.experiment_name)
-  with open(dirs.metrics_csv, newline="") as f:
-    return list(csv.DictReader(f))
+  return outputs.read_metrics(outputs.RunDirs.of(config.root_output_dir, config.experiment_name))
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,9 @@ def uninterrupted(tmp_path_factory):
   config = helpers.tiny_config(
     tmp_path, total_rounds=ROUNDS, client_optimizer="adam", client_learning_rate=0.01, rounds_per_checkpoint=2
   )
-  summary = trainer.FederatedExperiment(config).run(progress=False)
-  return tmp_path, config, summary
+  experiment = trainer.FederatedExperiment(config)
+  summary = experiment.run(progress=False)
+  return experiment, config, summary
 
 
 def test_loss_falls(uninterrupted):
@@ -60,7 +60,7 @@ def test_metrics_columns_and_summary(uninterrupted):
   assert float(row["eval_perplexity"]) == pytest.approx(np.exp(float(row["eval_loss"])), rel=1e-6)
   assert 0 < float(row["eval_accuracy"]) < 1
   assert summary["eval_loss"] == pytest.approx(float(row["eval_loss"]))
-  dirs = outputs.RunDirs.create(config.root_output_dir, config.experiment_name)
+  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
   hparams = list(csv.DictReader(open(os.path.join(dirs.results, outputs.HPARAMS_FILE))))
   assert hparams[0]["client_learning_rate"] == "0.01"
   assert outputs.read_json(dirs.run_config)["model"]["hidden_dim"] == 16
@@ -73,8 +73,7 @@ def test_evaluation_matches_a_direct_keras_evaluation(uninterrupted):
   from tff_gpt.models import metrics as lm_metrics
   from tff_gpt.models import tff_model
 
-  _, config, summary = uninterrupted
-  experiment = trainer.FederatedExperiment(config)
+  experiment, config, summary = uninterrupted
   model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
   loss, tokens = lm_metrics.TokenLoss(), lm_metrics.NumTokens()
   for client in experiment.eval_client_ids:
@@ -92,7 +91,7 @@ def test_resume_after_kill_equals_uninterrupted_run(uninterrupted, tmp_path):
     tmp_path, total_rounds=3, client_optimizer="adam", client_learning_rate=0.01, rounds_per_checkpoint=2
   )
   trainer.FederatedExperiment(config).run(progress=False)
-  dirs = outputs.RunDirs.create(config.root_output_dir, config.experiment_name)
+  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
   # Round 3 finished and released its metrics, then the run was killed before
   # its checkpoint was written: remove that checkpoint.
   shutil.rmtree(os.path.join(dirs.checkpoints, "program_state_3"))
@@ -115,14 +114,8 @@ def test_resume_after_kill_equals_uninterrupted_run(uninterrupted, tmp_path):
   assert again["eval_loss"] == pytest.approx(resumed["eval_loss"], rel=1e-5)
 
 
-def test_resume_with_other_settings_fails_before_training(uninterrupted):
+def test_resume_with_other_settings_fails_before_building_anything(uninterrupted):
   _, config, _ = uninterrupted
-  changed = helpers.tiny_config(
-    __import__("pathlib").Path(config.root_output_dir).parent,
-    total_rounds=ROUNDS,
-    client_optimizer="adam",
-    client_learning_rate=0.02,
-    rounds_per_checkpoint=2,
-  )
+  changed = dataclasses.replace(config, client_learning_rate=0.02)
   with pytest.raises(trainer.ResumeError, match="--client_learning_rate was 0.01, now 0.02"):
-    trainer.FederatedExperiment(changed).run(progress=False)
+    trainer.FederatedExperiment(changed)

@@ -24,13 +24,16 @@ class RunDirs:
   logdir: str
 
   @classmethod
-  def create(cls, root_output_dir: str, experiment_name: str) -> "RunDirs":
-    dirs = cls(
+  def of(cls, root_output_dir: str, experiment_name: str) -> "RunDirs":
+    """The directories of run `experiment_name`; nothing is created."""
+    return cls(
       *(os.path.join(root_output_dir, sub, experiment_name) for sub in ("checkpoints", "results", "logdir"))
     )
-    for path in dataclasses.astuple(dirs):
+
+  def create_all(self) -> "RunDirs":
+    for path in dataclasses.astuple(self):
       os.makedirs(path, exist_ok=True)
-    return dirs
+    return self
 
   @property
   def metrics_csv(self) -> str:

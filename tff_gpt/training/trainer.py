@@ -85,6 +85,8 @@ class FederatedExperiment:
   def __init__(self, config: config_lib.ExperimentConfig):
     config.validate()
     self.config = config
+    self.dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+    self._check_resume()
     self.tokenizer = tokenizers.build_tokenizer(
       config.tokenizer,
       vocab_file=config.vocab_file,
@@ -229,8 +231,7 @@ class FederatedExperiment:
       the final model weights under "model_weights".
     """
     c = self.config
-    dirs = outputs.RunDirs.create(c.root_output_dir, c.experiment_name)
-    self._check_resume(dirs)
+    dirs = self.dirs.create_all()
     outputs.write_json(dirs.run_config, self.run_config())
     outputs.write_hparams(dirs, c.to_dict())
     state_manager, metrics_managers = outputs.create_managers(dirs)
@@ -292,7 +293,9 @@ class FederatedExperiment:
     outputs.write_json(dirs.summary, summary)
     return dict(summary, model_weights=weights)
 
-  def _check_resume(self, dirs: outputs.RunDirs) -> None:
+  def _check_resume(self) -> None:
+    """Fails early when the output directory holds a run with other settings."""
+    dirs = self.dirs
     if not os.path.exists(dirs.run_config):
       return
     previous = outputs.read_json(dirs.run_config)["experiment"]
@@ -327,9 +330,7 @@ def load_latest_weights(root_output_dir: str, experiment_name: str):
   Returns:
     `(run_config, tokenizer, model_weights, round_num)`.
   """
-  dirs = outputs.RunDirs(
-    *(os.path.join(root_output_dir, sub, experiment_name) for sub in ("checkpoints", "results", "logdir"))
-  )
+  dirs = outputs.RunDirs.of(root_output_dir, experiment_name)
   if not os.path.exists(dirs.run_config):
     raise FileNotFoundError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
   run_config = outputs.read_json(dirs.run_config)
