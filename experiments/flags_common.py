@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from absl import flags
+from absl import app, flags, logging
 
 from tff_gpt.training import config as config_lib
 
@@ -73,3 +73,11 @@ def config_from_flags() -> config_lib.ExperimentConfig:
     if value == "":
       values[name] = None
   return config_lib.ExperimentConfig(**values)
+
+
+def check_main_args(argv) -> None:
+  """Common start of every entry point's main: no positional arguments, quiet logs."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # TFF logs every traced computation at INFO.

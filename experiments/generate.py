@@ -7,7 +7,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
@@ -50,10 +50,7 @@ def generate_samples() -> list[str]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # TFF logs every traced computation at INFO.
+  flags_common.check_main_args(argv)
   generate_samples()
 
 

@@ -44,8 +44,7 @@ def make_vocab() -> tuple[str, str]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  flags_common.check_main_args(argv)
   make_vocab()
 
 

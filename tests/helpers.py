@@ -85,6 +85,26 @@ def write_bpe_files(directory) -> tuple[str, str]:
   return vocab_file, merges_file
 
 
+def write_preset(directory, bpe_files):
+  """Writes a tiny GPT-2 preset with the test BPE; returns `(path, backbone, tokenizer)`."""
+  import keras_nlp
+
+  from tff_gpt.data import tokenizers
+  from tff_gpt.models import presets
+
+  tok = tokenizers.load_bpe(*bpe_files)
+  backbone = keras_nlp.models.GPT2Backbone(
+    vocabulary_size=tok.vocabulary_size,
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=16,
+    intermediate_dim=32,
+    max_sequence_length=32,
+  )
+  presets.save_preset(backbone, tok.keras_tokenizer, str(directory))
+  return str(directory), backbone, tok
+
+
 def tiny_config(tmp_path, **overrides) -> config_lib.ExperimentConfig:
   """A 2-layer, hidden-16 run on the patterned JSON Lines corpus."""
   corpus = tmp_path / "corpus.jsonl"

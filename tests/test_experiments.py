@@ -103,22 +103,7 @@ def test_unknown_optimizer_is_rejected_by_the_flag():
 
 def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
   """--preset starts from the preset's weights and trains with its BPE tokenizer."""
-  import keras_nlp
-
-  from tff_gpt.data import tokenizers
-  from tff_gpt.models import presets
-
-  tok = tokenizers.load_bpe(*bpe_files)
-  backbone = keras_nlp.models.GPT2Backbone(
-    vocabulary_size=tok.vocabulary_size,
-    num_layers=2,
-    num_heads=2,
-    hidden_dim=16,
-    intermediate_dim=32,
-    max_sequence_length=32,
-  )
-  preset = str(tmp_path / "preset")
-  presets.save_preset(backbone, tok.keras_tokenizer, preset)
+  preset, _, tok = helpers.write_preset(tmp_path / "preset", bpe_files)
   values = _flags(tmp_path, total_rounds=1, experiment_name="from_preset", preset=preset, tokenizer="bpe")
   with flagsaver.flagsaver(**values, sample_prompt="the"):
     run_experiment.main(["run_experiment"])
@@ -131,3 +116,24 @@ def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
   assert run_config["model"]["vocabulary_size"] == tok.vocabulary_size
   assert run_config["model"]["max_sequence_length"] == 32
   assert run_config["tokenizer"]["preset"] == preset
+
+
+def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
+  from experiments import make_bpe_vocab
+
+  corpus = helpers.write_jsonl_corpus(tmp_path / "corpus.jsonl")
+  with flagsaver.flagsaver(
+    dataset="jsonl",
+    dataset_path=corpus,
+    cache_dir=str(tmp_path / "cache"),
+    vocab_size=280,
+    output_dir=str(tmp_path / "bpe"),
+  ):
+    vocab_file, merges_file = make_bpe_vocab.make_vocab()
+  assert "Wrote" in capfd.readouterr().out
+  config = helpers.tiny_config(tmp_path, tokenizer="bpe", vocab_file=vocab_file, merges_file=merges_file)
+  from tff_gpt.training import trainer
+
+  experiment = trainer.FederatedExperiment(config)
+  assert experiment.tokenizer.vocabulary_size <= 280
+  assert experiment.model_config["vocabulary_size"] == experiment.tokenizer.vocabulary_size

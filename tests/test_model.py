@@ -1,12 +1,12 @@
 """The GPT-2 LM: shapes, tied head, masked loss, trainable choice, presets."""
 
-import keras_nlp
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import helpers
 from tff_gpt.data import tokenizers
-from tff_gpt.models import gpt2_lm, metrics, presets, tff_model
+from tff_gpt.models import gpt2_lm, metrics, tff_model
 
 CONFIG = gpt2_lm.model_config("tiny", vocabulary_size=50, max_sequence_length=16)
 
@@ -87,18 +87,8 @@ def test_unknown_size():
 
 
 def test_preset_directory_round_trip(tmp_path, bpe_files):
-  """A preset written by save_to_preset starts a run with its weights and tokenizer."""
-  tok = tokenizers.load_bpe(*bpe_files)
-  backbone = keras_nlp.models.GPT2Backbone(
-    vocabulary_size=tok.vocabulary_size,
-    num_layers=2,
-    num_heads=2,
-    hidden_dim=16,
-    intermediate_dim=32,
-    max_sequence_length=32,
-  )
-  preset = str(tmp_path / "preset")
-  presets.save_preset(backbone, tok.keras_tokenizer, preset)
+  """A preset written by save_preset starts a run with its weights and tokenizer."""
+  preset, backbone, tok = helpers.write_preset(tmp_path / "preset", bpe_files)
 
   loaded_tok = tokenizers.from_preset(preset)
   assert loaded_tok.encode(["the cat"])[0].tolist() == tok.encode(["the cat"])[0].tolist()

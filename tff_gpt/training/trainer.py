@@ -172,11 +172,14 @@ class FederatedExperiment:
       "tokenizer": self.tokenizer.config(),
     }
 
-  def initial_state(self):
+  def initial_state(self, state=None):
+    """A state holding the seeded (or pretrained) starting weights."""
     weights = tff_model.initial_weights(
       self.model_config, seed=self.config.seed, trainable=self.config.trainable, preset=self.config.preset
     )
-    return self.process.set_model_weights(self.process.initialize(), weights)
+    if state is None:
+      state = self.process.initialize()
+    return self.process.set_model_weights(state, weights)
 
   def train_round(self, state, round_num: int):
     c = self.config
@@ -237,9 +240,10 @@ class FederatedExperiment:
     state_manager, metrics_managers = outputs.create_managers(dirs)
     loop = asyncio.new_event_loop()
     try:
-      state, version = loop.run_until_complete(state_manager.load_latest(self.process.initialize()))
+      fresh = self.process.initialize()
+      state, version = loop.run_until_complete(state_manager.load_latest(fresh))
       if state is None:
-        state, version = self.initial_state(), 0
+        state, version = self.initial_state(fresh), 0
       last_metrics = {}
       bar = tqdm.tqdm(
         total=c.total_rounds,
