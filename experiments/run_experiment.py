@@ -7,6 +7,7 @@ in `tff_gpt.training`; this file only turns flags into a config.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -44,7 +45,15 @@ def run() -> dict:
 
 def main(argv):
   flags_common.check_main_args(argv)
-  run()
+  interrupted = False
+  try:
+    run()
+  except KeyboardInterrupt:
+    interrupted = True
+  if interrupted:
+    runtime.shutdown()  # Again, now that the traceback no longer holds TFF's executor.
+    print("Interrupted. Run the same command again to resume after the last checkpoint.", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
   else:
     proc.send_signal(signal.SIGINT)
   proc.wait(timeout=120)
-  assert proc.returncode != 0
+  assert proc.returncode == 130
+  output = (tmp_path / "run.log").read_text()
+  assert "Run the same command again to resume" in output
+  assert "Exception ignored" not in output
   _, alive = psutil.wait_procs(workers, timeout=30)
   assert not alive, f"worker(s) left running: {[p.pid for p in alive]}"
