@@ -92,7 +92,7 @@ def test_preset_directory_round_trip(tmp_path, bpe_files):
 
   loaded_tok = tokenizers.from_preset(preset)
   assert loaded_tok.encode(["the cat"])[0].tolist() == tok.encode(["the cat"])[0].tolist()
-  config = gpt2_lm.preset_config(gpt2_lm.load_preset(preset))
+  config = gpt2_lm.preset_config(preset)
   assert config["hidden_dim"] == 16 and config["vocabulary_size"] == tok.vocabulary_size
   weights = tff_model.initial_weights(config, seed=123, preset=preset)
   for got, want in zip(weights.trainable, backbone.trainable_weights, strict=True):

@@ -58,20 +58,6 @@ class CharTokenizer:
   def config(self) -> dict:
     return {"name": self.name}
 
-  def save_assets(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "char_vocab.json"), "w") as f:
-      json.dump(
-        {
-          "vocabulary": self.vocabulary,
-          "pad_id": self.pad_id,
-          "oov_id": self.oov_id,
-          "bos_id": self.bos_id,
-          "eos_id": self.eos_id,
-        },
-        f,
-      )
-
 
 class BPETokenizer:
   """GPT-2 byte-level BPE through `keras_nlp.models.GPT2Tokenizer`.
@@ -103,9 +89,6 @@ class BPETokenizer:
 
   def config(self) -> dict:
     return {"name": self.name, **self.source}
-
-  def save_assets(self, directory: str) -> None:
-    self.keras_tokenizer.save_assets(directory)
 
 
 def load_bpe(vocab_file: str, merges_file: str) -> BPETokenizer:

@@ -14,6 +14,7 @@ import re
 
 import keras_nlp
 import tensorflow as tf
+from keras_nlp.src.utils import preset_utils
 
 # GPT2Backbone keyword arguments. `vocabulary_size` and `max_sequence_length`
 # are filled from the tokenizer and the data.
@@ -99,9 +100,9 @@ def load_preset(preset: str) -> keras_nlp.models.GPT2Backbone:
   return keras_nlp.models.GPT2Backbone.from_preset(preset)
 
 
-def preset_config(backbone: keras_nlp.models.GPT2Backbone) -> dict:
-  """The `GPT2Backbone` arguments of a loaded backbone."""
-  config = backbone.get_config()
+def preset_config(preset: str) -> dict:
+  """The `GPT2Backbone` arguments of a preset, read from its config.json alone."""
+  config = preset_utils.load_config(preset, preset_utils.CONFIG_FILE)["config"]
   return {
     k: config[k]
     for k in (

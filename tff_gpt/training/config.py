@@ -1,7 +1,6 @@
 """The configuration of one federated run, checked before any round runs."""
 
 import dataclasses
-import json
 import re
 
 import tensorflow_federated as tff
@@ -134,9 +133,6 @@ class ExperimentConfig:
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
   @classmethod
   def from_dict(cls, values: dict) -> "ExperimentConfig":

@@ -121,7 +121,7 @@ class FederatedExperiment:
   def _model_config(self) -> dict:
     c = self.config
     if c.preset:
-      model_config = gpt2_lm.preset_config(gpt2_lm.load_preset(c.preset))
+      model_config = gpt2_lm.preset_config(c.preset)
       if model_config["vocabulary_size"] != self.tokenizer.vocabulary_size:
         raise ValueError(
           f"--preset {c.preset!r}: the backbone has {model_config['vocabulary_size']} "
