@@ -28,7 +28,7 @@ if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want"
   exit 0
 fi
 
-echo "Setting up $venv (about 1-2 minutes, 2.8 GB)..." >&2
+echo "Setting up $venv (about 1-2 minutes, 2.9 GB)..." >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip==24.3.1
