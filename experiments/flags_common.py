@@ -4,6 +4,7 @@ import dataclasses
 
 from absl import app, flags, logging
 
+from tff_gpt import algorithms
 from tff_gpt.training import config as config_lib
 
 _D = config_lib.ExperimentConfig()
@@ -16,10 +17,29 @@ _HELP = {
   "client_batch_size": "Sequences per client batch.",
   "max_elements_per_client": "Cap on each client's sequences per round (after epochs); 0 = none.",
   "sequence_length": "Tokens per training sequence.",
-  "client_optimizer": f"Client optimizer: one of {sorted(config_lib.OPTIMIZERS)}.",
-  "client_learning_rate": "Client learning rate.",
-  "server_optimizer": f"Server optimizer: one of {sorted(config_lib.OPTIMIZERS)}.",
-  "server_learning_rate": "Server learning rate.",
+  "client_optimizer": "Client optimizer (Mime Lite's base optimizer).",
+  "client_learning_rate": "Client learning rate (the first round's, with a schedule).",
+  "server_learning_rate": "Server learning rate; unset = the algorithm's default "
+  + ", ".join(f"{k} {v.server_learning_rate:g}" for k, v in algorithms.ALGORITHMS.items())
+  + ".",
+  "algorithm": "; ".join(f"{k}: {v.description}" for k, v in algorithms.ALGORITHMS.items()) + ".",
+  "aggregator": "; ".join(f"{k}: {v.description}" for k, v in algorithms.AGGREGATORS.items()) + ".",
+  "client_weighting": "num_examples or uniform; unset = the algorithm's (uniform for fedavg_unweighted).",
+  "client_lr_schedule": "Client learning rate over rounds: constant, exp_decay "
+  "(x decay_rate every decay_rounds) or inv_sqrt (/ sqrt(1 + round/decay_rounds)).",
+  "client_lr_decay_rate": "Factor of --client_lr_schedule=exp_decay per --client_lr_decay_rounds.",
+  "client_lr_decay_rounds": "Rounds over which the client learning rate decays.",
+  "server_momentum": "Server momentum of fedavgm.",
+  "server_beta_1": "First-moment decay of fedadam and fedyogi.",
+  "server_beta_2": "Second-moment decay of fedadam and fedyogi.",
+  "server_epsilon": "Adaptivity tau of fedadam, fedyogi and fedadagrad (Reddi et al.).",
+  "proximal_strength": "FedProx proximal strength mu.",
+  "dp_noise_multiplier": "DP aggregators: Gaussian noise stddev / clip norm.",
+  "dp_clip_norm": "DP aggregators: L2 clip of each client update (initial clip for dp_adaptive).",
+  "dp_target_unclipped_quantile": "dp_adaptive: fraction of client updates left unclipped.",
+  "dp_delta": "DP aggregators: the delta of the reported (epsilon, delta).",
+  "compression_bits": "compression aggregator: bits per update coordinate.",
+  "model": "gpt2, or char_lstm (TFF's Shakespeare LSTM, the reference model).",
   "rounds_per_eval": "Evaluate on held-out client data every this many rounds (and after the last).",
   "rounds_per_checkpoint": "Checkpoint every this many rounds (and after the last).",
   "clients_per_eval": "Test clients evaluated (a fixed sample from --seed); 0 = all.",
@@ -39,9 +59,17 @@ _HELP = {
   "cache_dir": "Parsed-corpus cache; $TFF_GPT_CACHE or ~/.cache/tff_gpt when empty.",
 }
 _OPTIONAL_INTS = ("max_elements_per_client", "clients_per_eval")
+_ENUMS = {
+  "client_optimizer": sorted(algorithms.optimizers.OPTIMIZERS),
+  "algorithm": list(algorithms.ALGORITHMS),
+  "aggregator": list(algorithms.AGGREGATORS),
+  "client_lr_schedule": list(algorithms.SCHEDULES),
+  "client_weighting": list(config_lib.CLIENT_WEIGHTINGS),
+  "model": list(config_lib.MODELS),
+}
 
 
-def define_experiment_flags(names=None) -> None:
+def define_experiment_flags(names=None, flag_values=flags.FLAGS) -> None:
   """Defines one flag per `ExperimentConfig` field (or those in `names`).
 
   A flag defined already (by another experiment script imported in the same
@@ -49,24 +77,26 @@ def define_experiment_flags(names=None) -> None:
   """
   for field in dataclasses.fields(config_lib.ExperimentConfig):
     name, default, help_ = field.name, getattr(_D, field.name), _HELP[field.name]
-    if (names is not None and name not in names) or name in flags.FLAGS:
+    if (names is not None and name not in names) or name in flag_values:
       continue
+    kwargs = dict(flag_values=flag_values)
     if name in _OPTIONAL_INTS:
-      flags.DEFINE_integer(name, default or 0, help_)
+      flags.DEFINE_integer(name, default or 0, help_, **kwargs)
+    elif name in _ENUMS:
+      flags.DEFINE_enum(name, default, _ENUMS[name], help_, **kwargs)
     elif isinstance(default, bool):
-      flags.DEFINE_bool(name, default, help_)
+      flags.DEFINE_bool(name, default, help_, **kwargs)
     elif isinstance(default, int):
-      flags.DEFINE_integer(name, default, help_)
-    elif isinstance(default, float):
-      flags.DEFINE_float(name, default, help_)
-    elif name in ("client_optimizer", "server_optimizer"):
-      flags.DEFINE_enum(name, default, sorted(config_lib.OPTIMIZERS), help_)
+      flags.DEFINE_integer(name, default, help_, **kwargs)
+    elif isinstance(default, float) or "float" in str(field.type):
+      flags.DEFINE_float(name, default, help_, **kwargs)
     else:
-      flags.DEFINE_string(name, default, help_)
+      flags.DEFINE_string(name, default, help_, **kwargs)
 
 
-def config_from_flags() -> config_lib.ExperimentConfig:
-  values = {f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(config_lib.ExperimentConfig)}
+def config_from_flags(flag_values=flags.FLAGS) -> config_lib.ExperimentConfig:
+  """The `ExperimentConfig` that the experiment flags in `flag_values` describe."""
+  values = {f.name: getattr(flag_values, f.name) for f in dataclasses.fields(config_lib.ExperimentConfig)}
   for name in _OPTIONAL_INTS:
     values[name] = values[name] or None
   for name, value in values.items():

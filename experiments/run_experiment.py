@@ -1,6 +1,7 @@
-"""Trains GPT-2 federatedly with weighted FedAvg.
+"""Trains GPT-2 federatedly with one `tff.learning` algorithm (FedAvg by default).
 
   python -m experiments.run_experiment --experiment_name=demo --total_rounds=60
+  python -m experiments.run_experiment --algorithm=fedadam --aggregator=robust
 
 Re-running the same command resumes after the last checkpoint. The logic lives
 in `tff_gpt.training`; this file only turns flags into a config.
@@ -30,12 +31,12 @@ def run() -> dict:
     config.validate()
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  with runtime.execution_context(max_concurrent_computation_calls=config.max_concurrent_computation_calls):
+  with runtime.execution_context(**runtime.context_args(config)):
     experiment = trainer.FederatedExperiment(config)
     print(experiment.corpus.summary_text())
     summary = experiment.run()
   print(trainer.format_summary(summary))
-  if FLAGS.sample_prompt:
+  if FLAGS.sample_prompt and config.model == "gpt2":
     model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
     text = generation.generate(model, experiment.tokenizer, FLAGS.sample_prompt, seed=config.seed)
     print(f"Sample (top-k, prompt {FLAGS.sample_prompt!r}):\n{text}")

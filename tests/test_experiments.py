@@ -23,7 +23,7 @@ def test_main_writes_one_metrics_row_per_round_and_generates(tmp_path, capfd):
   with flagsaver.flagsaver(**values, sample_prompt="the cat"):
     run_experiment.main(["run_experiment"])
   out = capfd.readouterr().out
-  assert "Finished 3 rounds." in out and "perplexity" in out and "Sample" in out
+  assert "Finished 3 rounds of fedavg (mean aggregator)" in out and "perplexity" in out and "Sample" in out
   results = os.path.join(values["root_output_dir"], "results", values["experiment_name"])
   with open(os.path.join(results, "experiment.metrics.csv"), newline="") as f:
     rows = list(csv.DictReader(f))

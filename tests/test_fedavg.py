@@ -21,7 +21,6 @@ def test_one_round_equals_example_weighted_mean_of_keras_training(tmp_path):
     clients_per_round=3,
     client_optimizer="sgd",
     client_learning_rate=0.3,
-    server_optimizer="sgd",
     server_learning_rate=1.0,
     max_elements_per_client=None,
     client_batch_size=3,

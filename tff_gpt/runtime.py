@@ -21,19 +21,24 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 import tensorflow_federated as tff  # noqa: E402
 from tensorflow_federated.python.core.impl.context_stack import set_default_context  # noqa: E402
 
+from tff_gpt.algorithms import aggregators  # noqa: E402
+
 
 class _DropKnownNoise(logging.Filter):
-  """Drops a keras-nlp warning that every traced GPT-2 call repeats.
+  """Drops log lines that every traced computation repeats and that need no action.
 
   Our inputs carry an explicit `padding_mask`, which is what keras-nlp asks
   for; the warning says the Keras mask is then ignored, which is intended.
   """
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return "explicitly setting `padding_mask`" not in record.getMessage()
+    message = record.getMessage()
+    return "explicitly setting `padding_mask`" not in message and "Object was never used" not in message
 
 
 logging.getLogger("absl").addFilter(_DropKnownNoise())
+# TFF's secure aggregator builds asserts whose results TF reports as unused, at ERROR.
+logging.getLogger("tensorflow").addFilter(_DropKnownNoise())
 
 
 def shutdown() -> None:
@@ -45,24 +50,42 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def set_up(*, max_concurrent_computation_calls: int = 2) -> None:
+def set_up(*, max_concurrent_computation_calls: int = 2, secure_aggregation: bool = False) -> None:
   """Installs TFF's local C++ execution context.
 
   Args:
     max_concurrent_computation_calls: How many client computations the
       worker runs at once. Each parallel client holds a copy of the weights,
       so use 1 for models near GPT-2 124M.
+    secure_aggregation: Install TFF's test context instead, which lowers
+      secure sums (`tff.learning.secure_aggregator`) to plain sums so that
+      they run in simulation. The local context cannot run them.
   """
-  tff.backends.native.set_sync_local_cpp_execution_context(
-    max_concurrent_computation_calls=max_concurrent_computation_calls
-  )
+  if secure_aggregation:
+    tff.backends.test.set_sync_test_cpp_execution_context(
+      max_concurrent_computation_calls=max_concurrent_computation_calls
+    )
+  else:
+    tff.backends.native.set_sync_local_cpp_execution_context(
+      max_concurrent_computation_calls=max_concurrent_computation_calls
+    )
 
 
 @contextlib.contextmanager
-def execution_context(*, max_concurrent_computation_calls: int = 2):
+def execution_context(*, max_concurrent_computation_calls: int = 2, secure_aggregation: bool = False):
   """Context manager: `set_up`, then `shutdown` however the block ends."""
-  set_up(max_concurrent_computation_calls=max_concurrent_computation_calls)
+  set_up(
+    max_concurrent_computation_calls=max_concurrent_computation_calls, secure_aggregation=secure_aggregation
+  )
   try:
     yield
   finally:
     shutdown()
+
+
+def context_args(config) -> dict:
+  """`execution_context` arguments for an `ExperimentConfig`."""
+  return dict(
+    max_concurrent_computation_calls=config.max_concurrent_computation_calls,
+    secure_aggregation=aggregators.AGGREGATORS[config.aggregator].secure,
+  )

@@ -4,24 +4,32 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_gpt.data import preprocessing
-from tff_gpt.models import gpt2_lm, metrics
+from tff_gpt.models import char_lstm, gpt2_lm, metrics
+
+
+def build_keras_model(config: dict, *, trainable: str = "all") -> tf.keras.Model:
+  """A fresh language model of `config`: GPT-2 or, when the config says so, the char LSTM."""
+  if config.get("architecture") == char_lstm.ARCHITECTURE:
+    return char_lstm.build_char_lstm(config)
+  return gpt2_lm.build_gpt2_lm(config, trainable=trainable)
 
 
 def build_model_fn(config: dict, *, sequence_length: int, trainable: str = "all"):
   """Returns a no-argument `model_fn` that builds a fresh `tff.learning` model.
 
   Args:
-    config: `GPT2Backbone` keyword arguments.
+    config: `GPT2Backbone` keyword arguments, or a `char_lstm.model_config`.
     sequence_length: Length of the client sequences (the `input_spec`).
     trainable: Which weights train and are aggregated: "all" or
       "last_blocks:K" (see `gpt2_lm`).
   """
-  gpt2_lm.check_trainable(trainable, config["num_layers"])
+  if "num_layers" in config:
+    gpt2_lm.check_trainable(trainable, config["num_layers"])
   input_spec = preprocessing.element_spec(sequence_length)
 
   def model_fn() -> tff.learning.models.VariableModel:
     return tff.learning.models.from_keras_model(
-      gpt2_lm.build_gpt2_lm(config, trainable=trainable),
+      build_keras_model(config, trainable=trainable),
       loss=metrics.lm_loss(),
       input_spec=input_spec,
       metrics=metrics.lm_metrics(),
@@ -41,7 +49,7 @@ def initial_weights(
   if preset:
     model = gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset), trainable=trainable)
   else:
-    model = gpt2_lm.build_gpt2_lm(config, trainable=trainable)
+    model = build_keras_model(config, trainable=trainable)
   return tff.learning.models.ModelWeights.from_model(model)
 
 
@@ -49,6 +57,6 @@ def keras_model_with_weights(
   config: dict, weights: tff.learning.models.ModelWeights, *, trainable: str = "all"
 ) -> tf.keras.Model:
   """A fresh Keras model holding `weights` (e.g. from a checkpoint)."""
-  model = gpt2_lm.build_gpt2_lm(config, trainable=trainable)
+  model = build_keras_model(config, trainable=trainable)
   weights.assign_weights_to(model)
   return model

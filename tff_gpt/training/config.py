@@ -3,19 +3,13 @@
 import dataclasses
 import re
 
-import tensorflow_federated as tff
-
+from tff_gpt.algorithms import aggregators, registry
+from tff_gpt.algorithms.optimizers import OPTIMIZERS
 from tff_gpt.data import datasets
 from tff_gpt.models import gpt2_lm
 
-# name -> builder(learning_rate) of a `tff.learning.optimizers.Optimizer`.
-OPTIMIZERS = {
-  "sgd": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr),
-  "sgdm": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=0.9),
-  "adam": lambda lr: tff.learning.optimizers.build_adam(learning_rate=lr),
-  "yogi": lambda lr: tff.learning.optimizers.build_yogi(learning_rate=lr),
-  "adagrad": lambda lr: tff.learning.optimizers.build_adagrad(learning_rate=lr),
-}
+MODELS = ("gpt2", "char_lstm")
+CLIENT_WEIGHTINGS = ("num_examples", "uniform")
 
 # Fields that must match when a run resumes from an existing output directory.
 RESUME_KEYS = (
@@ -26,6 +20,7 @@ RESUME_KEYS = (
   "tokenizer",
   "vocab_file",
   "merges_file",
+  "model",
   "model_size",
   "preset",
   "trainable",
@@ -37,8 +32,22 @@ RESUME_KEYS = (
   "max_elements_per_client",
   "client_optimizer",
   "client_learning_rate",
-  "server_optimizer",
   "server_learning_rate",
+  "algorithm",
+  "aggregator",
+  "client_weighting",
+  "client_lr_schedule",
+  "client_lr_decay_rate",
+  "client_lr_decay_rounds",
+  "server_momentum",
+  "server_beta_1",
+  "server_beta_2",
+  "server_epsilon",
+  "proximal_strength",
+  "dp_noise_multiplier",
+  "dp_clip_norm",
+  "dp_target_unclipped_quantile",
+  "compression_bits",
 )
 
 
@@ -56,8 +65,23 @@ class ExperimentConfig:
   sequence_length: int = 80
   client_optimizer: str = "adam"
   client_learning_rate: float = 0.003
-  server_optimizer: str = "sgd"
-  server_learning_rate: float = 1.0
+  server_learning_rate: float | None = None
+  algorithm: str = "fedavg"
+  aggregator: str = "mean"
+  client_weighting: str | None = None
+  client_lr_schedule: str = "constant"
+  client_lr_decay_rate: float = 0.5
+  client_lr_decay_rounds: int = 50
+  server_momentum: float = 0.9
+  server_beta_1: float = 0.9
+  server_beta_2: float = 0.99
+  server_epsilon: float = 0.001
+  proximal_strength: float = 0.01
+  dp_noise_multiplier: float = 1.0
+  dp_clip_norm: float = 1.0
+  dp_target_unclipped_quantile: float = 0.5
+  dp_delta: float = 1e-5
+  compression_bits: int = 8
   rounds_per_eval: int = 25
   rounds_per_checkpoint: int = 25
   clients_per_eval: int | None = 100
@@ -70,6 +94,7 @@ class ExperimentConfig:
   tokenizer: str = "char"
   vocab_file: str | None = None
   merges_file: str | None = None
+  model: str = "gpt2"
   model_size: str = "small"
   preset: str | None = None
   trainable: str = "all"
@@ -87,6 +112,7 @@ class ExperimentConfig:
       "rounds_per_checkpoint",
       "eval_batch_size",
       "max_concurrent_computation_calls",
+      "client_lr_decay_rounds",
     )
     for name in positive:
       _require(getattr(self, name) >= 1, name, "must be >= 1")
@@ -94,10 +120,32 @@ class ExperimentConfig:
       value = getattr(self, name)
       _require(value is None or value >= 1, name, "must be >= 1, or None for no limit")
     _require(self.sequence_length >= 2, "sequence_length", "must be >= 2")
-    for name in ("client_learning_rate", "server_learning_rate"):
+    for name in ("client_learning_rate", "client_lr_decay_rate", "dp_clip_norm", "server_epsilon"):
       _require(getattr(self, name) > 0, name, "must be > 0")
-    for name in ("client_optimizer", "server_optimizer"):
-      _require(getattr(self, name) in OPTIMIZERS, name, f"must be one of {sorted(OPTIMIZERS)}")
+    _require(
+      self.server_learning_rate is None or self.server_learning_rate > 0,
+      "server_learning_rate",
+      "must be > 0 (or unset for the algorithm's default)",
+    )
+    for name in ("server_momentum", "server_beta_1", "server_beta_2", "dp_target_unclipped_quantile"):
+      _require(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
+    _require(self.proximal_strength >= 0, "proximal_strength", "must be >= 0")
+    _require(self.dp_noise_multiplier >= 0, "dp_noise_multiplier", "must be >= 0")
+    _require(0 < self.dp_delta < 1, "dp_delta", "must be in (0, 1)")
+    _require(1 <= self.compression_bits <= 16, "compression_bits", "must be in [1, 16]")
+    _require(self.client_optimizer in OPTIMIZERS, "client_optimizer", f"must be one of {sorted(OPTIMIZERS)}")
+    for name, choices in (
+      ("algorithm", registry.ALGORITHMS),
+      ("aggregator", aggregators.AGGREGATORS),
+      ("client_lr_schedule", registry.SCHEDULES),
+      ("model", MODELS),
+    ):
+      _require(getattr(self, name) in choices, name, f"must be one of {list(choices)}")
+    _require(
+      self.client_weighting in (None, *CLIENT_WEIGHTINGS),
+      "client_weighting",
+      f"must be one of {list(CLIENT_WEIGHTINGS)} (or unset for the algorithm's)",
+    )
     _require(self.dataset in datasets.CORPORA, "dataset", f"must be one of {list(datasets.CORPORA)}")
     needs_path = self.dataset in ("text_dir", "jsonl")
     _require(
@@ -124,6 +172,10 @@ class ExperimentConfig:
       "experiment_name",
       "may hold letters, digits, '_', '-' and '.' only",
     )
+    registry.check_combination(self)
+    if self.model == "char_lstm":
+      _require(self.tokenizer == "char", "model", "char_lstm (TFF's Shakespeare LSTM) needs --tokenizer=char")
+      _require(self.trainable == "all", "trainable", "must be 'all' with --model=char_lstm")
     if self.trainable != "all":
       _require(
         re.fullmatch(r"last_blocks:\d+", self.trainable) is not None,

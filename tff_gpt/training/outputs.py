@@ -12,6 +12,7 @@ import os
 import tensorflow_federated as tff
 
 METRICS_FILE = "experiment.metrics.csv"
+CLIENTS_FILE = "sampled_clients.csv"
 HPARAMS_FILE = "hparams.csv"
 RUN_CONFIG_FILE = "run_config.json"
 SUMMARY_FILE = "summary.json"
@@ -40,6 +41,10 @@ class RunDirs:
     return os.path.join(self.results, METRICS_FILE)
 
   @property
+  def clients_csv(self) -> str:
+    return os.path.join(self.results, CLIENTS_FILE)
+
+  @property
   def run_config(self) -> str:
     return os.path.join(self.checkpoints, RUN_CONFIG_FILE)
 
@@ -49,10 +54,11 @@ class RunDirs:
 
 
 def create_managers(dirs: RunDirs):
-  """Returns `(program_state_manager, metrics_managers)` for a run.
+  """Returns `(program_state_manager, metrics_managers, clients_manager)` for a run.
 
-  The CSV manager drops rows at or after a released round, so a resumed run
-  that repeats rounds after its last checkpoint rewrites them once.
+  The CSV managers drop rows at or after a released round, so a resumed run
+  that repeats rounds after its last checkpoint rewrites them once. The
+  clients manager records each round's sampled client ids.
   """
   state_manager = tff.program.FileProgramStateManager(dirs.checkpoints, keep_total=3, keep_first=False)
   metrics_managers = [
@@ -61,7 +67,10 @@ def create_managers(dirs: RunDirs):
     ),
     tff.program.TensorBoardReleaseManager(dirs.logdir),
   ]
-  return state_manager, metrics_managers
+  clients_manager = tff.program.CSVFileReleaseManager(
+    dirs.clients_csv, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname="round_num"
+  )
+  return state_manager, metrics_managers, clients_manager
 
 
 def write_hparams(dirs: RunDirs, hparams: dict) -> None:
@@ -85,7 +94,19 @@ def read_json(path: str) -> dict:
     return json.load(f)
 
 
+def read_csv(path: str) -> list[dict]:
+  """A CSV file as a list of rows (strings); `[]` when it does not exist."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
 def read_metrics(dirs: RunDirs) -> list[dict]:
   """The metrics CSV as a list of rows (strings), oldest round first."""
-  with open(dirs.metrics_csv, newline="") as f:
-    return list(csv.DictReader(f))
+  return read_csv(dirs.metrics_csv)
+
+
+def read_sampled_clients(dirs: RunDirs) -> dict[int, list[str]]:
+  """`{round_num: client ids}` as the run recorded them."""
+  return {int(r["round_num"]): r["client_ids"].split() for r in read_csv(dirs.clients_csv)}

@@ -1,9 +1,10 @@
-"""Federated training of GPT-2 with `tff.learning.algorithms.build_weighted_fed_avg`.
+"""Federated training of GPT-2 with a `tff.learning` algorithm.
 
-FedAvg (McMahan et al. 2017, "Communication-Efficient Learning of Deep
-Networks from Decentralized Data"): each round a uniform sample of clients
-trains locally from the global weights, and the server averages the updates
-weighted by each client's number of training sequences.
+The default is FedAvg (McMahan et al. 2017, "Communication-Efficient Learning
+of Deep Networks from Decentralized Data"): each round a uniform sample of
+clients trains locally from the global weights, and the server averages the
+updates weighted by each client's number of training sequences.
+`tff_gpt.algorithms` builds the others (`--algorithm`, `--aggregator`).
 
 The round loop follows `tff.simulation.run_training_process`, with three
 differences that a resumable, reproducible run needs: the first state holds
@@ -13,6 +14,7 @@ carries the throughput and memory figures.
 """
 
 import asyncio
+import functools
 import math
 import os
 import time
@@ -22,8 +24,10 @@ import psutil
 import tensorflow_federated as tff
 import tqdm
 
+from tff_gpt import algorithms
+from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.data import datasets, preprocessing, tokenizers
-from tff_gpt.models import gpt2_lm, tff_model
+from tff_gpt.models import char_lstm, gpt2_lm, tff_model
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
 
@@ -60,15 +64,6 @@ def process_tree_rss_mb() -> float:
     except psutil.Error:
       pass
   return total / 2**20
-
-
-def build_training_process(config: config_lib.ExperimentConfig, model_fn):
-  """Weighted FedAvg with the configured client and server optimizers."""
-  return tff.learning.algorithms.build_weighted_fed_avg(
-    model_fn,
-    client_optimizer_fn=config_lib.OPTIMIZERS[config.client_optimizer](config.client_learning_rate),
-    server_optimizer_fn=config_lib.OPTIMIZERS[config.server_optimizer](config.server_learning_rate),
-  )
 
 
 class FederatedExperiment:
@@ -110,16 +105,26 @@ class FederatedExperiment:
     self.model_fn = tff_model.build_model_fn(
       self.model_config, sequence_length=config.sequence_length, trainable=config.trainable
     )
-    self.process = build_training_process(config, self.model_fn)
-    self.eval_process = tff.learning.algorithms.build_fed_eval(self.model_fn)
+    self.process = algorithms.build_process(config, self.model_fn)
     self._sample_clients = tff.simulation.build_uniform_sampling_fn(
       self.train_data.client_ids, replace=False, random_seed=config.seed
     )
+    self.clients_per_round = min(config.clients_per_round, len(self.train_data.client_ids))
+    self.bytes_per_client = communication.bytes_per_client(config, self.process)
     self.eval_client_ids = self._choose_eval_clients()
     self._check_data_matches_model()
 
+  @functools.cached_property
+  def eval_process(self):
+    """`build_fed_eval` of the model, built at the first evaluation."""
+    return tff.learning.algorithms.build_fed_eval(self.model_fn)
+
   def _model_config(self) -> dict:
     c = self.config
+    if c.model == char_lstm.ARCHITECTURE:
+      return char_lstm.model_config(
+        vocabulary_size=self.tokenizer.vocabulary_size, sequence_length=c.sequence_length
+      )
     if c.preset:
       model_config = gpt2_lm.preset_config(c.preset)
       if model_config["vocabulary_size"] != self.tokenizer.vocabulary_size:
@@ -161,8 +166,20 @@ class FederatedExperiment:
 
   def clients_for_round(self, round_num: int) -> list[str]:
     """The clients of `round_num`: a function of the seed and the round only."""
-    n = min(self.config.clients_per_round, len(self.train_data.client_ids))
-    return list(self._sample_clients(round_num, n))
+    return list(self._sample_clients(round_num, self.clients_per_round))
+
+  @property
+  def differentially_private(self) -> bool:
+    return aggregators.AGGREGATORS[self.config.aggregator].differentially_private
+
+  def dp_epsilon(self, rounds: int) -> float:
+    """Client-level epsilon at `--dp_delta` spent by `rounds` rounds."""
+    return privacy.epsilon(
+      noise_multiplier=self.config.dp_noise_multiplier,
+      sampling_rate=self.clients_per_round / len(self.train_data.client_ids),
+      rounds=rounds,
+      delta=self.config.dp_delta,
+    )
 
   def run_config(self) -> dict:
     """What is stored beside the checkpoints: enough to rebuild the model."""
@@ -200,12 +217,19 @@ class FederatedExperiment:
     seconds = time.perf_counter() - start
     train = result.metrics["client_work"]["train"]
     metrics = _lm_metrics("train", train)
+    round_bytes = len(client_ids) * sum(self.bytes_per_client.values())
     metrics.update(
       clients=len(client_ids),
       train_sequences=int(np.asarray(train["num_examples"])),
       round_seconds=seconds,
       tokens_per_second=metrics["train_tokens"] / seconds,
+      client_learning_rate=algorithms.client_learning_rate(c, round_num),
+      **self.bytes_per_client,
+      round_bytes=round_bytes,
+      bytes_communicated=round_num * round_bytes,  # Every round has the same clients count.
     )
+    if self.differentially_private:
+      metrics["dp_epsilon"] = self.dp_epsilon(round_num)
     return result.state, metrics
 
   def evaluate(self, model_weights, client_ids: list[str] | None = None) -> dict:
@@ -237,7 +261,7 @@ class FederatedExperiment:
     dirs = self.dirs.create_all()
     outputs.write_json(dirs.run_config, self.run_config())
     outputs.write_hparams(dirs, c.to_dict())
-    state_manager, metrics_managers = outputs.create_managers(dirs)
+    state_manager, metrics_managers, clients_manager = outputs.create_managers(dirs)
     loop = asyncio.new_event_loop()
     try:
       fresh = self.process.initialize()
@@ -261,6 +285,8 @@ class FederatedExperiment:
             metrics.update(self.evaluate(self.process.get_model_weights(state)))
           metrics["memory_mb"] = process_tree_rss_mb()
           loop.run_until_complete(_release(metrics_managers, metrics, round_num))
+          clients = {"client_ids": " ".join(self.clients_for_round(round_num))}
+          loop.run_until_complete(clients_manager.release(clients, key=round_num))
           if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
             loop.run_until_complete(state_manager.save(state, round_num))
           bar.update(1)
@@ -285,15 +311,26 @@ class FederatedExperiment:
     final = {k: v for k, v in last_metrics.items() if k.startswith("eval_")}
     if not final:  # Nothing ran: the run had finished before.
       final = self.evaluate(weights)
+    rows = outputs.read_metrics(dirs)
     summary = dict(
       final,
       rounds=c.total_rounds,
+      algorithm=c.algorithm,
+      aggregator=c.aggregator,
+      model=c.model,
+      client_weighting=algorithms.client_weighting(c),
+      client_learning_rate=c.client_learning_rate,
+      server_learning_rate=algorithms.server_learning_rate(c),
+      bytes_communicated=c.total_rounds * self.clients_per_round * sum(self.bytes_per_client.values()),
+      train_seconds=sum(float(r["round_seconds"]) + float(r.get("eval_seconds") or 0) for r in rows),
       unigram_perplexity=self.unigram_perplexity(),
       eval_clients=len(self.eval_client_ids),
       checkpoints=dirs.checkpoints,
       metrics_csv=dirs.metrics_csv,
       logdir=dirs.logdir,
     )
+    if self.differentially_private:
+      summary.update(dp_epsilon=self.dp_epsilon(c.total_rounds), dp_delta=c.dp_delta)
     outputs.write_json(dirs.summary, summary)
     return dict(summary, model_weights=weights)
 
@@ -315,12 +352,18 @@ class FederatedExperiment:
 
 def format_summary(summary: dict) -> str:
   """The end-of-run summary a person reads."""
+  lines = [
+    f"Finished {summary['rounds']} rounds of {summary['algorithm']} ({summary['aggregator']} aggregator), "
+    f"{summary['bytes_communicated'] / 2**20:.1f} MB communicated.",
+    f"  test loss {summary['eval_loss']:.4f}, perplexity {summary['eval_perplexity']:.2f} "
+    f"(unigram baseline {summary['unigram_perplexity']:.2f}), next-token accuracy "
+    f"{summary['eval_accuracy']:.4f}, on {summary['eval_clients']} clients' held-out text",
+  ]
+  if "dp_epsilon" in summary:
+    lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")
   return "\n".join(
-    [
-      f"Finished {summary['rounds']} rounds.",
-      f"  test loss {summary['eval_loss']:.4f}, perplexity {summary['eval_perplexity']:.2f} "
-      f"(unigram baseline {summary['unigram_perplexity']:.2f}), next-token accuracy "
-      f"{summary['eval_accuracy']:.4f}, on {summary['eval_clients']} clients' held-out text",
+    lines
+    + [
       f"  checkpoints: {summary['checkpoints']}",
       f"  metrics:     {summary['metrics_csv']}",
       f"  tensorboard: {summary['logdir']}",
@@ -345,7 +388,7 @@ def load_latest_weights(root_output_dir: str, experiment_name: str):
   model_fn = tff_model.build_model_fn(
     run_config["model"], sequence_length=config.sequence_length, trainable=config.trainable
   )
-  process = build_training_process(config, model_fn)
+  process = algorithms.build_process(config, model_fn)
   state_manager = tff.program.FileProgramStateManager(dirs.checkpoints)
   state, version = asyncio.run(state_manager.load_latest(process.initialize()))
   if state is None:

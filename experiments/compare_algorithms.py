@@ -1,0 +1,121 @@
+"""Compares aggregation algorithms on one federated task, with the same seed and clients.
+
+  python -m experiments.compare_algorithms --comparison_name=shakespeare \\
+    --total_rounds=50 --rounds_per_eval=10 \\
+    --configuration=fedavg --configuration=fedadam \\
+    --configuration='fedadam_tuned: --algorithm=fedadam --server_learning_rate=0.003,0.01,0.03' \\
+    --configuration='dp: --flagfile=configs/dp.cfg'
+
+A configuration is `NAME` (an algorithm, `algorithm+aggregator`, or
+`char_lstm` for TFF's Shakespeare LSTM) or `NAME: FLAGS`, where FLAGS are
+experiment flags (or a --flagfile) that override the common ones given to this
+script. A comma-separated --client_learning_rate or --server_learning_rate in
+FLAGS is a grid; the report keeps each configuration's best point. Re-running
+the command skips finished runs and resumes interrupted ones.
+"""
+
+import dataclasses
+import os
+import re
+import shlex
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+from experiments import flags_common  # noqa: E402
+from tff_gpt import algorithms, runtime  # noqa: E402
+from tff_gpt.training import comparison  # noqa: E402
+
+flags_common.define_experiment_flags()
+flags.DEFINE_string(
+  "comparison_name", "compare", "Directory under --root_output_dir for all runs and the report."
+)
+flags.DEFINE_multi_string(
+  "configuration",
+  ["fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "char_lstm"],
+  "A configuration: NAME, or 'NAME: --flag=value ...' (repeat the flag for each).",
+)
+flags.DEFINE_float("target_loss", None, "Report the first round whose eval loss is at or below this.")
+FLAGS = flags.FLAGS
+
+_GRID = re.compile(r"--(client|server)_learning_rate=(.+,.+)")
+
+
+def _shorthand(name: str) -> dict:
+  if name == "char_lstm":
+    return {"model": "char_lstm"}
+  algorithm, _, aggregator = name.partition("+")
+  if algorithm not in algorithms.ALGORITHMS or (aggregator and aggregator not in algorithms.AGGREGATORS):
+    raise app.UsageError(
+      f"--configuration={name!r}: a bare name must be an algorithm ({', '.join(algorithms.ALGORITHMS)}), "
+      f"algorithm+aggregator ({', '.join(algorithms.AGGREGATORS)}) or char_lstm; "
+      "write 'NAME: --flag=value ...' for anything else."
+    )
+  overrides = {"algorithm": algorithm}
+  if aggregator:
+    overrides["aggregator"] = aggregator
+    if not algorithms.AGGREGATORS[aggregator].weighted:
+      overrides["client_weighting"] = "uniform"
+  return overrides
+
+
+def parse_configuration(spec: str) -> comparison.Configuration:
+  """`NAME` or `NAME: FLAGS` -> a `comparison.Configuration`."""
+  name, colon, rest = (part.strip() for part in spec.partition(":"))
+  label = name.replace("+", "-")
+  if not colon:
+    return comparison.Configuration(label, _shorthand(name))
+  values = flags.FlagValues()
+  flags_common.define_experiment_flags(flag_values=values)
+  try:
+    args = values.read_flags_from_files(shlex.split(rest), force_gnu=False)
+    grids, plain = {}, []
+    for arg in args:
+      match = _GRID.fullmatch(arg)
+      if match:
+        grids[match.group(1)] = [float(x) for x in match.group(2).split(",")]
+      else:
+        plain.append(arg)
+    values(["configuration", *plain], known_only=False)
+  except (flags.Error, ValueError) as e:
+    raise app.UsageError(f"--configuration={spec!r}: {e}") from None
+  parsed = dataclasses.asdict(flags_common.config_from_flags(values))
+  overrides = {k: v for k, v in parsed.items() if values[k].present}
+  return comparison.Configuration(label, overrides, grids.get("client", []), grids.get("server", []))
+
+
+def run() -> dict:
+  """Runs the comparison the flags describe; returns the report's paths and rows."""
+  configurations = [parse_configuration(spec) for spec in FLAGS.configuration]
+  try:
+    base = flags_common.config_from_flags()
+    base.validate()
+    comparison_dir = os.path.join(base.root_output_dir, FLAGS.comparison_name)
+    for configuration in configurations:  # Every setting is checked before the first round.
+      comparison.grid_configs(base, configuration, comparison_dir)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  records = comparison.run_comparison(base, configurations, comparison_dir=comparison_dir)
+  report = comparison.write_report(records, comparison_dir, target_loss=FLAGS.target_loss)
+  with open(report["markdown"]) as f:
+    print("\n" + f.read())
+  print(f"Report: {report['csv']}, {report['markdown']}, {report['plot']}")
+  return report
+
+
+def main(argv):
+  flags_common.check_main_args(argv)
+  try:
+    run()
+  except KeyboardInterrupt:
+    runtime.shutdown()
+    print(
+      "Interrupted. Run the same command again: finished runs are skipped, the rest resume.", file=sys.stderr
+    )
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,148 @@
+"""Every registered algorithm and aggregator runs a real TFF round on the tiny task."""
+
+import dp_accounting
+import numpy as np
+import pytest
+import tensorflow_federated as tff
+from dp_accounting import rdp
+
+from tests import helpers
+from tff_gpt import algorithms, runtime
+from tff_gpt.algorithms import communication, privacy
+from tff_gpt.models import tff_model
+from tff_gpt.training import outputs, trainer
+
+
+def _one_round(tmp_path, **overrides):
+  experiment = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, **overrides))
+  start = experiment.initial_state()
+  state, metrics = experiment.train_round(start, 1)
+  return experiment, start, state, metrics
+
+
+def _moved(experiment, start, state) -> float:
+  before = experiment.process.get_model_weights(start).trainable
+  after = experiment.process.get_model_weights(state).trainable
+  return max(float(np.max(np.abs(a - b))) for a, b in zip(after, before, strict=True))
+
+
+@pytest.mark.parametrize("algorithm", list(algorithms.ALGORITHMS))
+def test_every_algorithm_trains_one_round(tmp_path, algorithm):
+  experiment, start, state, metrics = _one_round(tmp_path, algorithm=algorithm)
+  assert np.isfinite(metrics["train_loss"]) and metrics["train_tokens"] > 0
+  assert metrics["clients"] == 3
+  assert _moved(experiment, start, state) > 1e-6, "the global model did not change"
+  assert metrics["client_upload_bytes"] > 0 and metrics["client_download_bytes"] > 0
+
+
+@pytest.mark.parametrize("aggregator", list(algorithms.AGGREGATORS))
+def test_every_aggregator_trains_one_round(tmp_path, aggregator):
+  spec = algorithms.AGGREGATORS[aggregator]
+  overrides = dict(aggregator=aggregator)
+  if not spec.weighted:
+    overrides["client_weighting"] = "uniform"
+  if spec.secure:
+    runtime.set_up(secure_aggregation=True)
+  try:
+    experiment, start, state, metrics = _one_round(tmp_path, **overrides)
+  finally:
+    if spec.secure:
+      runtime.set_up()
+  assert np.isfinite(metrics["train_loss"])
+  assert _moved(experiment, start, state) > 1e-6
+  assert ("dp_epsilon" in metrics) == spec.differentially_private
+
+
+@pytest.mark.parametrize(
+  ("overrides", "named"),
+  [
+    (dict(algorithm="fedavg", aggregator="dp_fixed"), ("fedavg", "dp_fixed")),
+    (dict(algorithm="fedadam", aggregator="dp_adaptive"), ("fedadam", "dp_adaptive")),
+    (dict(algorithm="fedsgd", client_weighting="uniform"), ("fedsgd", "uniform")),
+    (dict(algorithm="fedsgd", aggregator="dp_fixed", client_weighting="uniform"), ("fedsgd", "dp_fixed")),
+    (dict(algorithm="fedprox", client_lr_schedule="exp_decay"), ("fedprox", "exp_decay")),
+    (dict(algorithm="fedavg_unweighted", client_weighting="num_examples"), ("fedavg_unweighted",)),
+  ],
+)
+def test_unsupported_combinations_fail_at_start_naming_both(tmp_path, overrides, named):
+  config = helpers.tiny_config(tmp_path, **overrides)
+  with pytest.raises(algorithms.UnsupportedCombinationError) as error:
+    config.validate()
+  for name in named:
+    assert name in str(error.value)
+
+
+@pytest.mark.parametrize("schedule", ["exp_decay", "inv_sqrt"])
+def test_client_learning_rate_schedules(tmp_path, schedule):
+  config = helpers.tiny_config(
+    tmp_path, client_lr_schedule=schedule, client_learning_rate=0.4, client_lr_decay_rounds=10
+  )
+  lrs = [algorithms.client_learning_rate(config, r) for r in (1, 11, 41)]
+  assert lrs[0] == pytest.approx(0.4)
+  expected = [0.4 * 0.5, 0.4 * 0.5**4] if schedule == "exp_decay" else [0.4 / 2**0.5, 0.4 / 5**0.5]
+  np.testing.assert_allclose(lrs[1:], expected, rtol=1e-6)
+
+
+def test_scheduled_process_uses_the_schedule(tmp_path):
+  """A schedule that is 0 after round 1 leaves the model unchanged in round 2."""
+  config = helpers.tiny_config(
+    tmp_path, client_lr_schedule="exp_decay", client_lr_decay_rate=1e-30, client_lr_decay_rounds=1
+  )
+  experiment = trainer.FederatedExperiment(config)
+  state1, metrics1 = experiment.train_round(experiment.initial_state(), 1)
+  state2, metrics2 = experiment.train_round(state1, 2)
+  assert metrics1["client_learning_rate"] == pytest.approx(0.5)
+  assert metrics2["client_learning_rate"] < 1e-20
+  assert _moved(experiment, state1, state2) < 1e-6
+
+
+def test_dp_run_reports_the_epsilon_dp_accounting_computes(tmp_path):
+  config = helpers.tiny_config(
+    tmp_path, algorithm="fedavg_unweighted", aggregator="dp_fixed", dp_noise_multiplier=1.3, dp_delta=1e-4
+  )
+  experiment = trainer.FederatedExperiment(config)
+  summary = experiment.run(progress=False)
+  num_clients = len(experiment.train_data.client_ids)
+
+  def direct(rounds, noise=1.3):
+    accountant = rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(3 / num_clients, dp_accounting.GaussianDpEvent(noise))
+    accountant.compose(event, rounds)
+    return accountant.get_epsilon(1e-4)
+
+  assert summary["dp_epsilon"] == pytest.approx(direct(2), rel=1e-9)
+  assert summary["dp_delta"] == 1e-4
+  rows = outputs.read_metrics(experiment.dirs)
+  assert [float(r["dp_epsilon"]) for r in rows] == pytest.approx([direct(1), direct(2)], rel=1e-9)
+  assert direct(1) < direct(2)
+  # More noise, same rounds and sampling rate: less privacy spent.
+  epsilons = [
+    privacy.epsilon(noise_multiplier=z, sampling_rate=3 / num_clients, rounds=2, delta=1e-4)
+    for z in (0.7, 1.3, 2.6)
+  ]
+  assert epsilons[0] > epsilons[1] > epsilons[2]
+  assert epsilons[1] == pytest.approx(summary["dp_epsilon"], rel=1e-9)
+
+
+def test_quantized_bytes_follow_tffs_threshold():
+  big, small = tff.types.TensorType(np.float32, [300, 100]), tff.types.TensorType(np.float32, [10, 10])
+  assert communication._update_bytes(big, 8) == 30000 + 8
+  assert communication._update_bytes(big, 2) == 7500 + 8
+  assert communication._update_bytes(big, None) == 120000
+  assert communication._update_bytes(small, 8) == 400  # Below TFF's threshold: sent as float32.
+
+
+def test_metrics_rows_carry_bytes_learning_rate_and_clients(tmp_path):
+  config = helpers.tiny_config(tmp_path, algorithm="fedavgm")
+  experiment = trainer.FederatedExperiment(config)
+  model = tff_model.build_keras_model(experiment.model_config)
+  assert experiment.bytes_per_client["client_download_bytes"] == 4 * model.count_params()
+  assert experiment.bytes_per_client["client_upload_bytes"] == 4 * model.count_params() + 4
+  summary = experiment.run(progress=False)
+  rows = outputs.read_metrics(experiment.dirs)
+  per_round = 3 * sum(experiment.bytes_per_client.values())
+  assert [int(r["bytes_communicated"]) for r in rows] == [per_round, 2 * per_round]
+  assert summary["bytes_communicated"] == 2 * per_round
+  assert summary["algorithm"] == "fedavgm" and summary["server_learning_rate"] == 1.0
+  assert all(float(r["client_learning_rate"]) == 0.5 for r in rows)
+  assert sorted(outputs.read_sampled_clients(experiment.dirs)) == [1, 2]

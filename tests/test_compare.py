@@ -1,0 +1,84 @@
+"""experiments/compare_algorithms.py: same clients for every configuration, one report."""
+
+import os
+
+import pytest
+import tensorflow_federated as tff
+from absl import app
+from absl.testing import flagsaver
+
+from experiments import compare_algorithms
+from tests import helpers
+from tff_gpt.training import comparison, outputs
+
+
+def test_parse_configuration_forms(tmp_path):
+  assert compare_algorithms.parse_configuration("fedyogi").overrides == {"algorithm": "fedyogi"}
+  dp = compare_algorithms.parse_configuration("fedavg_unweighted+dp_fixed")
+  assert dp.name == "fedavg_unweighted-dp_fixed"
+  assert dp.overrides == {
+    "algorithm": "fedavg_unweighted",
+    "aggregator": "dp_fixed",
+    "client_weighting": "uniform",
+  }
+  assert compare_algorithms.parse_configuration("char_lstm").overrides == {"model": "char_lstm"}
+
+  tuned = compare_algorithms.parse_configuration(
+    "adam: --algorithm=fedadam --server_learning_rate=0.01,0.1 --server_beta_2=0.9"
+  )
+  assert tuned.overrides == {"algorithm": "fedadam", "server_beta_2": 0.9}
+  assert tuned.server_learning_rates == [0.01, 0.1] and tuned.client_learning_rates == []
+
+  flagfile = tmp_path / "prox.cfg"
+  flagfile.write_text("--algorithm=fedprox\n--proximal_strength=0.1\n--client_learning_rate=0.1,0.3\n")
+  prox = compare_algorithms.parse_configuration(f"prox: --flagfile={flagfile}")
+  assert prox.overrides == {"algorithm": "fedprox", "proximal_strength": 0.1}
+  assert prox.client_learning_rates == [0.1, 0.3]
+
+  for bad in ("fedfoo", "x: --algorithm=fedfoo", "x: --no_such_flag=1"):
+    with pytest.raises(app.UsageError):
+      compare_algorithms.parse_configuration(bad)
+
+
+def test_grid_names_and_values(tmp_path):
+  base = helpers.tiny_config(tmp_path)
+  configuration = comparison.Configuration("adam", {"algorithm": "fedadam"}, [0.1, 0.3], [0.01])
+  configs = comparison.grid_configs(base, configuration, str(tmp_path / "cmp"))
+  assert [c.experiment_name for c in configs] == ["adam_clr0.1_slr0.01", "adam_clr0.3_slr0.01"]
+  assert [(c.client_learning_rate, c.server_learning_rate) for c in configs] == [(0.1, 0.01), (0.3, 0.01)]
+  assert {c.seed for c in configs} == {base.seed}
+  bad = comparison.Configuration("dp", {"aggregator": "dp_fixed"})
+  with pytest.raises(ValueError, match="Configuration 'dp'.*dp_fixed"):
+    comparison.grid_configs(base, bad, str(tmp_path / "cmp"))
+
+
+def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd):
+  config = helpers.tiny_config(tmp_path, clients_per_round=2)
+  values = {k: v for k, v in config.to_dict().items() if v is not None}
+  configurations = ["fedavg", "prox: --algorithm=fedprox --client_learning_rate=0.3,0.5", "char_lstm"]
+  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="cmp", target_loss=10.0):
+    report = compare_algorithms.run()
+  root = os.path.join(values["root_output_dir"], "cmp")
+  runs = ["fedavg", "prox_clr0.3", "prox_clr0.5", "char_lstm"]
+  sampled = [outputs.read_sampled_clients(outputs.RunDirs.of(root, run)) for run in runs]
+  sample = tff.simulation.build_uniform_sampling_fn(sorted(helpers.PATTERNS), replace=False, random_seed=0)
+  assert sampled[0] == {1: sample(1, 2), 2: sample(2, 2)}
+  for other in sampled[1:]:
+    assert other == sampled[0]
+
+  assert [r["configuration"] for r in report["rows"]] == ["fedavg", "prox", "char_lstm"]
+  assert len(report["grid"]) == 4
+  prox_losses = [g["final_eval_loss"] for g in report["grid"] if g["configuration"] == "prox"]
+  assert report["rows"][1]["final_eval_loss"] == min(prox_losses)
+  assert report["rows"][2]["model"] == "char_lstm"
+  assert all(r["rounds_to_target"] == 1 for r in report["rows"])
+  with open(report["markdown"]) as f:
+    table = f.read()
+  assert sum(line.startswith("| ") for line in table.splitlines()) == 4  # Header and three configurations.
+  assert os.path.getsize(report["plot"]) > 20_000
+
+  capfd.readouterr()
+  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="cmp"):
+    compare_algorithms.run()
+  out = capfd.readouterr().out
+  assert out.count("finished before, skipped") == 4

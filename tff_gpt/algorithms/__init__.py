@@ -1,0 +1,28 @@
+"""Federated algorithms and aggregators, each selected by name.
+
+`build_process(config, model_fn)` turns `--algorithm`, `--aggregator`,
+`--client_weighting` and `--client_lr_schedule` into one
+`tff.learning.templates.LearningProcess`.
+"""
+
+from tff_gpt.algorithms.aggregators import AGGREGATORS
+from tff_gpt.algorithms.registry import (
+  ALGORITHMS,
+  SCHEDULES,
+  UnsupportedCombinationError,
+  build_process,
+  client_learning_rate,
+  client_weighting,
+  server_learning_rate,
+)
+
+__all__ = [
+  "AGGREGATORS",
+  "ALGORITHMS",
+  "SCHEDULES",
+  "UnsupportedCombinationError",
+  "build_process",
+  "client_learning_rate",
+  "client_weighting",
+  "server_learning_rate",
+]

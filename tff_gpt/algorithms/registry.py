@@ -1,0 +1,186 @@
+"""The `--algorithm` registry: name -> how TFF builds its learning process.
+
+FedAvg and its server-optimizer variants (FedAvgM, FedAdam, FedYogi,
+FedAdagrad) follow Reddi et al. 2021, "Adaptive Federated Optimization":
+clients run the client optimizer locally, the server treats the mean update as
+a pseudo-gradient for the server optimizer. FedProx (Li et al. 2020) adds a
+proximal term to the client loss; FedSGD sends each client's mean gradient;
+Mime Lite (Karimireddy et al. 2021) applies a server-held optimizer state on
+clients. Each builder is TFF's own (`tff.learning.algorithms`).
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_gpt.algorithms.aggregators import AGGREGATORS
+from tff_gpt.algorithms.optimizers import OPTIMIZERS
+
+
+class UnsupportedCombinationError(ValueError):
+  """Raised at start-up for a combination of settings that TFF cannot build."""
+
+
+def _sgd(config, lr):
+  return tff.learning.optimizers.build_sgdm(learning_rate=lr)
+
+
+def _sgdm(config, lr):
+  return tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=config.server_momentum)
+
+
+def _adam(config, lr):
+  return tff.learning.optimizers.build_adam(
+    learning_rate=lr, beta_1=config.server_beta_1, beta_2=config.server_beta_2, epsilon=config.server_epsilon
+  )
+
+
+def _yogi(config, lr):
+  return tff.learning.optimizers.build_yogi(
+    learning_rate=lr, beta_1=config.server_beta_1, beta_2=config.server_beta_2, epsilon=config.server_epsilon
+  )
+
+
+def _adagrad(config, lr):
+  return tff.learning.optimizers.build_adagrad(learning_rate=lr, epsilon=config.server_epsilon)
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+  """One `--algorithm` choice.
+
+  Attributes:
+    description: One line for help texts and reports.
+    family: Which TFF builder: "fed_avg", "fed_prox", "fed_sgd" or "mime_lite".
+    server_optimizer: `(config, learning_rate) -> tff.learning.optimizers.Optimizer`.
+    server_learning_rate: Used when `--server_learning_rate` is not given.
+    weighting: Client weighting used when `--client_weighting` is not given.
+  """
+
+  description: str
+  family: str
+  server_optimizer: Callable = _sgd
+  server_learning_rate: float = 1.0
+  weighting: str = "num_examples"
+
+
+ALGORITHMS = {
+  "fedavg": Algorithm("FedAvg, weighted by client examples (McMahan et al. 2017)", "fed_avg"),
+  "fedavg_unweighted": Algorithm("FedAvg, every client weighted equally", "fed_avg", weighting="uniform"),
+  "fedavgm": Algorithm("FedAvg with server momentum (Hsu et al. 2019)", "fed_avg", _sgdm),
+  "fedadam": Algorithm("FedAdam (Reddi et al. 2021)", "fed_avg", _adam, 0.01),
+  "fedyogi": Algorithm("FedYogi (Reddi et al. 2021)", "fed_avg", _yogi, 0.01),
+  "fedadagrad": Algorithm("FedAdagrad (Reddi et al. 2021)", "fed_avg", _adagrad, 0.1),
+  "fedprox": Algorithm("FedProx: proximal term on clients (Li et al. 2020)", "fed_prox"),
+  "fedsgd": Algorithm("FedSGD: one server step on the mean client gradient", "fed_sgd", _sgd, 0.5),
+  "mime_lite": Algorithm(
+    "Mime Lite: server optimizer state used on clients (Karimireddy et al.)", "mime_lite"
+  ),
+}
+
+# --client_lr_schedule: (config) -> round_num -> learning rate. TFF numbers
+# rounds from 0 inside the process; our round r is TFF's r - 1.
+SCHEDULES = {
+  "constant": lambda c: (lambda r: c.client_learning_rate),
+  "exp_decay": lambda c: tf.keras.optimizers.schedules.ExponentialDecay(
+    c.client_learning_rate, decay_steps=c.client_lr_decay_rounds, decay_rate=c.client_lr_decay_rate
+  ),
+  "inv_sqrt": lambda c: (
+    lambda r: c.client_learning_rate * tf.math.rsqrt(1.0 + tf.cast(r, tf.float32) / c.client_lr_decay_rounds)
+  ),
+}
+
+
+def server_learning_rate(config) -> float:
+  """`--server_learning_rate`, or the algorithm's default when it is not given."""
+  if config.server_learning_rate is not None:
+    return config.server_learning_rate
+  return ALGORITHMS[config.algorithm].server_learning_rate
+
+
+def client_weighting(config) -> str:
+  """`--client_weighting`, or the algorithm's default when it is not given."""
+  return config.client_weighting or ALGORITHMS[config.algorithm].weighting
+
+
+def client_learning_rate(config, round_num: int) -> float:
+  """The client learning rate of round `round_num` (1-based)."""
+  return float(SCHEDULES[config.client_lr_schedule](config)(round_num - 1))
+
+
+def check_combination(config) -> None:
+  """Raises `UnsupportedCombinationError` naming both settings when TFF cannot build them."""
+  algorithm, aggregator = ALGORITHMS[config.algorithm], AGGREGATORS[config.aggregator]
+  weighting = client_weighting(config)
+  if algorithm.weighting == "uniform" and weighting != "uniform":
+    raise UnsupportedCombinationError(
+      f"--algorithm={config.algorithm} weights clients equally; drop --client_weighting={weighting}."
+    )
+  if weighting == "num_examples" and not aggregator.weighted:
+    raise UnsupportedCombinationError(
+      f"--aggregator={config.aggregator} averages clients with equal weights (it bounds each client's "
+      f"contribution), but --algorithm={config.algorithm} weights them by examples. Add "
+      "--client_weighting=uniform, or use --algorithm=fedavg_unweighted."
+    )
+  if weighting == "uniform" and algorithm.family == "fed_sgd":
+    raise UnsupportedCombinationError(
+      f"--algorithm={config.algorithm} (tff.learning.algorithms.build_fed_sgd) has no unweighted "
+      f"form, so it cannot run with --client_weighting=uniform or --aggregator={config.aggregator}."
+    )
+  if config.client_lr_schedule != "constant" and (
+    algorithm.family != "fed_avg" or weighting != "num_examples"
+  ):
+    raise UnsupportedCombinationError(
+      f"--client_lr_schedule={config.client_lr_schedule} is built only into weighted FedAvg "
+      "(build_weighted_fed_avg_with_optimizer_schedule), so it cannot run with "
+      f"--algorithm={config.algorithm} and --client_weighting={weighting}. Use fedavg, fedavgm, "
+      "fedadam, fedyogi or fedadagrad with example weighting, or --client_lr_schedule=constant."
+    )
+
+
+def build_process(config, model_fn) -> tff.learning.templates.LearningProcess:
+  """The learning process of `config`'s algorithm, aggregator and schedule.
+
+  Raises:
+    UnsupportedCombinationError: The settings name a combination TFF cannot
+      build; the message names both settings and a fix.
+  """
+  check_combination(config)
+  algorithm = ALGORITHMS[config.algorithm]
+  weighted = client_weighting(config) == "num_examples"
+  aggregator = AGGREGATORS[config.aggregator].build(config, weighted)
+  server_optimizer = algorithm.server_optimizer(config, server_learning_rate(config))
+  client_optimizer = OPTIMIZERS[config.client_optimizer](config.client_learning_rate)
+  algorithms = tff.learning.algorithms
+  common = dict(model_aggregator=aggregator)
+
+  if config.client_lr_schedule != "constant":
+    return algorithms.build_weighted_fed_avg_with_optimizer_schedule(
+      model_fn,
+      client_learning_rate_fn=SCHEDULES[config.client_lr_schedule](config),
+      client_optimizer_fn=OPTIMIZERS[config.client_optimizer],
+      server_optimizer_fn=server_optimizer,
+      **common,
+    )
+  if algorithm.family == "fed_avg":
+    build = algorithms.build_weighted_fed_avg if weighted else algorithms.build_unweighted_fed_avg
+    return build(
+      model_fn, client_optimizer_fn=client_optimizer, server_optimizer_fn=server_optimizer, **common
+    )
+  if algorithm.family == "fed_prox":
+    build = algorithms.build_weighted_fed_prox if weighted else algorithms.build_unweighted_fed_prox
+    return build(
+      model_fn,
+      proximal_strength=config.proximal_strength,
+      client_optimizer_fn=client_optimizer,
+      server_optimizer_fn=server_optimizer,
+      **common,
+    )
+  if algorithm.family == "fed_sgd":
+    return algorithms.build_fed_sgd(model_fn, server_optimizer_fn=server_optimizer, **common)
+  if algorithm.family == "mime_lite":
+    build = algorithms.build_weighted_mime_lite if weighted else algorithms.build_unweighted_mime_lite
+    return build(model_fn, base_optimizer=client_optimizer, server_optimizer=server_optimizer, **common)
+  raise ValueError(f"Unknown algorithm family {algorithm.family!r}.")

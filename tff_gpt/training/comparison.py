@@ -1,0 +1,242 @@
+"""Runs several algorithm configurations on one task and reports them side by side.
+
+Every configuration starts from the same base `ExperimentConfig` (same data,
+model, seed, rounds and clients per round), so all see the same clients in the
+same rounds (`tff.simulation.build_uniform_sampling_fn` of the seed). A
+configuration may carry a grid of client and server learning rates; as in
+Reddi et al. 2021, each configuration is reported at its best grid point,
+chosen by the final evaluation loss.
+
+Layout under `<root_output_dir>/<comparison_name>/`: `checkpoints/`,
+`results/` and `logdir/` of every run (named `<configuration>` or
+`<configuration>_clr<lr>_slr<lr>` with a grid), and `report/` with
+`comparison.csv`, `comparison.md`, `grid.csv` and `comparison.png`.
+"""
+
+import csv
+import dataclasses
+import itertools
+import os
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tff_gpt import runtime  # noqa: E402
+from tff_gpt.training import config as config_lib  # noqa: E402
+from tff_gpt.training import outputs, trainer  # noqa: E402
+
+
+@dataclasses.dataclass
+class Configuration:
+  """One compared configuration: a name, its settings, and optional learning-rate grids.
+
+  Attributes:
+    name: Label in the report; letters, digits, '_', '-' and '.'.
+    overrides: `ExperimentConfig` fields that differ from the base.
+    client_learning_rates: Grid of client learning rates, or empty for the
+      base (or overridden) value.
+    server_learning_rates: Grid of server learning rates, or empty for the
+      algorithm's default (or overridden) value.
+  """
+
+  name: str
+  overrides: dict = dataclasses.field(default_factory=dict)
+  client_learning_rates: list[float] = dataclasses.field(default_factory=list)
+  server_learning_rates: list[float] = dataclasses.field(default_factory=list)
+
+
+def _fmt(x: float) -> str:
+  return f"{x:g}"
+
+
+def grid_configs(base: config_lib.ExperimentConfig, configuration: Configuration, root: str):
+  """The `ExperimentConfig` of each grid point of `configuration`, validated."""
+  values = dataclasses.asdict(base) | configuration.overrides | {"root_output_dir": root}
+  client_lrs = configuration.client_learning_rates or [values["client_learning_rate"]]
+  server_lrs = configuration.server_learning_rates or [values["server_learning_rate"]]
+  grid = len(client_lrs) * len(server_lrs) > 1
+  configs = []
+  for client_lr, server_lr in itertools.product(client_lrs, server_lrs):
+    name = configuration.name
+    if grid:
+      name += f"_clr{_fmt(client_lr)}" + (f"_slr{_fmt(server_lr)}" if server_lr is not None else "")
+    config = config_lib.ExperimentConfig(
+      **values
+      | {"client_learning_rate": client_lr, "server_learning_rate": server_lr, "experiment_name": name}
+    )
+    try:
+      config.validate()
+    except ValueError as e:
+      raise ValueError(f"Configuration {configuration.name!r}: {e}") from None
+    configs.append(config)
+  return configs
+
+
+def _finished(config: config_lib.ExperimentConfig) -> dict | None:
+  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+  if not os.path.exists(dirs.summary):
+    return None
+  summary = outputs.read_json(dirs.summary)
+  return summary if summary.get("rounds") == config.total_rounds else None
+
+
+def run_comparison(
+  base: config_lib.ExperimentConfig,
+  configurations: list[Configuration],
+  *,
+  comparison_dir: str,
+  progress: bool = True,
+) -> list[dict]:
+  """Runs every grid point of every configuration; returns one record per run.
+
+  Finished runs are skipped, interrupted ones resume after their last
+  checkpoint. All settings are checked before the first run starts.
+  """
+  names = [c.name for c in configurations]
+  if len(set(names)) != len(names):
+    raise ValueError(f"Configuration names must be unique, got {names}.")
+  plan = [(c, grid_configs(base, c, comparison_dir)) for c in configurations]
+  records = []
+  for configuration, configs in plan:
+    for config in configs:
+      summary = _finished(config)
+      if summary is None:
+        if progress:
+          print(f"\n=== {config.experiment_name} ===", flush=True)
+        start = time.perf_counter()
+        with runtime.execution_context(**runtime.context_args(config)):
+          summary = trainer.FederatedExperiment(config).run(progress=progress)
+        summary.pop("model_weights")
+        if progress:
+          print(
+            f"{config.experiment_name}: eval loss {summary['eval_loss']:.4f} "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+          )
+      elif progress:
+        print(f"{config.experiment_name}: finished before, skipped.", flush=True)
+      records.append({"configuration": configuration.name, "run": config.experiment_name, "summary": summary})
+  return records
+
+
+def _curve(rows: list[dict], key: str) -> list[tuple[int, float, float]]:
+  """`(round, bytes, value)` of every row where `key` was recorded."""
+  return [
+    (int(r["round_num"]), float(r["bytes_communicated"]), float(r[key]))
+    for r in rows
+    if r.get(key) not in (None, "")
+  ]
+
+
+def _row(record: dict, comparison_dir: str, target_loss: float | None) -> dict:
+  summary = record["summary"]
+  rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, record["run"]))
+  losses = _curve(rows, "eval_loss")
+  best_round, _, best_loss = min(losses, key=lambda x: x[2])
+  reached = [r for r, _, loss in losses if target_loss is not None and loss <= target_loss]
+  return {
+    "configuration": record["configuration"],
+    "run": record["run"],
+    "model": summary.get("model", "gpt2"),
+    "algorithm": summary["algorithm"],
+    "aggregator": summary["aggregator"],
+    "client_lr": summary["client_learning_rate"],
+    "server_lr": summary["server_learning_rate"],
+    "rounds": summary["rounds"],
+    "final_eval_loss": round(summary["eval_loss"], 4),
+    "best_eval_loss": round(best_loss, 4),
+    "best_round": best_round,
+    "final_perplexity": round(summary["eval_perplexity"], 3),
+    "final_accuracy": round(summary["eval_accuracy"], 4),
+    "rounds_to_target": reached[0] if reached else "",
+    "train_seconds": round(summary["train_seconds"], 1),
+    "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
+    "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
+  }
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+_MD_COLUMNS = [
+  "configuration",
+  "client_lr",
+  "server_lr",
+  "final_eval_loss",
+  "best_eval_loss",
+  "final_perplexity",
+  "final_accuracy",
+  "rounds_to_target",
+  "train_seconds",
+  "mb_communicated",
+  "dp_epsilon",
+]
+
+
+def write_report(records: list[dict], comparison_dir: str, *, target_loss: float | None = None) -> dict:
+  """Writes the tables and the plot; returns their paths and the best rows.
+
+  Each configuration is represented by its grid point with the lowest final
+  evaluation loss; `grid.csv` lists every grid point.
+  """
+  report_dir = os.path.join(comparison_dir, "report")
+  os.makedirs(report_dir, exist_ok=True)
+  grid = [_row(r, comparison_dir, target_loss) for r in records]
+  best = {}
+  for row in grid:
+    current = best.get(row["configuration"])
+    if current is None or row["final_eval_loss"] < current["final_eval_loss"]:
+      best[row["configuration"]] = row
+  rows = list(best.values())
+  paths = {
+    "csv": os.path.join(report_dir, "comparison.csv"),
+    "markdown": os.path.join(report_dir, "comparison.md"),
+    "grid_csv": os.path.join(report_dir, "grid.csv"),
+    "plot": os.path.join(report_dir, "comparison.png"),
+  }
+  _write_csv(paths["csv"], rows)
+  _write_csv(paths["grid_csv"], grid)
+  columns = [c for c in _MD_COLUMNS if any(r[c] != "" for r in rows)]
+  target = f" Rounds to target: first evaluation with loss <= {target_loss}." if target_loss else ""
+  with open(paths["markdown"], "w") as f:
+    f.write(
+      f"{markdown_table(rows, columns)}\n\nEvaluation on held-out text of the evaluation clients; "
+      f"each configuration at its best grid point (by final eval loss).{target}\n"
+    )
+  plot_curves([(r["configuration"], r["run"]) for r in rows], comparison_dir, paths["plot"])
+  return {"rows": rows, "grid": grid, **paths}
+
+
+def plot_curves(runs: list[tuple[str, str]], comparison_dir: str, path: str) -> None:
+  """Eval loss and accuracy against rounds and against MB communicated, one line per run."""
+  fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+  for label, run in runs:
+    rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, run))
+    for row_axes, key in zip(axes, ("eval_loss", "eval_accuracy"), strict=True):
+      points = _curve(rows, key)
+      rounds, sent, values = zip(*points, strict=True)
+      row_axes[0].plot(rounds, values, marker="o", markersize=3, label=label)
+      row_axes[1].plot([b / 2**20 for b in sent], values, marker="o", markersize=3, label=label)
+  for row_axes, name in zip(axes, ("eval loss", "eval next-token accuracy"), strict=True):
+    row_axes[0].set(xlabel="round", ylabel=name)
+    row_axes[1].set(xlabel="MB communicated (all clients, both directions)", ylabel=name)
+    row_axes[1].set_xscale("log")
+    for ax in row_axes:
+      ax.grid(alpha=0.3)
+  axes[0][0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
