@@ -56,6 +56,7 @@ _HELP = {
   "preset": "KerasNLP preset directory (from save_to_preset) or hub name to start from.",
   "trainable": "Weights that train and are aggregated: all, or last_blocks:K.",
   "max_concurrent_computation_calls": "Client computations TFF runs at once (1 for 124M).",
+  "export": "Write results/<name>/export (config, weights.npz, tokenizer, SavedModel) at the end.",
   "cache_dir": "Parsed-corpus cache; $TFF_GPT_CACHE or ~/.cache/tff_gpt when empty.",
 }
 _OPTIONAL_INTS = ("max_elements_per_client", "clients_per_eval")

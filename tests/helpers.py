@@ -128,6 +128,7 @@ def tiny_config(tmp_path, **overrides) -> config_lib.ExperimentConfig:
     dataset_path=str(corpus),
     model_size="tiny",
     cache_dir=str(tmp_path / "cache"),
+    export=False,
   )
   values.update(overrides)
   return config_lib.ExperimentConfig(**values)

@@ -99,6 +99,7 @@ class ExperimentConfig:
   preset: str | None = None
   trainable: str = "all"
   max_concurrent_computation_calls: int = 2
+  export: bool = True
   cache_dir: str | None = None
 
   def validate(self) -> None:

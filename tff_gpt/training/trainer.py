@@ -24,7 +24,7 @@ import psutil
 import tensorflow_federated as tff
 import tqdm
 
-from tff_gpt import algorithms
+from tff_gpt import algorithms, export
 from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.data import datasets, preprocessing, tokenizers
 from tff_gpt.models import char_lstm, gpt2_lm, tff_model
@@ -331,8 +331,18 @@ class FederatedExperiment:
     )
     if self.differentially_private:
       summary.update(dp_epsilon=self.dp_epsilon(c.total_rounds), dp_delta=c.dp_delta)
+    if c.export and c.model == "gpt2":
+      summary["export"] = export.export_run(self, weights, c.total_rounds)
     outputs.write_json(dirs.summary, summary)
     return dict(summary, model_weights=weights)
+
+  def latest_state(self):
+    """`(state, round_num)` of the run's latest checkpoint."""
+    state_manager = tff.program.FileProgramStateManager(self.dirs.checkpoints)
+    state, version = asyncio.run(state_manager.load_latest(self.process.initialize()))
+    if state is None:
+      raise FileNotFoundError(f"{self.dirs.checkpoints} has no checkpoint yet.")
+    return state, version
 
   def _check_resume(self) -> None:
     """Fails early when the output directory holds a run with other settings."""
@@ -365,6 +375,7 @@ def format_summary(summary: dict) -> str:
     lines
     + [
       f"  checkpoints: {summary['checkpoints']}",
+      *([f"  export:      {summary['export']}"] if "export" in summary else []),
       f"  metrics:     {summary['metrics_csv']}",
       f"  tensorboard: {summary['logdir']}",
     ]

@@ -1,0 +1,47 @@
+"""Exports a run's latest checkpoint for Colab (no TFF, no Keras 2 needed there).
+
+  python -m experiments.export_model --root_output_dir=runs --experiment_name=shakespeare_fedavg
+
+Writes `results/<name>/export/` (or --export_dir): config.json, weights.npz,
+tokenizer assets, heldout.jsonl, saved_model/ and tff_gpt_export.py. Runs
+export themselves at the end; this is for checkpoints of unfinished runs.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+from experiments import flags_common  # noqa: E402
+from tff_gpt import export, runtime  # noqa: E402
+from tff_gpt.training import config as config_lib  # noqa: E402
+from tff_gpt.training import outputs, trainer  # noqa: E402
+
+flags_common.define_experiment_flags(names=("root_output_dir", "experiment_name"))
+flags.DEFINE_string("export_dir", None, "Where to write the export; default results/<name>/export.")
+FLAGS = flags.FLAGS
+
+
+def export_latest() -> str:
+  dirs = outputs.RunDirs.of(FLAGS.root_output_dir, FLAGS.experiment_name)
+  if not os.path.exists(dirs.run_config):
+    raise app.UsageError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
+  config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
+  with runtime.execution_context(**runtime.context_args(config)):
+    experiment = trainer.FederatedExperiment(config)
+    state, round_num = experiment.latest_state()
+    path = export.export_run(
+      experiment, experiment.process.get_model_weights(state), round_num, FLAGS.export_dir
+    )
+  print(f"Exported round {round_num} of {config.experiment_name} to {path}")
+  return path
+
+
+def main(argv):
+  flags_common.check_main_args(argv)
+  export_latest()
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,121 @@
+"""The portable export, rebuilt in a Colab-like Keras 3 environment, and the notebook run headless.
+
+The Colab-like environment is `.venv-colab` (requirements-colab.txt: current
+TensorFlow, Keras 3, keras-hub, no TFF), which ./test.sh installs.
+"""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests import helpers
+from tff_gpt.data import preprocessing, tokenizers
+from tff_gpt.export import portable
+from tff_gpt.models import tff_model
+from tff_gpt.training import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLAB_PYTHON = os.path.join(REPO, ".venv-colab", "bin", "python")
+NOTEBOOK = os.path.join(REPO, "notebooks", "evaluate.ipynb")
+
+
+def _colab(args, cwd=None, **env) -> subprocess.CompletedProcess:
+  """Runs the Colab-like environment's Python; fails the test on a non-zero exit."""
+  if not os.path.exists(COLAB_PYTHON):
+    pytest.fail(f"{COLAB_PYTHON} is missing: run scripts/setup_colab_venv.sh (./test.sh does).")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="", **env)
+  result = subprocess.run(
+    [COLAB_PYTHON, *args], capture_output=True, text=True, env=env, timeout=900, cwd=cwd
+  )
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  tmp_path = tmp_path_factory.mktemp("export")
+  experiment = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, export=True, total_rounds=2))
+  summary = experiment.run(progress=False)
+  return experiment, summary
+
+
+def test_export_files(run):
+  experiment, summary = run
+  export_dir = summary["export"]
+  assert export_dir == os.path.join(experiment.dirs.results, "export")
+  for name in ("config.json", "weights.npz", "tokenizer.json", "heldout.jsonl", "tff_gpt_export.py"):
+    assert os.path.isfile(os.path.join(export_dir, name)), name
+  assert os.path.isfile(os.path.join(export_dir, "saved_model", "saved_model.pb"))
+  config = portable.read_config(export_dir)
+  assert config["backbone"] == experiment.model_config and config["run"]["round"] == 2
+  assert set(portable.read_heldout(export_dir)) == set(experiment.eval_client_ids)
+
+
+def test_portable_packing_and_tokenizer_equal_training(run):
+  experiment, summary = run
+  tokenizer = portable.Tokenizer(summary["export"])
+  ours = tokenizers.CharTokenizer()
+  text = "To be, or not to be: that is the question. ~é"
+  np.testing.assert_array_equal(tokenizer.encode([text])[0], ours.encode([text])[0])
+  assert tokenizer.decode(ours.encode(["the cat"])[0]) == "the cat"
+  ids = ours.encode(["abc abc", "the cat sat", "x"])
+  special = dict(bos_id=ours.bos_id, eos_id=ours.eos_id, pad_id=ours.pad_id)
+  for length in (2, 5, 16):
+    a = portable.pack_sequences(ids, sequence_length=length, **special)
+    b = preprocessing.pack_sequences(ids, sequence_length=length, **special)
+    for key in b:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_keras3_model_has_the_trained_models_logits(run, tmp_path):
+  experiment, summary = run
+  model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
+  probe = experiment.test_data.sequences(experiment.eval_client_ids[0])
+  inputs = {k: probe[k][:4] for k in ("token_ids", "padding_mask")}
+  np.savez(tmp_path / "probe.npz", **inputs, logits=model(inputs).numpy())
+  script = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+export_dir, probe_path = sys.argv[1:]
+sys.path.insert(0, export_dir)
+import keras, tff_gpt_export as tx
+assert keras.__version__.startswith("3."), keras.__version__
+probe = np.load(probe_path)
+backbone = tx.load_backbone(export_dir)
+hub = np.asarray(tx.logits(backbone, probe["token_ids"], probe["padding_mask"]))
+saved = tf.saved_model.load(export_dir + "/saved_model").signatures["serving_default"]
+sm = saved(token_ids=tf.constant(probe["token_ids"]),
+           padding_mask=tf.constant(probe["padding_mask"]))["logits"].numpy()
+print(json.dumps({"keras_hub": float(np.max(np.abs(hub - probe["logits"]))),
+                  "saved_model": float(np.max(np.abs(sm - probe["logits"]))), "keras": keras.__version__}))
+"""
+  result = _colab(["-c", script, summary["export"], str(tmp_path / "probe.npz")])
+  diffs = json.loads(result.stdout.strip().splitlines()[-1])
+  assert diffs["keras_hub"] < 1e-4, diffs
+  assert diffs["saved_model"] < 1e-4, diffs
+
+
+def test_notebook_runs_headless_with_figures(run, tmp_path):
+  experiment, summary = run
+  executed = tmp_path / "executed.ipynb"
+  script = """
+import sys
+import nbclient, nbformat
+nb = nbformat.read(sys.argv[1], as_version=4)
+nbclient.NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+nbformat.write(nb, sys.argv[2])
+"""
+  _colab(["-c", script, NOTEBOOK, str(executed)], cwd=str(tmp_path), TFF_GPT_RUNS=experiment.dirs.results)
+  with open(executed) as f:
+    cells = json.load(f)["cells"]
+  outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
+  assert not [o for o in outputs if o["output_type"] == "error"]
+  images = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+  assert len(images) == 2  # Learning curves and the per-client loss histogram.
+  assert all(len(image) > 10_000 for image in images)
+  text = "".join("".join(o.get("text", "")) for o in outputs)
+  assert "max |keras_hub - SavedModel| logits" in text and "perplexity" in text and "TopKSampler" in text

@@ -1,0 +1,131 @@
+"""Writes the global model in a form Colab can load: no TFF, no Keras 2 needed.
+
+`export_model` writes config.json, weights.npz, the tokenizer's assets,
+heldout.jsonl (optional), a TF SavedModel from (token_ids, padding_mask) to
+logits, and `tff_gpt_export.py` (`portable.py`), the Keras 3 / keras_hub
+loader. See `portable.py` for the layout.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from tff_gpt.data import tokenizers
+from tff_gpt.export import portable
+from tff_gpt.models import gpt2_lm, tff_model
+
+EXPORT_DIR = "export"
+FORMAT = "tff_gpt.export/1"
+
+
+def _weights_by_layer(backbone) -> dict[str, np.ndarray]:
+  return {
+    f"{layer.name}/{i}": value for layer in backbone.layers for i, value in enumerate(layer.get_weights())
+  }
+
+
+def _write_tokenizer(tokenizer, out_dir: str) -> dict:
+  if isinstance(tokenizer, tokenizers.CharTokenizer):
+    spec = {
+      "vocabulary": tokenizer.vocabulary,
+      "pad_id": tokenizer.pad_id,
+      "oov_id": tokenizer.oov_id,
+      "bos_id": tokenizer.bos_id,
+      "eos_id": tokenizer.eos_id,
+    }
+    with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
+      json.dump(spec, f)
+    return {"name": "char", "vocabulary_size": tokenizer.vocabulary_size}
+  keras_tokenizer = tokenizer.keras_tokenizer
+  with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
+    json.dump(keras_tokenizer.vocabulary, f, ensure_ascii=False)
+  with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(keras_tokenizer.merges) + "\n")
+  return {"name": "bpe", "vocabulary_size": tokenizer.vocabulary_size}
+
+
+def _save_logits_model(model: tf.keras.Model, path: str) -> None:
+  spec = tf.TensorSpec([None, None], tf.int32)
+
+  class LogitsModule(tf.Module):
+    def __init__(self):
+      super().__init__()
+      self.model = model
+
+    @tf.function(input_signature=[spec, spec])
+    def logits(self, token_ids, padding_mask):
+      return {"logits": self.model({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)}
+
+  module = LogitsModule()
+  tf.saved_model.save(module, path, signatures={"serving_default": module.logits})
+
+
+def export_model(
+  out_dir: str,
+  *,
+  model_config: dict,
+  model_weights,
+  tokenizer,
+  sequence_length: int,
+  heldout: dict[str, list[str]] | None = None,
+  run_info: dict | None = None,
+) -> str:
+  """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically).
+
+  Args:
+    model_config: `GPT2Backbone` arguments.
+    model_weights: `tff.learning.models.ModelWeights` (e.g. from a checkpoint).
+    tokenizer: The run's `CharTokenizer` or `BPETokenizer`.
+    sequence_length: The training sequence length (the evaluation windows).
+    heldout: Optional `{client_id: [text, ...]}` written as heldout.jsonl.
+    run_info: Extra facts stored in config.json (run name, round, ...).
+
+  Returns:
+    `out_dir`.
+  """
+  if model_config.get("architecture", "gpt2") != "gpt2":
+    raise ValueError(f"Only GPT-2 models export to keras_hub, not {model_config['architecture']!r}.")
+  parent = os.path.dirname(os.path.abspath(out_dir))
+  os.makedirs(parent, exist_ok=True)
+  stage = tempfile.mkdtemp(prefix=".export-", dir=parent)
+  model = tff_model.keras_model_with_weights(model_config, model_weights)
+  np.savez(os.path.join(stage, "weights.npz"), **_weights_by_layer(gpt2_lm.backbone_of(model)))
+  config = {
+    "format": FORMAT,
+    "architecture": "gpt2",
+    "backbone": model_config,
+    "tokenizer": _write_tokenizer(tokenizer, stage),
+    "sequence_length": sequence_length,
+    "run": run_info or {},
+  }
+  with open(os.path.join(stage, "config.json"), "w") as f:
+    json.dump(config, f, indent=1, sort_keys=True)
+  if heldout:
+    with open(os.path.join(stage, "heldout.jsonl"), "w", encoding="utf-8") as f:
+      for client, texts in heldout.items():
+        for text in texts:
+          f.write(json.dumps({"client_id": client, "text": text}, ensure_ascii=False) + "\n")
+  _save_logits_model(model, os.path.join(stage, "saved_model"))
+  shutil.copy(portable.__file__, os.path.join(stage, "tff_gpt_export.py"))
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.replace(stage, out_dir)
+  return out_dir
+
+
+def export_run(experiment, model_weights, round_num: int, out_dir: str | None = None) -> str:
+  """Exports a `FederatedExperiment`'s model into `results/<name>/export` (or `out_dir`)."""
+  heldout = {cid: experiment.test_data.texts[cid] for cid in experiment.eval_client_ids}
+  return export_model(
+    out_dir or os.path.join(experiment.dirs.results, EXPORT_DIR),
+    model_config=experiment.model_config,
+    model_weights=model_weights,
+    tokenizer=experiment.tokenizer,
+    sequence_length=experiment.config.sequence_length,
+    heldout=heldout,
+    run_info={"experiment_name": experiment.config.experiment_name, "round": round_num},
+  )

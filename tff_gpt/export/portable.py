@@ -1,0 +1,158 @@
+"""Loads a tff_gpt export with numpy and Keras 3 `keras_hub`; no TFF, no Keras 2.
+
+This file is copied into every export as `tff_gpt_export.py`, so a notebook
+(Colab) can `import tff_gpt_export` from the export directory. It imports only
+numpy at module level; `load_backbone` imports `keras_hub`.
+
+Export layout:
+  config.json     model (GPT2Backbone arguments), tokenizer, sequence length, run
+  weights.npz     the backbone's weights, keyed "<layer name>/<index>" in the
+                  order of `layer.get_weights()`
+  tokenizer.json  (char) vocabulary and special ids; or vocab.json + merges.txt (bpe)
+  heldout.jsonl   held-out text of the run's evaluation clients, when exported
+  saved_model/    TF SavedModel: serving_default(token_ids, padding_mask) -> logits
+"""
+
+import json
+import os
+
+import numpy as np
+
+IGNORE_LABEL = -1
+
+
+def read_config(export_dir: str) -> dict:
+  with open(os.path.join(export_dir, "config.json")) as f:
+    return json.load(f)
+
+
+def layer_arrays(arrays, layer_name: str) -> list[np.ndarray]:
+  """The weights of one layer from `weights.npz`, in `get_weights()` order."""
+  out, i = [], 0
+  while f"{layer_name}/{i}" in arrays:
+    out.append(np.asarray(arrays[f"{layer_name}/{i}"]))
+    i += 1
+  return out
+
+
+def load_backbone(export_dir: str):
+  """A `keras_hub.models.GPT2Backbone` holding the exported weights."""
+  import keras_hub
+
+  config = read_config(export_dir)
+  backbone = keras_hub.models.GPT2Backbone(**config["backbone"])
+  arrays = np.load(os.path.join(export_dir, "weights.npz"))
+  used = set()
+  for layer in backbone.layers:
+    expected = layer.get_weights()
+    if not expected:
+      continue
+    values = layer_arrays(arrays, layer.name)
+    shapes = [v.shape for v in values]
+    if shapes != [w.shape for w in expected]:
+      raise ValueError(
+        f"Layer {layer.name!r}: export has shapes {shapes}, keras_hub expects {[w.shape for w in expected]}."
+      )
+    layer.set_weights(values)
+    used.update(f"{layer.name}/{i}" for i in range(len(values)))
+  unused = sorted(set(arrays.files) - used)
+  if unused:
+    raise ValueError(f"Exported weights not matched by any keras_hub layer: {unused[:5]}.")
+  return backbone
+
+
+def logits(backbone, token_ids, padding_mask):
+  """GPT-2 logits with the LM head tied to the token embedding."""
+  hidden = backbone({"token_ids": token_ids, "padding_mask": padding_mask})
+  return backbone.token_embedding(hidden, reverse=True)
+
+
+class Tokenizer:
+  """The run's tokenizer: `encode(texts)`, `decode(ids)` and special ids."""
+
+  def __init__(self, export_dir: str):
+    config = read_config(export_dir)["tokenizer"]
+    self.name = config["name"]
+    if self.name == "char":
+      with open(os.path.join(export_dir, "tokenizer.json")) as f:
+        spec = json.load(f)
+      self.vocabulary = spec["vocabulary"]
+      self.pad_id, self.oov_id, self.bos_id, self.eos_id = (
+        spec[k] for k in ("pad_id", "oov_id", "bos_id", "eos_id")
+      )
+      self._ids = {c: i + 1 for i, c in enumerate(self.vocabulary)}
+    else:
+      import keras_hub
+
+      self.keras_tokenizer = keras_hub.models.GPT2Tokenizer(
+        vocabulary=os.path.join(export_dir, "vocab.json"), merges=os.path.join(export_dir, "merges.txt")
+      )
+      self.eos_id = self.bos_id = self.pad_id = self.keras_tokenizer.end_token_id
+
+  def encode(self, texts: list[str]) -> list[np.ndarray]:
+    if self.name == "char":
+      return [np.array([self._ids.get(c, self.oov_id) for c in t], dtype=np.int32) for t in texts]
+    return [np.asarray(self.keras_tokenizer(t), dtype=np.int32) for t in texts]
+
+  def decode(self, ids) -> str:
+    ids = [int(i) for i in np.asarray(ids).ravel()]
+    if self.name == "char":
+      return "".join(self.vocabulary[i - 1] if 1 <= i <= len(self.vocabulary) else "" for i in ids)
+    return str(self.keras_tokenizer.detokenize(ids))
+
+
+def pack_sequences(token_ids, *, sequence_length: int, bos_id: int, eos_id: int, pad_id: int) -> dict:
+  """`[BOS] text [EOS] ...` cut into windows of `sequence_length + 1` overlapping by one.
+
+  The same packing as training (`tff_gpt.data.preprocessing.pack_sequences`):
+  inputs are a window's first tokens, labels its last, padded labels are -1.
+  """
+  stream = np.concatenate([np.concatenate([[bos_id], ids, [eos_id]]) for ids in token_ids] or [np.zeros(0)])
+  n = max(0, -(-(len(stream) - 1) // sequence_length))
+  window = np.full((n, sequence_length + 1), IGNORE_LABEL, dtype=np.int32)
+  for i in range(n):
+    chunk = stream[i * sequence_length : i * sequence_length + sequence_length + 1]
+    window[i, : len(chunk)] = chunk
+  mask = (window[:, :-1] != IGNORE_LABEL).astype(np.int32)
+  return {
+    "token_ids": np.where(mask == 1, window[:, :-1], pad_id).astype(np.int32),
+    "padding_mask": mask,
+    "labels": window[:, 1:].copy(),
+  }
+
+
+def read_heldout(export_dir: str) -> dict[str, list[str]]:
+  """`{client_id: [text, ...]}` from `heldout.jsonl`."""
+  clients: dict[str, list[str]] = {}
+  with open(os.path.join(export_dir, "heldout.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      clients.setdefault(row["client_id"], []).append(row["text"])
+  return clients
+
+
+def evaluate_clients(backbone, tokenizer, clients: dict[str, list[str]], sequence_length: int, batch_size=64):
+  """Per-client `{client: (loss sum, correct, tokens)}` of next-token prediction."""
+  out = {}
+  for client, texts in clients.items():
+    seqs = pack_sequences(
+      tokenizer.encode(texts),
+      sequence_length=sequence_length,
+      bos_id=tokenizer.bos_id,
+      eos_id=tokenizer.eos_id,
+      pad_id=tokenizer.pad_id,
+    )
+    loss_sum, correct, tokens = 0.0, 0, 0
+    for start in range(0, len(seqs["labels"]), batch_size):
+      sl = slice(start, start + batch_size)
+      z = np.asarray(logits(backbone, seqs["token_ids"][sl], seqs["padding_mask"][sl]), dtype=np.float64)
+      labels = seqs["labels"][sl]
+      keep = labels != IGNORE_LABEL
+      z = z - z.max(axis=-1, keepdims=True)
+      log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+      picked = np.take_along_axis(log_probs, np.where(keep, labels, 0)[..., None], axis=-1)[..., 0]
+      loss_sum += float(-(picked * keep).sum())
+      correct += int(((z.argmax(-1) == labels) & keep).sum())
+      tokens += int(keep.sum())
+    out[client] = (loss_sum, correct, tokens)
+  return out
