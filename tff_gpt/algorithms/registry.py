@@ -19,6 +19,13 @@ from tff_gpt.algorithms.aggregators import AGGREGATORS
 from tff_gpt.algorithms.optimizers import OPTIMIZERS
 
 
+# How clients iterate over their batches. TFF's default, DATASET_REDUCE, runs
+# the client loop as `tf.data.Dataset.reduce`; DATASET_ITERATOR's Python-style
+# loop measured several times faster per batch (BENCHMARKS.md) with the same
+# result.
+LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_ITERATOR
+
+
 class UnsupportedCombinationError(ValueError):
   """Raised at start-up for a combination of settings that TFF cannot build."""
 
@@ -154,7 +161,7 @@ def build_process(config, model_fn) -> tff.learning.templates.LearningProcess:
   server_optimizer = algorithm.server_optimizer(config, server_learning_rate(config))
   client_optimizer = OPTIMIZERS[config.client_optimizer](config.client_learning_rate)
   algorithms = tff.learning.algorithms
-  common = dict(model_aggregator=aggregator)
+  common = dict(model_aggregator=aggregator, loop_implementation=LOOP_IMPLEMENTATION)
 
   if config.client_lr_schedule != "constant":
     return algorithms.build_weighted_fed_avg_with_optimizer_schedule(

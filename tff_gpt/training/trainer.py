@@ -117,7 +117,9 @@ class FederatedExperiment:
   @functools.cached_property
   def eval_process(self):
     """`build_fed_eval` of the model, built at the first evaluation."""
-    return tff.learning.algorithms.build_fed_eval(self.model_fn)
+    return tff.learning.algorithms.build_fed_eval(
+      self.model_fn, loop_implementation=algorithms.registry.LOOP_IMPLEMENTATION
+    )
 
   def _model_config(self) -> dict:
     c = self.config

@@ -1,0 +1,287 @@
+"""Federated rounds against central training and the machine's matmul limit.
+
+  .venv/bin/python -m benchmarks.run_benchmarks           # every figure, < 10 minutes on 2 cores
+  .venv/bin/python -m benchmarks.run_benchmarks --quick   # the same code on the tiny model, ~2 minutes
+
+Everything is measured in one process, side by side, and reported as medians
+over repeats and as ratios (the machines are shared and noisy; absolute times
+are context only). Sections:
+
+1. round vs central: tokens/s of one weighted-FedAvg round on 10 Shakespeare
+   clients against Keras `fit` on exactly the same batches, for each of TFF's
+   client loop implementations.
+2. against the hardware: model FLOP/s (6 x parameters x tokens/s) of both,
+   divided by the FLOP/s of a float32 matmul measured here.
+3. fixed overhead: rounds whose clients have no data (broadcast + aggregation
+   + runtime), one batch each (+ client work), and one evaluation round.
+4. scaling: seconds per round and peak memory of the process tree (TFF worker
+   included) for 1, 10, 50 and 100 clients; memory over consecutive rounds.
+5. parallel clients: `max_concurrent_computation_calls` 1, 2 and 4.
+"""
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import threading
+import time
+
+from tff_gpt import runtime  # First: sets TensorFlow's thread environment, which the worker inherits.
+
+THREADS = {k: os.environ[k] for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_federated as tff  # noqa: E402
+
+from tff_gpt.data import datasets, preprocessing, tokenizers  # noqa: E402
+from tff_gpt.models import gpt2_lm, metrics, tff_model  # noqa: E402
+from tff_gpt.training import trainer  # noqa: E402
+
+LOOPS = {
+  "dataset_reduce": tff.learning.LoopImplementation.DATASET_REDUCE,
+  "dataset_iterator": tff.learning.LoopImplementation.DATASET_ITERATOR,
+}
+
+
+class PeakMemory:
+  """Samples the process tree's resident memory every 20 ms while active."""
+
+  def __enter__(self):
+    self.peak = trainer.process_tree_rss_mb()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+    self._thread.start()
+    return self
+
+  def _sample(self):
+    while not self._stop.wait(0.02):
+      self.peak = max(self.peak, trainer.process_tree_rss_mb())
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+
+
+def timed(fn, repeats: int) -> float:
+  """Median seconds of `repeats` calls (after the caller's warm-up)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+class Task:
+  """Shakespeare clients, tokenized, and a model size: the data every section shares."""
+
+  def __init__(self, model_size: str, *, sequence_length=80, batch_size=8, max_elements=64, seed=0):
+    corpus = datasets.load_corpus("shakespeare")
+    self.tokenizer = tokenizers.CharTokenizer()
+    self.data = preprocessing.TokenizedClients(
+      corpus.texts("train"), self.tokenizer, sequence_length=sequence_length
+    )
+    self.sample = tff.simulation.build_uniform_sampling_fn(
+      self.data.client_ids, replace=False, random_seed=seed
+    )
+    self.batch_size, self.max_elements, self.seed = batch_size, max_elements, seed
+    self.sequence_length = sequence_length
+    self.model_config = gpt2_lm.model_config(
+      model_size, vocabulary_size=self.tokenizer.vocabulary_size, max_sequence_length=sequence_length
+    )
+    self.model_fn = tff_model.build_model_fn(self.model_config, sequence_length=sequence_length)
+
+  def client_datasets(self, n: int, round_num: int = 1, max_elements=-1):
+    max_elements = self.max_elements if max_elements == -1 else max_elements
+    return [
+      self.data.train_dataset(
+        cid, round_num=round_num, seed=self.seed, batch_size=self.batch_size, max_elements=max_elements
+      )
+      for cid in self.sample(round_num, n)
+    ]
+
+  def params(self) -> int:
+    return gpt2_lm.build_gpt2_lm(self.model_config).count_params()
+
+  @functools.cache
+  def process(self, loop="dataset_iterator"):
+    """Weighted FedAvg (client Adam 3e-3, server SGD 1.0), built once per loop implementation."""
+    return tff.learning.algorithms.build_weighted_fed_avg(
+      self.model_fn,
+      client_optimizer_fn=tff.learning.optimizers.build_adam(3e-3),
+      server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+      loop_implementation=LOOPS[loop],
+    )
+
+
+def count_tokens(client_datasets) -> int:
+  return int(
+    sum(int(np.sum(y.numpy() != preprocessing.IGNORE_LABEL)) for ds in client_datasets for _, y in ds)
+  )
+
+
+def matmul_flops(n: int = 512, repeats: int = 5) -> float:
+  a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+  matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+  matmul()
+  return 2 * n**3 / timed(lambda: matmul().numpy(), repeats)
+
+
+def central_seconds(task: Task, client_datasets, repeats: int) -> float:
+  """Keras `fit` (Adam, the same loss) over exactly the clients' batches, one after another."""
+  model = gpt2_lm.build_gpt2_lm(task.model_config)
+  model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss=metrics.lm_loss())
+  batches = client_datasets[0]
+  for ds in client_datasets[1:]:
+    batches = batches.concatenate(ds)
+  model.fit(batches, epochs=1, verbose=0)  # Warm-up: tracing.
+  return timed(lambda: model.fit(batches, epochs=1, verbose=0), repeats)
+
+
+def round_vs_central(task: Task, clients: int, repeats: int, loops) -> dict:
+  client_datasets = task.client_datasets(clients)
+  tokens = count_tokens(client_datasets)
+  params = task.params()
+  flops = matmul_flops()
+  central = central_seconds(task, client_datasets, repeats)  # Before any TFF process (see STACK_NOTES).
+  out = {
+    "clients": clients,
+    "tokens_per_round": tokens,
+    "parameters": params,
+    "matmul_gflops": flops / 1e9,
+    "central_tokens_per_s": tokens / central,
+    "central_flops_fraction": 6 * params * tokens / central / flops,
+  }
+  for loop in loops:
+    process = task.process(loop)
+    state = process.initialize()
+    process.next(state, client_datasets)  # Warm-up: the worker compiles the computation.
+    fed = timed(lambda p=process, s=state: p.next(s, task.client_datasets(clients)), repeats)
+    out[f"federated_tokens_per_s[{loop}]"] = tokens / fed
+    out[f"federated_over_central[{loop}]"] = central / fed
+    out[f"federated_flops_fraction[{loop}]"] = 6 * params * tokens / fed / flops
+  return out
+
+
+def fixed_overhead(task: Task, clients: int, repeats: int) -> dict:
+  process = task.process()
+  state = process.initialize()
+  one_batch = task.client_datasets(clients, max_elements=task.batch_size)
+  empty = [ds.take(0) for ds in one_batch]
+  process.next(state, one_batch)
+  no_data = timed(lambda: process.next(state, empty), repeats)
+  with_batch = timed(lambda: process.next(state, one_batch), repeats)
+  central = central_seconds(task, one_batch, repeats)
+  evaluation = tff.learning.algorithms.build_fed_eval(task.model_fn)
+  eval_state = evaluation.initialize()
+  evaluation.next(eval_state, one_batch)
+  eval_seconds = timed(lambda: evaluation.next(eval_state, one_batch), repeats)
+  return {
+    "clients": clients,
+    "round_no_data_s": no_data,
+    "round_one_batch_each_s": with_batch,
+    "client_work_s": with_batch - no_data,
+    "central_same_batches_s": central,
+    "overhead_per_round_s": with_batch - central,
+    "overhead_per_client_s": (with_batch - central) / clients,
+    "eval_round_one_batch_each_s": eval_seconds,
+  }
+
+
+def scaling(task: Task, client_counts, rounds: int) -> dict:
+  process = task.process()
+  state = process.initialize()
+  process.next(state, task.client_datasets(1))
+  out = {}
+  for n in client_counts:
+    client_datasets = task.client_datasets(n)
+    data_mb = sum(ds.reduce(0, lambda a, b: a + tf.size(b[1])).numpy() for ds in client_datasets) * 12 / 2**20
+    before = trainer.process_tree_rss_mb()
+    with PeakMemory() as memory:
+      seconds = timed(lambda ds=client_datasets: process.next(state, ds), rounds)
+    out[n] = {
+      "s_per_round": seconds,
+      "s_per_client": seconds / n,
+      "peak_mb": memory.peak,
+      "peak_minus_before_mb": memory.peak - before,
+      "client_data_mb": data_mb,
+    }
+  return out
+
+
+def memory_over_rounds(task: Task, clients: int, rounds: int) -> dict:
+  process = task.process()
+  state = process.initialize()
+  rss = []
+  for round_num in range(1, rounds + 1):
+    state = process.next(state, task.client_datasets(clients, round_num=round_num)).state
+    rss.append(trainer.process_tree_rss_mb())
+  settle = min(5, rounds // 2)  # Allocators settle during the first rounds.
+  return {
+    "rounds": rounds,
+    "clients": clients,
+    f"mb_after_round_{settle}": rss[settle - 1],
+    "mb_after_last_round": rss[-1],
+    "growth_after_settling_pct": 100 * (rss[-1] - rss[settle - 1]) / rss[settle - 1],
+  }
+
+
+def concurrency(task: Task, clients: int, repeats: int, values) -> dict:
+  out = {}
+  process = task.process()
+  client_datasets = task.client_datasets(clients)
+  for value in values:
+    runtime.set_up(max_concurrent_computation_calls=value)
+    state = process.initialize()
+    process.next(state, client_datasets)
+    out[value] = timed(lambda s=state: process.next(s, client_datasets), repeats)
+  runtime.set_up()
+  best = min(out.values())
+  return {f"s_per_round[max_concurrent={k}]": v for k, v in out.items()} | {
+    f"relative_to_best[max_concurrent={k}]": v / best for k, v in out.items()
+  }
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--quick", action="store_true", help="Tiny model, fewer clients and repeats (~2 min).")
+  parser.add_argument("--with_124m", action="store_true", help="Also time one round of GPT-2 124M (~3 min).")
+  parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
+  args = parser.parse_args()
+  quick = args.quick
+  size = "tiny" if quick else "small"
+  repeats = 1 if quick else 3
+  started = time.perf_counter()
+  results = {"mode": "quick" if quick else "full", "model": size, "cpus": os.cpu_count(), **THREADS}
+
+  def report(name, values):
+    results[name] = values
+    print(f"\n== {name} ==")
+    print(json.dumps(values, indent=1, default=float))
+
+  with runtime.execution_context():
+    task = Task(size)
+    clients = 3 if quick else 10
+    report("round_vs_central", round_vs_central(task, clients, repeats, LOOPS))
+    report("fixed_overhead", fixed_overhead(task, clients, repeats))
+    counts = (1, 3) if quick else (1, 10, 50, 100)
+    report(f"scaling[{size}]", scaling(task, counts, 1))
+    if not quick:
+      report("scaling[tiny]", scaling(Task("tiny"), counts, 1))
+    if args.with_124m:
+      report("scaling[gpt2_124m]", scaling(Task("gpt2_124m"), (1,), 1))
+    report(
+      "memory_over_rounds", memory_over_rounds(task if quick else Task("tiny"), 10, 10 if quick else 100)
+    )
+    report("concurrency", concurrency(task, clients, repeats, (1, 2) if quick else (1, 2, 4)))
+  results["total_seconds"] = time.perf_counter() - started
+  print(f"\nAll figures in {results['total_seconds']:.0f} s.")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+  main()
