@@ -20,7 +20,6 @@ are context only). Sections:
 """
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -92,6 +91,7 @@ class Task:
       model_size, vocabulary_size=self.tokenizer.vocabulary_size, max_sequence_length=sequence_length
     )
     self.model_fn = tff_model.build_model_fn(self.model_config, sequence_length=sequence_length)
+    self._processes = {}
 
   def client_datasets(self, n: int, round_num: int = 1, max_elements=-1):
     max_elements = self.max_elements if max_elements == -1 else max_elements
@@ -105,15 +105,16 @@ class Task:
   def params(self) -> int:
     return gpt2_lm.build_gpt2_lm(self.model_config).count_params()
 
-  @functools.cache
   def process(self, loop="dataset_iterator"):
     """Weighted FedAvg (client Adam 3e-3, server SGD 1.0), built once per loop implementation."""
-    return tff.learning.algorithms.build_weighted_fed_avg(
-      self.model_fn,
-      client_optimizer_fn=tff.learning.optimizers.build_adam(3e-3),
-      server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
-      loop_implementation=LOOPS[loop],
-    )
+    if loop not in self._processes:
+      self._processes[loop] = tff.learning.algorithms.build_weighted_fed_avg(
+        self.model_fn,
+        client_optimizer_fn=tff.learning.optimizers.build_adam(3e-3),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+        loop_implementation=LOOPS[loop],
+      )
+    return self._processes[loop]
 
 
 def count_tokens(client_datasets) -> int:

@@ -18,7 +18,6 @@ import tensorflow_federated as tff
 from tff_gpt.algorithms.aggregators import AGGREGATORS
 from tff_gpt.algorithms.optimizers import OPTIMIZERS
 
-
 # How clients iterate over their batches. TFF's default, DATASET_REDUCE, runs
 # the client loop as `tf.data.Dataset.reduce`; DATASET_ITERATOR's Python-style
 # loop measured several times faster per batch (BENCHMARKS.md) with the same
