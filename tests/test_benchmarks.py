@@ -1,0 +1,39 @@
+"""The benchmark's quick mode runs end to end, so the benchmark cannot rot."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_figure(tmp_path):
+  out = tmp_path / "figures.json"
+  log = tmp_path / "log.txt"
+  with open(log, "w") as f:  # A file, not a pipe: TFF's worker inherits stdout.
+    result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.run_benchmarks", "--quick", "--out", str(out)],
+      cwd=REPO,
+      stdout=f,
+      stderr=subprocess.STDOUT,
+      timeout=1200,
+    )
+  text = log.read_text()
+  assert result.returncode == 0, text[-3000:]
+  figures = json.loads(out.read_text())
+  for section in ("round_vs_central", "fixed_overhead", "scaling[tiny]", "memory_over_rounds", "concurrency"):
+    assert f"== {section} ==" in text
+    assert figures[section]
+  ratios = figures["round_vs_central"]
+  for loop in ("dataset_reduce", "dataset_iterator"):
+    ratio = ratios[f"federated_over_central[{loop}]"]
+    assert math.isfinite(ratio) and ratio > 0
+  assert 0 < ratios["central_flops_fraction"] < 1
+  assert figures["fixed_overhead"]["round_one_batch_each_s"] > 0
+  assert set(figures["scaling[tiny]"]) == {"1", "3"}
+  assert figures["memory_over_rounds"]["rounds"] == 10
