@@ -119,3 +119,23 @@ nbformat.write(nb, sys.argv[2])
   assert all(len(image) > 10_000 for image in images)
   text = "".join("".join(o.get("text", "")) for o in outputs)
   assert "max |keras_hub - SavedModel| logits" in text and "perplexity" in text and "TopKSampler" in text
+
+
+def test_export_model_script_exports_the_latest_checkpoint(run, tmp_path):
+  from absl.testing import flagsaver
+
+  from experiments import export_model
+
+  experiment, _ = run
+  out = str(tmp_path / "again")
+  config = experiment.config
+  with flagsaver.flagsaver(
+    root_output_dir=config.root_output_dir, experiment_name=config.experiment_name, export_dir=out
+  ):
+    assert export_model.export_latest() == out
+  assert portable.read_config(out)["run"]["round"] == 2
+  original = np.load(os.path.join(experiment.dirs.results, "export", "weights.npz"))
+  again = np.load(os.path.join(out, "weights.npz"))
+  assert sorted(original.files) == sorted(again.files)
+  for key in original.files:
+    np.testing.assert_array_equal(original[key], again[key])
