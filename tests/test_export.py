@@ -139,3 +139,37 @@ def test_export_model_script_exports_the_latest_checkpoint(run, tmp_path):
   assert sorted(original.files) == sorted(again.files)
   for key in original.files:
     np.testing.assert_array_equal(original[key], again[key])
+
+
+def test_bpe_export_tokenizes_and_predicts_the_same_in_keras3(tmp_path, bpe_files):
+  vocab_file, merges_file = bpe_files
+  config = helpers.tiny_config(
+    tmp_path, export=True, total_rounds=1, tokenizer="bpe", vocab_file=vocab_file, merges_file=merges_file
+  )
+  experiment = trainer.FederatedExperiment(config)
+  summary = experiment.run(progress=False)
+  assert os.path.isfile(os.path.join(summary["export"], "merges.txt"))
+  text = "the cat sat on the mat"
+  ours = experiment.tokenizer.encode([text])[0]
+  model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
+  probe = experiment.test_data.sequences(experiment.eval_client_ids[0])
+  inputs = {k: probe[k][:2] for k in ("token_ids", "padding_mask")}
+  np.savez(tmp_path / "probe.npz", **inputs, logits=model(inputs).numpy(), ids=ours)
+  script = """
+import json, sys
+import numpy as np
+export_dir, probe_path, text = sys.argv[1:]
+sys.path.insert(0, export_dir)
+import tff_gpt_export as tx
+probe = np.load(probe_path)
+tokenizer = tx.Tokenizer(export_dir)
+ids = tokenizer.encode([text])[0]
+backbone = tx.load_backbone(export_dir)
+hub = np.asarray(tx.logits(backbone, probe["token_ids"], probe["padding_mask"]))
+print(json.dumps({"same_ids": ids.tolist() == probe["ids"].tolist(), "decoded": tokenizer.decode(ids),
+                  "diff": float(np.max(np.abs(hub - probe["logits"])))}))
+"""
+  result = _colab(["-c", script, summary["export"], str(tmp_path / "probe.npz"), text])
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out["same_ids"] and out["decoded"] == text, out
+  assert out["diff"] < 1e-4, out

@@ -98,7 +98,9 @@ class Tokenizer:
     ids = [int(i) for i in np.asarray(ids).ravel()]
     if self.name == "char":
       return "".join(self.vocabulary[i - 1] if 1 <= i <= len(self.vocabulary) else "" for i in ids)
-    return str(self.keras_tokenizer.detokenize(ids))
+    ids = [i for i in ids if i != self.eos_id]
+    text = np.asarray(self.keras_tokenizer.detokenize([ids])).ravel()[0] if ids else ""
+    return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
 
 
 def pack_sequences(token_ids, *, sequence_length: int, bos_id: int, eos_id: int, pad_id: int) -> dict:
