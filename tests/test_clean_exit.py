@@ -42,7 +42,7 @@ def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
   # communicate() returns only once every holder of the pipe (the worker too) has closed it.
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out.decode()[-2000:]
-  assert b"Finished 1 rounds." in out
+  assert b"Finished 1 rounds of fedavg" in out
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
   with flagsaver.flagsaver(**values, sample_prompt="the"):
     run_experiment.main(["run_experiment"])
   out = capfd.readouterr().out
-  assert "Finished 1 rounds." in out
+  assert "Finished 1 rounds of fedavg" in out
   results = os.path.join(values["root_output_dir"], "checkpoints", "from_preset", "run_config.json")
   import json
 
