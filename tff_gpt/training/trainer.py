@@ -351,7 +351,10 @@ class FederatedExperiment:
     dirs = self.dirs
     if not os.path.exists(dirs.run_config):
       return
-    previous = outputs.read_json(dirs.run_config)["experiment"]
+    # Through the dataclass, so fields added since the run started compare as their defaults.
+    previous = config_lib.ExperimentConfig.from_dict(
+      outputs.read_json(dirs.run_config)["experiment"]
+    ).to_dict()
     current = self.config.to_dict()
     changed = [k for k in config_lib.RESUME_KEYS if previous.get(k) != current.get(k)]
     if changed:
