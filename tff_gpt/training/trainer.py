@@ -376,15 +376,12 @@ def format_summary(summary: dict) -> str:
   ]
   if "dp_epsilon" in summary:
     lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")
-  return "\n".join(
-    lines
-    + [
-      f"  checkpoints: {summary['checkpoints']}",
-      *([f"  export:      {summary['export']}"] if "export" in summary else []),
-      f"  metrics:     {summary['metrics_csv']}",
-      f"  tensorboard: {summary['logdir']}",
-    ]
-  )
+  lines.append(f"  checkpoints: {summary['checkpoints']}")
+  if "export" in summary:
+    lines.append(f"  export:      {summary['export']}")
+  lines.append(f"  metrics:     {summary['metrics_csv']}")
+  lines.append(f"  tensorboard: {summary['logdir']}")
+  return "\n".join(lines)
 
 
 def load_latest_weights(root_output_dir: str, experiment_name: str):
