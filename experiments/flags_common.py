@@ -54,7 +54,10 @@ _HELP = {
   "merges_file": "GPT-2 merges.txt for --tokenizer=bpe.",
   "model_size": "Model size preset.",
   "preset": "KerasNLP preset directory (from save_to_preset) or hub name to start from.",
-  "trainable": "Weights that train and are aggregated: all, or last_blocks:K.",
+  "trainable": "Weights that train, travel and are aggregated: all; last_blocks:K (the last K blocks and "
+  "the final norm); lora:R (rank-R adapters on attention query and value); bitfit (biases and layer "
+  "norms). Other weights stay frozen on local disk, out of TFF's state.",
+  "lora_alpha": "LoRA scale numerator: adapters are scaled by lora_alpha / R.",
   "max_concurrent_computation_calls": "Client computations TFF runs at once (1 for 124M).",
   "export": "Write results/<name>/export (config, weights.npz, tokenizer, SavedModel) at the end.",
   "cache_dir": "Parsed-corpus cache; $TFF_GPT_CACHE or ~/.cache/tff_gpt when empty.",

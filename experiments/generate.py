@@ -11,8 +11,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
-from tff_gpt.models import tff_model  # noqa: E402
-from tff_gpt.training import trainer  # noqa: E402
+from tff_gpt.training import restore  # noqa: E402
 
 flags_common.define_experiment_flags(["root_output_dir", "experiment_name", "seed"])
 flags.DEFINE_string("prompt", "ROMEO:", "Text to continue.")
@@ -27,10 +26,7 @@ FLAGS = flags.FLAGS
 def generate_samples() -> list[str]:
   """Loads the run the flags name and prints its samples; returns them."""
   with runtime.execution_context():
-    run_config, tokenizer, weights, round_num = trainer.load_latest_weights(
-      FLAGS.root_output_dir, FLAGS.experiment_name
-    )
-  model = tff_model.keras_model_with_weights(run_config["model"], weights)
+    _, tokenizer, model, round_num = restore.load_latest_model(FLAGS.root_output_dir, FLAGS.experiment_name)
   print(f"{FLAGS.experiment_name}, round {round_num}, sampler {FLAGS.sampler}:")
   texts = []
   for i in range(FLAGS.num_samples):

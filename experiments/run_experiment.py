@@ -16,7 +16,6 @@ from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
-from tff_gpt.models import tff_model  # noqa: E402
 from tff_gpt.training import trainer  # noqa: E402
 
 flags_common.define_experiment_flags()
@@ -37,7 +36,7 @@ def run() -> dict:
     summary = experiment.run()
   print(trainer.format_summary(summary))
   if FLAGS.sample_prompt and config.model == "gpt2":
-    model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
+    model = experiment.keras_model(summary["model_weights"])
     text = generation.generate(model, experiment.tokenizer, FLAGS.sample_prompt, seed=config.seed)
     print(f"Sample (top-k, prompt {FLAGS.sample_prompt!r}):\n{text}")
     summary["sample"] = text

@@ -16,10 +16,11 @@ import tensorflow as tf
 
 from tff_gpt.data import tokenizers
 from tff_gpt.export import portable
-from tff_gpt.models import gpt2_lm, tff_model
+from tff_gpt.models import adapters, gpt2_lm, tff_model, trainable
 
 EXPORT_DIR = "export"
 FORMAT = "tff_gpt.export/1"
+TRAINED_SUBSET_FILE = "trained_subset.npz"
 
 
 def _weights_by_layer(backbone) -> dict[str, np.ndarray]:
@@ -68,21 +69,25 @@ def export_model(
   out_dir: str,
   *,
   model_config: dict,
-  model_weights,
+  model: tf.keras.Model,
   tokenizer,
   sequence_length: int,
   heldout: dict[str, list[str]] | None = None,
   run_info: dict | None = None,
+  trained_subset: dict[str, np.ndarray] | None = None,
 ) -> str:
   """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically).
 
   Args:
     model_config: `GPT2Backbone` arguments.
-    model_weights: `tff.learning.models.ModelWeights` (e.g. from a checkpoint).
+    model: The whole plain GPT-2 LM (adapters already folded in, see
+      `tff_model.merged_model`).
     tokenizer: The run's `CharTokenizer` or `BPETokenizer`.
     sequence_length: The training sequence length (the evaluation windows).
     heldout: Optional `{client_id: [text, ...]}` written as heldout.jsonl.
     run_info: Extra facts stored in config.json (run name, round, ...).
+    trained_subset: The weights that trained, by path, when only a subset
+      did (e.g. LoRA adapters); written alone as trained_subset.npz.
 
   Returns:
     `out_dir`.
@@ -92,7 +97,6 @@ def export_model(
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)
   stage = tempfile.mkdtemp(prefix=".export-", dir=parent)
-  model = tff_model.keras_model_with_weights(model_config, model_weights)
   np.savez(os.path.join(stage, "weights.npz"), **_weights_by_layer(gpt2_lm.backbone_of(model)))
   config = {
     "format": FORMAT,
@@ -102,6 +106,13 @@ def export_model(
     "sequence_length": sequence_length,
     "run": run_info or {},
   }
+  if trained_subset:
+    np.savez(os.path.join(stage, TRAINED_SUBSET_FILE), **trained_subset)
+    config["trained_subset"] = {
+      "file": TRAINED_SUBSET_FILE,
+      "parameters": int(sum(v.size for v in trained_subset.values())),
+      **(run_info or {}).get("trainable", {}),
+    }
   with open(os.path.join(stage, "config.json"), "w") as f:
     json.dump(config, f, indent=1, sort_keys=True)
   if heldout:
@@ -118,14 +129,28 @@ def export_model(
 
 
 def export_run(experiment, model_weights, round_num: int, out_dir: str | None = None) -> str:
-  """Exports a `FederatedExperiment`'s model into `results/<name>/export` (or `out_dir`)."""
+  """Exports a `FederatedExperiment`'s model into `results/<name>/export` (or `out_dir`).
+
+  The export holds the whole model, adapters folded in; with a trained
+  subset, trained_subset.npz also holds that subset alone.
+  """
+  c = experiment.config
   heldout = {cid: experiment.test_data.texts[cid] for cid in experiment.eval_client_ids}
+  model = experiment.keras_model(model_weights, merged=False)
+  subset = None
+  if trainable.parse(c.trainable).is_subset:
+    backbone = gpt2_lm.backbone_of(model)
+    subset = trainable.trained_values(backbone, trainable.trained_variables(backbone, c.trainable))
+  trainable_info = {"trainable": c.trainable}
+  if c.trainable.startswith("lora:"):
+    trainable_info.update(lora_alpha=c.lora_alpha, lora_targets=list(adapters.TARGETS))
   return export_model(
     out_dir or os.path.join(experiment.dirs.results, EXPORT_DIR),
     model_config=experiment.model_config,
-    model_weights=model_weights,
+    model=tff_model.merged_model(model, experiment.model_config),
     tokenizer=experiment.tokenizer,
-    sequence_length=experiment.config.sequence_length,
+    sequence_length=c.sequence_length,
     heldout=heldout,
-    run_info={"experiment_name": experiment.config.experiment_name, "round": round_num},
+    run_info={"experiment_name": c.experiment_name, "round": round_num, "trainable": trainable_info},
+    trained_subset=subset,
   )

@@ -5,12 +5,8 @@ uncompiled model, so the trained model is `GPT2Backbone` plus an LM head tied
 to the token embedding (`token_embedding(h, reverse=True)`), as in GPT-2
 (Radford et al. 2019). `GPT2CausalLM` is used for generation only.
 
-Which weights train is one argument, `trainable`: "all", or "last_blocks:K"
-for the last K transformer blocks and the final layer norm (embeddings and
-earlier blocks frozen). Frozen weights are Keras non-trainable weights.
+Which weights train (`--trainable`) is `trainable.py`'s concern.
 """
-
-import re
 
 import keras_nlp
 import tensorflow as tf
@@ -26,7 +22,6 @@ MODEL_SIZES = {
   # GPT-2 124M (Radford et al. 2019).
   "gpt2_124m": dict(num_layers=12, num_heads=12, hidden_dim=768, intermediate_dim=3072, dropout=0.1),
 }
-_LAST_BLOCKS = re.compile(r"^last_blocks:(\d+)$")
 
 
 def model_config(size: str, *, vocabulary_size: int, max_sequence_length: int) -> dict:
@@ -36,33 +31,8 @@ def model_config(size: str, *, vocabulary_size: int, max_sequence_length: int) -
   return dict(MODEL_SIZES[size], vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length)
 
 
-def check_trainable(trainable: str, num_layers: int) -> int | None:
-  """Validates `trainable`; returns K for "last_blocks:K", `None` for "all"."""
-  if trainable == "all":
-    return None
-  match = _LAST_BLOCKS.match(str(trainable))
-  if not match or not 1 <= int(match.group(1)) <= num_layers:
-    raise ValueError(
-      f"trainable must be 'all' or 'last_blocks:K' with 1 <= K <= {num_layers}, got {trainable!r}."
-    )
-  return int(match.group(1))
-
-
-def set_trainable(backbone: keras_nlp.models.GPT2Backbone, trainable: str = "all") -> None:
-  """Freezes the backbone's layers that `trainable` does not select."""
-  last_blocks = check_trainable(trainable, backbone.num_layers)
-  if last_blocks is None:
-    return
-  train = {f"transformer_layer_{i}" for i in range(backbone.num_layers - last_blocks, backbone.num_layers)}
-  train.add("layer_norm")
-  for layer in backbone.layers:
-    if layer.weights:
-      layer.trainable = layer.name in train
-
-
-def lm_from_backbone(backbone: keras_nlp.models.GPT2Backbone, *, trainable: str = "all") -> tf.keras.Model:
+def lm_from_backbone(backbone: keras_nlp.models.GPT2Backbone) -> tf.keras.Model:
   """Wraps a backbone with the tied LM head: `{token_ids, padding_mask}` -> logits."""
-  set_trainable(backbone, trainable)
   inputs = {
     "token_ids": tf.keras.Input(shape=(None,), dtype="int32", name="token_ids"),
     "padding_mask": tf.keras.Input(shape=(None,), dtype="int32", name="padding_mask"),
@@ -72,18 +42,17 @@ def lm_from_backbone(backbone: keras_nlp.models.GPT2Backbone, *, trainable: str 
   return tf.keras.Model(inputs=inputs, outputs=logits, name="gpt2_lm")
 
 
-def build_gpt2_lm(config: dict, *, trainable: str = "all") -> tf.keras.Model:
+def build_gpt2_lm(config: dict) -> tf.keras.Model:
   """Returns a fresh, uncompiled GPT-2 language model.
 
   Args:
     config: `GPT2Backbone` keyword arguments (see `model_config`).
-    trainable: "all", or "last_blocks:K".
 
   Returns:
     A `tf.keras.Model` from `OrderedDict(token_ids, padding_mask)` (int32,
     `[batch, length]`) to logits `[batch, length, vocabulary_size]`.
   """
-  return lm_from_backbone(keras_nlp.models.GPT2Backbone(**config), trainable=trainable)
+  return lm_from_backbone(keras_nlp.models.GPT2Backbone(**config))
 
 
 def backbone_of(model: tf.keras.Model) -> keras_nlp.models.GPT2Backbone:

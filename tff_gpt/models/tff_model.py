@@ -1,62 +1,217 @@
-"""The TFF side of the model: `model_fn` for `tff.learning` and initial weights."""
+"""The TFF side of the model: `model_fn` for `tff.learning`, initial weights, and back to Keras.
 
+With `trainable="all"` the model is `from_keras_model` of the whole GPT-2.
+Otherwise (`trainable.py`) the TFF model reports only the trained subset as
+its weights (`TrainedSubsetModel`), and the frozen rest takes its values from
+the run's frozen-weights file (`frozen.py`) where the computation runs: TFF's
+state, broadcast, aggregation, checkpoints and byte counts see the subset only.
+"""
+
+import keras_nlp
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_gpt.data import preprocessing
-from tff_gpt.models import char_lstm, gpt2_lm, metrics
+from tff_gpt.models import char_lstm, frozen, gpt2_lm, metrics
+from tff_gpt.models import trainable as trainable_lib
+
+DEFAULT_LORA_ALPHA = 16.0
 
 
-def build_keras_model(config: dict, *, trainable: str = "all") -> tf.keras.Model:
-  """A fresh language model of `config`: GPT-2 or, when the config says so, the char LSTM."""
+class TrainedSubsetModel(tff.learning.models.VariableModel):
+  """A `tff.learning` model whose weights are only the variables that train.
+
+  Everything else (forward pass, metrics, input spec) is the wrapped
+  `from_keras_model` model's. The frozen variables still exist in the client
+  graph, but TFF neither sets, sends nor aggregates them.
+  """
+
+  def __init__(self, model: tff.learning.models.VariableModel, trained: list[tf.Variable]):
+    self._model = model
+    self._trained = list(trained)
+
+  @property
+  def trainable_variables(self):
+    return self._trained
+
+  @property
+  def non_trainable_variables(self):
+    return []
+
+  @property
+  def local_variables(self):
+    return self._model.local_variables
+
+  @property
+  def input_spec(self):
+    return self._model.input_spec
+
+  def forward_pass(self, batch_input, training=True):
+    return self._model.forward_pass(batch_input, training=training)
+
+  def predict_on_batch(self, batch_input, training=True):
+    return self._model.predict_on_batch(batch_input, training=training)
+
+  def report_local_unfinalized_metrics(self):
+    return self._model.report_local_unfinalized_metrics()
+
+  def metric_finalizers(self):
+    return self._model.metric_finalizers()
+
+  def reset_metrics(self):
+    return self._model.reset_metrics()
+
+
+def build_lm(
+  config: dict,
+  *,
+  trainable: str = "all",
+  lora_alpha: float = DEFAULT_LORA_ALPHA,
+  preset: str | None = None,
+  reader: frozen.Reader | None = None,
+):
+  """Builds GPT-2 with `trainable` applied.
+
+  Args:
+    config: `GPT2Backbone` arguments.
+    trainable, lora_alpha: See `trainable.py`.
+    preset: Load the backbone (weights included) from this preset instead.
+    reader: Frozen variables take their initial values from its file.
+
+  Returns:
+    `(model, trained, log)`: the Keras LM, the variables that train, and the
+    `frozen.CreationLog` that numbered the variables.
+  """
+  mode = trainable_lib.parse(trainable, num_layers=config["num_layers"])
+  log = frozen.CreationLog(reader)
+  with log.scope():
+    backbone = gpt2_lm.load_preset(preset) if preset else keras_nlp.models.GPT2Backbone(**config)
+    trained = trainable_lib.select(backbone, mode, lora_alpha=lora_alpha)
+    model = gpt2_lm.lm_from_backbone(backbone)
+  return model, trained, log
+
+
+def frozen_layout(config: dict, *, trainable: str, lora_alpha: float = DEFAULT_LORA_ALPHA) -> frozen.Layout:
+  """Which variables `trainable` freezes, found by building the model in a throwaway graph (no weights)."""
+  with tf.Graph().as_default():
+    _, trained, log = build_lm(config, trainable=trainable, lora_alpha=lora_alpha)
+    return log.layout(trained)
+
+
+def _is_subset(config: dict, trainable: str) -> bool:
+  return config.get("architecture") != char_lstm.ARCHITECTURE and trainable_lib.parse(trainable).is_subset
+
+
+def build_keras_model(config: dict) -> tf.keras.Model:
+  """A fresh language model of `config`, all weights trainable: GPT-2, or the char LSTM."""
   if config.get("architecture") == char_lstm.ARCHITECTURE:
     return char_lstm.build_char_lstm(config)
-  return gpt2_lm.build_gpt2_lm(config, trainable=trainable)
+  return gpt2_lm.build_gpt2_lm(config)
 
 
-def build_model_fn(config: dict, *, sequence_length: int, trainable: str = "all"):
+def build_model_fn(
+  config: dict,
+  *,
+  sequence_length: int,
+  trainable: str = "all",
+  lora_alpha: float = DEFAULT_LORA_ALPHA,
+  frozen_dir: str | None = None,
+):
   """Returns a no-argument `model_fn` that builds a fresh `tff.learning` model.
 
   Args:
     config: `GPT2Backbone` keyword arguments, or a `char_lstm.model_config`.
     sequence_length: Length of the client sequences (the `input_spec`).
-    trainable: Which weights train and are aggregated: "all" or
-      "last_blocks:K" (see `gpt2_lm`).
+    trainable: Which weights train and are aggregated (`trainable.py`).
+    lora_alpha: The adapters' scale numerator with "lora:R".
+    frozen_dir: Where the frozen weights are (written by `initial_weights`);
+      required unless `trainable` is "all". It is read when a computation
+      runs, not now.
   """
-  if "num_layers" in config:
-    gpt2_lm.check_trainable(trainable, config["num_layers"])
   input_spec = preprocessing.element_spec(sequence_length)
+  subset = _is_subset(config, trainable)
+  if "num_layers" in config:
+    trainable_lib.parse(trainable, num_layers=config["num_layers"])
+  if subset and not frozen_dir:
+    raise ValueError(f"--trainable={trainable} needs a frozen-weights directory.")
+  layout = frozen_layout(config, trainable=trainable, lora_alpha=lora_alpha) if subset else None
+  reader = frozen.Reader(frozen_dir, layout) if subset else None
 
   def model_fn() -> tff.learning.models.VariableModel:
-    return tff.learning.models.from_keras_model(
-      build_keras_model(config, trainable=trainable),
-      loss=metrics.lm_loss(),
-      input_spec=input_spec,
-      metrics=metrics.lm_metrics(),
+    if not subset:
+      keras_model, trained = build_keras_model(config), None
+    else:
+      keras_model, trained, _ = build_lm(config, trainable=trainable, lora_alpha=lora_alpha, reader=reader)
+    model = tff.learning.models.from_keras_model(
+      keras_model, loss=metrics.lm_loss(), input_spec=input_spec, metrics=metrics.lm_metrics()
     )
+    return TrainedSubsetModel(model, trained) if subset else model
 
+  model_fn.frozen_layout = layout  # What `frozen.check` compares the file with; None for "all".
   return model_fn
 
 
 def initial_weights(
-  config: dict, *, seed: int, trainable: str = "all", preset: str | None = None
+  config: dict,
+  *,
+  seed: int,
+  trainable: str = "all",
+  lora_alpha: float = DEFAULT_LORA_ALPHA,
+  preset: str | None = None,
+  frozen_dir: str | None = None,
 ) -> tff.learning.models.ModelWeights:
   """The starting global weights: seeded random, or a pretrained preset's.
 
   TFF's own `initialize()` draws unseeded weights; these make runs repeatable.
+  Unless `trainable` is "all", the weights are the trained subset only and
+  the frozen rest is written to `frozen_dir` (once per run).
   """
   tf.keras.utils.set_random_seed(seed)
-  if preset:
-    model = gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset), trainable=trainable)
-  else:
-    model = build_keras_model(config, trainable=trainable)
-  return tff.learning.models.ModelWeights.from_model(model)
+  if not _is_subset(config, trainable):
+    model = gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset)) if preset else build_keras_model(config)
+    return tff.learning.models.ModelWeights.from_model(model)
+  if not frozen_dir:
+    raise ValueError(f"--trainable={trainable} needs a frozen-weights directory.")
+  _, trained, log = build_lm(config, trainable=trainable, lora_alpha=lora_alpha, preset=preset)
+  layout = log.layout(trained)
+  about = {"model": config, "trainable": trainable, "lora_alpha": lora_alpha, "preset": preset, "seed": seed}
+  frozen.write(frozen_dir, log.frozen_values(layout), about=about)
+  return tff.learning.models.ModelWeights(trainable=[v.numpy() for v in trained], non_trainable=[])
 
 
 def keras_model_with_weights(
-  config: dict, weights: tff.learning.models.ModelWeights, *, trainable: str = "all"
+  config: dict,
+  weights: tff.learning.models.ModelWeights,
+  *,
+  trainable: str = "all",
+  lora_alpha: float = DEFAULT_LORA_ALPHA,
+  frozen_dir: str | None = None,
 ) -> tf.keras.Model:
-  """A fresh Keras model holding `weights` (e.g. from a checkpoint)."""
-  model = build_keras_model(config, trainable=trainable)
-  weights.assign_weights_to(model)
+  """A fresh Keras model holding `weights` (e.g. from a checkpoint), frozen weights read from `frozen_dir`.
+
+  With adapters the model keeps them; `merged_model` folds them in.
+  """
+  if not _is_subset(config, trainable):
+    model = build_keras_model(config)
+    weights.assign_weights_to(model)
+    return model
+  model, trained, log = build_lm(config, trainable=trainable, lora_alpha=lora_alpha)
+  layout = log.layout(trained)
+  frozen.check(frozen_dir, layout, verify_digest=False)
+  reader = frozen.Reader(frozen_dir, layout)
+  for index in layout.specs:
+    log.variables[index].assign(reader.read(index))
+  if len(trained) != len(weights.trainable):
+    raise ValueError(f"The model trains {len(trained)} variables; the weights hold {len(weights.trainable)}.")
+  for variable, value in zip(trained, weights.trainable, strict=True):
+    variable.assign(value)
   return model
+
+
+def merged_model(model: tf.keras.Model, config: dict) -> tf.keras.Model:
+  """A plain GPT-2 LM with `model`'s weights, any adapters folded into their kernels."""
+  values = trainable_lib.merged_values(gpt2_lm.backbone_of(model))
+  plain = gpt2_lm.build_gpt2_lm(config)
+  for key, variable in trainable_lib.named_weights(gpt2_lm.backbone_of(plain)).items():
+    variable.assign(values[key])
+  return plain

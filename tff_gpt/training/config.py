@@ -7,6 +7,7 @@ from tff_gpt.algorithms import aggregators, registry
 from tff_gpt.algorithms.optimizers import OPTIMIZERS
 from tff_gpt.data import datasets
 from tff_gpt.models import gpt2_lm
+from tff_gpt.models import trainable as trainable_lib
 
 MODELS = ("gpt2", "char_lstm")
 CLIENT_WEIGHTINGS = ("num_examples", "uniform")
@@ -24,6 +25,7 @@ RESUME_KEYS = (
   "model_size",
   "preset",
   "trainable",
+  "lora_alpha",
   "sequence_length",
   "seed",
   "clients_per_round",
@@ -98,6 +100,7 @@ class ExperimentConfig:
   model_size: str = "small"
   preset: str | None = None
   trainable: str = "all"
+  lora_alpha: float = 16.0
   max_concurrent_computation_calls: int = 2
   export: bool = True
   cache_dir: str | None = None
@@ -177,12 +180,10 @@ class ExperimentConfig:
     if self.model == "char_lstm":
       _require(self.tokenizer == "char", "model", "char_lstm (TFF's Shakespeare LSTM) needs --tokenizer=char")
       _require(self.trainable == "all", "trainable", "must be 'all' with --model=char_lstm")
-    if self.trainable != "all":
-      _require(
-        re.fullmatch(r"last_blocks:\d+", self.trainable) is not None,
-        "trainable",
-        "must be 'all' or 'last_blocks:K'",
-      )
+    # A preset's depth is known once its config is read (FederatedExperiment checks K against it).
+    layers = None if self.preset else gpt2_lm.MODEL_SIZES[self.model_size]["num_layers"]
+    trainable_lib.parse(self.trainable, num_layers=layers)
+    _require(self.lora_alpha > 0, "lora_alpha", "must be > 0 (adapters are scaled by lora_alpha / R)")
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

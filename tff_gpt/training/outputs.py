@@ -16,6 +16,7 @@ CLIENTS_FILE = "sampled_clients.csv"
 HPARAMS_FILE = "hparams.csv"
 RUN_CONFIG_FILE = "run_config.json"
 SUMMARY_FILE = "summary.json"
+FROZEN_WEIGHTS_DIR = "frozen_weights"
 
 
 @dataclasses.dataclass
@@ -47,6 +48,11 @@ class RunDirs:
   @property
   def run_config(self) -> str:
     return os.path.join(self.checkpoints, RUN_CONFIG_FILE)
+
+  @property
+  def frozen_weights(self) -> str:
+    """The frozen part of the model when only a subset trains (`tff_gpt.models.frozen`)."""
+    return os.path.join(self.checkpoints, FROZEN_WEIGHTS_DIR)
 
   @property
   def summary(self) -> str:

@@ -27,7 +27,8 @@ import tqdm
 from tff_gpt import algorithms, export
 from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.data import datasets, preprocessing, tokenizers
-from tff_gpt.models import char_lstm, gpt2_lm, tff_model
+from tff_gpt.models import char_lstm, frozen, gpt2_lm, tff_model
+from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
 
@@ -103,7 +104,7 @@ class FederatedExperiment:
       self.corpus.texts("test"), self.tokenizer, sequence_length=config.sequence_length
     )
     self.model_fn = tff_model.build_model_fn(
-      self.model_config, sequence_length=config.sequence_length, trainable=config.trainable
+      self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
     self.process = algorithms.build_process(config, self.model_fn)
     self._sample_clients = tff.simulation.build_uniform_sampling_fn(
@@ -143,8 +144,28 @@ class FederatedExperiment:
       model_config = gpt2_lm.model_config(
         c.model_size, vocabulary_size=self.tokenizer.vocabulary_size, max_sequence_length=c.sequence_length
       )
-    gpt2_lm.check_trainable(c.trainable, model_config["num_layers"])
+    trainable_lib.parse(c.trainable, num_layers=model_config["num_layers"])
     return model_config
+
+  @property
+  def model_settings(self) -> dict:
+    """Which weights train, and where the frozen rest lives (`tff_model`)."""
+    return dict(
+      trainable=self.config.trainable, lora_alpha=self.config.lora_alpha, frozen_dir=self.dirs.frozen_weights
+    )
+
+  def keras_model(self, model_weights, *, merged: bool = True):
+    """The whole Keras GPT-2 holding `model_weights` (adapters folded in when `merged`)."""
+    model = tff_model.keras_model_with_weights(self.model_config, model_weights, **self.model_settings)
+    if merged and self.config.model == "gpt2":
+      model = tff_model.merged_model(model, self.model_config)
+    return model
+
+  def check_frozen_weights(self) -> None:
+    """Fails unless the run's frozen-weights file is there and matches the model (subset modes)."""
+    layout = getattr(self.model_fn, "frozen_layout", None)
+    if layout is not None:
+      frozen.check(self.dirs.frozen_weights, layout)
 
   def _choose_eval_clients(self) -> list[str]:
     ids = self.test_data.client_ids
@@ -191,14 +212,16 @@ class FederatedExperiment:
       "tokenizer": self.tokenizer.config(),
     }
 
-  def initial_state(self, state=None):
-    """A state holding the seeded (or pretrained) starting weights."""
+  def initial_state(self):
+    """A state holding the seeded (or pretrained) starting weights.
+
+    With a trained subset, also writes the frozen rest to the run's
+    frozen-weights file, which `initialize()` and every round then read.
+    """
     weights = tff_model.initial_weights(
-      self.model_config, seed=self.config.seed, trainable=self.config.trainable, preset=self.config.preset
+      self.model_config, seed=self.config.seed, preset=self.config.preset, **self.model_settings
     )
-    if state is None:
-      state = self.process.initialize()
-    return self.process.set_model_weights(state, weights)
+    return self.process.set_model_weights(self.process.initialize(), weights)
 
   def train_round(self, state, round_num: int):
     c = self.config
@@ -266,10 +289,11 @@ class FederatedExperiment:
     state_manager, metrics_managers, clients_manager = outputs.create_managers(dirs)
     loop = asyncio.new_event_loop()
     try:
-      fresh = self.process.initialize()
-      state, version = loop.run_until_complete(state_manager.load_latest(fresh))
-      if state is None:
-        state, version = self.initial_state(fresh), 0
+      if loop.run_until_complete(state_manager.get_versions()):
+        self.check_frozen_weights()
+        state, version = loop.run_until_complete(state_manager.load_latest(self.process.initialize()))
+      else:
+        state, version = self.initial_state(), 0
       last_metrics = {}
       bar = tqdm.tqdm(
         total=c.total_rounds,
@@ -341,10 +365,10 @@ class FederatedExperiment:
   def latest_state(self):
     """`(state, round_num)` of the run's latest checkpoint."""
     state_manager = tff.program.FileProgramStateManager(self.dirs.checkpoints)
-    state, version = asyncio.run(state_manager.load_latest(self.process.initialize()))
-    if state is None:
+    if not asyncio.run(state_manager.get_versions()):
       raise FileNotFoundError(f"{self.dirs.checkpoints} has no checkpoint yet.")
-    return state, version
+    self.check_frozen_weights()
+    return asyncio.run(state_manager.load_latest(self.process.initialize()))
 
   def _check_resume(self) -> None:
     """Fails early when the output directory holds a run with other settings."""
@@ -382,28 +406,3 @@ def format_summary(summary: dict) -> str:
   lines.append(f"  metrics:     {summary['metrics_csv']}")
   lines.append(f"  tensorboard: {summary['logdir']}")
   return "\n".join(lines)
-
-
-def load_latest_weights(root_output_dir: str, experiment_name: str):
-  """Loads a run's config and the global model weights of its latest checkpoint.
-
-  Returns:
-    `(run_config, tokenizer, model_weights, round_num)`.
-  """
-  dirs = outputs.RunDirs.of(root_output_dir, experiment_name)
-  if not os.path.exists(dirs.run_config):
-    raise FileNotFoundError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
-  run_config = outputs.read_json(dirs.run_config)
-  config = config_lib.ExperimentConfig.from_dict(run_config["experiment"])
-  tokenizer = tokenizers.build_tokenizer(
-    config.tokenizer, vocab_file=config.vocab_file, merges_file=config.merges_file, preset=config.preset
-  )
-  model_fn = tff_model.build_model_fn(
-    run_config["model"], sequence_length=config.sequence_length, trainable=config.trainable
-  )
-  process = algorithms.build_process(config, model_fn)
-  state_manager = tff.program.FileProgramStateManager(dirs.checkpoints)
-  state, version = asyncio.run(state_manager.load_latest(process.initialize()))
-  if state is None:
-    raise FileNotFoundError(f"{dirs.checkpoints} has no checkpoint yet.")
-  return run_config, tokenizer, process.get_model_weights(state), version

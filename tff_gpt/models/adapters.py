@@ -1,0 +1,96 @@
+"""Low-rank adapters (LoRA, Hu et al. 2021) for keras-nlp's GPT-2 on Keras 2.
+
+keras-nlp 0.12.1's `Backbone.enable_lora` relies on Keras 3's
+`EinsumDense.enable_lora`; on tf.keras 2.14 it freezes every layer and adds
+nothing. `LoraEinsumDense` wraps one of the attention's `EinsumDense`
+projections: the output is `base(x) + (alpha / rank) * x A B`, with `A`
+(`[in, rank]`, He-uniform) and `B` (`[rank, out]`, zeros), so a freshly added
+adapter leaves the model's output unchanged. `merged_kernel` folds an
+adapter into the base kernel, the same `W + (alpha / rank) A B` that Keras 3's
+`Dense.enable_lora` computes (tested against it).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+# The attention projections that get adapters: query and value, as in Hu et al.
+TARGETS = ("query", "value")
+_ATTRIBUTES = {"query": "_query_dense", "key": "_key_dense", "value": "_value_dense"}
+
+
+class LoraEinsumDense(tf.keras.layers.Layer):
+  """A frozen, built `EinsumDense` projection plus a trainable low-rank update.
+
+  Args:
+    base: The attention's projection, kernel `[in, heads, head_dim]`.
+    rank: The adapter's rank.
+    alpha: Scale numerator: the update is multiplied by `alpha / rank`.
+  """
+
+  def __init__(self, base: tf.keras.layers.EinsumDense, rank: int, alpha: float, **kwargs):
+    super().__init__(name=f"{base.name}_lora", **kwargs)
+    if len(base.kernel.shape) != 3:
+      raise ValueError(f"LoRA expects a [in, heads, head_dim] kernel; {base.name} has {base.kernel.shape}.")
+    base.trainable = False
+    self.base = base
+    self.rank = rank
+    self.alpha = alpha
+    in_dim, *out_shape = base.kernel.shape
+    self.out_shape = list(out_shape)
+    self.lora_a = self.add_weight(
+      "lora_a", shape=(in_dim, rank), initializer=tf.keras.initializers.HeUniform(), trainable=True
+    )
+    self.lora_b = self.add_weight(
+      "lora_b", shape=(rank, int(np.prod(out_shape))), initializer="zeros", trainable=True
+    )
+
+  @property
+  def scale(self) -> float:
+    return self.alpha / self.rank
+
+  def call(self, inputs):
+    delta = tf.matmul(tf.matmul(inputs, self.lora_a), self.lora_b) * self.scale
+    delta = tf.reshape(delta, tf.concat([tf.shape(inputs)[:-1], self.out_shape], axis=0))
+    return self.base(inputs) + delta
+
+  def merged_kernel(self) -> np.ndarray:
+    """The base kernel with the adapter folded in."""
+    delta = self.scale * (self.lora_a.numpy() @ self.lora_b.numpy())
+    return self.base.kernel.numpy() + delta.reshape(self.base.kernel.shape)
+
+
+def attention_layers(backbone):
+  """Each transformer block's self-attention layer, first block first."""
+  blocks = [backbone.get_layer(f"transformer_layer_{i}") for i in range(backbone.num_layers)]
+  return [block._self_attention_layer for block in blocks]
+
+
+def add_lora(backbone, *, rank: int, alpha: float, targets=TARGETS) -> list[LoraEinsumDense]:
+  """Wraps the `targets` projections of every block with adapters, in place.
+
+  Returns:
+    The adapters, first block first and, within a block, in `targets` order.
+  """
+  if rank < 1:
+    raise ValueError(f"LoRA rank must be >= 1, got {rank}.")
+  if alpha <= 0:
+    raise ValueError(f"LoRA alpha must be > 0, got {alpha}.")
+  added = []
+  for attention in attention_layers(backbone):
+    for target in targets:
+      attribute = _ATTRIBUTES[target]
+      adapter = LoraEinsumDense(getattr(attention, attribute), rank, alpha)
+      setattr(attention, attribute, adapter)
+      added.append(adapter)
+  return added
+
+
+def adapters_of(backbone) -> list[LoraEinsumDense]:
+  """The adapters `add_lora` added to `backbone` (empty when none)."""
+  found = []
+  for attention in attention_layers(backbone):
+    for attribute in _ATTRIBUTES.values():
+      layer = getattr(attention, attribute)
+      if isinstance(layer, LoraEinsumDense):
+        found.append(layer)
+  return found
