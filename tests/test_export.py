@@ -6,7 +6,6 @@ TensorFlow, Keras 3, keras-hub, no TFF), which ./test.sh installs.
 
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,21 +16,7 @@ from tff_gpt.export import portable
 from tff_gpt.models import tff_model
 from tff_gpt.training import trainer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLAB_PYTHON = os.path.join(REPO, ".venv-colab", "bin", "python")
-NOTEBOOK = os.path.join(REPO, "notebooks", "evaluate.ipynb")
-
-
-def _colab(args, cwd=None, **env) -> subprocess.CompletedProcess:
-  """Runs the Colab-like environment's Python; fails the test on a non-zero exit."""
-  if not os.path.exists(COLAB_PYTHON):
-    pytest.fail(f"{COLAB_PYTHON} is missing: run scripts/setup_colab_venv.sh (./test.sh does).")
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="", **env)
-  result = subprocess.run(
-    [COLAB_PYTHON, *args], capture_output=True, text=True, env=env, timeout=900, cwd=cwd
-  )
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  return result
+NOTEBOOK = os.path.join(helpers.REPO, "notebooks", "evaluate.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -76,26 +61,7 @@ def test_keras3_model_has_the_trained_models_logits(run, tmp_path):
   model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
   probe = experiment.test_data.sequences(experiment.eval_client_ids[0])
   inputs = {k: probe[k][:4] for k in ("token_ids", "padding_mask")}
-  np.savez(tmp_path / "probe.npz", **inputs, logits=model(inputs).numpy())
-  script = """
-import json, sys
-import numpy as np
-import tensorflow as tf
-export_dir, probe_path = sys.argv[1:]
-sys.path.insert(0, export_dir)
-import keras, tff_gpt_export as tx
-assert keras.__version__.startswith("3."), keras.__version__
-probe = np.load(probe_path)
-backbone = tx.load_backbone(export_dir)
-hub = np.asarray(tx.logits(backbone, probe["token_ids"], probe["padding_mask"]))
-saved = tf.saved_model.load(export_dir + "/saved_model").signatures["serving_default"]
-sm = saved(token_ids=tf.constant(probe["token_ids"]),
-           padding_mask=tf.constant(probe["padding_mask"]))["logits"].numpy()
-print(json.dumps({"keras_hub": float(np.max(np.abs(hub - probe["logits"]))),
-                  "saved_model": float(np.max(np.abs(sm - probe["logits"]))), "keras": keras.__version__}))
-"""
-  result = _colab(["-c", script, summary["export"], str(tmp_path / "probe.npz")])
-  diffs = json.loads(result.stdout.strip().splitlines()[-1])
+  diffs = helpers.keras3_logit_diffs(summary["export"], inputs, model(inputs).numpy(), tmp_path)
   assert diffs["keras_hub"] < 1e-4, diffs
   assert diffs["saved_model"] < 1e-4, diffs
 
@@ -110,7 +76,9 @@ nb = nbformat.read(sys.argv[1], as_version=4)
 nbclient.NotebookClient(nb, timeout=600, kernel_name="python3").execute()
 nbformat.write(nb, sys.argv[2])
 """
-  _colab(["-c", script, NOTEBOOK, str(executed)], cwd=str(tmp_path), TFF_GPT_RUNS=experiment.dirs.results)
+  helpers.colab(
+    ["-c", script, NOTEBOOK, str(executed)], cwd=str(tmp_path), TFF_GPT_RUNS=experiment.dirs.results
+  )
   with open(executed) as f:
     cells = json.load(f)["cells"]
   outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
@@ -170,7 +138,7 @@ hub = np.asarray(tx.logits(backbone, probe["token_ids"], probe["padding_mask"]))
 print(json.dumps({"same_ids": ids.tolist() == probe["ids"].tolist(), "decoded": tokenizer.decode(ids),
                   "diff": float(np.max(np.abs(hub - probe["logits"])))}))
 """
-  result = _colab(["-c", script, summary["export"], str(tmp_path / "probe.npz"), text])
+  result = helpers.colab(["-c", script, summary["export"], str(tmp_path / "probe.npz"), text])
   out = json.loads(result.stdout.strip().splitlines()[-1])
   assert out["same_ids"] and out["decoded"] == text, out
   assert out["diff"] < 1e-4, out

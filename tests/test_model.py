@@ -63,22 +63,23 @@ def test_token_accuracy_and_count_skip_padding():
   assert count.result().numpy() == 3
 
 
-def test_trainable_last_blocks():
+def test_trainable_last_blocks(tmp_path):
   full = gpt2_lm.build_gpt2_lm(CONFIG)
-  last = gpt2_lm.build_gpt2_lm(CONFIG, trainable="last_blocks:1")
+  last, trained, _ = tff_model.build_lm(CONFIG, trainable="last_blocks:1")
   n_block = len(gpt2_lm.backbone_of(last).get_layer("transformer_layer_1").trainable_weights)
-  assert len(last.trainable_weights) == n_block + 2  # the block and the final layer norm
+  assert len(last.trainable_weights) == len(trained) == n_block + 2  # the block and the final layer norm
   assert len(last.weights) == len(full.weights)
   names = [w.name for w in last.trainable_weights]
   assert not any("embedding" in n for n in names)
-  weights = tff_model.initial_weights(CONFIG, seed=0, trainable="last_blocks:1")
-  assert len(weights.trainable) == n_block + 2
+  frozen_dir = str(tmp_path / "frozen")
+  weights = tff_model.initial_weights(CONFIG, seed=0, trainable="last_blocks:1", frozen_dir=frozen_dir)
+  assert len(weights.trainable) == n_block + 2 and not weights.non_trainable
 
 
 @pytest.mark.parametrize("bad", ["some", "last_blocks:0", "last_blocks:3", "last_blocks:x"])
 def test_bad_trainable(bad):
-  with pytest.raises(ValueError, match="trainable must be 'all' or 'last_blocks:K'"):
-    gpt2_lm.build_gpt2_lm(CONFIG, trainable=bad)
+  with pytest.raises(ValueError, match="--trainable"):
+    tff_model.build_lm(CONFIG, trainable=bad)
 
 
 def test_unknown_size():
