@@ -211,9 +211,12 @@ def main():
   parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
   parser.add_argument("--one_mode", default=None, help=argparse.SUPPRESS)  # Child process: one mode.
   parser.add_argument("--preset", default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--row_out", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one_mode:
-    print(json.dumps(run_mode(args.one_mode, args.quick, args.preset), default=float))
+    row = run_mode(args.one_mode, args.quick, args.preset)
+    with open(args.row_out, "w") as f:
+      json.dump(row, f, default=float)
     return
   modes = args.modes.split(",") if args.modes else (QUICK_MODES if args.quick else MODES)
   started = time.perf_counter()
@@ -224,12 +227,17 @@ def main():
     preset = write_preset(s, os.path.join(tmp, "preset"))
     for mode in modes:
       print(f"== --trainable={mode} ==", flush=True)
+      row_out, log = os.path.join(tmp, "row.json"), os.path.join(tmp, "log.txt")
       command = [sys.executable, "-m", "benchmarks.peft", f"--one_mode={mode}", f"--preset={preset}"]
-      child = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
-      if child.returncode != 0:
-        sys.stderr.write(child.stderr[-4000:])
-        raise SystemExit(f"--trainable={mode} failed with status {child.returncode}.")
-      row = json.loads(child.stdout.strip().splitlines()[-1])
+      command += [f"--row_out={row_out}"] + (["--quick"] if args.quick else [])
+      with open(log, "w") as f:  # A file, not a pipe: TFF's worker inherits the child's stdout.
+        status = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
+      if status != 0:
+        with open(log) as f:
+          sys.stderr.write(f.read()[-4000:])
+        raise SystemExit(f"--trainable={mode} failed with status {status}.")
+      with open(row_out) as f:
+        row = json.load(f)
       print(json.dumps(row, indent=1), flush=True)
       results["rows"].append(row)
   results["total_seconds"] = time.perf_counter() - started

@@ -37,3 +37,28 @@ def test_quick_benchmark_prints_every_figure(tmp_path):
   assert figures["fixed_overhead"]["round_one_batch_each_s"] > 0
   assert set(figures["scaling[tiny]"]) == {"1", "3"}
   assert figures["memory_over_rounds"]["rounds"] == 10
+
+
+@pytest.mark.slow
+def test_quick_peft_benchmark_compares_modes(tmp_path):
+  out = tmp_path / "peft.json"
+  log = tmp_path / "log.txt"
+  with open(log, "w") as f:
+    result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.peft", "--quick", "--modes=all,lora:2", "--out", str(out)],
+      cwd=REPO,
+      stdout=f,
+      stderr=subprocess.STDOUT,
+      timeout=1200,
+    )
+  assert result.returncode == 0, log.read_text()[-3000:]
+  rows = {row["mode"]: row for row in json.loads(out.read_text())["rows"]}
+  assert set(rows) == {"all", "lora:2"}
+  whole, lora = rows["all"], rows["lora:2"]
+  assert whole["bytes_fraction_of_full"] == pytest.approx(1.0, abs=1e-3)
+  assert lora["trained_parameters"] == 2 * 2 * (16 * 2 + 2 * 16)
+  assert lora["client_download_bytes"] == 4 * lora["trained_parameters"]
+  assert lora["bytes_fraction_of_full"] < 0.05
+  for row in rows.values():
+    assert row["peak_mb"] > 0 and row["federated_tokens_per_s"] > 0 and row["central_tokens_per_s"] > 0
+    assert len(row["round_s"]) == 2 and row["build_process_s"] > 0

@@ -11,6 +11,10 @@ import contextlib
 import gc
 import logging
 import os
+import signal
+import time
+
+import psutil
 
 # Set before TensorFlow starts its thread pools (the worker inherits them).
 # They cut a round's time by 20-40% on 2 cores; callers may override them.
@@ -41,8 +45,50 @@ logging.getLogger("absl").addFilter(_DropKnownNoise())
 logging.getLogger("tensorflow").addFilter(_DropKnownNoise())
 
 
+WORKER_BINARY = "worker_binary"
+# How long a worker gets to stop after SIGINT before it is killed.
+WORKER_STOP_SECONDS = 20.0
+
+
+def _workers() -> list[psutil.Process]:
+  """This process's TFF worker processes (the C++ `worker_binary`) that are still running."""
+  found = []
+  for child in psutil.Process().children():
+    try:
+      running = child.status() != psutil.STATUS_ZOMBIE
+      if running and child.cmdline() and WORKER_BINARY in child.cmdline()[0]:
+        found.append(child)
+    except psutil.Error:
+      pass
+  return found
+
+
+def _stop_workers() -> None:
+  """Asks each worker to stop (SIGINT, as TFF does) and kills it if it has not within `WORKER_STOP_SECONDS`.
+
+  TFF stops its worker when its context is dropped, but then waits for it
+  without a limit; a GPT-2 124M worker was seen to stay idle after SIGINT
+  for minutes, hanging the run at exit. The workers are not reaped here, so
+  TFF's own wait still finds them.
+  """
+  workers = _workers()
+  for worker in workers:
+    worker.send_signal(signal.SIGINT)
+  deadline = time.monotonic() + WORKER_STOP_SECONDS
+  while workers and time.monotonic() < deadline:
+    time.sleep(0.05)
+    workers = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+  for worker in workers:
+    logging.warning("TFF worker %d ran on %.0f s after SIGINT; killing it.", worker.pid, WORKER_STOP_SECONDS)
+    worker.kill()
+
+
 def shutdown() -> None:
-  """Drops TFF's default context, which stops its worker process."""
+  """Drops TFF's default context, which stops its worker process (killed if it does not stop)."""
+  try:
+    _stop_workers()
+  except psutil.Error:
+    pass
   set_default_context.set_no_default_context()
   gc.collect()
 
