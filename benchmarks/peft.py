@@ -171,9 +171,10 @@ def frozen_read_seconds(s: dict, mode: str, frozen_dir: str) -> float:
   return time.perf_counter() - start
 
 
-def run_mode(mode: str, quick: bool, preset: str) -> dict:
+def run_mode(mode: str, quick: bool, preset: str, clients: int | None = None) -> dict:
   """One mode, federated then central, in this process."""
   s = settings(quick)
+  s["clients"] = clients or s["clients"]
   rounds = (1, 2)
   context = runtime.execution_context(max_concurrent_computation_calls=1)
   with tempfile.TemporaryDirectory() as work_dir, context:
@@ -197,6 +198,7 @@ def run_mode(mode: str, quick: bool, preset: str) -> dict:
     central_tokens_per_s=tokens / central_s,
     federated_over_central=central_s / later,
     frozen_read_s=frozen_s,
+    clients=s["clients"],
     frozen_read_s_per_round=frozen_s * s["clients"],
     bytes_per_client_round=exchanged,
     full_model_bytes_per_client_round=2 * full_bytes + 4,
@@ -209,18 +211,22 @@ def main():
   parser.add_argument("--quick", action="store_true", help="Tiny model, 3 clients (~2 min).")
   parser.add_argument("--modes", default=None, help="Comma-separated --trainable modes (default: all four).")
   parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
+  parser.add_argument(
+    "--clients", type=int, default=None, help="Clients per round (default 10; all of 124M fits 2 in 24 GB)."
+  )
   parser.add_argument("--one_mode", default=None, help=argparse.SUPPRESS)  # Child process: one mode.
   parser.add_argument("--preset", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--row_out", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one_mode:
-    row = run_mode(args.one_mode, args.quick, args.preset)
+    row = run_mode(args.one_mode, args.quick, args.preset, args.clients)
     with open(args.row_out, "w") as f:
       json.dump(row, f, default=float)
     return
   modes = args.modes.split(",") if args.modes else (QUICK_MODES if args.quick else MODES)
   started = time.perf_counter()
   s = settings(args.quick)
+  s["clients"] = args.clients or s["clients"]
   results = {"mode": "quick" if args.quick else "full", "settings": s, "cpus": os.cpu_count(), **THREADS}
   results["rows"] = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -230,6 +236,7 @@ def main():
       row_out, log = os.path.join(tmp, "row.json"), os.path.join(tmp, "log.txt")
       command = [sys.executable, "-m", "benchmarks.peft", f"--one_mode={mode}", f"--preset={preset}"]
       command += [f"--row_out={row_out}"] + (["--quick"] if args.quick else [])
+      command += [f"--clients={args.clients}"] if args.clients else []
       with open(log, "w") as f:  # A file, not a pipe: TFF's worker inherits the child's stdout.
         status = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
       if status != 0:

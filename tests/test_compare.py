@@ -82,3 +82,23 @@ def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd)
     compare_algorithms.run()
   out = capfd.readouterr().out
   assert out.count("finished before, skipped") == 4
+
+
+def test_comparison_of_trainable_modes(tmp_path):
+  """Configurations may differ in --trainable; each run keeps its own frozen weights."""
+  config = helpers.tiny_config(tmp_path, clients_per_round=2)
+  values = {k: v for k, v in config.to_dict().items() if v is not None}
+  configurations = ["whole: --trainable=all", "lora: --trainable=lora:2 --lora_alpha=4"]
+  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="modes"):
+    report = compare_algorithms.run()
+  whole, lora = report["rows"]
+  assert (whole["configuration"], lora["configuration"]) == ("whole", "lora")
+  root = os.path.join(values["root_output_dir"], "modes")
+  sent = {
+    name: outputs.read_json(outputs.RunDirs.of(root, name).summary)["bytes_communicated"]
+    for name in ("whole", "lora")
+  }
+  assert 0 < sent["lora"] < sent["whole"] / 5
+  assert lora["final_eval_loss"] > 0 and whole["final_eval_loss"] > 0
+  assert os.path.isdir(outputs.RunDirs.of(root, "lora").frozen_weights)
+  assert not os.path.exists(outputs.RunDirs.of(root, "whole").frozen_weights)

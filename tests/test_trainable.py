@@ -297,6 +297,8 @@ def test_resume_refuses_other_trainable_and_bad_frozen_weights(lora_run, tmp_pat
     ("lora:2", dict(algorithm="fedavg_unweighted", aggregator="dp_adaptive")),
     ("bitfit", dict(algorithm="fedavg", aggregator="compression")),
     ("last_blocks:1", dict(algorithm="fedavg", aggregator="secure")),
+    ("bitfit", dict(algorithm="fedsgd")),
+    ("lora:2", dict(algorithm="fedyogi", aggregator="robust")),
   ],
 )
 def test_each_mode_trains_with_algorithms_and_aggregators(tmp_path, mode, overrides):

@@ -49,6 +49,13 @@ class GPT2LM(tf.keras.Model):
     hidden = self.backbone(inputs, training=training)
     return self.backbone.token_embedding(hidden, reverse=True)
 
+  def get_config(self):
+    return {"backbone": tf.keras.saving.serialize_keras_object(self.backbone)}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(tf.keras.saving.deserialize_keras_object(config["backbone"]))
+
 
 def lm_from_backbone(backbone: keras_nlp.models.GPT2Backbone) -> tf.keras.Model:
   """Wraps a backbone with the tied LM head: `{token_ids, padding_mask}` -> logits."""

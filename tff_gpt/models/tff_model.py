@@ -138,9 +138,9 @@ def build_model_fn(
   reader = frozen.Reader(frozen_dir, layout) if subset else None
 
   def model_fn() -> tff.learning.models.VariableModel:
-    if not subset:
-      keras_model, trained = build_keras_model(config), None
-    else:
+    if config.get("architecture") == char_lstm.ARCHITECTURE:
+      keras_model = char_lstm.build_char_lstm(config)
+    else:  # Through `build_lm` in every mode: its creation log keeps Keras from initializing in tracing.
       keras_model, trained, _ = build_lm(config, trainable=trainable, lora_alpha=lora_alpha, reader=reader)
     model = tff.learning.models.from_keras_model(
       keras_model, loss=metrics.lm_loss(), input_spec=input_spec, metrics=metrics.lm_metrics()
