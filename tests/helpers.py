@@ -182,6 +182,17 @@ def write_preset(directory, bpe_files):
   return str(directory), backbone, tok
 
 
+def token_batch(*, vocabulary_size: int, batch: int = 2, length: int = 16) -> dict:
+  """Seeded random `{token_ids, padding_mask}` (no padding) for a model's forward pass."""
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  return {
+    "token_ids": rng.integers(0, vocabulary_size, (batch, length)).astype(np.int32),
+    "padding_mask": np.ones((batch, length), np.int32),
+  }
+
+
 def ensure_tff_context() -> None:
   """Installs TFF's local context when none is (the entry points drop theirs on exit).
 

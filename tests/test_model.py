@@ -12,11 +12,7 @@ CONFIG = gpt2_lm.model_config("tiny", vocabulary_size=50, max_sequence_length=16
 
 
 def _inputs(batch=2, length=16):
-  rng = np.random.default_rng(0)
-  return {
-    "token_ids": rng.integers(0, 50, (batch, length)).astype(np.int32),
-    "padding_mask": np.ones((batch, length), np.int32),
-  }
+  return helpers.token_batch(vocabulary_size=50, batch=batch, length=length)
 
 
 def test_shapes_and_tied_head():
