@@ -75,6 +75,7 @@ def export_model(
   heldout: dict[str, list[str]] | None = None,
   run_info: dict | None = None,
   trained_subset: dict[str, np.ndarray] | None = None,
+  trainable_info: dict | None = None,
 ) -> str:
   """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically).
 
@@ -88,6 +89,8 @@ def export_model(
     run_info: Extra facts stored in config.json (run name, round, ...).
     trained_subset: The weights that trained, by path, when only a subset
       did (e.g. LoRA adapters); written alone as trained_subset.npz.
+    trainable_info: How they trained (`--trainable`, LoRA alpha and
+      targets), stored in config.json beside the file's name.
 
   Returns:
     `out_dir`.
@@ -111,7 +114,7 @@ def export_model(
     config["trained_subset"] = {
       "file": TRAINED_SUBSET_FILE,
       "parameters": int(sum(v.size for v in trained_subset.values())),
-      **(run_info or {}).get("trainable", {}),
+      **(trainable_info or {}),
     }
   with open(os.path.join(stage, "config.json"), "w") as f:
     json.dump(config, f, indent=1, sort_keys=True)
@@ -151,6 +154,7 @@ def export_run(experiment, model_weights, round_num: int, out_dir: str | None = 
     tokenizer=experiment.tokenizer,
     sequence_length=c.sequence_length,
     heldout=heldout,
-    run_info={"experiment_name": c.experiment_name, "round": round_num, "trainable": trainable_info},
+    run_info={"experiment_name": c.experiment_name, "round": round_num},
     trained_subset=subset,
+    trainable_info=trainable_info,
   )
