@@ -68,3 +68,20 @@ def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
   assert "Exception ignored" not in output
   _, alive = psutil.wait_procs(workers, timeout=30)
   assert not alive, f"worker(s) left running: {[p.pid for p in alive]}"
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_no_worker(tmp_path):
+  """A run killed with SIGKILL cannot stop its worker itself: the runtime's watchdog does."""
+  log = open(tmp_path / "run.log", "w")
+  proc = _start(tmp_path, total_rounds=10_000, stdout=log, start_new_session=True)
+  deadline = time.time() + 300
+  workers = []
+  while time.time() < deadline and not workers:
+    time.sleep(0.5)
+    workers = _workers(proc.pid)
+  assert workers, (tmp_path / "run.log").read_text()[-2000:]
+  proc.kill()
+  proc.wait(timeout=30)
+  _, alive = psutil.wait_procs(workers, timeout=30)
+  assert not alive, f"worker(s) left running after kill -9: {[p.pid for p in alive]}"

@@ -3,7 +3,10 @@
 TFF runs computations in a separate C++ worker process. Left to interpreter
 exit, that worker is not always shut down and keeps stdout open, so
 `python run.py | tail` hangs. `execution_context()` sets the local C++
-context up and drops it (which stops the worker) on exit, error or Ctrl-C.
+context up and drops it (which stops the worker) on exit, error or Ctrl-C;
+a worker that ignores the stop is killed. When this process dies without
+running any of that (kill -9, an out-of-memory kill), a small watchdog
+process started by `set_up` kills the workers it left behind.
 """
 
 import atexit
@@ -12,6 +15,8 @@ import gc
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -83,6 +88,50 @@ def _stop_workers() -> None:
     worker.kill()
 
 
+# Run by `python -c` beside this process: records this process's TFF workers
+# while it lives, and kills them once it is gone however it ended (kill -9, an
+# out-of-memory kill, a crash), when nothing of ours runs to stop them.
+_WATCHDOG = """
+import sys, time
+import psutil
+try:
+  parent = psutil.Process(int(sys.argv[1]))
+except psutil.Error:
+  sys.exit(0)
+seen = {}
+while True:
+  try:
+    for child in parent.children():
+      if child.pid not in seen and WORKER in (child.cmdline() or [""])[0]:
+        seen[child.pid] = child
+    if parent.status() == psutil.STATUS_ZOMBIE:
+      break
+  except psutil.Error:
+    break
+  time.sleep(0.5)
+for worker in seen.values():
+  try:
+    worker.kill()  # psutil checks the pid still names the same process.
+  except psutil.Error:
+    pass
+""".replace("WORKER", repr(WORKER_BINARY))
+_watchdog: subprocess.Popen | None = None
+
+
+def _start_watchdog() -> None:
+  """Starts, once per process, the watchdog that kills our workers after we die."""
+  global _watchdog
+  if _watchdog is not None and _watchdog.poll() is None:
+    return
+  _watchdog = subprocess.Popen(
+    [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,  # Ctrl-C to our process group leaves it to clean up after us.
+  )
+
+
 def shutdown() -> None:
   """Drops TFF's default context, which stops its worker process (killed if it does not stop)."""
   try:
@@ -107,6 +156,7 @@ def set_up(*, max_concurrent_computation_calls: int = 2, secure_aggregation: boo
       secure sums (`tff.learning.secure_aggregator`) to plain sums so that
       they run in simulation. The local context cannot run them.
   """
+  _start_watchdog()
   if secure_aggregation:
     tff.backends.test.set_sync_test_cpp_execution_context(
       max_concurrent_computation_calls=max_concurrent_computation_calls
