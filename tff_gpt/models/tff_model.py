@@ -15,7 +15,7 @@ from tff_gpt.data import preprocessing
 from tff_gpt.models import char_lstm, frozen, gpt2_lm, metrics
 from tff_gpt.models import trainable as trainable_lib
 
-DEFAULT_LORA_ALPHA = 16.0
+DEFAULT_LORA_ALPHA = trainable_lib.DEFAULT_LORA_ALPHA
 
 
 class TrainedSubsetModel(tff.learning.models.VariableModel):

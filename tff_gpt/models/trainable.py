@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tff_gpt.models import adapters
 
-KINDS = ("all", "last_blocks", "lora", "bitfit")
+DEFAULT_LORA_ALPHA = 16.0
 HELP = "all, last_blocks:K, lora:R or bitfit"
 _SPEC = re.compile(r"^(all|bitfit|last_blocks:(\d+)|lora:(\d+))$")
 
@@ -65,7 +65,7 @@ def _leaf_layers(layer):
   return [sub for sub in layer._flatten_layers(include_self=True, recursive=True) if sub._trainable_weights]
 
 
-def select(backbone, mode: Mode, *, lora_alpha: float = 16.0) -> list[tf.Variable]:
+def select(backbone, mode: Mode, *, lora_alpha: float = DEFAULT_LORA_ALPHA) -> list[tf.Variable]:
   """Applies `mode` to a built backbone and returns the variables that train.
 
   Adds the adapters for lora, and sets Keras `trainable` flags so that, but

@@ -100,7 +100,7 @@ class ExperimentConfig:
   model_size: str = "small"
   preset: str | None = None
   trainable: str = "all"
-  lora_alpha: float = 16.0
+  lora_alpha: float = trainable_lib.DEFAULT_LORA_ALPHA
   max_concurrent_computation_calls: int = 2
   export: bool = True
   cache_dir: str | None = None
