@@ -3,7 +3,16 @@
 `export_model` writes config.json, weights.npz, the tokenizer's assets,
 heldout.jsonl (optional), a TF SavedModel from (token_ids, padding_mask) to
 logits, and `tff_gpt_export.py` (`portable.py`), the Keras 3 / keras_hub
-loader. See `portable.py` for the layout.
+loader. See `portable.py` for the layout. The same model also goes out where
+each ecosystem loads it with one call:
+
+  keras_hub/    keras_hub.models.GPT2CausalLM.from_preset("export/keras_hub")
+  huggingface/  transformers.GPT2LMHeadModel.from_pretrained("export/huggingface")
+  peft/         with LoRA: the adapters in PEFT's layout, and peft/base/ the
+                model they adapt (PeftModel.from_pretrained(base, "export/peft"))
+
+With the character tokenizer, keras_hub/ and huggingface/ hold the model
+only: neither library has a character tokenizer (use tokenizer.json).
 """
 
 import json
@@ -16,11 +25,30 @@ import tensorflow as tf
 
 from tff_gpt.data import tokenizers
 from tff_gpt.export import portable
-from tff_gpt.models import adapters, gpt2_lm, tff_model, trainable
+from tff_gpt.models import adapters, checkpoints, gpt2_lm, huggingface, tff_model, trainable
 
 EXPORT_DIR = "export"
 FORMAT = "tff_gpt.export/1"
 TRAINED_SUBSET_FILE = "trained_subset.npz"
+KERAS_HUB_DIR, HUGGING_FACE_DIR, PEFT_DIR = "keras_hub", "huggingface", "peft"
+
+
+def _write_ecosystems(stage: str, model: tf.keras.Model, model_config: dict, tokenizer, lora: dict | None):
+  """keras_hub/, huggingface/ and (with LoRA) peft/ beside the portable export."""
+  backbone = gpt2_lm.backbone_of(model)
+  keras_tokenizer = getattr(tokenizer, "keras_tokenizer", None)
+  bpe = {"vocabulary": None, "merges": None}
+  if keras_tokenizer is not None:
+    bpe = {"vocabulary": keras_tokenizer.vocabulary, "merges": list(keras_tokenizer.merges)}
+  checkpoints.write_keras_hub(backbone, keras_tokenizer, os.path.join(stage, KERAS_HUB_DIR))
+  values = {key: w.numpy() for key, w in trainable.named_weights(backbone).items()}
+  huggingface.write_dir(os.path.join(stage, HUGGING_FACE_DIR), values, model_config, **bpe)
+  if lora:
+    peft_dir = os.path.join(stage, PEFT_DIR)
+    huggingface.write_dir(os.path.join(peft_dir, "base"), lora["base"], model_config, **bpe)
+    huggingface.write_peft(
+      peft_dir, lora["adapters"], model_config, rank=lora["rank"], alpha=lora["alpha"], base="base"
+    )
 
 
 def _weights_by_layer(backbone) -> dict[str, np.ndarray]:
@@ -76,6 +104,7 @@ def export_model(
   run_info: dict | None = None,
   trained_subset: dict[str, np.ndarray] | None = None,
   trainable_info: dict | None = None,
+  lora: dict | None = None,
 ) -> str:
   """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically).
 
@@ -91,6 +120,8 @@ def export_model(
       did (e.g. LoRA adapters); written alone as trained_subset.npz.
     trainable_info: How they trained (`--trainable`, LoRA alpha and
       targets), stored in config.json beside the file's name.
+    lora: With LoRA adapters, `{"base": weights by path without adapters,
+      "adapters": lora_a/lora_b by path, "rank", "alpha"}`, written as peft/.
 
   Returns:
     `out_dir`.
@@ -124,6 +155,7 @@ def export_model(
         for text in texts:
           f.write(json.dumps({"client_id": client, "text": text}, ensure_ascii=False) + "\n")
   _save_logits_model(model, os.path.join(stage, "saved_model"))
+  _write_ecosystems(stage, model, model_config, tokenizer, lora)
   shutil.copy(portable.__file__, os.path.join(stage, "tff_gpt_export.py"))
   if os.path.exists(out_dir):
     shutil.rmtree(out_dir)
@@ -140,13 +172,21 @@ def export_run(experiment, model_weights, round_num: int, out_dir: str | None = 
   c = experiment.config
   heldout = {cid: experiment.test_data.texts[cid] for cid in experiment.eval_client_ids}
   model = experiment.keras_model(model_weights, merged=False)
-  subset = None
-  if trainable.parse(c.trainable).is_subset:
+  subset = lora = None
+  mode = trainable.parse(c.trainable)
+  if mode.is_subset:
     backbone = gpt2_lm.backbone_of(model)
     subset = trainable.trained_values(backbone, trainable.trained_variables(backbone, c.trainable))
   trainable_info = {"trainable": c.trainable}
-  if c.trainable.startswith("lora:"):
+  if mode.kind == "lora":
     trainable_info.update(lora_alpha=c.lora_alpha, lora_targets=list(adapters.TARGETS))
+    named = trainable.named_weights(backbone)
+    lora = {
+      "base": {k: w.numpy() for k, w in named.items() if not k.endswith(("/lora_a", "/lora_b"))},
+      "adapters": subset,
+      "rank": mode.value,
+      "alpha": c.lora_alpha,
+    }
   return export_model(
     out_dir or os.path.join(experiment.dirs.results, EXPORT_DIR),
     model_config=experiment.model_config,
@@ -157,4 +197,5 @@ def export_run(experiment, model_weights, round_num: int, out_dir: str | None = 
     run_info={"experiment_name": c.experiment_name, "round": round_num},
     trained_subset=subset,
     trainable_info=trainable_info,
+    lora=lora,
   )

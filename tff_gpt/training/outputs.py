@@ -17,6 +17,7 @@ HPARAMS_FILE = "hparams.csv"
 RUN_CONFIG_FILE = "run_config.json"
 SUMMARY_FILE = "summary.json"
 FROZEN_WEIGHTS_DIR = "frozen_weights"
+PRETRAINED_DIR = "pretrained"
 
 
 @dataclasses.dataclass
@@ -53,6 +54,11 @@ class RunDirs:
   def frozen_weights(self) -> str:
     """The frozen part of the model when only a subset trains (`tff_gpt.models.frozen`)."""
     return os.path.join(self.checkpoints, FROZEN_WEIGHTS_DIR)
+
+  @property
+  def pretrained(self) -> str:
+    """`--preset` converted to keras-nlp's layout, when it came as keras-hub or Hugging Face."""
+    return os.path.join(self.checkpoints, PRETRAINED_DIR)
 
   @property
   def summary(self) -> str:

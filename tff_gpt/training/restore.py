@@ -7,7 +7,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import algorithms
 from tff_gpt.data import tokenizers
-from tff_gpt.models import frozen, tff_model
+from tff_gpt.models import checkpoints, frozen, tff_model
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
 
@@ -26,8 +26,9 @@ def load_latest_model(root_output_dir: str, experiment_name: str):
     raise FileNotFoundError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
   run_config = outputs.read_json(dirs.run_config)
   config = config_lib.ExperimentConfig.from_dict(run_config["experiment"])
+  preset = checkpoints.resolve(config.preset, dirs.pretrained) if config.preset else None
   tokenizer = tokenizers.build_tokenizer(
-    config.tokenizer, vocab_file=config.vocab_file, merges_file=config.merges_file, preset=config.preset
+    config.tokenizer, vocab_file=config.vocab_file, merges_file=config.merges_file, preset=preset
   )
   settings = dict(trainable=config.trainable, lora_alpha=config.lora_alpha, frozen_dir=dirs.frozen_weights)
   model_fn = tff_model.build_model_fn(run_config["model"], sequence_length=config.sequence_length, **settings)

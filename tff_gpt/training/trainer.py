@@ -27,7 +27,7 @@ import tqdm
 from tff_gpt import algorithms, export
 from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.data import datasets, preprocessing, tokenizers
-from tff_gpt.models import char_lstm, frozen, gpt2_lm, tff_model
+from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
@@ -83,11 +83,13 @@ class FederatedExperiment:
     self.config = config
     self.dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
     self._check_resume()
+    # keras-hub and Hugging Face checkpoints are converted once into the run's directory.
+    self.preset = checkpoints.resolve(config.preset, self.dirs.pretrained) if config.preset else None
     self.tokenizer = tokenizers.build_tokenizer(
       config.tokenizer,
       vocab_file=config.vocab_file,
       merges_file=config.merges_file,
-      preset=config.preset,
+      preset=self.preset,
     )
     self.corpus = datasets.load_corpus(
       config.dataset,
@@ -129,16 +131,17 @@ class FederatedExperiment:
         vocabulary_size=self.tokenizer.vocabulary_size, sequence_length=c.sequence_length
       )
     if c.preset:
-      model_config = gpt2_lm.preset_config(c.preset)
+      model_config = checkpoints.backbone_config(self.preset)
       if model_config["vocabulary_size"] != self.tokenizer.vocabulary_size:
         raise ValueError(
-          f"--preset {c.preset!r}: the backbone has {model_config['vocabulary_size']} "
-          f"tokens but its tokenizer {self.tokenizer.vocabulary_size}."
+          f"--preset {c.preset!r}: the model has {model_config['vocabulary_size']} tokens but its "
+          f"tokenizer {self.tokenizer.vocabulary_size}; use the tokenizer saved with these weights."
         )
       if c.sequence_length > model_config["max_sequence_length"]:
         raise ValueError(
-          f"--sequence_length {c.sequence_length} exceeds the preset's "
-          f"max_sequence_length {model_config['max_sequence_length']}."
+          f"--sequence_length {c.sequence_length} exceeds the checkpoint's "
+          f"{model_config['max_sequence_length']} positions; pass --sequence_length="
+          f"{model_config['max_sequence_length']} or less."
         )
     else:
       model_config = gpt2_lm.model_config(
@@ -219,7 +222,7 @@ class FederatedExperiment:
     frozen-weights file, which `initialize()` and every round then read.
     """
     weights = tff_model.initial_weights(
-      self.model_config, seed=self.config.seed, preset=self.config.preset, **self.model_settings
+      self.model_config, seed=self.config.seed, preset=self.preset, **self.model_settings
     )
     return self.process.set_model_weights(self.process.initialize(), weights)
 
