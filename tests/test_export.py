@@ -68,6 +68,8 @@ def test_notebook_runs_headless_with_figures(run, tmp_path):
   experiment, summary = run
   text = helpers.run_notebook(experiment.dirs.results, tmp_path)
   assert "max |keras_hub - SavedModel| logits" in text and "perplexity" in text and "TopKSampler" in text
+  diffs = helpers.one_call_diffs(text)  # keras-hub's and transformers' own loaders, one call each.
+  assert set(diffs) == {"keras_hub", "huggingface"} and max(diffs.values()) < 1e-4, diffs
 
 
 def test_export_model_script_exports_the_latest_checkpoint(run, tmp_path):

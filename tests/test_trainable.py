@@ -239,6 +239,8 @@ def test_notebook_evaluates_a_lora_run(lora_run, tmp_path):
   experiment, _, _ = lora_run
   text = helpers.run_notebook(experiment.dirs.results, tmp_path)
   assert "trained: lora:2 (256 parameters, in trained_subset.npz)" in text
+  diffs = helpers.one_call_diffs(text)
+  assert set(diffs) == {"keras_hub", "huggingface", "peft"} and max(diffs.values()) < 1e-4, diffs
   assert "perplexity" in text and "TopKSampler" in text
 
 

@@ -1,0 +1,138 @@
+"""Pretrains GPT-2 centrally on public text and saves a preset for federated fine-tuning.
+
+  # Pretrain on Shakespeare's histories; write the other plays' speakers for the federated run.
+  python -m experiments.pretrain --groups=henry-v,richard-iii,... --bpe_vocab_size=2000 \
+      --preset_dir=runs/pretrained/histories --rest_jsonl=runs/pretrained/other_plays.jsonl
+  python -m experiments.run_experiment --preset=runs/pretrained/histories \
+      --dataset=jsonl --dataset_path=runs/pretrained/other_plays.jsonl --trainable=lora:8
+
+The text is the training split of the corpus's clients (all of them, or those
+of `--groups`). Without `--vocab_file`, a byte-level BPE of `--bpe_vocab_size`
+tokens is learned from that same text. Interrupted, the same command resumes
+after its last finished epoch. The logic lives in `tff_gpt.training.central`.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+from experiments import flags_common  # noqa: E402
+from tff_gpt import runtime  # noqa: E402
+from tff_gpt.data import bpe_training, client_data, datasets, tokenizers  # noqa: E402
+from tff_gpt.training import central  # noqa: E402
+
+# Shared with the other entry points (defined once when several are imported, as in tests).
+flags_common.define_experiment_flags(
+  [
+    "dataset",
+    "dataset_path",
+    "client_field",
+    "text_field",
+    "cache_dir",
+    "vocab_file",
+    "merges_file",
+    "seed",
+    "model_size",
+    "sequence_length",
+  ]
+)
+_D = central.PretrainConfig(preset_dir="")
+flags.DEFINE_string(
+  "preset_dir", "runs/pretrained/gpt2", "Where the preset (weights and tokenizer) is written."
+)
+flags.DEFINE_list(
+  "groups",
+  [],
+  "Pretrain on the clients of these groups only (the part of a client id before ':', e.g. a Shakespeare "
+  "play); empty = every client.",
+)
+flags.DEFINE_string(
+  "rest_jsonl",
+  "",
+  "Also write the other groups' clients here as JSON Lines, for --dataset=jsonl in the federated run "
+  "(same train/test split).",
+)
+flags.DEFINE_integer("bpe_vocab_size", 2000, "Without --vocab_file: tokens of the BPE learned from the text.")
+flags.DEFINE_integer("batch_size", _D.batch_size, "Sequences per batch.")
+flags.DEFINE_float(
+  "learning_rate", _D.learning_rate, "Peak AdamW learning rate (linear warmup, cosine decay)."
+)
+flags.DEFINE_float("warmup_fraction", _D.warmup_fraction, "Fraction of the steps spent warming up.")
+flags.DEFINE_float("weight_decay", _D.weight_decay, "AdamW weight decay.")
+flags.DEFINE_integer("epochs", _D.epochs, "Passes over the pretraining text.")
+FLAGS = flags.FLAGS
+
+
+def pretrain() -> dict:
+  """Runs the pretraining the flags describe; returns what `central.pretrain` reports."""
+  config = central.PretrainConfig(
+    preset_dir=FLAGS.preset_dir,
+    model_size=FLAGS.model_size,
+    sequence_length=FLAGS.sequence_length,
+    batch_size=FLAGS.batch_size,
+    learning_rate=FLAGS.learning_rate,
+    warmup_fraction=FLAGS.warmup_fraction,
+    weight_decay=FLAGS.weight_decay,
+    epochs=FLAGS.epochs,
+    seed=FLAGS.seed,
+  )
+  try:
+    config.validate()
+    if bool(FLAGS.vocab_file) != bool(FLAGS.merges_file):
+      raise ValueError("--vocab_file and --merges_file go together (or neither, to learn a BPE).")
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  with runtime.execution_context():
+    corpus = datasets.load_corpus(
+      FLAGS.dataset,
+      path=FLAGS.dataset_path,
+      client_field=FLAGS.client_field,
+      text_field=FLAGS.text_field,
+      cache_dir=FLAGS.cache_dir or None,
+    )
+  train, test = corpus.texts("train"), corpus.texts("test")
+  chosen = sorted(train)
+  if FLAGS.groups:
+    chosen, rest = client_data.split_by_group(sorted(train), FLAGS.groups)
+    if FLAGS.rest_jsonl:
+      lines = client_data.write_jsonl(corpus, rest, FLAGS.rest_jsonl)
+      print(f"Wrote {len(rest)} other clients ({lines} examples) to {FLAGS.rest_jsonl}.")
+  elif FLAGS.rest_jsonl:
+    raise app.UsageError("--rest_jsonl needs --groups (the clients not pretrained on).")
+  train = {cid: train[cid] for cid in chosen}
+  test = {cid: test[cid] for cid in chosen if cid in test}
+  if FLAGS.vocab_file:
+    tokenizer = tokenizers.load_bpe(FLAGS.vocab_file, FLAGS.merges_file)
+  else:
+    texts = (text for examples in train.values() for text in examples)
+    files = bpe_training.train_bpe(
+      texts, os.path.join(config.work_dir, "bpe"), vocab_size=FLAGS.bpe_vocab_size
+    )
+    tokenizer = tokenizers.load_bpe(*files)
+  print(
+    f"Pretraining GPT-2 ({config.model_size}) on {len(train)} clients of {corpus.name}, "
+    f"BPE of {tokenizer.vocabulary_size} tokens, {config.epochs} epochs."
+  )
+  info = central.pretrain(config, train, test, tokenizer)
+  last = info["epochs"][-1]
+  print(
+    f"Wrote {config.preset_dir}: {info['steps']} steps in {info['seconds']:.0f} s, "
+    f"train loss {last['train_loss']:.3f}, held-out loss {last['eval_loss']:.3f}."
+  )
+  return info
+
+
+def main(argv):
+  flags_common.check_main_args(argv)
+  try:
+    pretrain()
+  except KeyboardInterrupt:
+    print("Interrupted. Run the same command again to resume after the last finished epoch.", file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  app.run(main)

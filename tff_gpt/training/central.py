@@ -1,0 +1,158 @@
+"""Central pretraining of GPT-2 on public text, saved as a preset that `--preset` takes.
+
+The usual recipe for federated language models is to pretrain centrally on
+public text and fine-tune federatedly on the clients' private text. This is
+the central half: Keras `fit` over the packed sequences of every given
+client, AdamW with linear warmup and cosine decay, a held-out evaluation
+after each epoch, `BackupAndRestore` so that an interrupted run continues
+from its last epoch, and a keras-nlp preset (weights and tokenizer) written
+atomically at the end.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from tff_gpt.data import preprocessing
+from tff_gpt.models import gpt2_lm, metrics, presets
+
+INFO_FILE = "pretrain.json"
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+  """Settings of one central pretraining run (experiments/pretrain.py's flags)."""
+
+  preset_dir: str
+  model_size: str = "small"
+  sequence_length: int = 64
+  batch_size: int = 16
+  learning_rate: float = 1e-3
+  warmup_fraction: float = 0.05
+  weight_decay: float = 0.01
+  epochs: int = 4
+  seed: int = 0
+
+  def validate(self) -> None:
+    for name in ("sequence_length", "batch_size", "epochs"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name} must be >= 1.")
+    if self.sequence_length < 2:
+      raise ValueError("--sequence_length must be >= 2.")
+    if self.learning_rate <= 0:
+      raise ValueError("--learning_rate must be > 0.")
+    if not 0 <= self.warmup_fraction < 1:
+      raise ValueError("--warmup_fraction must be in [0, 1).")
+    if self.model_size not in gpt2_lm.MODEL_SIZES:
+      raise ValueError(f"--model_size must be one of {sorted(gpt2_lm.MODEL_SIZES)}.")
+
+  @property
+  def work_dir(self) -> str:
+    """Where the epoch backups live until the preset is written."""
+    return os.path.abspath(self.preset_dir) + ".work"
+
+
+def _packed(texts: dict[str, list[str]], tokenizer, sequence_length: int) -> dict[str, np.ndarray]:
+  data = preprocessing.TokenizedClients(texts, tokenizer, sequence_length=sequence_length)
+  parts = [data.sequences(cid) for cid in data.client_ids]
+  if not parts or not sum(len(p["labels"]) for p in parts):
+    raise ValueError("No text to pretrain on: the chosen clients hold no examples.")
+  return {k: np.concatenate([p[k] for p in parts]) for k in ("token_ids", "padding_mask", "labels")}
+
+
+def _dataset(sequences, batch_size, *, seed=None):
+  x = {"token_ids": sequences["token_ids"], "padding_mask": sequences["padding_mask"]}
+  ds = tf.data.Dataset.from_tensor_slices((x, sequences["labels"]))
+  if seed is not None:  # Shuffled anew each epoch; after a restore the order restarts from epoch 1's.
+    ds = ds.shuffle(len(sequences["labels"]), seed=seed, reshuffle_each_iteration=True)
+  return ds.batch(batch_size)
+
+
+def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, progress: bool = True) -> dict:
+  """Trains a fresh GPT-2 on `train_texts` and writes it, with `tokenizer`, as a preset.
+
+  Args:
+    config: The run's settings; the preset goes to `config.preset_dir`.
+    train_texts, test_texts: `{client_id: [text, ...]}` to train on and to
+      report held-out loss on (e.g. `FederatedCorpus.texts("train")`).
+    tokenizer: A `tokenizers.BPETokenizer` (a preset carries GPT-2's BPE).
+
+  Returns:
+    What was done (also written to `<preset_dir>/pretrain.json`): sequences,
+    tokens, steps, seconds, and each epoch's train and held-out loss.
+  """
+  import time
+
+  import tqdm.keras
+
+  config.validate()
+  if not hasattr(tokenizer, "keras_tokenizer"):
+    raise ValueError("Pretraining writes a preset, which carries a BPE tokenizer: pass --tokenizer=bpe.")
+  train = _packed(train_texts, tokenizer, config.sequence_length)
+  test = _packed(test_texts, tokenizer, config.sequence_length)
+  steps_per_epoch = math.ceil(len(train["labels"]) / config.batch_size)
+  total_steps = steps_per_epoch * config.epochs
+  tf.keras.utils.set_random_seed(config.seed)
+  model_config = gpt2_lm.model_config(
+    config.model_size, vocabulary_size=tokenizer.vocabulary_size, max_sequence_length=config.sequence_length
+  )
+  model = gpt2_lm.build_gpt2_lm(model_config)
+  warmup = int(config.warmup_fraction * total_steps)
+  schedule = tf.keras.optimizers.schedules.CosineDecay(
+    0.0 if warmup else config.learning_rate,
+    decay_steps=max(1, total_steps - warmup),
+    warmup_target=config.learning_rate if warmup else None,
+    warmup_steps=warmup,
+  )
+  model.compile(
+    optimizer=tf.keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+    loss=metrics.lm_loss(),
+    metrics=[metrics.TokenLoss(), metrics.TokenAccuracy()],
+  )
+  train_ds = _dataset(train, config.batch_size, seed=config.seed)
+  callbacks = [tf.keras.callbacks.BackupAndRestore(os.path.join(config.work_dir, "backup"))]
+  if progress:
+    callbacks.append(tqdm.keras.TqdmCallback(verbose=1, dynamic_ncols=True))
+  start = time.perf_counter()
+  history = model.fit(
+    train_ds,
+    epochs=config.epochs,
+    validation_data=_dataset(test, config.batch_size),
+    callbacks=callbacks,
+    verbose=0,
+  )
+  seconds = time.perf_counter() - start
+  info = {
+    "model": model_config,
+    "config": dataclasses.asdict(config),
+    "train_clients": len(train_texts),
+    "train_sequences": int(len(train["labels"])),
+    "train_tokens": int(train["padding_mask"].sum()),
+    "steps": total_steps,
+    "seconds": seconds,
+    "epochs": [
+      {"epoch": i + 1, "train_loss": loss, "eval_loss": history.history["val_token_loss"][i]}
+      for i, loss in enumerate(history.history.get("token_loss", []))
+    ],
+  }
+  _write_preset(gpt2_lm.backbone_of(model), tokenizer, config.preset_dir, info)
+  shutil.rmtree(config.work_dir, ignore_errors=True)
+  return info
+
+
+def _write_preset(backbone, tokenizer, preset_dir: str, info: dict) -> None:
+  parent = os.path.dirname(os.path.abspath(preset_dir))
+  os.makedirs(parent, exist_ok=True)
+  stage = tempfile.mkdtemp(prefix=".preset-", dir=parent)
+  presets.save_preset(backbone, tokenizer.keras_tokenizer, stage)
+  with open(os.path.join(stage, INFO_FILE), "w") as f:
+    json.dump(info, f, indent=1)
+  if os.path.exists(preset_dir):
+    shutil.rmtree(preset_dir)
+  os.replace(stage, preset_dir)
