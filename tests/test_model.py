@@ -94,3 +94,14 @@ def test_preset_directory_round_trip(tmp_path, bpe_files):
   weights = tff_model.initial_weights(config, seed=123, preset=preset)
   for got, want in zip(weights.trainable, backbone.trainable_weights, strict=True):
     np.testing.assert_array_equal(got, want.numpy())
+
+
+def test_bpe_generation_continues_past_the_prompt(tmp_path, bpe_files):
+  """GPT-2's BPE pads with its end token; generation must not read that padding as a stop."""
+  from tff_gpt import generation
+
+  preset, backbone, tok = helpers.write_preset(tmp_path / "preset", bpe_files)
+  model = gpt2_lm.lm_from_backbone(backbone)
+  for sampler in ("greedy", "top_k"):
+    text = generation.generate(model, tok, "the cat", sampler=sampler, max_length=12, seed=0)
+    assert text.startswith("the cat") and len(tok.encode([text])[0]) > len(tok.encode(["the cat"])[0]), text

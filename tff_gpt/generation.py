@@ -50,7 +50,14 @@ def generate(
   prompt_ids = np.concatenate([[tokenizer.bos_id], *tokenizer.encode([prompt])]).astype(np.int32)
   if len(prompt_ids) >= max_length:
     raise ValueError(f"The prompt has {len(prompt_ids)} tokens; max_length {max_length} leaves no room.")
-  token_ids = np.full((1, max_length), tokenizer.pad_id, dtype=np.int32)
+  # keras-nlp's sampler stops once every position outside the prompt holds a stop token, and those
+  # positions start as this fill: with GPT-2's BPE the pad token is the end token, so fill with another.
+  fill = (
+    tokenizer.pad_id
+    if tokenizer.pad_id != tokenizer.eos_id
+    else (tokenizer.eos_id + 1) % tokenizer.vocabulary_size
+  )
+  token_ids = np.full((1, max_length), fill, dtype=np.int32)
   padding_mask = np.zeros((1, max_length), dtype=np.int32)
   token_ids[0, : len(prompt_ids)] = prompt_ids
   padding_mask[0, : len(prompt_ids)] = 1

@@ -1,0 +1,250 @@
+"""Pretrain centrally on some Shakespeare plays, fine-tune federatedly on the speakers of the others.
+
+  .venv/bin/python -m benchmarks.pretrain_finetune --out benchmarks/results_pretrain_finetune.json
+  .venv/bin/python -m benchmarks.pretrain_finetune --quick      # tiny model, few rounds (the tests run it)
+
+The seed's scenario, offline. `experiments.pretrain` trains GPT-2 centrally
+on the histories (public text, here), learns its BPE from them and writes a
+preset, and writes the speakers of the other 27 plays as a JSON Lines corpus
+(each role a client, with the same train/test split as federated
+Shakespeare). Then, on those clients, with the same rounds, clients per round
+and client batches (`experiments.run_experiment`, one process each):
+
+- from scratch: the same model and tokenizer, random weights, all trained;
+- pretrained, unchanged: the preset evaluated on the same held-out text;
+- federated fine-tuning from the preset with `--trainable` all,
+  last_blocks:1, lora:8 and bitfit.
+
+Each row reports held-out perplexity, bytes communicated, peak memory of the
+process tree (per-round samples), median seconds per round and a sample. The
+table goes to stdout and `--out`, the curves to `--plot`.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HISTORIES = (
+  "edward-iii,henry-iv-part-1,henry-iv-part-2,henry-v,henry-vi-part-1,henry-vi-part-2,"
+  "henry-vi-part-3,henry-viii,king-john,richard-ii,richard-iii"
+)
+MODES = ("all", "last_blocks:1", "lora:8", "bitfit")
+PROMPT = "My lord,"
+
+
+def settings(quick: bool) -> dict:
+  if quick:
+    return dict(
+      groups="hamlet,macbeth",
+      model_size="tiny",
+      bpe_vocab_size=400,
+      epochs=1,
+      sequence_length=32,
+      rounds=2,
+      clients=3,
+      rounds_per_eval=2,
+      clients_per_eval=5,
+      modes=("all", "lora:2"),
+    )
+  return dict(
+    groups=HISTORIES,
+    model_size="small",
+    bpe_vocab_size=2000,
+    epochs=6,
+    sequence_length=64,
+    rounds=40,
+    clients=10,
+    rounds_per_eval=10,
+    clients_per_eval=60,
+    modes=MODES,
+  )
+
+
+def _python(module: str, args: list[str]) -> str:
+  cmd = [sys.executable, "-m", module, *args]
+  print("$", " ".join(cmd), flush=True)
+  result = subprocess.run(cmd, capture_output=True, text=True)
+  if result.returncode != 0:
+    raise RuntimeError(
+      f"{module} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+  return result.stdout
+
+
+def _run(name: str, s: dict, work: str, extra: list[str]) -> dict:
+  """One federated run on the other plays; its summary, metrics rows and sample."""
+  stdout = _python(
+    "experiments.run_experiment",
+    [
+      f"--root_output_dir={work}/runs",
+      f"--experiment_name={name}",
+      "--dataset=jsonl",
+      f"--dataset_path={work}/other_plays.jsonl",
+      "--tokenizer=bpe",
+      f"--sequence_length={s['sequence_length']}",
+      f"--total_rounds={s['rounds']}",
+      f"--clients_per_round={s['clients']}",
+      f"--rounds_per_eval={s['rounds_per_eval']}",
+      f"--clients_per_eval={s['clients_per_eval']}",
+      f"--rounds_per_checkpoint={s['rounds']}",
+      "--max_concurrent_computation_calls=1",
+      f"--sample_prompt={PROMPT}",
+      "--noexport",
+      *extra,
+    ],
+  )
+  results = os.path.join(work, "runs", "results", name)
+  with open(os.path.join(results, "summary.json")) as f:
+    summary = json.load(f)
+  import csv
+
+  with open(os.path.join(results, "experiment.metrics.csv")) as f:
+    rows = list(csv.DictReader(f))
+  sample = stdout.split(f"Sample (top-k, prompt {PROMPT!r}):\n", 1)[-1].strip()
+  later = [float(r["round_seconds"]) for r in rows[1:]] or [float(rows[0]["round_seconds"])]
+  return {
+    "eval_loss": summary["eval_loss"],
+    "eval_perplexity": summary["eval_perplexity"],
+    "eval_accuracy": summary["eval_accuracy"],
+    "bytes_communicated": summary["bytes_communicated"],
+    "peak_memory_mb": max(float(r["memory_mb"]) for r in rows),
+    "median_round_seconds": statistics.median(later),
+    "curve": [(int(r["round_num"]), float(r["eval_perplexity"])) for r in rows if r.get("eval_perplexity")],
+    "sample": sample,
+  }
+
+
+def _unchanged(s: dict, work: str) -> dict:
+  """The preset evaluated on the same clients' held-out text, and a sample from it (in this process)."""
+  from tff_gpt import generation, runtime
+  from tff_gpt.models import tff_model
+  from tff_gpt.training import config as config_lib
+  from tff_gpt.training import trainer
+
+  config = config_lib.ExperimentConfig(
+    root_output_dir=f"{work}/runs",
+    experiment_name="unchanged",
+    dataset="jsonl",
+    dataset_path=f"{work}/other_plays.jsonl",
+    tokenizer="bpe",
+    preset=f"{work}/preset",
+    sequence_length=s["sequence_length"],
+    clients_per_eval=s["clients_per_eval"],
+  )
+  with runtime.execution_context(max_concurrent_computation_calls=1):
+    experiment = trainer.FederatedExperiment(config)
+    weights = tff_model.initial_weights(experiment.model_config, seed=config.seed, preset=experiment.preset)
+    result = experiment.evaluate(weights)
+    model = experiment.keras_model(weights)
+    sample = generation.generate(model, experiment.tokenizer, PROMPT, seed=config.seed)
+  return {
+    "eval_loss": result["eval_loss"],
+    "eval_perplexity": result["eval_perplexity"],
+    "eval_accuracy": result["eval_accuracy"],
+    "bytes_communicated": 0,
+    "sample": sample,
+  }
+
+
+def table(rows: dict) -> str:
+  lines = [
+    "| start | trained | held-out perplexity | accuracy | MB communicated | peak memory (MB) | s/round |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for name, r in rows.items():
+    start, trained = name.split(" / ")
+    memory = f"{r['peak_memory_mb']:.0f}" if "peak_memory_mb" in r else "-"
+    seconds = f"{r['median_round_seconds']:.2f}" if "median_round_seconds" in r else "-"
+    lines.append(
+      f"| {start} | {trained} | {r['eval_perplexity']:.2f} | {r['eval_accuracy']:.3f} | "
+      f"{r['bytes_communicated'] / 2**20:.1f} | {memory} | {seconds} |"
+    )
+  return "\n".join(lines)
+
+
+def plot(rows: dict, path: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  for name, r in rows.items():
+    if "curve" in r:
+      rounds, ppl = zip(*r["curve"], strict=True)
+      axes[0].plot(rounds, ppl, marker="o", label=name)
+    else:
+      axes[0].axhline(r["eval_perplexity"], linestyle="--", color="gray", label=name)
+  axes[0].set(
+    xlabel="round", ylabel="held-out perplexity", yscale="log", title="Fine-tuning on the other plays"
+  )
+  axes[0].legend(fontsize=8)
+  trained = {n: r for n, r in rows.items() if r["bytes_communicated"]}
+  axes[1].scatter(
+    [r["bytes_communicated"] / 2**20 for r in trained.values()],
+    [r["eval_perplexity"] for r in trained.values()],
+  )
+  for n, r in trained.items():
+    axes[1].annotate(n, (r["bytes_communicated"] / 2**20, r["eval_perplexity"]), fontsize=8)
+  axes[1].set(
+    xlabel="MB communicated (all rounds)",
+    ylabel="final held-out perplexity",
+    xscale="log",
+    title="Perplexity against bytes",
+  )
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (seconds, for tests).")
+  parser.add_argument("--out", default="", help="Write the results as JSON here.")
+  parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
+  parser.add_argument("--work_dir", default="", help="Where the preset and runs go (default: a temp dir).")
+  args = parser.parse_args(argv)
+  s = settings(args.quick)
+  work = args.work_dir or tempfile.mkdtemp(prefix="pretrain_finetune-")
+  pretrain_out = _python(
+    "experiments.pretrain",
+    [
+      f"--groups={s['groups']}",
+      f"--bpe_vocab_size={s['bpe_vocab_size']}",
+      f"--model_size={s['model_size']}",
+      f"--sequence_length={s['sequence_length']}",
+      f"--epochs={s['epochs']}",
+      f"--preset_dir={work}/preset",
+      f"--rest_jsonl={work}/other_plays.jsonl",
+    ],
+  )
+  print(pretrain_out.strip().splitlines()[-1])
+  with open(f"{work}/preset/pretrain.json") as f:
+    pretrained = json.load(f)
+  vocab = [
+    f"--vocab_file={work}/preset/assets/tokenizer/vocabulary.json",
+    f"--merges_file={work}/preset/assets/tokenizer/merges.txt",
+  ]
+  rows = {"random / all": _run("scratch", s, work, [*vocab, f"--model_size={s['model_size']}"])}
+  rows["pretrained / nothing (unchanged)"] = _unchanged(s, work)
+  for mode in s["modes"]:
+    name = re.sub(r"\W", "_", mode)
+    rows[f"pretrained / {mode}"] = _run(name, s, work, [f"--preset={work}/preset", f"--trainable={mode}"])
+  print(table(rows))
+  for name, r in rows.items():
+    print(f"\n[{name}] {r['sample'][:300]!r}")
+  result = {"settings": s, "pretraining": pretrained, "rows": rows, "work_dir": work}
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1)
+  if args.plot:
+    plot(rows, args.plot)
+  return result
+
+
+if __name__ == "__main__":
+  main()
