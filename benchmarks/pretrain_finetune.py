@@ -33,7 +33,8 @@ HISTORIES = (
   "edward-iii,henry-iv-part-1,henry-iv-part-2,henry-v,henry-vi-part-1,henry-vi-part-2,"
   "henry-vi-part-3,henry-viii,king-john,richard-ii,richard-iii"
 )
-MODES = ("all", "last_blocks:1", "lora:8", "bitfit")
+# (--trainable, client learning rate; None = the runs' default, Adam 3e-3).
+FINE_TUNES = (("all", None), ("all", 3e-4), ("last_blocks:1", None), ("lora:8", None), ("bitfit", None))
 PROMPT = "My lord,"
 
 
@@ -49,7 +50,7 @@ def settings(quick: bool) -> dict:
       clients=3,
       rounds_per_eval=2,
       clients_per_eval=5,
-      modes=("all", "lora:2"),
+      fine_tunes=(("all", None), ("lora:2", None)),
     )
   return dict(
     groups=HISTORIES,
@@ -61,7 +62,7 @@ def settings(quick: bool) -> dict:
     clients=10,
     rounds_per_eval=10,
     clients_per_eval=60,
-    modes=MODES,
+    fine_tunes=FINE_TUNES,
   )
 
 
@@ -206,34 +207,57 @@ def main(argv=None) -> dict:
   parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (seconds, for tests).")
   parser.add_argument("--out", default="", help="Write the results as JSON here.")
   parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
-  parser.add_argument("--work_dir", default="", help="Where the preset and runs go (default: a temp dir).")
+  parser.add_argument(
+    "--work_dir",
+    default="",
+    help="Where the preset and runs go (default: a temp dir). Reusing one skips what is done.",
+  )
+  parser.add_argument(
+    "--keep_rows",
+    action="store_true",
+    help="Keep the rows already in --out and measure only the missing ones (same --work_dir).",
+  )
   args = parser.parse_args(argv)
   s = settings(args.quick)
   work = args.work_dir or tempfile.mkdtemp(prefix="pretrain_finetune-")
-  pretrain_out = _python(
-    "experiments.pretrain",
-    [
-      f"--groups={s['groups']}",
-      f"--bpe_vocab_size={s['bpe_vocab_size']}",
-      f"--model_size={s['model_size']}",
-      f"--sequence_length={s['sequence_length']}",
-      f"--epochs={s['epochs']}",
-      f"--preset_dir={work}/preset",
-      f"--rest_jsonl={work}/other_plays.jsonl",
-    ],
-  )
-  print(pretrain_out.strip().splitlines()[-1])
+  if os.path.exists(f"{work}/preset/pretrain.json"):  # Reused; finished runs then only evaluate again.
+    print(f"Reusing the pretrained preset in {work}/preset.")
+  else:
+    pretrain_out = _python(
+      "experiments.pretrain",
+      [
+        f"--groups={s['groups']}",
+        f"--bpe_vocab_size={s['bpe_vocab_size']}",
+        f"--model_size={s['model_size']}",
+        f"--sequence_length={s['sequence_length']}",
+        f"--epochs={s['epochs']}",
+        f"--preset_dir={work}/preset",
+        f"--rest_jsonl={work}/other_plays.jsonl",
+      ],
+    )
+    print(pretrain_out.strip().splitlines()[-1])
   with open(f"{work}/preset/pretrain.json") as f:
     pretrained = json.load(f)
   vocab = [
     f"--vocab_file={work}/preset/assets/tokenizer/vocabulary.json",
     f"--merges_file={work}/preset/assets/tokenizer/merges.txt",
   ]
-  rows = {"random / all": _run("scratch", s, work, [*vocab, f"--model_size={s['model_size']}"])}
-  rows["pretrained / nothing (unchanged)"] = _unchanged(s, work)
-  for mode in s["modes"]:
-    name = re.sub(r"\W", "_", mode)
-    rows[f"pretrained / {mode}"] = _run(name, s, work, [f"--preset={work}/preset", f"--trainable={mode}"])
+  rows = {}
+  if args.keep_rows and os.path.exists(args.out):  # Rows measured before, by an earlier call.
+    with open(args.out) as f:
+      rows = json.load(f)["rows"]
+  if "random / all" not in rows:
+    rows["random / all"] = _run("scratch", s, work, [*vocab, f"--model_size={s['model_size']}"])
+  if "pretrained / nothing (unchanged)" not in rows:
+    rows["pretrained / nothing (unchanged)"] = _unchanged(s, work)
+  for mode, lr in s["fine_tunes"]:
+    name, label, extra = re.sub(r"\W", "_", mode), mode, []
+    if lr is not None:
+      name, label, extra = f"{name}_lr{lr:g}", f"{mode}, client lr {lr:g}", [f"--client_learning_rate={lr}"]
+    if f"pretrained / {label}" not in rows:
+      rows[f"pretrained / {label}"] = _run(
+        name, s, work, [f"--preset={work}/preset", f"--trainable={mode}", *extra]
+      )
   print(table(rows))
   for name, r in rows.items():
     print(f"\n[{name}] {r['sample'][:300]!r}")

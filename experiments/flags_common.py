@@ -1,10 +1,11 @@
 """absl flags of federated GPT-2 runs, named as google-research/federated's."""
 
 import dataclasses
+import sys
 
 from absl import app, flags, logging
 
-from tff_gpt import algorithms
+from tff_gpt import algorithms, errors
 from tff_gpt.training import config as config_lib
 
 _D = config_lib.ExperimentConfig()
@@ -53,7 +54,9 @@ _HELP = {
   "vocab_file": "GPT-2 vocab.json for --tokenizer=bpe.",
   "merges_file": "GPT-2 merges.txt for --tokenizer=bpe.",
   "model_size": "Model size preset.",
-  "preset": "KerasNLP preset directory (from save_to_preset) or hub name to start from.",
+  "preset": "Pretrained GPT-2 to start from: a keras-nlp or keras-hub preset directory, or a Hugging Face "
+  "GPT-2 directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt); it "
+  "brings its BPE tokenizer (--tokenizer=bpe). A keras-nlp hub name needs network.",
   "trainable": "Weights that train, travel and are aggregated: all; last_blocks:K (the last K blocks and "
   "the final norm); lora:R (rank-R adapters on attention query and value); bitfit (biases and layer "
   "norms). Other weights stay frozen on local disk, out of TFF's state.",
@@ -115,3 +118,37 @@ def check_main_args(argv) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TFF logs every traced computation at INFO.
+
+
+# Exit status of an error in what the user gave (flags, files, settings), as argparse's.
+USER_ERROR_EXIT = 2
+
+
+def _user_error(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(USER_ERROR_EXIT)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _user_error(f"{e}. Pass --helpfull to list every flag.")
+
+
+def run(main) -> None:
+  """`app.run(main)` where every error in the user's input is one line and exit status 2.
+
+  A bad flag, an `app.UsageError`, or a `tff_gpt.errors.UserInputError`
+  (corpus, tokenizer, checkpoint, resume mismatch, ...) prints
+  `error: <what> <fix>` to stderr and exits 2; any other exception keeps its
+  traceback.
+  """
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except (errors.UserInputError, app.UsageError) as e:
+      _user_error(str(e))
+
+  app.run(guarded, flags_parser=_parse_flags)

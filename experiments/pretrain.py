@@ -16,6 +16,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Central training uses every core (tff_gpt.runtime would default to 1 intra-op thread, for TFF's clients).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(os.cpu_count() or 1))
 
 from absl import app, flags  # noqa: E402
 
@@ -135,4 +137,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  flags_common.run(main)

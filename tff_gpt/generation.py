@@ -4,6 +4,7 @@ import keras_nlp
 import numpy as np
 import tensorflow as tf
 
+from tff_gpt import errors
 from tff_gpt.models import gpt2_lm
 
 SAMPLERS = ("greedy", "top_k", "top_p")
@@ -49,7 +50,9 @@ def generate(
   max_length = min(max_length or limit, limit)
   prompt_ids = np.concatenate([[tokenizer.bos_id], *tokenizer.encode([prompt])]).astype(np.int32)
   if len(prompt_ids) >= max_length:
-    raise ValueError(f"The prompt has {len(prompt_ids)} tokens; max_length {max_length} leaves no room.")
+    raise errors.UserInputError(
+      f"The prompt has {len(prompt_ids)} tokens; max_length {max_length} leaves no room."
+    )
   # keras-nlp's sampler stops once every position outside the prompt holds a stop token, and those
   # positions start as this fill: with GPT-2's BPE the pad token is the end token, so fill with another.
   fill = (

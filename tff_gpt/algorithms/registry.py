@@ -15,6 +15,7 @@ from collections.abc import Callable
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_gpt import errors
 from tff_gpt.algorithms.aggregators import AGGREGATORS
 from tff_gpt.algorithms.optimizers import OPTIMIZERS
 
@@ -25,7 +26,7 @@ from tff_gpt.algorithms.optimizers import OPTIMIZERS
 LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_ITERATOR
 
 
-class UnsupportedCombinationError(ValueError):
+class UnsupportedCombinationError(errors.UserInputError):
   """Raised at start-up for a combination of settings that TFF cannot build."""
 
 

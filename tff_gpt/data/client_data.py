@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_gpt import errors
+
 ELEMENT_SPEC = collections.OrderedDict(snippets=tf.TensorSpec(shape=(), dtype=tf.string))
 TRAIN_FRACTION = 0.8
 _TRAIN_FILE = "train.sqlite"
@@ -32,7 +34,7 @@ _TEST_FILE = "test.sqlite"
 _SUMMARY_FILE = "summary.json"
 
 
-class CorpusError(ValueError):
+class CorpusError(errors.UserInputError):
   """Raised when a corpus cannot be turned into federated data."""
 
 

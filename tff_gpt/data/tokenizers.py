@@ -20,8 +20,10 @@ from tensorflow_federated.python.simulation.baselines.shakespeare import (
   char_prediction_preprocessing as tff_shakespeare,
 )
 
+from tff_gpt import errors
 
-class TokenizerError(ValueError):
+
+class TokenizerError(errors.UserInputError):
   """Raised when tokenizer files are missing or do not parse."""
 
 

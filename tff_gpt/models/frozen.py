@@ -32,11 +32,13 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tff_gpt import errors
+
 _PREFIX = "weights"
 _META = "frozen.json"
 
 
-class FrozenWeightsError(ValueError):
+class FrozenWeightsError(errors.UserInputError):
   """The frozen-weights file is missing, damaged, or not the model's."""
 
 

@@ -27,6 +27,8 @@ import zipfile
 
 import numpy as np
 
+from tff_gpt import errors
+
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 PYTORCH_FILE = "pytorch_model.bin"
@@ -37,7 +39,7 @@ END_OF_TEXT = "<|endoftext|>"
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserInputError):
   """A pretrained checkpoint that cannot be used; the message names the file and the fix."""
 
 

@@ -18,6 +18,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from tff_gpt import errors
 from tff_gpt.models import adapters
 
 DEFAULT_LORA_ALPHA = 16.0
@@ -46,16 +47,16 @@ def parse(spec: str, *, num_layers: int | None = None) -> Mode:
   """
   match = _SPEC.match(str(spec))
   if not match:
-    raise ValueError(f"--trainable must be {HELP}, got {spec!r}.")
+    raise errors.UserInputError(f"--trainable must be {HELP}, got {spec!r}.")
   if spec in ("all", "bitfit"):
     return Mode(spec)
   kind, value = spec.split(":")
   value = int(value)
   if value < 1:
     what = "the rank R" if kind == "lora" else "K"
-    raise ValueError(f"--trainable={spec}: {what} must be >= 1.")
+    raise errors.UserInputError(f"--trainable={spec}: {what} must be >= 1.")
   if kind == "last_blocks" and num_layers is not None and value > num_layers:
-    raise ValueError(
+    raise errors.UserInputError(
       f"--trainable={spec}: the model has {num_layers} blocks; use last_blocks:K with 1 <= K <= {num_layers}."
     )
   return Mode(kind, value)

@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tff_gpt import errors
 from tff_gpt.data import preprocessing
 from tff_gpt.models import gpt2_lm, metrics, presets
 
@@ -42,15 +43,15 @@ class PretrainConfig:
   def validate(self) -> None:
     for name in ("sequence_length", "batch_size", "epochs"):
       if getattr(self, name) < 1:
-        raise ValueError(f"--{name} must be >= 1.")
+        raise errors.UserInputError(f"--{name} must be >= 1.")
     if self.sequence_length < 2:
-      raise ValueError("--sequence_length must be >= 2.")
+      raise errors.UserInputError("--sequence_length must be >= 2.")
     if self.learning_rate <= 0:
-      raise ValueError("--learning_rate must be > 0.")
+      raise errors.UserInputError("--learning_rate must be > 0.")
     if not 0 <= self.warmup_fraction < 1:
-      raise ValueError("--warmup_fraction must be in [0, 1).")
+      raise errors.UserInputError("--warmup_fraction must be in [0, 1).")
     if self.model_size not in gpt2_lm.MODEL_SIZES:
-      raise ValueError(f"--model_size must be one of {sorted(gpt2_lm.MODEL_SIZES)}.")
+      raise errors.UserInputError(f"--model_size must be one of {sorted(gpt2_lm.MODEL_SIZES)}.")
 
   @property
   def work_dir(self) -> str:
@@ -62,7 +63,7 @@ def _packed(texts: dict[str, list[str]], tokenizer, sequence_length: int) -> dic
   data = preprocessing.TokenizedClients(texts, tokenizer, sequence_length=sequence_length)
   parts = [data.sequences(cid) for cid in data.client_ids]
   if not parts or not sum(len(p["labels"]) for p in parts):
-    raise ValueError("No text to pretrain on: the chosen clients hold no examples.")
+    raise errors.UserInputError("No text to pretrain on: the chosen clients hold no examples.")
   return {k: np.concatenate([p[k] for p in parts]) for k in ("token_ids", "padding_mask", "labels")}
 
 
@@ -93,7 +94,9 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
 
   config.validate()
   if not hasattr(tokenizer, "keras_tokenizer"):
-    raise ValueError("Pretraining writes a preset, which carries a BPE tokenizer: pass --tokenizer=bpe.")
+    raise errors.UserInputError(
+      "Pretraining writes a preset, which carries a BPE tokenizer: pass --tokenizer=bpe."
+    )
   train = _packed(train_texts, tokenizer, config.sequence_length)
   test = _packed(test_texts, tokenizer, config.sequence_length)
   steps_per_epoch = math.ceil(len(train["labels"]) / config.batch_size)

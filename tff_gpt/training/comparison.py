@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tff_gpt import runtime  # noqa: E402
+from tff_gpt import errors, runtime  # noqa: E402
 from tff_gpt.training import config as config_lib  # noqa: E402
 from tff_gpt.training import outputs, trainer  # noqa: E402
 
@@ -70,7 +70,7 @@ def grid_configs(base: config_lib.ExperimentConfig, configuration: Configuration
     try:
       config.validate()
     except ValueError as e:
-      raise ValueError(f"Configuration {configuration.name!r}: {e}") from None
+      raise errors.UserInputError(f"Configuration {configuration.name!r}: {e}") from None
     configs.append(config)
   return configs
 
@@ -97,7 +97,7 @@ def run_comparison(
   """
   names = [c.name for c in configurations]
   if len(set(names)) != len(names):
-    raise ValueError(f"Configuration names must be unique, got {names}.")
+    raise errors.UserInputError(f"Configuration names must be unique, got {names}.")
   plan = [(c, grid_configs(base, c, comparison_dir)) for c in configurations]
   records = []
   for configuration, configs in plan:

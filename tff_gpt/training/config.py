@@ -3,6 +3,7 @@
 import dataclasses
 import re
 
+from tff_gpt import errors
 from tff_gpt.algorithms import aggregators, registry
 from tff_gpt.algorithms.optimizers import OPTIMIZERS
 from tff_gpt.data import datasets
@@ -194,6 +195,10 @@ class ExperimentConfig:
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
+class ConfigError(errors.UserInputError):
+  """A setting out of range or inconsistent with another; names the flag."""
+
+
 def _require(ok: bool, name: str, message: str) -> None:
   if not ok:
-    raise ValueError(f"--{name} {message}.")
+    raise ConfigError(f"--{name} {message}.")

@@ -5,7 +5,7 @@ import os
 
 import tensorflow_federated as tff
 
-from tff_gpt import algorithms
+from tff_gpt import algorithms, errors
 from tff_gpt.data import tokenizers
 from tff_gpt.models import checkpoints, frozen, tff_model
 from tff_gpt.training import config as config_lib
@@ -23,7 +23,9 @@ def load_latest_model(root_output_dir: str, experiment_name: str):
   """
   dirs = outputs.RunDirs.of(root_output_dir, experiment_name)
   if not os.path.exists(dirs.run_config):
-    raise FileNotFoundError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
+    raise errors.UserInputError(
+      f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name."
+    )
   run_config = outputs.read_json(dirs.run_config)
   config = config_lib.ExperimentConfig.from_dict(run_config["experiment"])
   preset = checkpoints.resolve(config.preset, dirs.pretrained) if config.preset else None
@@ -35,7 +37,7 @@ def load_latest_model(root_output_dir: str, experiment_name: str):
   process = algorithms.build_process(config, model_fn)
   state_manager = tff.program.FileProgramStateManager(dirs.checkpoints)
   if not asyncio.run(state_manager.get_versions()):
-    raise FileNotFoundError(f"{dirs.checkpoints} has no checkpoint yet.")
+    raise errors.UserInputError(f"{dirs.checkpoints} has no checkpoint yet; wait for the first one.")
   if getattr(model_fn, "frozen_layout", None) is not None:
     frozen.check(dirs.frozen_weights, model_fn.frozen_layout)
   state, version = asyncio.run(state_manager.load_latest(process.initialize()))

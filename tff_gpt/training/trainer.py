@@ -24,7 +24,7 @@ import psutil
 import tensorflow_federated as tff
 import tqdm
 
-from tff_gpt import algorithms, export
+from tff_gpt import algorithms, errors, export
 from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.data import datasets, preprocessing, tokenizers
 from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
@@ -33,7 +33,7 @@ from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
 
 
-class ResumeError(ValueError):
+class ResumeError(errors.UserInputError):
   """Raised when an output directory holds a run with a different configuration."""
 
 
@@ -133,12 +133,12 @@ class FederatedExperiment:
     if c.preset:
       model_config = checkpoints.backbone_config(self.preset)
       if model_config["vocabulary_size"] != self.tokenizer.vocabulary_size:
-        raise ValueError(
+        raise errors.UserInputError(
           f"--preset {c.preset!r}: the model has {model_config['vocabulary_size']} tokens but its "
           f"tokenizer {self.tokenizer.vocabulary_size}; use the tokenizer saved with these weights."
         )
       if c.sequence_length > model_config["max_sequence_length"]:
-        raise ValueError(
+        raise errors.UserInputError(
           f"--sequence_length {c.sequence_length} exceeds the checkpoint's "
           f"{model_config['max_sequence_length']} positions; pass --sequence_length="
           f"{model_config['max_sequence_length']} or less."

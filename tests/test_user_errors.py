@@ -1,0 +1,98 @@
+"""Every entry point: a mistake in the user's input is one line, `error: ...`, with exit status 2.
+
+Each case runs the real command in a subprocess. Unexpected errors keep their
+traceback; these are the expected ones (flags, corpus, tokenizer, checkpoint,
+missing runs, unsupported settings).
+"""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import helpers
+from tff_gpt import errors
+from tff_gpt.data import client_data, tokenizers
+from tff_gpt.models import checkpoints, frozen
+from tff_gpt.training import config as config_lib
+from tff_gpt.training import trainer
+
+pytestmark = pytest.mark.slow
+
+
+def _cases(tmp):
+  bad_jsonl = tmp / "bad.jsonl"
+  bad_jsonl.write_text('{"client_id": "a", "text": "fine"}\n{not json\n')
+  not_json = tmp / "vocab.json"
+  not_json.write_text("this is not JSON")
+  merges = tmp / "merges.txt"
+  merges.write_text("a b\n")
+  runs = f"--root_output_dir={tmp}/runs"
+  return [
+    ("run_experiment", ["--total_rounds=0"], "--total_rounds must be >= 1"),
+    ("run_experiment", ["--client_optimizer=lion"], "flag --client_optimizer=lion"),
+    ("run_experiment", ["--trainable=lora:0"], "the rank R must be >= 1"),
+    ("run_experiment", ["--client_weighting=num_examples", "--aggregator=dp_fixed"], "weight"),
+    ("run_experiment", [runs, "--dataset=jsonl", f"--dataset_path={bad_jsonl}"], "line 2"),
+    (
+      "run_experiment",
+      [runs, "--tokenizer=bpe", f"--vocab_file={not_json}", f"--merges_file={merges}"],
+      "JSON",
+    ),
+    ("run_experiment", [runs, "--tokenizer=bpe", f"--preset={tmp}/nowhere"], "does not exist"),
+    ("run_experiment", ["unexpected"], "Unexpected arguments"),
+    ("generate", [runs, "--experiment_name=none"], "No run at"),
+    ("export_model", [runs, "--experiment_name=none"], "No run at"),
+    ("compare_algorithms", [runs, "--configuration=x:algorithm=nothing"], "--configuration"),
+    ("make_bpe_vocab", ["--dataset=jsonl", f"--dataset_path={tmp}/missing.jsonl"], "does not exist"),
+    ("pretrain", ["--dataset=jsonl", f"--dataset_path={bad_jsonl}", "--groups=a"], "line 2"),
+  ]
+
+
+def _run(module, args, tmp):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TFF_GPT_CACHE=str(tmp / "cache"))
+  return subprocess.run(
+    [sys.executable, "-m", f"experiments.{module}", *args],
+    capture_output=True,
+    text=True,
+    cwd=helpers.REPO,
+    env=env,
+    timeout=600,
+  )
+
+
+def test_each_entry_point_reports_user_errors_in_one_line_with_status_2(tmp_path):
+  cases = _cases(tmp_path)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    results = list(pool.map(lambda c: _run(c[0], c[1], tmp_path), cases))
+  for (module, args, expected), result in zip(cases, results, strict=True):
+    where = f"{module} {args}: {result.stderr[-2000:]}"
+    assert result.returncode == 2, where
+    assert "Traceback" not in result.stderr, where
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and expected in lines[0], where
+    assert len(lines[0]) <= 400, where
+
+
+def test_every_project_error_is_a_user_input_error():
+  for error in (
+    client_data.CorpusError,
+    tokenizers.TokenizerError,
+    checkpoints.CheckpointError,
+    frozen.FrozenWeightsError,
+    trainer.ResumeError,
+    config_lib.ConfigError,
+  ):
+    assert issubclass(error, errors.UserInputError) and issubclass(error, ValueError), error
+
+
+def test_an_unexpected_error_keeps_its_traceback(tmp_path):
+  """A corrupt run config is not a user mistake the code anticipates: it shows where it failed."""
+  config = tmp_path / "runs" / "checkpoints" / "broken" / "run_config.json"
+  config.parent.mkdir(parents=True)
+  config.write_text(json.dumps({"experiment": {"total_rounds": "many"}, "model": {}}))
+  result = _run("export_model", [f"--root_output_dir={tmp_path}/runs", "--experiment_name=broken"], tmp_path)
+  assert result.returncode == 1 and "Traceback" in result.stderr, result.stderr[-2000:]
