@@ -78,7 +78,9 @@ def parse_configuration(spec: str) -> comparison.Configuration:
         grids[match.group(1)] = [float(x) for x in match.group(2).split(",")]
       else:
         plain.append(arg)
-    values(["configuration", *plain], known_only=False)
+    leftover = values(["configuration", *plain], known_only=False)[1:]
+    if leftover:
+      raise ValueError(f"{leftover} are not flags; write each setting as --flag=value")
   except (flags.Error, ValueError) as e:
     raise app.UsageError(f"--configuration={spec!r}: {e}") from None
   parsed = dataclasses.asdict(flags_common.config_from_flags(values))
