@@ -157,6 +157,12 @@ def set_up(*, max_concurrent_computation_calls: int = 2, secure_aggregation: boo
       they run in simulation. The local context cannot run them.
   """
   _start_watchdog()
+  # Replacing a context makes TFF SIGINT the old worker and wait for it without a limit; a worker that
+  # ignores the signal then hangs this call (seen in the test suite), so stop it here first, bounded.
+  try:
+    _stop_workers()
+  except psutil.Error:
+    pass
   if secure_aggregation:
     tff.backends.test.set_sync_test_cpp_execution_context(
       max_concurrent_computation_calls=max_concurrent_computation_calls
