@@ -61,7 +61,11 @@ def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
     os.killpg(proc.pid, signal.SIGINT)
   else:
     proc.send_signal(signal.SIGINT)
-  proc.wait(timeout=120)
+  try:
+    proc.wait(timeout=120)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    pytest.fail("no exit 120 s after SIGINT; its output:\n" + (tmp_path / "run.log").read_text()[-4000:])
   assert proc.returncode == 130
   output = (tmp_path / "run.log").read_text()
   assert "Run the same command again to resume" in output
