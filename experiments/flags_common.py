@@ -112,6 +112,21 @@ def config_from_flags(flag_values=flags.FLAGS) -> config_lib.ExperimentConfig:
   return config_lib.ExperimentConfig(**values)
 
 
+def load_corpus(flag_values=flags.FLAGS):
+  """The corpus that `--dataset` and its flags name (loaded under TFF's context)."""
+  from tff_gpt import runtime
+  from tff_gpt.data import datasets
+
+  with runtime.execution_context():
+    return datasets.load_corpus(
+      flag_values.dataset,
+      path=flag_values.dataset_path,
+      client_field=flag_values.client_field,
+      text_field=flag_values.text_field,
+      cache_dir=flag_values.cache_dir or None,
+    )
+
+
 def check_main_args(argv) -> None:
   """Common start of every entry point's main: no positional arguments, quiet logs."""
   if len(argv) > 1:

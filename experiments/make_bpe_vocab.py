@@ -14,8 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
-from tff_gpt import runtime  # noqa: E402
-from tff_gpt.data import bpe_training, datasets, tokenizers  # noqa: E402
+from tff_gpt.data import bpe_training, tokenizers  # noqa: E402
 
 flags_common.define_experiment_flags(["dataset", "dataset_path", "client_field", "text_field", "cache_dir"])
 flags.DEFINE_integer("vocab_size", 8000, "Tokens in the vocabulary, bytes and <|endoftext|> included.")
@@ -26,14 +25,7 @@ FLAGS = flags.FLAGS
 
 def make_vocab() -> tuple[str, str]:
   """Learns the BPE files from the flags' corpus; returns their paths."""
-  with runtime.execution_context():
-    corpus = datasets.load_corpus(
-      FLAGS.dataset,
-      path=FLAGS.dataset_path,
-      client_field=FLAGS.client_field,
-      text_field=FLAGS.text_field,
-      cache_dir=FLAGS.cache_dir or None,
-    )
+  corpus = flags_common.load_corpus()
   texts = (text for examples in corpus.texts("train").values() for text in examples)
   files = bpe_training.train_bpe(
     texts, FLAGS.output_dir, vocab_size=FLAGS.vocab_size, min_frequency=FLAGS.min_frequency

@@ -22,8 +22,7 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(os.cpu_count() or 1))
 from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
-from tff_gpt import runtime  # noqa: E402
-from tff_gpt.data import bpe_training, client_data, datasets, tokenizers  # noqa: E402
+from tff_gpt.data import bpe_training, client_data, tokenizers  # noqa: E402
 from tff_gpt.training import central  # noqa: E402
 
 # Shared with the other entry points (defined once when several are imported, as in tests).
@@ -87,14 +86,7 @@ def pretrain() -> dict:
       raise ValueError("--vocab_file and --merges_file go together (or neither, to learn a BPE).")
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  with runtime.execution_context():
-    corpus = datasets.load_corpus(
-      FLAGS.dataset,
-      path=FLAGS.dataset_path,
-      client_field=FLAGS.client_field,
-      text_field=FLAGS.text_field,
-      cache_dir=FLAGS.cache_dir or None,
-    )
+  corpus = flags_common.load_corpus()
   train, test = corpus.texts("train"), corpus.texts("test")
   chosen = sorted(train)
   if FLAGS.groups:

@@ -42,15 +42,7 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_ASSETS = os.path.join("assets", "tokenizer")
 SOURCE_FILE = "source.json"
-BACKBONE_KEYS = (
-  "vocabulary_size",
-  "num_layers",
-  "num_heads",
-  "hidden_dim",
-  "intermediate_dim",
-  "dropout",
-  "max_sequence_length",
-)
+BACKBONE_KEYS = gpt2_lm.BACKBONE_KEYS
 # Keras 3's MultiHeadAttention names its projections without the underscore.
 _K3_NAMES = {f"/_{p}_dense/": f"/{p}_dense/" for p in ("query", "key", "value", "output")}
 _HUB_MODULE = "keras_hub.src.models.gpt2"

@@ -24,6 +24,18 @@ MODEL_SIZES = {
 }
 
 
+# The `GPT2Backbone` arguments a model config holds.
+BACKBONE_KEYS = (
+  "vocabulary_size",
+  "num_layers",
+  "num_heads",
+  "hidden_dim",
+  "intermediate_dim",
+  "dropout",
+  "max_sequence_length",
+)
+
+
 def model_config(size: str, *, vocabulary_size: int, max_sequence_length: int) -> dict:
   """Returns the `GPT2Backbone` arguments of the named size."""
   if size not in MODEL_SIZES:
@@ -92,15 +104,4 @@ def load_preset(preset: str) -> keras_nlp.models.GPT2Backbone:
 def preset_config(preset: str) -> dict:
   """The `GPT2Backbone` arguments of a preset, read from its config.json alone."""
   config = preset_utils.load_config(preset, preset_utils.CONFIG_FILE)["config"]
-  return {
-    k: config[k]
-    for k in (
-      "vocabulary_size",
-      "num_layers",
-      "num_heads",
-      "hidden_dim",
-      "intermediate_dim",
-      "dropout",
-      "max_sequence_length",
-    )
-  }
+  return {k: config[k] for k in BACKBONE_KEYS}
