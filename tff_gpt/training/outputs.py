@@ -4,10 +4,13 @@ As google-research/federated's `training_utils.create_managers`:
 `<root>/checkpoints/<name>/`, `<root>/results/<name>/`, `<root>/logdir/<name>/`.
 """
 
+import asyncio
 import csv
 import dataclasses
 import json
 import os
+import signal
+import threading
 
 import tensorflow_federated as tff
 
@@ -83,6 +86,45 @@ def create_managers(dirs: RunDirs):
     dirs.clients_csv, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname="round_num"
   )
   return state_manager, metrics_managers, clients_manager
+
+
+class OutputLoop:
+  """Runs the `tff.program` managers' coroutines, with Ctrl-C held back until each has finished.
+
+  A KeyboardInterrupt raised while an asyncio event loop waits on its executor
+  threads can be lost inside the loop, which then waits forever (seen when
+  Ctrl-C arrived during a checkpoint save), and stopping a write half-way
+  leaves a file the next run must not trust. While a coroutine runs here,
+  SIGINT is only recorded; KeyboardInterrupt is raised as soon as it is done.
+  """
+
+  def __init__(self):
+    self._loop = asyncio.new_event_loop()
+    self._interrupted = False
+
+  def _hold(self, signum, frame) -> None:
+    del signum, frame
+    self._interrupted = True
+
+  def run(self, coroutine):
+    """Runs `coroutine` to completion and returns its result."""
+    previous = signal.getsignal(signal.SIGINT)
+    # Only Python's own Ctrl-C handler is replaced: an ignored SIGINT, or a caller's handler, stays.
+    hold = threading.current_thread() is threading.main_thread() and previous is signal.default_int_handler
+    if hold:
+      signal.signal(signal.SIGINT, self._hold)
+    try:
+      result = self._loop.run_until_complete(coroutine)
+    finally:
+      if hold:
+        signal.signal(signal.SIGINT, previous)
+    if self._interrupted:
+      self._interrupted = False
+      raise KeyboardInterrupt
+    return result
+
+  def close(self) -> None:
+    self._loop.close()
 
 
 def write_hparams(dirs: RunDirs, hparams: dict) -> None:

@@ -290,11 +290,11 @@ class FederatedExperiment:
     outputs.write_json(dirs.run_config, self.run_config())
     outputs.write_hparams(dirs, c.to_dict())
     state_manager, metrics_managers, clients_manager = outputs.create_managers(dirs)
-    loop = asyncio.new_event_loop()
+    loop = outputs.OutputLoop()
     try:
-      if loop.run_until_complete(state_manager.get_versions()):
+      if loop.run(state_manager.get_versions()):
         self.check_frozen_weights()
-        state, version = loop.run_until_complete(state_manager.load_latest(self.process.initialize()))
+        state, version = loop.run(state_manager.load_latest(self.process.initialize()))
       else:
         state, version = self.initial_state(), 0
       last_metrics = {}
@@ -313,11 +313,11 @@ class FederatedExperiment:
           if round_num % c.rounds_per_eval == 0 or round_num == c.total_rounds:
             metrics.update(self.evaluate(self.process.get_model_weights(state)))
           metrics["memory_mb"] = process_tree_rss_mb()
-          loop.run_until_complete(_release(metrics_managers, metrics, round_num))
+          loop.run(_release(metrics_managers, metrics, round_num))
           clients = {"client_ids": " ".join(self.clients_for_round(round_num))}
-          loop.run_until_complete(clients_manager.release(clients, key=round_num))
+          loop.run(clients_manager.release(clients, key=round_num))
           if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
-            loop.run_until_complete(state_manager.save(state, round_num))
+            loop.run(state_manager.save(state, round_num))
           bar.update(1)
           bar.set_postfix(
             loss=f"{metrics['train_loss']:.3f}",
