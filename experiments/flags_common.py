@@ -137,6 +137,7 @@ def check_main_args(argv) -> None:
 
 # Exit status of an error in what the user gave (flags, files, settings), as argparse's.
 USER_ERROR_EXIT = 2
+RUN_FAILURE_EXIT = 1
 
 
 def _user_error(message: str) -> None:
@@ -156,8 +157,9 @@ def run(main) -> None:
 
   A bad flag, an `app.UsageError`, or a `tff_gpt.errors.UserInputError`
   (corpus, tokenizer, checkpoint, resume mismatch, ...) prints
-  `error: <what> <fix>` to stderr and exits 2; any other exception keeps its
-  traceback.
+  `error: <what> <fix>` to stderr and exits 2; a `tff_gpt.errors.RunFailure`
+  (a TFF worker died, the experiment directory is in use) prints the same way
+  and exits 1; any other exception keeps its traceback.
   """
 
   def guarded(argv):
@@ -165,5 +167,8 @@ def run(main) -> None:
       return main(argv)
     except (errors.UserInputError, app.UsageError) as e:
       _user_error(str(e))
+    except errors.RunFailure as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(RUN_FAILURE_EXIT)
 
   app.run(guarded, flags_parser=_parse_flags)

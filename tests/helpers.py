@@ -4,7 +4,10 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl, runtime_error_context
 
@@ -237,3 +240,37 @@ def tiny_config(tmp_path, **overrides) -> config_lib.ExperimentConfig:
   )
   values.update(overrides)
   return config_lib.ExperimentConfig(**values)
+
+
+def start_run(tmp_path, stdout=subprocess.PIPE, *, flags=(), **config_overrides) -> subprocess.Popen:
+  """`experiments.run_experiment` on `tiny_config(tmp_path, **config_overrides)`, as a process of its own."""
+  config = tiny_config(tmp_path, **config_overrides)
+  config_flags = [f"--{k}={v}" for k, v in config.to_dict().items() if v is not None]
+  return subprocess.Popen(
+    [sys.executable, "-m", "experiments.run_experiment", *config_flags, "--sample_prompt=", *flags],
+    cwd=REPO,
+    stdout=stdout,
+    stderr=subprocess.STDOUT,
+    env=dict(os.environ, PYTHONPATH=REPO),
+    start_new_session=True,
+  )
+
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+  """The TFF `worker_binary` processes under process `pid`."""
+  try:
+    return [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "worker_binary"]
+  except psutil.Error:
+    return []
+
+
+def wait_for_rows(metrics_csv, rows: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+  """Waits until the run's metrics CSV has `rows` rounds; fails if the run ends first."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if os.path.exists(metrics_csv) and len(open(metrics_csv).read().splitlines()) > rows:
+      return
+    if proc.poll() is not None:
+      pytest.fail(f"the run ended (status {proc.returncode}) before round {rows}")
+    time.sleep(0.2)
+  pytest.fail(f"no round {rows} within {timeout} s")

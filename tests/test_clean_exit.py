@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
@@ -14,31 +13,9 @@ from tests import helpers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _start(tmp_path, total_rounds, stdout=subprocess.PIPE, **kwargs):
-  config = helpers.tiny_config(tmp_path, total_rounds=total_rounds, rounds_per_eval=1000)
-  flags = [f"--{k}={v}" for k, v in config.to_dict().items() if v is not None]
-  return subprocess.Popen(
-    [sys.executable, "-m", "experiments.run_experiment", *flags, "--sample_prompt="],
-    cwd=REPO,
-    stdout=stdout,
-    stderr=subprocess.STDOUT,
-    env=dict(os.environ, PYTHONPATH=REPO),
-    **kwargs,
-  )
-
-
-def _workers(pid):
-  try:
-    return [
-      p for p in psutil.Process(pid).children(recursive=True) if "worker_binary" in " ".join(p.cmdline())
-    ]
-  except psutil.Error:
-    return []
-
-
 @pytest.mark.slow
 def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
-  proc = _start(tmp_path, total_rounds=1)
+  proc = helpers.start_run(tmp_path, total_rounds=1, rounds_per_eval=1000)
   # communicate() returns only once every holder of the pipe (the worker too) has closed it.
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out.decode()[-2000:]
@@ -50,12 +27,12 @@ def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
 def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
   """SIGINT to the terminal's process group (Ctrl-C), or to the Python process alone."""
   log = open(tmp_path / "run.log", "w")
-  proc = _start(tmp_path, total_rounds=10_000, stdout=log, start_new_session=True)
+  proc = helpers.start_run(tmp_path, stdout=log, total_rounds=10_000, rounds_per_eval=1000)
   metrics = tmp_path / "runs" / "results" / "tiny" / "experiment.metrics.csv"
   deadline = time.time() + 300
   while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 1):
     time.sleep(0.5)
-  workers = _workers(proc.pid)
+  workers = helpers.worker_processes(proc.pid)
   assert workers, "training is under way in the TFF worker"
   if whole_group:
     os.killpg(proc.pid, signal.SIGINT)
@@ -78,12 +55,12 @@ def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
 def test_kill_9_leaves_no_worker(tmp_path):
   """A run killed with SIGKILL cannot stop its worker itself: the runtime's watchdog does."""
   log = open(tmp_path / "run.log", "w")
-  proc = _start(tmp_path, total_rounds=10_000, stdout=log, start_new_session=True)
+  proc = helpers.start_run(tmp_path, stdout=log, total_rounds=10_000, rounds_per_eval=1000)
   deadline = time.time() + 300
   workers = []
   while time.time() < deadline and not workers:
     time.sleep(0.5)
-    workers = _workers(proc.pid)
+    workers = helpers.worker_processes(proc.pid)
   assert workers, (tmp_path / "run.log").read_text()[-2000:]
   proc.kill()
   proc.wait(timeout=30)

@@ -1,0 +1,192 @@
+"""TFF's C++ worker process (`worker_binary`): started, watched and stopped by the project.
+
+TFF's own local context restarts its worker when it dies and retries the
+computation without a word; when memory is what killed the worker, that loop
+never ends. `LocalWorker` starts the same binary the same way, but a worker
+that has ended raises `WorkerDiedError`, which says how it ended and what to
+change. When this process itself dies without stopping its workers (kill -9,
+an out-of-memory kill), a small watchdog process kills them.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import portpicker
+import psutil
+import tensorflow_federated as tff
+from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+
+from tff_gpt import errors
+
+WORKER_NAME = "worker_binary"
+WORKER_BINARY = os.path.join(os.path.dirname(tff.__file__), "data", WORKER_NAME)
+# How long a worker gets to stop after SIGINT before it is killed.
+STOP_SECONDS = 20.0
+# How long a starting worker gets to answer.
+START_SECONDS = 60.0
+MEMORY_ADVICE = (
+  "If memory ran out, use --max_concurrent_computation_calls=1, fewer --clients_per_round, or a lighter "
+  "--trainable (lora:8, bitfit)."
+)
+
+
+class WorkerDiedError(errors.RunFailure):
+  """TFF's worker process ended while the run needed it."""
+
+
+def describe_exit(returncode: int) -> str:
+  """How a process with `returncode` ended, in words."""
+  if returncode < 0:
+    name = signal.Signals(-returncode).name
+    if -returncode == signal.SIGKILL:
+      return f"was killed by {name} (what the kernel's out-of-memory killer sends)"
+    return f"was ended by {name}"
+  return f"exited with status {returncode}"
+
+
+def _stop(processes: list[psutil.Process]) -> None:
+  """SIGINT (as TFF stops its worker), then SIGKILL for those still running after `STOP_SECONDS`."""
+  for process in processes:
+    try:
+      process.send_signal(signal.SIGINT)
+    except psutil.Error:
+      pass
+  _, alive = psutil.wait_procs(processes, timeout=STOP_SECONDS)
+  for process in alive:
+    logging.warning("TFF worker %d ran on %.0f s after SIGINT; killing it.", process.pid, STOP_SECONDS)
+    try:
+      process.kill()
+      process.wait(timeout=STOP_SECONDS)
+    except psutil.Error:
+      pass
+
+
+def children() -> list[psutil.Process]:
+  """This process's `worker_binary` children still running (ours, or ones TFF's own contexts started)."""
+  found = []
+  for child in psutil.Process().children():
+    try:
+      if child.status() != psutil.STATUS_ZOMBIE and child.name() == WORKER_NAME:
+        found.append(child)
+    except psutil.Error:
+      pass
+  return found
+
+
+def stop_children() -> None:
+  """Stops every worker this process started, bounded by `STOP_SECONDS`."""
+  _stop(children())
+
+
+class LocalWorker:
+  """One `worker_binary` on a free localhost port, started at the first computation.
+
+  Args:
+    max_concurrent_computation_calls: How many client computations the
+      worker runs at once (nonpositive: no limit).
+  """
+
+  def __init__(self, *, max_concurrent_computation_calls: int):
+    self.max_concurrent_computation_calls = max_concurrent_computation_calls
+    self.process: subprocess.Popen | None = None
+    self.address: str | None = None
+    self._stub = None
+
+  def _start(self) -> None:
+    port = portpicker.pick_unused_port()
+    self.address = f"localhost:{port}"
+    self.process = subprocess.Popen(
+      [
+        WORKER_BINARY,
+        f"--port={port}",
+        f"--max_concurrent_computation_calls={self.max_concurrent_computation_calls}",
+      ],
+      stdin=subprocess.DEVNULL,
+      # Its log goes to our stderr; holding our stdout would keep `run | tail` waiting after we exit.
+      stdout=sys.stderr,
+      stderr=sys.stderr,
+    )
+    channel = grpc.insecure_channel(self.address, executor_factory._GRPC_CHANNEL_OPTIONS)
+    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
+    deadline = time.monotonic() + START_SECONDS
+    while not self._stub.is_ready:
+      if self.process.poll() is not None:
+        raise WorkerDiedError(f"TFF's worker_binary {describe_exit(self.process.returncode)} while starting.")
+      if time.monotonic() > deadline:
+        self.stop()
+        raise WorkerDiedError(
+          f"TFF's worker_binary did not answer on {self.address} in {START_SECONDS:.0f} s."
+        )
+      time.sleep(0.02)  # TFF's own context polls every second.
+
+  def stub(self):
+    """The worker's gRPC stub, starting the worker the first time.
+
+    Raises:
+      WorkerDiedError: The worker has ended; it is not restarted.
+    """
+    if self.process is None:
+      self._start()
+    elif self.process.poll() is not None:
+      raise WorkerDiedError(
+        f"TFF's worker process (pid {self.process.pid}) {describe_exit(self.process.returncode)} during a "
+        f"computation; the round was not finished. {MEMORY_ADVICE} The same command resumes after the last "
+        "checkpoint."
+      )
+    return self._stub
+
+  def stop(self) -> None:
+    """Stops the worker (bounded); a no-op when it never started or has ended."""
+    if self.process is not None and self.process.poll() is None:
+      _stop([psutil.Process(self.process.pid)])
+      self.process.wait()
+
+
+# Run by `python -c` beside this process: records this process's TFF workers
+# while it lives, and kills them once it is gone however it ended (kill -9, an
+# out-of-memory kill, a crash), when nothing of ours runs to stop them.
+_WATCHDOG = """
+import sys, time
+import psutil
+try:
+  parent = psutil.Process(int(sys.argv[1]))
+except psutil.Error:
+  sys.exit(0)
+seen = {}
+while True:
+  try:
+    for child in parent.children():
+      if child.pid not in seen and child.name() == WORKER:
+        seen[child.pid] = child
+    if parent.status() == psutil.STATUS_ZOMBIE:
+      break
+  except psutil.Error:
+    break
+  time.sleep(0.5)
+for worker in seen.values():
+  try:
+    worker.kill()  # psutil checks the pid still names the same process.
+  except psutil.Error:
+    pass
+""".replace("WORKER", repr(WORKER_NAME))
+_watchdog: subprocess.Popen | None = None
+
+
+def start_watchdog() -> None:
+  """Starts, once per process, the watchdog that kills our workers after we die."""
+  global _watchdog
+  if _watchdog is not None and _watchdog.poll() is None:
+    return
+  _watchdog = subprocess.Popen(
+    [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,  # Ctrl-C to our process group leaves it to clean up after us.
+  )
