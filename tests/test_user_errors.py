@@ -31,6 +31,14 @@ def _cases(tmp):
   merges = tmp / "merges.txt"
   merges.write_text("a b\n")
   runs = f"--root_output_dir={tmp}/runs"
+  corpus = tmp / "corpus.jsonl"
+  helpers.write_jsonl_corpus(corpus)
+  huge_batches = [
+    "--dataset=jsonl",
+    f"--dataset_path={corpus}",
+    "--model_size=tiny",
+    "--client_batch_size=10000000",
+  ]
   return [
     ("run_experiment", ["--total_rounds=0"], "--total_rounds must be >= 1"),
     ("run_experiment", ["--client_optimizer=lion"], "flag --client_optimizer=lion"),
@@ -48,6 +56,7 @@ def _cases(tmp):
     ),
     ("run_experiment", [runs, "--tokenizer=bpe", f"--preset={tmp}/nowhere"], "does not exist"),
     ("run_experiment", ["unexpected"], "Unexpected arguments"),
+    ("run_experiment", [runs, *huge_batches], "GB at its peak"),
     ("generate", [runs, "--experiment_name=none"], "No run at"),
     ("export_model", [runs, "--experiment_name=none"], "No run at"),
     ("compare_algorithms", [runs, "--configuration=x: algorithm=fedadam"], "are not flags"),

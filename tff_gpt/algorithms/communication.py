@@ -36,6 +36,15 @@ def _optimizer_state_bytes(config, trainable_types) -> int:
   return sum(np.asarray(v).nbytes for v in tf.nest.flatten(state))
 
 
+def weight_bytes(process: tff.learning.templates.LearningProcess) -> tuple[int, int]:
+  """`(trainable, non_trainable)` bytes of the model weights in the process's state."""
+  weights_type = process.get_model_weights.type_signature.result
+  return (
+    sum(_tensor_bytes(t) for t in weights_type.trainable),
+    sum(_tensor_bytes(t) for t in weights_type.non_trainable),
+  )
+
+
 def bytes_per_client(config, process: tff.learning.templates.LearningProcess) -> dict:
   """`{"client_download_bytes": ..., "client_upload_bytes": ...}` for one client and round."""
   weights_type = process.get_model_weights.type_signature.result

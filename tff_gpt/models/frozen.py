@@ -52,6 +52,12 @@ class Layout:
 
   specs: dict
 
+  def nbytes(self) -> int:
+    """Bytes of the frozen values."""
+    return sum(
+      int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in self.specs.values()
+    )
+
   def tensors(self) -> dict:
     return {_key(i): [list(shape), dtype] for i, (shape, dtype) in sorted(self.specs.items())}
 

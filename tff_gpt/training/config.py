@@ -103,6 +103,7 @@ class ExperimentConfig:
   trainable: str = "all"
   lora_alpha: float = trainable_lib.DEFAULT_LORA_ALPHA
   max_concurrent_computation_calls: int = 2
+  ignore_memory_estimate: bool = False
   export: bool = True
   cache_dir: str | None = None
 

@@ -30,7 +30,7 @@ from tff_gpt.data import datasets, preprocessing, tokenizers
 from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import config as config_lib
-from tff_gpt.training import outputs
+from tff_gpt.training import memory, outputs
 
 
 class ResumeError(errors.UserInputError):
@@ -116,6 +116,9 @@ class FederatedExperiment:
     self.bytes_per_client = communication.bytes_per_client(config, self.process)
     self.eval_client_ids = self._choose_eval_clients()
     self._check_data_matches_model()
+    self.memory_estimate = memory.of_experiment(self, process_bytes=int(process_tree_rss_mb() * memory.MB))
+    if not config.ignore_memory_estimate:
+      memory.check(self.memory_estimate, process_mb=process_tree_rss_mb())
 
   @functools.cached_property
   def eval_process(self):
@@ -353,6 +356,8 @@ class FederatedExperiment:
       bytes_communicated=c.total_rounds * self.clients_per_round * sum(self.bytes_per_client.values()),
       train_seconds=sum(float(r["round_seconds"]) + float(r.get("eval_seconds") or 0) for r in rows),
       unigram_perplexity=self.unigram_perplexity(),
+      memory_estimate_mb=round(self.memory_estimate.total_mb),
+      memory_peak_mb=round(max((float(r["memory_mb"]) for r in rows if r.get("memory_mb")), default=0.0)),
       eval_clients=len(self.eval_client_ids),
       checkpoints=dirs.checkpoints,
       metrics_csv=dirs.metrics_csv,

@@ -1,0 +1,71 @@
+"""The peak-memory estimate: its fit to measured peaks, the refusal before round 1, and the override."""
+
+import pytest
+
+from tests import helpers
+from tff_gpt.training import memory, trainer
+
+GPT2_124M = dict(num_layers=12, hidden_dim=768, num_heads=12, vocabulary_size=50257)
+GPT2_124M_BYTES = 124_439_808 * 4
+
+
+@pytest.mark.parametrize(
+  "trained_params, clients, python_gb, measured_gb",
+  [
+    # BENCHMARKS.md section 6: batches of 4 x 128 tokens, one client at a time.
+    (124_439_808, 2, 4.3, 21.7),  # The whole model; its Python process held 4.3 GB.
+    (294_912, 10, 2.0, 4.6),  # lora:8
+    (121_344, 10, 2.0, 4.4),  # bitfit
+    (7_089_408, 10, 2.0, 5.1),  # last_blocks:1
+  ],
+)
+def test_estimate_matches_the_measured_gpt2_124m_peaks(trained_params, clients, python_gb, measured_gb):
+  estimate = memory.estimate(
+    process_bytes=int(python_gb * 2**30),
+    weights_bytes=GPT2_124M_BYTES,
+    trained_bytes=trained_params * 4,
+    activations_bytes=memory.activation_bytes(GPT2_124M, batch_size=4, sequence_length=128),
+    clients_per_round=clients,
+    max_concurrent_computation_calls=1,
+  )
+  assert estimate.total_mb / 1024 == pytest.approx(measured_gb, rel=0.15)
+
+
+def test_the_whole_124m_model_at_10_clients_is_refused_on_a_24_gb_machine():
+  """It was killed by the kernel at 19.4 GB (worker) + 4.3 GB (Python) during its first round."""
+  estimate = memory.estimate(
+    process_bytes=int(4.3 * 2**30),
+    weights_bytes=GPT2_124M_BYTES,
+    trained_bytes=GPT2_124M_BYTES,
+    activations_bytes=memory.activation_bytes(GPT2_124M, batch_size=4, sequence_length=128),
+    clients_per_round=10,
+    max_concurrent_computation_calls=1,
+  )
+  with pytest.raises(memory.MemoryEstimateError) as raised:
+    memory.check(estimate, process_mb=4.3 * 1024, available_mb=19.5 * 1024)
+  message = str(raised.value)
+  assert "--max_concurrent_computation_calls=1" in message and "--ignore_memory_estimate" in message
+  assert len(message) < 400
+
+
+def test_more_concurrent_clients_need_more_memory():
+  kwargs = dict(
+    process_bytes=0, weights_bytes=10**8, trained_bytes=10**6, activations_bytes=10**7, clients_per_round=8
+  )
+  one, four = (memory.estimate(max_concurrent_computation_calls=k, **kwargs) for k in (1, 4))
+  assert four.concurrent_clients == 4 and four.worker_mb > one.worker_mb
+
+
+@pytest.mark.slow
+def test_a_run_records_its_estimate_beside_its_measured_peak(tmp_path):
+  summary = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, total_rounds=2)).run(progress=False)
+  assert 0.7 * summary["memory_peak_mb"] <= summary["memory_estimate_mb"] <= 2 * summary["memory_peak_mb"]
+
+
+def test_an_oversized_run_is_refused_before_round_1_and_the_flag_overrides(tmp_path):
+  config = helpers.tiny_config(tmp_path, client_batch_size=10_000_000)
+  with pytest.raises(memory.MemoryEstimateError, match="GB at its peak"):
+    trainer.FederatedExperiment(config)
+  config = helpers.tiny_config(tmp_path, client_batch_size=10_000_000, ignore_memory_estimate=True)
+  experiment = trainer.FederatedExperiment(config)
+  assert experiment.memory_estimate.total_mb > 100 * 1024
