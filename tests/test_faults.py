@@ -6,10 +6,11 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from tests import helpers
-from tff_gpt.training import outputs
+from tff_gpt.training import outputs, trainer
 
 
 def test_ctrl_c_during_a_write_finishes_the_write_then_interrupts(tmp_path):
@@ -68,3 +69,71 @@ def test_a_worker_killed_mid_run_fails_the_round_with_advice_then_resumes(tmp_pa
   assert b"Resuming tiny after round" in out
   rounds = [int(r["round_num"]) for r in outputs.read_csv(str(_metrics_csv(tmp_path)))]
   assert rounds == list(range(1, finished + 3))
+
+
+def _weights_of(config):
+  state, version = trainer.FederatedExperiment(config).latest_state()
+  return version, state.global_model_weights.trainable
+
+
+def _truncate_checkpoint(dirs, round_num):
+  variables = os.path.join(dirs.checkpoints, f"program_state_{round_num}", "variables")
+  [data] = [os.path.join(variables, f) for f in os.listdir(variables) if f.startswith("variables.data")]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 2)  # As a disk that filled up during the save would leave it.
+
+
+@pytest.mark.slow
+def test_a_truncated_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(tmp_path):
+  reference = helpers.tiny_config(tmp_path, experiment_name="reference", total_rounds=4)
+  trainer.FederatedExperiment(reference).run(progress=False)
+
+  config = helpers.tiny_config(tmp_path, total_rounds=3)
+  trainer.FederatedExperiment(config).run(progress=False)
+  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+  _truncate_checkpoint(dirs, 3)
+  # What a crash half-way through TFF's write-then-rename saves leaves behind.
+  os.makedirs(os.path.join(dirs.checkpoints, "program_state_4_temp1234", "variables"))
+  with open(dirs.metrics_csv + "_temp5678", "w") as f:
+    f.write("round_num,train_loss\n1,")
+
+  config.total_rounds = 4
+  trainer.FederatedExperiment(config).run(progress=False)
+
+  names = sorted(os.listdir(dirs.checkpoints))
+  assert "unreadable_program_state_3" in names and not [n for n in names if "_temp" in n], names
+  assert not [n for n in os.listdir(dirs.results) if "_temp" in n]
+  assert [int(r["round_num"]) for r in outputs.read_metrics(dirs)] == [1, 2, 3, 4]
+  (got_round, got), (want_round, want) = _weights_of(config), _weights_of(reference)
+  assert got_round == want_round == 4
+  for a, b in zip(got, want, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_no_readable_checkpoint_is_an_error_that_keeps_them(tmp_path):
+  config = helpers.tiny_config(tmp_path, total_rounds=1)
+  trainer.FederatedExperiment(config).run(progress=False)
+  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+  _truncate_checkpoint(dirs, 1)
+  config.total_rounds = 2
+  with pytest.raises(outputs.NoReadableCheckpointError, match="none of the 1 checkpoints .* reads back"):
+    trainer.FederatedExperiment(config).run(progress=False)
+  assert os.listdir(dirs.checkpoints).count("program_state_1") == 1
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_experiment_stops_at_start(tmp_path):
+  log = tmp_path / "first.log"
+  first = helpers.start_run(tmp_path, stdout=open(log, "w"), total_rounds=10_000, rounds_per_eval=1000)
+  try:
+    helpers.wait_for_rows(_metrics_csv(tmp_path), 1, first)
+    second = helpers.start_run(tmp_path, total_rounds=10_000, rounds_per_eval=1000)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 2, out.decode()[-3000:]
+    [error] = [line for line in out.decode().splitlines() if line.startswith("error: ")]
+    assert f"is in use by a run still going (pid {first.pid} on" in error, error
+    assert first.poll() is None, "the first run goes on"
+  finally:
+    first.send_signal(signal.SIGINT)
+    first.wait(timeout=120)
+  assert first.returncode == 130, log.read_text()[-3000:]

@@ -5,14 +5,22 @@ As google-research/federated's `training_utils.create_managers`:
 """
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import json
+import logging
 import os
+import re
+import shutil
 import signal
+import socket
 import threading
 
 import tensorflow_federated as tff
+
+from tff_gpt import errors
 
 METRICS_FILE = "experiment.metrics.csv"
 CLIENTS_FILE = "sampled_clients.csv"
@@ -21,6 +29,19 @@ RUN_CONFIG_FILE = "run_config.json"
 SUMMARY_FILE = "summary.json"
 FROZEN_WEIGHTS_DIR = "frozen_weights"
 PRETRAINED_DIR = "pretrained"
+LOCK_FILE = ".lock"
+# An unreadable checkpoint is renamed with this prefix (kept for inspection, out of TFF's versions).
+UNREADABLE_PREFIX = "unreadable_"
+# What TFF's state and CSV managers write first, then rename: left behind only by a crash mid-write.
+_PARTIAL_WRITE = re.compile(r"_temp\d{4}$")
+
+
+class RunInUseError(errors.UserInputError):
+  """Raised when another process is running the same experiment."""
+
+
+class NoReadableCheckpointError(errors.RunFailure):
+  """Raised when a run has checkpoints but none of them can be read."""
 
 
 @dataclasses.dataclass
@@ -127,6 +148,88 @@ class OutputLoop:
     self._loop.close()
 
 
+@contextlib.contextmanager
+def run_lock(dirs: RunDirs):
+  """Holds the experiment's lock while the block runs; a second run on the same directories stops at once.
+
+  An advisory `flock` on `<checkpoints>/.lock`: the kernel releases it when
+  the holder ends however it ends (kill -9 too), so a stale lock never blocks
+  a resume. (On network file systems without `flock`, it does not guard.)
+
+  Raises:
+    RunInUseError: Another process holds the lock; names its pid and host.
+  """
+  path = os.path.join(dirs.checkpoints, LOCK_FILE)
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      raise RunInUseError(
+        f"{dirs.checkpoints} is in use by a run still going ({holder}). Wait for it to end or stop it, or "
+        "use another --experiment_name."
+      ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    try:
+      yield
+    finally:
+      f.truncate(0)
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_partial_writes(dirs: RunDirs) -> None:
+  """Removes what a crash in the middle of a checkpoint or CSV write left (never a finished file)."""
+  for directory in (dirs.checkpoints, dirs.results):
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+      if _PARTIAL_WRITE.search(name):
+        path = os.path.join(directory, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+async def load_latest_readable(state_manager, structure, *, set_aside: bool = True):
+  """`(state, version)` of the newest checkpoint that reads back; `(None, 0)` when there is none.
+
+  A newer checkpoint that cannot be read (truncated or corrupted on disk) is
+  skipped with a warning and, when `set_aside`, renamed `unreadable_...` so
+  that the resumed run writes that round again.
+
+  Raises:
+    NoReadableCheckpointError: There are checkpoints, and none reads back.
+  """
+  versions = await state_manager.get_versions() or []
+  unreadable = []
+  for version in reversed(versions):
+    try:
+      state = await state_manager.load(version, structure)
+    except Exception as e:  # noqa: BLE001 - TF reports damaged files with many error types.
+      unreadable.append((version, e))
+      continue
+    for bad, error in unreadable:
+      path = state_manager._get_path_for_version(bad)
+      logging.warning(
+        "Checkpoint %s cannot be read (%s: %s); resuming from round %d instead.",
+        path,
+        type(error).__name__,
+        str(error).splitlines()[0][:200] if str(error) else "",
+        version,
+      )
+      if set_aside:
+        os.replace(path, os.path.join(os.path.dirname(path), UNREADABLE_PREFIX + os.path.basename(path)))
+    return state, version
+  if unreadable:
+    version, error = unreadable[0]
+    raise NoReadableCheckpointError(
+      f"none of the {len(versions)} checkpoints in {os.path.dirname(state_manager._get_path_for_version(0))} "
+      f"reads back (round {version}: {type(error).__name__}: {str(error).splitlines()[0][:200]}). Move them "
+      "away to start over, or use another --experiment_name."
+    )
+  return None, 0
+
+
 def write_hparams(dirs: RunDirs, hparams: dict) -> None:
   """Writes the run's hyperparameters as one-row `hparams.csv` and as JSON."""
   row = {k: ("" if v is None else v) for k, v in sorted(hparams.items())}
@@ -137,10 +240,18 @@ def write_hparams(dirs: RunDirs, hparams: dict) -> None:
 
 
 def write_json(path: str, value: dict) -> None:
+  """Writes `value` as JSON, durably: a crash leaves the old file or the new one, never half of one."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(value, f, indent=1, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)
+  directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+  try:
+    os.fsync(directory)
+  finally:
+    os.close(directory)
 
 
 def read_json(path: str) -> dict:

@@ -40,7 +40,9 @@ def load_latest_model(root_output_dir: str, experiment_name: str):
     raise errors.UserInputError(f"{dirs.checkpoints} has no checkpoint yet; wait for the first one.")
   if getattr(model_fn, "frozen_layout", None) is not None:
     frozen.check(dirs.frozen_weights, model_fn.frozen_layout)
-  state, version = asyncio.run(state_manager.load_latest(process.initialize()))
+  state, version = asyncio.run(
+    outputs.load_latest_readable(state_manager, process.initialize(), set_aside=False)
+  )
   weights = process.get_model_weights(state)
   model = tff_model.keras_model_with_weights(run_config["model"], weights, **settings)
   if run_config["model"].get("architecture", "gpt2") == "gpt2":

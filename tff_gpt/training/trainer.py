@@ -282,12 +282,20 @@ class FederatedExperiment:
     return preprocessing.unigram_perplexity(train, test, self.tokenizer.vocabulary_size)
 
   def run(self, *, progress: bool = True) -> dict:
-    """Trains for `total_rounds`, resuming after the last checkpoint if there is one.
+    """Trains for `total_rounds`, resuming after the last readable checkpoint if there is one.
 
     Returns:
       The run summary (also written to `results/<name>/summary.json`), with
       the final model weights under "model_weights".
+
+    Raises:
+      outputs.RunInUseError: Another process is running this experiment.
     """
+    with outputs.run_lock(self.dirs.create_all()):
+      outputs.remove_partial_writes(self.dirs)
+      return self._run(progress=progress)
+
+  def _run(self, *, progress: bool) -> dict:
     c = self.config
     dirs = self.dirs.create_all()
     outputs.write_json(dirs.run_config, self.run_config())
@@ -297,9 +305,9 @@ class FederatedExperiment:
     try:
       if loop.run(state_manager.get_versions()):
         self.check_frozen_weights()
-        state, version = loop.run(state_manager.load_latest(self.process.initialize()))
-      else:
-        state, version = self.initial_state(), 0
+      state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
+      if version == 0:
+        state = self.initial_state()
       last_metrics = {}
       bar = tqdm.tqdm(
         total=c.total_rounds,
@@ -376,7 +384,9 @@ class FederatedExperiment:
     if not asyncio.run(state_manager.get_versions()):
       raise FileNotFoundError(f"{self.dirs.checkpoints} has no checkpoint yet.")
     self.check_frozen_weights()
-    return asyncio.run(state_manager.load_latest(self.process.initialize()))
+    return asyncio.run(
+      outputs.load_latest_readable(state_manager, self.process.initialize(), set_aside=False)
+    )
 
   def _check_resume(self) -> None:
     """Fails early when the output directory holds a run with other settings."""
