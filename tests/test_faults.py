@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from tests import helpers
@@ -137,3 +138,59 @@ def test_a_second_run_on_the_same_experiment_stops_at_start(tmp_path):
     first.send_signal(signal.SIGINT)
     first.wait(timeout=120)
   assert first.returncode == 130, log.read_text()[-3000:]
+
+
+def _kill_9_when(proc, ready, timeout: float = 300) -> list:
+  """SIGKILLs the run's Python process once `ready()` holds; returns the workers it had then."""
+  deadline = time.time() + timeout
+  while not ready():
+    if proc.poll() is not None or time.time() > deadline:
+      pytest.fail(f"the kill point was never reached (run status {proc.poll()})")
+    time.sleep(0.005)
+  workers = helpers.worker_processes(proc.pid)
+  proc.kill()
+  proc.wait(timeout=30)
+  return workers
+
+
+@pytest.mark.slow
+def test_kill_9_before_between_and_during_checkpoints_loses_nothing(tmp_path):
+  """Three kills of the Python process, then the same command to the end: as one uninterrupted run."""
+  settings = dict(total_rounds=7, rounds_per_checkpoint=3, rounds_per_eval=1000)
+  reference = helpers.tiny_config(tmp_path, experiment_name="reference", **settings)
+  trainer.FederatedExperiment(reference).run(progress=False)
+
+  dirs = outputs.RunDirs.of(str(tmp_path / "runs"), "tiny")
+
+  def rows():
+    return len(outputs.read_metrics(dirs)) if os.path.exists(dirs.metrics_csv) else 0
+
+  def names():
+    return os.listdir(dirs.checkpoints) if os.path.isdir(dirs.checkpoints) else []
+
+  kill_points = {
+    "before the first checkpoint": lambda: rows() >= 1 and "program_state_3" not in names(),
+    "between checkpoints": lambda: rows() >= 4 and "program_state_3" in names(),
+    "during a checkpoint save": lambda: any("_temp" in n for n in names()),
+  }
+
+  left_behind = []
+  for point, ready in kill_points.items():
+    proc = helpers.start_run(tmp_path, stdout=open(tmp_path / "run.log", "a"), **settings)
+    workers = _kill_9_when(proc, ready)
+    assert workers, f"{point}: the worker had started"
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    left_behind += alive
+  assert not left_behind, f"workers left running: {left_behind}"
+
+  proc = helpers.start_run(tmp_path, **settings)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out.decode()[-3000:]
+  assert [int(r["round_num"]) for r in outputs.read_metrics(dirs)] == list(range(1, 8))
+  (got_round, got), (want_round, want) = (
+    _weights_of(helpers.tiny_config(tmp_path, **settings)),
+    _weights_of(reference),
+  )
+  assert got_round == want_round == 7
+  for a, b in zip(got, want, strict=True):
+    np.testing.assert_array_equal(a, b)
