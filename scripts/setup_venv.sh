@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv with the pinned stack, or reuses it when it is up to date.
 #
-# The venv is "up to date" when the hash of the requirements files matches the
-# one stored after the last successful install, so a second call installs
-# nothing. Usage: scripts/setup_venv.sh [VENV_DIR]
+# Installs the lock files (requirements.txt, then requirements-nodeps.txt without
+# dependencies): every package pinned with its hashes, written by scripts/lock.sh.
+# The venv is "up to date" when the hash of the lock files matches the one
+# stored after the last successful install, so a second call installs nothing.
+# Usage: scripts/setup_venv.sh [VENV_DIR]
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$repo/.venv}"
-python="${PYTHON:-python3.11}"
-if ! command -v "$python" >/dev/null 2>&1; then
-  python=python3
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+  python="$("$repo/scripts/find_python.sh" 3.11 2>/dev/null || echo python3)"
 fi
 
 version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
@@ -32,7 +34,8 @@ echo "Setting up $venv (about 1-2 minutes, 2.9 GB)..." >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip==24.3.1
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$repo/requirements.txt"
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$repo/requirements-nodeps.txt"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r "$repo/requirements.txt"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
+  -r "$repo/requirements-nodeps.txt"
 echo "$want" > "$stamp"
 echo "Installed into $venv." >&2

@@ -1,0 +1,213 @@
+"""Reliability figures: kill -9 at random moments, and memory over 1,000 rounds.
+
+  .venv/bin/python -m benchmarks.reliability --kill_trials=20 --rounds=1000 \
+    --out benchmarks/results_reliability.json
+
+Kill trials: the tiny model on embedded Shakespeare, 30 rounds of 10 clients,
+a checkpoint every 5 rounds, run by `experiments.run_experiment` in a process
+of its own. A reference run goes uninterrupted. Each trial starts the same
+command, sends SIGKILL to its Python process at a moment drawn uniformly
+from the reference's training time (the model built, the worker started),
+then runs the command again to the end. Counted per trial: rounds missing
+from or repeated in the metrics CSV, whether the final checkpoint's weights
+equal the reference's bit for bit, and TFF workers still running 30 s after
+the kill.
+
+Memory: one run of `--rounds` rounds (tiny model, 10 clients a round, metrics
+every round, evaluation and checkpoint every 100); the resident memory of
+the process tree is each metrics row's `memory_mb`. Growth is from round 10
+(allocators settle during the first rounds) to the last.
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILL_SETTINGS = dict(
+  model_size="tiny",
+  total_rounds=30,
+  clients_per_round=10,
+  rounds_per_checkpoint=5,
+  rounds_per_eval=1000,
+  clients_per_eval=10,
+  export=False,
+)
+
+
+def _command(root: str, name: str, **settings) -> list[str]:
+  flags = [f"--{k}={v}" for k, v in settings.items()]
+  return [
+    sys.executable,
+    "-m",
+    "experiments.run_experiment",
+    f"--root_output_dir={root}",
+    f"--experiment_name={name}",
+    "--sample_prompt=",
+    *flags,
+  ]
+
+
+def _start(command, log) -> subprocess.Popen:
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _workers(pid: int) -> list[psutil.Process]:
+  try:
+    return [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "worker_binary"]
+  except psutil.Error:
+    return []
+
+
+def _wait_for_worker(proc: subprocess.Popen) -> float:
+  while not _workers(proc.pid):
+    if proc.poll() is not None:
+      raise RuntimeError(f"the run ended (status {proc.returncode}) before its worker started")
+    time.sleep(0.05)
+  return time.monotonic()
+
+
+def _run_to_end(command, log) -> None:
+  proc = _start(command, log)
+  if proc.wait() != 0:
+    raise RuntimeError(f"{' '.join(command)} failed with status {proc.returncode}; see {log.name}")
+
+
+def _metrics(root: str, name: str) -> str:
+  return os.path.join(root, "results", name, "experiment.metrics.csv")
+
+
+def _rounds(root: str, name: str) -> list[int]:
+  with open(_metrics(root, name)) as f:
+    return [int(r["round_num"]) for r in csv.DictReader(f)]
+
+
+def _final_weights(root: str, name: str):
+  from tff_gpt.training import config as config_lib
+  from tff_gpt.training import trainer
+
+  config = config_lib.ExperimentConfig(root_output_dir=root, experiment_name=name, **KILL_SETTINGS)
+  state, version = trainer.FederatedExperiment(config).latest_state()
+  return version, state.global_model_weights.trainable
+
+
+def kill_trials(trials: int, work_dir: str, seed: int) -> dict:
+  rng = random.Random(seed)
+  log = open(os.path.join(work_dir, "kill_trials.log"), "w")
+  reference = _command(work_dir, "reference", **KILL_SETTINGS)
+  proc = _start(reference, log)
+  started = _wait_for_worker(proc)
+  rounds = KILL_SETTINGS["total_rounds"]
+  while not os.path.exists(_metrics(work_dir, "reference")) or len(_rounds(work_dir, "reference")) < rounds:
+    time.sleep(0.05)
+  span = time.monotonic() - started  # To the last round's row: kills land while rounds run.
+  if proc.wait() != 0:
+    raise RuntimeError(f"the reference run failed; see {log.name}")
+  rows = []
+  for trial in range(trials):
+    name = f"trial_{trial}"
+    command = _command(work_dir, name, **KILL_SETTINGS)
+    proc = _start(command, log)
+    delay = rng.uniform(0, span)
+    time.sleep(max(0.0, delay - (time.monotonic() - _wait_for_worker(proc))))
+    workers = _workers(proc.pid)
+    proc.kill()
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    for process in alive:
+      process.kill()
+    done = _rounds(work_dir, name) if os.path.exists(_metrics(work_dir, name)) else []
+    _run_to_end(command, log)
+    got = _rounds(work_dir, name)
+    rows.append(
+      dict(
+        trial=trial,
+        kill_after_seconds=round(delay, 2),
+        rounds_done_at_kill=len(done),
+        missing_rounds=sorted(set(range(1, rounds + 1)) - set(got)),
+        repeated_rounds=sorted({r for r in got if got.count(r) > 1}),
+        workers_left=len(alive),
+      )
+    )
+    print(json.dumps(rows[-1]), flush=True)
+  from tff_gpt import runtime
+
+  with runtime.execution_context():
+    want_version, want = _final_weights(work_dir, "reference")
+    for row in rows:
+      version, got = _final_weights(work_dir, f"trial_{row['trial']}")
+      row["bit_identical"] = version == want_version and all(
+        a.shape == b.shape and (a == b).all() for a, b in zip(got, want, strict=True)
+      )
+  return dict(
+    trials=trials,
+    reference_training_seconds=round(span, 1),
+    lost_or_repeated_rounds=sum(len(r["missing_rounds"]) + len(r["repeated_rounds"]) for r in rows),
+    bit_identical=sum(r["bit_identical"] for r in rows),
+    workers_left=sum(r["workers_left"] for r in rows),
+    kills_before_first_checkpoint=sum(r["rounds_done_at_kill"] < 5 for r in rows),
+    rows=rows,
+  )
+
+
+def memory_over_rounds(rounds: int, work_dir: str) -> dict:
+  settings = dict(
+    model_size="tiny",
+    total_rounds=rounds,
+    clients_per_round=10,
+    rounds_per_checkpoint=100,
+    rounds_per_eval=100,
+    clients_per_eval=10,
+    export=False,
+  )
+  log = open(os.path.join(work_dir, "memory.log"), "w")
+  started = time.perf_counter()
+  _run_to_end(_command(work_dir, "memory", **settings), log)
+  with open(_metrics(work_dir, "memory")) as f:
+    mb = [float(r["memory_mb"]) for r in csv.DictReader(f)]
+  settle = min(10, len(mb))
+  return dict(
+    rounds=rounds,
+    seconds=round(time.perf_counter() - started),
+    mb_after_round_10=mb[settle - 1],
+    mb_after_last_round=mb[-1],
+    mb_max=max(mb),
+    median_mb=statistics.median(mb),
+    growth_after_round_10_pct=round(100 * (mb[-1] - mb[settle - 1]) / mb[settle - 1], 2),
+  )
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--kill_trials", type=int, default=20)
+  parser.add_argument("--rounds", type=int, default=1000, help="Rounds of the memory run (0: skip it).")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--work_dir", default=None)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+  work_dir = args.work_dir or tempfile.mkdtemp(prefix="tff_gpt_reliability_")
+  os.makedirs(work_dir, exist_ok=True)
+  results = {}
+  if args.kill_trials:
+    results["kill_trials"] = kill_trials(args.kill_trials, work_dir, args.seed)
+    print(json.dumps({k: v for k, v in results["kill_trials"].items() if k != "rows"}, indent=1))
+  if args.rounds:
+    results["memory"] = memory_over_rounds(args.rounds, work_dir)
+    print(json.dumps(results["memory"], indent=1))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
