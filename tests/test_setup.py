@@ -4,6 +4,8 @@ import os
 import stat
 import subprocess
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = os.path.join(REPO, "scripts", "setup_venv.sh")
 
@@ -24,9 +26,52 @@ def test_wrong_python_gets_a_clear_message(tmp_path):
 def test_ready_venv_is_not_reinstalled():
   venv = os.path.join(REPO, ".venv")
   if not os.path.exists(os.path.join(venv, ".requirements.sha256")):
-    import pytest
-
     pytest.skip("tests run outside the project's .venv")
   result = subprocess.run([SETUP, venv], capture_output=True, text=True, timeout=60)
   assert result.returncode == 0
   assert result.stdout == "" and "Setting up" not in result.stderr
+
+
+def _pins(path) -> dict[str, str]:
+  """`{name: version}` of the `name==version` lines of a requirements file (continuations skipped)."""
+  pins = {}
+  for line in open(path):
+    line = line.split("#")[0].strip().rstrip("\\").strip()
+    if "==" in line and not line.startswith("--"):
+      name, version = line.split("==")
+      pins[name.strip().lower().replace("_", "-")] = version.strip()
+  return pins
+
+
+def _hashed_packages(path) -> int:
+  text = open(path).read()
+  return len([block for block in text.split("\n") if "==" in block and block.endswith("\\")])
+
+
+@pytest.mark.parametrize(
+  "source, lock",
+  [
+    ("requirements.in", "requirements.txt"),
+    ("requirements-nodeps.in", "requirements-nodeps.txt"),
+    ("requirements-colab.in", "requirements-colab.txt"),
+  ],
+)
+def test_each_lock_holds_its_sources_pins_and_a_hash_for_every_package(source, lock):
+  """An edited .in without `scripts/lock.sh` would install the old versions: this catches it."""
+  wanted, locked = _pins(os.path.join(REPO, source)), _pins(os.path.join(REPO, lock))
+  changed = {
+    name: (version, locked.get(name)) for name, version in wanted.items() if locked.get(name) != version
+  }
+  assert not changed, f"{lock} is stale for {changed}: run scripts/lock.sh"
+  assert _hashed_packages(os.path.join(REPO, lock)) == len(locked), "every locked package has hashes"
+  if source != "requirements-nodeps.in":
+    assert len(locked) > 2 * len(wanted), "transitive dependencies are locked too"
+
+
+def test_set_up_scripts_install_the_locks_with_hashes_required():
+  for script, lock in (
+    ("setup_venv.sh", "requirements.txt"),
+    ("setup_colab_venv.sh", "requirements-colab.txt"),
+  ):
+    text = open(os.path.join(REPO, "scripts", script)).read()
+    assert f'--require-hashes -r "$repo/{lock}"' in text, script
