@@ -63,6 +63,8 @@ _HELP = {
   "lora_alpha": "LoRA scale numerator: adapters are scaled by lora_alpha / R.",
   "max_concurrent_computation_calls": "Client computations TFF runs at once (1 for 124M).",
   "ignore_memory_estimate": "Start even when the run's estimated peak memory exceeds what is available.",
+  "workers": "HOST:PORT,... of TFF workers (scripts/start_worker.sh) that run the rounds and evaluations; "
+  "unset = one local worker. Unauthenticated: private networks only.",
   "export": "Write results/<name>/export (config, weights.npz, tokenizer, SavedModel) at the end.",
   "cache_dir": "Parsed-corpus cache; $TFF_GPT_CACHE or ~/.cache/tff_gpt when empty.",
 }

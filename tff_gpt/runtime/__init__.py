@@ -28,8 +28,10 @@ from tensorflow_federated.python.core.impl.context_stack import (
   set_default_context,  # noqa: E402
 )
 
+from tff_gpt import errors  # noqa: E402
 from tff_gpt.algorithms import aggregators  # noqa: E402
-from tff_gpt.runtime import contexts, workers  # noqa: E402
+from tff_gpt.runtime import contexts  # noqa: E402
+from tff_gpt.runtime import workers as workers_lib  # noqa: E402
 from tff_gpt.runtime.workers import WorkerDiedError  # noqa: E402, F401
 
 
@@ -49,7 +51,7 @@ logging.getLogger("absl").addFilter(_DropKnownNoise())
 # TFF's secure aggregator builds asserts whose results TF reports as unused, at ERROR.
 logging.getLogger("tensorflow").addFilter(_DropKnownNoise())
 
-_worker: workers.LocalWorker | None = None
+_worker: workers_lib.LocalWorker | None = None
 
 
 def shutdown() -> None:
@@ -60,7 +62,7 @@ def shutdown() -> None:
     _worker.stop()
     _worker = None
   try:
-    workers.stop_children()  # Any started by TFF's own contexts.
+    workers_lib.stop_children()  # Any started by TFF's own contexts.
   except psutil.Error:
     pass
   gc.collect()
@@ -69,30 +71,73 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def set_up(*, max_concurrent_computation_calls: int = 2, secure_aggregation: bool = False) -> None:
-  """Installs a local context: one TFF worker process on this machine, started at the first computation.
+def parse_workers(spec: str) -> list[str]:
+  """`"HOST:PORT,HOST:PORT"` -> addresses; raises `UserInputError` naming a malformed one."""
+  addresses = [a.strip() for a in spec.split(",") if a.strip()]
+  for address in addresses:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise errors.UserInputError(f"--workers: {address!r} is not HOST:PORT (e.g. 10.0.0.2:8000).")
+  if not addresses:
+    raise errors.UserInputError("--workers is empty: give HOST:PORT,HOST:PORT,... or leave it unset.")
+  return addresses
+
+
+def set_up(
+  *,
+  max_concurrent_computation_calls: int = 2,
+  secure_aggregation: bool = False,
+  workers: str | None = None,
+) -> None:
+  """Installs the context that runs TFF computations.
 
   Args:
-    max_concurrent_computation_calls: How many client computations the
+    max_concurrent_computation_calls: How many client computations the local
       worker runs at once. Each parallel client holds a copy of the weights,
-      so use 1 for models near GPT-2 124M.
+      so use 1 for models near GPT-2 124M. (Remote workers take theirs at
+      start: `scripts/start_worker.sh --max_concurrent_computation_calls`.)
     secure_aggregation: Lower secure sums (`tff.learning.secure_aggregator`)
       to plain sums, as TFF's test context does, so that they run in
       simulation.
+    workers: `HOST:PORT,...` of running TFF workers (`scripts/start_worker.sh`);
+      None runs one local worker that this process starts and stops. With
+      several, each computation's clients are split across them.
+
+  Raises:
+    errors.UserInputError: A malformed address, or secure aggregation with
+      several workers.
+    WorkerDiedError: A worker does not answer (names it).
   """
   global _worker
-  workers.start_watchdog()
+  workers_ = [workers_lib.RemoteWorker(a) for a in parse_workers(workers)] if workers is not None else None
+  if workers_ and len(workers_) > 1 and secure_aggregation:
+    raise errors.UserInputError(
+      "secure aggregation runs on one worker only here (TFF lowers it to plain sums in simulation); use "
+      "one --workers address or another --aggregator."
+    )
+  workers_lib.start_watchdog()
   shutdown()
-  _worker = workers.LocalWorker(max_concurrent_computation_calls=max_concurrent_computation_calls)
-  context = contexts.local_context(_worker, secure_aggregation=secure_aggregation)
+  for worker in workers_ or []:
+    worker.check(during_run=False)  # Before round 1, naming the worker.
+  if workers_ is None:
+    _worker = workers_lib.LocalWorker(max_concurrent_computation_calls=max_concurrent_computation_calls)
+    context = contexts.worker_context(_worker, secure_aggregation=secure_aggregation)
+  elif len(workers_) == 1:
+    context = contexts.worker_context(workers_[0], secure_aggregation=secure_aggregation)
+  else:
+    context = contexts.workers_context(workers_)
   context_stack_impl.context_stack.set_default_context(context)
 
 
 @contextlib.contextmanager
-def execution_context(*, max_concurrent_computation_calls: int = 2, secure_aggregation: bool = False):
+def execution_context(
+  *, max_concurrent_computation_calls: int = 2, secure_aggregation: bool = False, workers: str | None = None
+):
   """Context manager: `set_up`, then `shutdown` however the block ends."""
   set_up(
-    max_concurrent_computation_calls=max_concurrent_computation_calls, secure_aggregation=secure_aggregation
+    max_concurrent_computation_calls=max_concurrent_computation_calls,
+    secure_aggregation=secure_aggregation,
+    workers=workers,
   )
   try:
     yield
@@ -105,4 +150,5 @@ def context_args(config) -> dict:
   return dict(
     max_concurrent_computation_calls=config.max_concurrent_computation_calls,
     secure_aggregation=aggregators.AGGREGATORS[config.aggregator].secure,
+    workers=config.workers,
   )

@@ -1,32 +1,40 @@
-"""TFF execution contexts over workers the project starts and watches.
+"""TFF execution contexts over workers the project starts and watches, or workers given by address.
 
-The same `SyncExecutionContext`, compiler and argument transforms as TFF's
-`tff.backends.native.set_sync_local_cpp_execution_context` (or, for secure
-aggregation, `tff.backends.test.set_sync_test_cpp_execution_context`), with
-the executor stack's worker a `workers.LocalWorker` instead of TFF's
-self-restarting one.
+The same contexts as TFF's native backend, with the executor stack's worker
+a `workers.LocalWorker` or `workers.RemoteWorker` instead of TFF's
+self-restarting one:
+
+- one worker: the `SyncExecutionContext` of
+  `tff.backends.native.set_sync_local_cpp_execution_context` (or, for secure
+  aggregation, `tff.backends.test.set_sync_test_cpp_execution_context`);
+- several workers: TFF's `MergeableCompExecutionContext`
+  (`tff.backends.native.create_mergeable_comp_execution_context`), which
+  compiles each computation to mergeable form and runs a round's clients in
+  one part per worker, then merges the parts' aggregates.
 """
 
 from tensorflow_federated.python.core.backends.native import compiler as native_compiler
+from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.backends.test import compiler as test_compiler
 from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
-from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
+from tensorflow_federated.python.core.impl.execution_contexts import (
+  async_execution_context,
+  mergeable_comp_execution_context,
+  sync_execution_context,
+)
 from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
 from tensorflow_federated.python.core.impl.executors import remote_executor
 from tensorflow_federated.python.core.impl.types import placements
 
-from tff_gpt.runtime import workers
-
 
 def _compile_secure_as_plain(comp):
   """Lowers secure sums to plain sums (TFF's test backend) so that they run in simulation."""
-  return native_compiler.desugar_and_transform_to_native(
-    test_compiler.replace_secure_intrinsics_with_bodies(comp)
-  )
+  comp = test_compiler.replace_secure_intrinsics_with_bodies(comp)
+  return native_compiler.desugar_and_transform_to_native(comp)
 
 
-def local_context(worker: workers.LocalWorker, *, secure_aggregation: bool = False):
-  """A synchronous context that runs every computation on `worker`."""
+def _executor_factory(worker):
+  """TFF's executor factory over one worker (anything with a `stub()`)."""
 
   def stack_fn(cardinalities):
     if cardinalities.get(placements.CLIENTS) is None:
@@ -35,11 +43,39 @@ def local_context(worker: workers.LocalWorker, *, secure_aggregation: bool = Fal
     executor.set_cardinalities(cardinalities)
     return executor
 
+  return python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
+
+
+_TRANSFORMS = dict(
+  transform_args=tensorflow_computation.transform_args,
+  transform_result=tensorflow_computation.transform_result,
+)
+
+
+def worker_context(worker, *, secure_aggregation: bool = False):
+  """A synchronous context that runs every computation on one worker."""
   return sync_execution_context.SyncExecutionContext(
-    executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn),
-    compiler_fn=_compile_secure_as_plain
-    if secure_aggregation
-    else native_compiler.desugar_and_transform_to_native,
-    transform_args=tensorflow_computation.transform_args,
-    transform_result=tensorflow_computation.transform_result,
+    executor_fn=_executor_factory(worker),
+    compiler_fn=(
+      _compile_secure_as_plain if secure_aggregation else native_compiler.desugar_and_transform_to_native
+    ),
+    **_TRANSFORMS,
+  )
+
+
+def workers_context(workers):
+  """A synchronous context that splits each computation's clients across `workers`."""
+  async_contexts = [
+    async_execution_context.AsyncExecutionContext(
+      executor_fn=_executor_factory(worker),
+      compiler_fn=native_compiler.desugar_and_transform_to_native,
+      **_TRANSFORMS,
+    )
+    for worker in workers
+  ]
+  return mergeable_comp_execution_context.MergeableCompExecutionContext(
+    async_contexts=async_contexts,
+    compiler_fn=mergeable_comp_compiler.compile_to_mergeable_comp_form,
+    num_subrounds=len(workers),
+    **_TRANSFORMS,
   )

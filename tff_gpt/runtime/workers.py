@@ -92,14 +92,16 @@ class LocalWorker:
       worker runs at once (nonpositive: no limit).
   """
 
-  def __init__(self, *, max_concurrent_computation_calls: int):
+  def __init__(self, *, max_concurrent_computation_calls: int, port: int | None = None):
     self.max_concurrent_computation_calls = max_concurrent_computation_calls
+    self.port = port
     self.process: subprocess.Popen | None = None
     self.address: str | None = None
     self._stub = None
 
-  def _start(self) -> None:
-    port = portpicker.pick_unused_port()
+  def start(self) -> None:
+    """Starts the worker and waits until it answers (done by the first `stub()` otherwise)."""
+    port = self.port or portpicker.pick_unused_port()
     self.address = f"localhost:{port}"
     self.process = subprocess.Popen(
       [
@@ -132,7 +134,7 @@ class LocalWorker:
       WorkerDiedError: The worker has ended; it is not restarted.
     """
     if self.process is None:
-      self._start()
+      self.start()
     elif self.process.poll() is not None:
       raise WorkerDiedError(
         f"TFF's worker process (pid {self.process.pid}) {describe_exit(self.process.returncode)} during a "
@@ -146,6 +148,42 @@ class LocalWorker:
     if self.process is not None and self.process.poll() is None:
       _stop([psutil.Process(self.process.pid)])
       self.process.wait()
+
+
+class RemoteWorker:
+  """A TFF worker someone started at `address` (HOST:PORT), for instance with `scripts/start_worker.sh`.
+
+  The project never starts or stops it. A worker that does not answer within
+  `timeout` seconds raises `WorkerDiedError` naming its address, at start and
+  whenever TFF asks for it again after a failed call, so a dead worker fails
+  the round in bounded time instead of TFF's retrying without end.
+  """
+
+  def __init__(self, address: str, *, timeout: float = 30.0):
+    self.address = address
+    self.timeout = timeout
+    channel = grpc.insecure_channel(address, executor_factory._GRPC_CHANNEL_OPTIONS)
+    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
+
+  def check(self, *, during_run: bool = True) -> None:
+    """Waits up to `timeout` seconds for the worker to answer; raises `WorkerDiedError` if it does not."""
+    deadline = time.monotonic() + self.timeout
+    while not self._stub.is_ready:  # Each call waits up to 1 s for the channel.
+      if time.monotonic() > deadline:
+        what = (
+          "stopped answering during a computation; the round was not finished"
+          if during_run
+          else ("does not answer")
+        )
+        raise WorkerDiedError(
+          f"the TFF worker at {self.address} {what} (waited {self.timeout:.0f} s). Start it on that host "
+          f"(scripts/start_worker.sh --port={self.address.rsplit(':', 1)[-1]}) or fix --workers; the same "
+          "command resumes after the last checkpoint."
+        )
+
+  def stub(self):
+    self.check()
+    return self._stub
 
 
 # Run by `python -c` beside this process: records this process's TFF workers

@@ -104,6 +104,7 @@ class ExperimentConfig:
   lora_alpha: float = trainable_lib.DEFAULT_LORA_ALPHA
   max_concurrent_computation_calls: int = 2
   ignore_memory_estimate: bool = False
+  workers: str | None = None
   export: bool = True
   cache_dir: str | None = None
 
