@@ -11,7 +11,6 @@ keep it on a private network.
 import os
 import signal
 import socket
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,12 +27,17 @@ flags.mark_flag_as_required("port")
 FLAGS = flags.FLAGS
 
 
+def _stop_as_ctrl_c(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
+
+
 def main(argv):
   flags_common.check_main_args(argv)
   worker = workers.LocalWorker(
     max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls, port=FLAGS.port
   )
-  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # Through `finally`, as Ctrl-C.
+  signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
   try:
     worker.start()
     print(
