@@ -7,8 +7,9 @@ Kill trials: the tiny model on embedded Shakespeare, 30 rounds of 10 clients,
 a checkpoint every 5 rounds, run by `experiments.run_experiment` in a process
 of its own. A reference run goes uninterrupted. Each trial starts the same
 command, sends SIGKILL to its Python process at a moment drawn uniformly
-from the reference's training time (the model built, the worker started),
-then runs the command again to the end. Counted per trial: rounds missing
+as rounds run (after a random number of finished rounds, a random part of
+the next one, up to 1.5 median rounds), then runs the command again to the
+end. Counted per trial: rounds missing
 from or repeated in the metrics CSV, whether the final checkpoint's weights
 equal the reference's bit for bit, and TFF workers still running 30 s after
 the kill.
@@ -105,21 +106,23 @@ def kill_trials(trials: int, work_dir: str, seed: int) -> dict:
   rng = random.Random(seed)
   log = open(os.path.join(work_dir, "kill_trials.log"), "w")
   reference = _command(work_dir, "reference", **KILL_SETTINGS)
-  proc = _start(reference, log)
-  started = _wait_for_worker(proc)
+  _run_to_end(reference, log)
+  with open(_metrics(work_dir, "reference")) as f:
+    round_seconds = statistics.median(float(r["round_seconds"]) for r in csv.DictReader(f))
   rounds = KILL_SETTINGS["total_rounds"]
-  while not os.path.exists(_metrics(work_dir, "reference")) or len(_rounds(work_dir, "reference")) < rounds:
-    time.sleep(0.05)
-  span = time.monotonic() - started  # To the last round's row: kills land while rounds run.
-  if proc.wait() != 0:
-    raise RuntimeError(f"the reference run failed; see {log.name}")
   rows = []
   for trial in range(trials):
     name = f"trial_{trial}"
     command = _command(work_dir, name, **KILL_SETTINGS)
     proc = _start(command, log)
-    delay = rng.uniform(0, span)
-    time.sleep(max(0.0, delay - (time.monotonic() - _wait_for_worker(proc))))
+    # A moment while rounds run: after a random number of finished rounds, a random part of the next one.
+    after_rounds, delay = rng.randrange(rounds), rng.uniform(0, 1.5 * round_seconds)
+    _wait_for_worker(proc)
+    while (len(_rounds(work_dir, name)) if os.path.exists(_metrics(work_dir, name)) else 0) < after_rounds:
+      if proc.poll() is not None:
+        raise RuntimeError(f"trial {trial} ended (status {proc.returncode}) before its kill; see {log.name}")
+      time.sleep(0.01)
+    time.sleep(delay)
     workers = _workers(proc.pid)
     proc.kill()
     proc.wait()
@@ -132,7 +135,8 @@ def kill_trials(trials: int, work_dir: str, seed: int) -> dict:
     rows.append(
       dict(
         trial=trial,
-        kill_after_seconds=round(delay, 2),
+        kill_after_rounds=after_rounds,
+        kill_delay_seconds=round(delay, 2),
         rounds_done_at_kill=len(done),
         missing_rounds=sorted(set(range(1, rounds + 1)) - set(got)),
         repeated_rounds=sorted({r for r in got if got.count(r) > 1}),
@@ -151,7 +155,7 @@ def kill_trials(trials: int, work_dir: str, seed: int) -> dict:
       )
   return dict(
     trials=trials,
-    reference_training_seconds=round(span, 1),
+    median_round_seconds=round(round_seconds, 2),
     lost_or_repeated_rounds=sum(len(r["missing_rounds"]) + len(r["repeated_rounds"]) for r in rows),
     bit_identical=sum(r["bit_identical"] for r in rows),
     workers_left=sum(r["workers_left"] for r in rows),
