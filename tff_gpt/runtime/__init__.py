@@ -71,6 +71,11 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
+def local_worker() -> "workers_lib.LocalWorker | None":
+  """The local context's worker (None with `--workers`, or before `set_up`)."""
+  return _worker
+
+
 def parse_workers(spec: str) -> list[str]:
   """`"HOST:PORT,HOST:PORT"` -> addresses; raises `UserInputError` naming a malformed one."""
   addresses = [a.strip() for a in spec.split(",") if a.strip()]
