@@ -117,7 +117,7 @@ class FederatedExperiment:
     self.eval_client_ids = self._choose_eval_clients()
     self._check_data_matches_model()
     self.memory_estimate = memory.of_experiment(self, process_bytes=int(process_tree_rss_mb() * memory.MB))
-    if not config.ignore_memory_estimate:
+    if not (config.ignore_memory_estimate or config.workers):  # Remote workers' memory is their hosts'.
       memory.check(self.memory_estimate, process_mb=process_tree_rss_mb())
 
   @functools.cached_property
