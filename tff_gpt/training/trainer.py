@@ -303,9 +303,10 @@ class FederatedExperiment:
     state_manager, metrics_managers, clients_manager = outputs.create_managers(dirs)
     loop = outputs.OutputLoop()
     try:
+      state, version = None, 0
       if loop.run(state_manager.get_versions()):
-        self.check_frozen_weights()
-      state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
+        self.check_frozen_weights()  # `initialize()` reads them in subset modes: only once they exist.
+        state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
       if version == 0:
         state = self.initial_state()
       last_metrics = {}
