@@ -109,8 +109,13 @@ def make_keras_hub(out, vocab, merges, probe):
 
 
 def load(export, probe):
-  import keras_hub
+  # PyTorch's side first: with PyPI's CUDA torch on Python 3.12, importing peft's triton after TensorFlow
+  # has loaded its libraries crashes the interpreter (segmentation fault in triton's extension).
+  # isort: off
+  import peft
   import transformers
+  import keras_hub
+  # isort: on
 
   token_ids, padding_mask, text = _probe(probe)
   out = {}
@@ -127,8 +132,6 @@ def load(export, probe):
     )
   peft_dir = os.path.join(export, "peft")
   if os.path.exists(peft_dir):
-    import peft
-
     base = transformers.GPT2LMHeadModel.from_pretrained(os.path.join(peft_dir, "base"))
     out["peft_base"] = _hf_logits(base.eval(), token_ids, padding_mask)
     out["peft"] = _hf_logits(peft.PeftModel.from_pretrained(base, peft_dir).eval(), token_ids, padding_mask)
