@@ -83,7 +83,9 @@ def main():
 
   runtime.set_up(max_concurrent_computation_calls=1)
   task.process().initialize()  # The local worker starts at the first computation: pin it then.
-  os.sched_setaffinity(runtime.local_worker().process.pid, {0})
+  pid = runtime.local_worker().process.pid
+  for tid in os.listdir(f"/proc/{pid}/task"):  # Every thread: sched_setaffinity(pid) pins only the first.
+    os.sched_setaffinity(int(tid), {0})
   results["local"] = _seconds_per_round(task, args.clients, args.repeats)
   runtime.shutdown()
 
