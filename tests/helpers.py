@@ -274,3 +274,13 @@ def wait_for_rows(metrics_csv, rows: int, proc: subprocess.Popen, timeout: float
       pytest.fail(f"the run ended (status {proc.returncode}) before round {rows}")
     time.sleep(0.2)
   pytest.fail(f"no round {rows} within {timeout} s")
+
+
+def wait_for_exit(proc: subprocess.Popen, log, timeout: float, what: str) -> str:
+  """Waits for the run to exit; kills it and fails with `what` and its log if it has not. Returns the log."""
+  try:
+    proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    pytest.fail(f"{what}; its output:\n" + open(log).read()[-4000:])
+  return open(log).read()

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import subprocess
 import time
 
 import psutil
@@ -38,11 +37,7 @@ def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
     os.killpg(proc.pid, signal.SIGINT)
   else:
     proc.send_signal(signal.SIGINT)
-  try:
-    proc.wait(timeout=120)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    pytest.fail("no exit 120 s after SIGINT; its output:\n" + (tmp_path / "run.log").read_text()[-4000:])
+  helpers.wait_for_exit(proc, tmp_path / "run.log", 120, "no exit 120 s after SIGINT")
   assert proc.returncode == 130
   output = (tmp_path / "run.log").read_text()
   assert "Run the same command again to resume" in output

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -51,12 +50,7 @@ def test_a_worker_killed_mid_run_fails_the_round_with_advice_then_resumes(tmp_pa
   helpers.wait_for_rows(_metrics_csv(tmp_path), 3, proc)
   [worker] = helpers.worker_processes(proc.pid)
   worker.kill()  # As the kernel's out-of-memory killer does.
-  try:
-    proc.wait(timeout=120)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    pytest.fail("the run went on after its worker died:\n" + log.read_text()[-3000:])
-  output = log.read_text()
+  output = helpers.wait_for_exit(proc, log, 120, "the run went on after its worker died")
   assert proc.returncode == 1, output[-3000:]
   [error] = [line for line in output.splitlines() if line.startswith("error: ")]
   assert "was killed by SIGKILL" in error and "--max_concurrent_computation_calls=1" in error, error

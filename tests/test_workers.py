@@ -118,12 +118,7 @@ def test_a_worker_killed_mid_run_fails_the_round_then_the_run_resumes(tmp_path):
     proc = helpers.start_run(tmp_path, stdout=open(log, "w"), **settings)
     helpers.wait_for_rows(tmp_path / "runs" / "results" / "tiny" / "experiment.metrics.csv", 2, proc)
     workers[1].binary().kill()  # The host's worker dies; its wrapper notices and exits.
-    try:
-      proc.wait(timeout=180)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      pytest.fail("the run went on or hung after a worker died:\n" + log.read_text()[-3000:])
-    output = log.read_text()
+    output = helpers.wait_for_exit(proc, log, 180, "the run went on or hung after a worker died")
     assert proc.returncode == 1, output[-3000:]
     [error] = [line for line in output.splitlines() if line.startswith("error: ")]
     assert workers[1].address in error and "resumes after the last checkpoint" in error, error
