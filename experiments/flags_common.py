@@ -6,6 +6,7 @@ import sys
 from absl import app, flags, logging
 
 from tff_gpt import algorithms, errors
+from tff_gpt.data import partitions
 from tff_gpt.training import config as config_lib
 
 _D = config_lib.ExperimentConfig()
@@ -46,13 +47,31 @@ _HELP = {
   "clients_per_eval": "Test clients evaluated (a fixed sample from --seed); 0 = all.",
   "eval_batch_size": "Sequences per evaluation batch.",
   "seed": "Seed of the initial weights, client sampling and client shuffling.",
-  "dataset": "shakespeare (embedded), text_dir or jsonl.",
+  "dataset": "shakespeare (embedded), text_dir, jsonl, tfds (a TensorFlow Datasets dataset prepared in "
+  "--tfds_data_dir), tff_shakespeare or tff_stackoverflow (TFF's files in --tff_cache_dir). Never downloads.",
   "dataset_path": "Directory (text_dir) or file (jsonl) of your own corpus.",
-  "client_field": "JSON Lines field holding the client id.",
-  "text_field": "JSON Lines field holding the text.",
-  "tokenizer": "char (TFF Shakespeare's characters) or bpe (GPT-2 byte-level BPE).",
-  "vocab_file": "GPT-2 vocab.json for --tokenizer=bpe.",
+  "client_field": "JSON Lines field or TFDS feature holding the client id.",
+  "text_field": "JSON Lines field or TFDS feature holding the text.",
+  "partition": "How examples are dealt into clients: natural (the corpus's own clients), iid (shuffled over "
+  "--partition_clients) or dirichlet (each client's mix over --partition_label drawn from "
+  "Dirichlet(--partition_alpha x global mix)).",
+  "partition_clients": "Clients of --partition=iid or dirichlet.",
+  "partition_alpha": "Dirichlet concentration of --partition=dirichlet: 0.1 = few labels a client, "
+  "100 = near IID.",
+  "partition_label": "The label a dirichlet partition skews and every partition reports: client, play "
+  "(Shakespeare), directory (text_dir), or a JSON Lines field / TFDS feature.",
+  "partition_size_skew": "Unequal client sizes for iid/dirichlet: power-law exponent (0 = equal, 1 = Zipf).",
+  "tfds_name": "TFDS dataset (name or name/config) for --dataset=tfds.",
+  "tfds_split": "TFDS split (slices such as train[:10%] work) for --dataset=tfds.",
+  "tfds_data_dir": "Where the TFDS dataset is prepared; ~/tensorflow_datasets when empty.",
+  "tff_cache_dir": "Directory holding TFF's shakespeare.sqlite / stackoverflow.sqlite "
+  "(+ stackoverflow.word_count).",
+  "tff_max_clients": "Read a seeded sample of this many training clients of a TFF dataset; 0 = all.",
+  "tokenizer": "char (TFF Shakespeare's characters), bpe (GPT-2 byte-level BPE) or word (TFF Stack "
+  "Overflow's word vocabulary).",
+  "vocab_file": "GPT-2 vocab.json for --tokenizer=bpe; a word-count file for --tokenizer=word.",
   "merges_file": "GPT-2 merges.txt for --tokenizer=bpe.",
+  "word_vocab_size": "Words kept by --tokenizer=word (TFF's Stack Overflow task: 10000).",
   "model_size": "Model size preset.",
   "preset": "Pretrained GPT-2 to start from: a keras-nlp or keras-hub preset directory, or a Hugging Face "
   "GPT-2 directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt); it "
@@ -68,7 +87,25 @@ _HELP = {
   "export": "Write results/<name>/export (config, weights.npz, tokenizer, SavedModel) at the end.",
   "cache_dir": "Parsed-corpus cache; $TFF_GPT_CACHE or ~/.cache/tff_gpt when empty.",
 }
-_OPTIONAL_INTS = ("max_elements_per_client", "clients_per_eval")
+# The flags that name a corpus and how it is dealt into clients (`load_corpus`).
+CORPUS_FLAGS = (
+  "dataset",
+  "dataset_path",
+  "client_field",
+  "text_field",
+  "partition",
+  "partition_clients",
+  "partition_alpha",
+  "partition_label",
+  "partition_size_skew",
+  "tfds_name",
+  "tfds_split",
+  "tfds_data_dir",
+  "tff_cache_dir",
+  "tff_max_clients",
+  "cache_dir",
+)
+_OPTIONAL_INTS = ("max_elements_per_client", "clients_per_eval", "partition_clients", "tff_max_clients")
 _ENUMS = {
   "client_optimizer": sorted(algorithms.optimizers.OPTIMIZERS),
   "algorithm": list(algorithms.ALGORITHMS),
@@ -76,6 +113,7 @@ _ENUMS = {
   "client_lr_schedule": list(algorithms.SCHEDULES),
   "client_weighting": list(config_lib.CLIENT_WEIGHTINGS),
   "model": list(config_lib.MODELS),
+  "partition": list(partitions.KINDS),
 }
 
 
@@ -120,14 +158,14 @@ def load_corpus(flag_values=flags.FLAGS):
   from tff_gpt import runtime
   from tff_gpt.data import datasets
 
+  fields = {f.name for f in dataclasses.fields(config_lib.ExperimentConfig)}
+  values = {name: getattr(flag_values, name) for name in fields if name in flag_values}
+  for name in _OPTIONAL_INTS:
+    if name in values:
+      values[name] = values[name] or None
+  config = config_lib.ExperimentConfig(**{k: (None if v == "" else v) for k, v in values.items()})
   with runtime.execution_context():
-    return datasets.load_corpus(
-      flag_values.dataset,
-      path=flag_values.dataset_path,
-      client_field=flag_values.client_field,
-      text_field=flag_values.text_field,
-      cache_dir=flag_values.cache_dir or None,
-    )
+    return datasets.load_corpus(config.dataset, **config.corpus_kwargs())
 
 
 def check_main_args(argv) -> None:

@@ -28,11 +28,7 @@ from tff_gpt.training import central  # noqa: E402
 # Shared with the other entry points (defined once when several are imported, as in tests).
 flags_common.define_experiment_flags(
   [
-    "dataset",
-    "dataset_path",
-    "client_field",
-    "text_field",
-    "cache_dir",
+    *flags_common.CORPUS_FLAGS,
     "vocab_file",
     "merges_file",
     "seed",

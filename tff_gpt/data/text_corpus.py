@@ -14,7 +14,7 @@ import json
 import os
 import re
 
-from tff_gpt.data import client_data
+from tff_gpt.data import client_data, partitions
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -58,12 +58,23 @@ def parse_text_dir(directory: str, *, pattern: str = "*.txt") -> dict[str, list[
   return clients
 
 
-def parse_jsonl(path: str, *, client_field: str, text_field: str) -> dict[str, list[str]]:
-  """Reads `{client id: [text, ...]}` from a JSON Lines file."""
+def with_directory_labels(clients: dict[str, list[str]]) -> client_data.ParsedCorpus:
+  """Each paragraph's label "directory": the first directory of its file's path ("." at the top)."""
+  directory = {
+    cid: [cid.split(os.sep, 1)[0] if os.sep in cid else "."] * len(ex) for cid, ex in clients.items()
+  }
+  return client_data.ParsedCorpus(clients=clients, labels={"directory": directory})
+
+
+def parse_jsonl(
+  path: str, *, client_field: str, text_field: str, label_field: str | None = None
+) -> client_data.ParsedCorpus:
+  """Reads `{client id: [text, ...]}` from a JSON Lines file, and each line's `label_field`."""
   _check_path(path, "JSON Lines file")
   if os.path.isdir(path):
     raise client_data.CorpusError(f"{path!r} is a directory; expected a JSON Lines file.")
   clients = collections.defaultdict(list)
+  labels = collections.defaultdict(list)
   for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
     if not line.strip():
       continue
@@ -84,10 +95,19 @@ def parse_jsonl(path: str, *, client_field: str, text_field: str) -> dict[str, l
     text = record[text_field]
     if not isinstance(text, str):
       raise client_data.CorpusError(f"{path}:{number}: field {text_field!r} must be a string.")
+    if label_field:
+      if label_field not in record:
+        raise client_data.CorpusError(
+          f"{path}:{number}: no field {label_field!r}, which --partition_label names; every line needs "
+          f"it (this one has {sorted(record)}). Add it or choose another label."
+        )
+      labels[str(record[client_field])].append(str(record[label_field]))
     clients[str(record[client_field])].append(text)
   if not clients:
     raise client_data.CorpusError(f"{path} is empty: it has no JSON lines.")
-  return dict(clients)
+  return client_data.ParsedCorpus(
+    clients=dict(clients), labels={label_field: dict(labels)} if label_field else {}
+  )
 
 
 def _signature(path: str) -> list[str]:
@@ -98,14 +118,22 @@ def _signature(path: str) -> list[str]:
 
 
 def load_text_dir(
-  directory: str, *, pattern: str = "*.txt", cache_dir: str | None = None
+  directory: str,
+  *,
+  pattern: str = "*.txt",
+  partition: partitions.Partition | None = None,
+  cache_dir: str | None = None,
 ) -> client_data.FederatedCorpus:
-  """Federated data with one client per text file under `directory`."""
+  """Federated data with one client per text file under `directory` (or dealt by `partition`)."""
   _check_path(directory, "text directory")
   directory = os.path.abspath(directory)
   key = client_data.cache_key("text_dir", pattern, *_signature(directory))
   return client_data.load_or_build(
-    "text_dir", key, lambda: parse_text_dir(directory, pattern=pattern), cache_dir=cache_dir
+    "text_dir",
+    key,
+    lambda: with_directory_labels(parse_text_dir(directory, pattern=pattern)),
+    partition=partition,
+    cache_dir=cache_dir,
   )
 
 
@@ -114,15 +142,21 @@ def load_jsonl(
   *,
   client_field: str = "client_id",
   text_field: str = "text",
+  partition: partitions.Partition | None = None,
   cache_dir: str | None = None,
 ) -> client_data.FederatedCorpus:
-  """Federated data from a JSON Lines file with a client id and a text field."""
+  """Federated data from a JSON Lines file with a client id and a text field.
+
+  A `partition` label other than "client" is a field of every line.
+  """
   _check_path(path, "JSON Lines file")
   path = os.path.abspath(path)
-  key = client_data.cache_key("jsonl", client_field, text_field, *_signature(path))
+  label = partition.label if partition and partition.label != partitions.CLIENT_LABEL else None
+  key = client_data.cache_key("jsonl", client_field, text_field, str(label), *_signature(path))
   return client_data.load_or_build(
     "jsonl",
     key,
-    lambda: parse_jsonl(path, client_field=client_field, text_field=text_field),
+    lambda: parse_jsonl(path, client_field=client_field, text_field=text_field, label_field=label),
+    partition=partition,
     cache_dir=cache_dir,
   )

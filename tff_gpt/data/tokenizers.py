@@ -1,7 +1,7 @@
 """Tokenizers that run outside TFF computations.
 
 TFF's C++ worker lacks tensorflow-text's ops, so text is tokenized in Python
-before client data enters TFF. Two tokenizers share one small interface
+before client data enters TFF. Three tokenizers share one small interface
 (`encode`, `decode`, `vocabulary_size`, `pad_id`, `bos_id`, `eos_id`):
 
 - `CharTokenizer`: the character vocabulary of TFF's Shakespeare task
@@ -9,6 +9,9 @@ before client data enters TFF. Two tokenizers share one small interface
   out-of-vocabulary, beginning and end of snippet, 90 ids in all.
 - `BPETokenizer`: GPT-2's byte-level BPE (`keras_nlp.models.GPT2Tokenizer`)
   from local `vocab.json` and `merges.txt`, or from a KerasNLP preset.
+- `WordTokenizer`: the word vocabulary of TFF's Stack Overflow next-word task
+  (`tff.simulation.baselines.stackoverflow`): pad 0, the `size` most frequent
+  words 1..size, then out-of-vocabulary, beginning and end of sentence.
 """
 
 import json
@@ -18,6 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 from tensorflow_federated.python.simulation.baselines.shakespeare import (
   char_prediction_preprocessing as tff_shakespeare,
+)
+from tensorflow_federated.python.simulation.baselines.stackoverflow import (
+  word_prediction_preprocessing as tff_stackoverflow,
 )
 
 from tff_gpt import errors
@@ -59,6 +65,77 @@ class CharTokenizer:
 
   def config(self) -> dict:
     return {"name": self.name}
+
+
+class WordTokenizer:
+  """Space-separated words with TFF Stack Overflow's ids, as a Python dict lookup.
+
+  Args:
+    vocabulary: The words, most frequent first (ids 1..len).
+    source: Where it came from, recorded in run configs.
+  """
+
+  name = "word"
+  OOV_TEXT = "<unk>"
+
+  def __init__(self, vocabulary: Sequence[str], source: dict | None = None):
+    self.vocabulary = list(vocabulary)
+    self.source = source or {}
+    special = tff_stackoverflow.get_special_tokens(len(self.vocabulary), num_out_of_vocab_buckets=1)
+    self.pad_id, self.bos_id, self.eos_id = (
+      special.padding,
+      special.beginning_of_sentence,
+      special.end_of_sentence,
+    )
+    (self.oov_id,) = special.out_of_vocab
+    self.vocabulary_size = self.eos_id + 1
+    self._ids = {word: i + 1 for i, word in enumerate(self.vocabulary)}
+
+  def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """Maps each text's space-separated words to int32 ids (no BOS/EOS)."""
+    oov = self.oov_id
+    return [np.array([self._ids.get(w, oov) for w in t.split(" ") if w], dtype=np.int32) for t in texts]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    words = []
+    for i in np.asarray(ids, dtype=np.int64).ravel():
+      if 1 <= i <= len(self.vocabulary):
+        words.append(self.vocabulary[i - 1])
+      elif i == self.oov_id:
+        words.append(self.OOV_TEXT)
+    return " ".join(words)
+
+  def config(self) -> dict:
+    return {"name": self.name, "vocabulary_size": self.vocabulary_size, **self.source}
+
+
+def load_word_vocabulary(path: str, size: int) -> WordTokenizer:
+  """The `size` first words of a word-count file (TFF's `stackoverflow.word_count`: `word count` lines).
+
+  Lines holding a word alone are accepted too; the file's order is the ids'
+  order (TFF's file is sorted by decreasing count).
+  """
+  if not path or not os.path.isfile(path):
+    raise TokenizerError(
+      f"Word vocabulary file {path!r} does not exist. Pass TFF's stackoverflow.word_count "
+      "(lines 'word count', most frequent first) with --vocab_file."
+    )
+  if size < 1:
+    raise TokenizerError(f"--word_vocab_size must be >= 1, got {size}.")
+  words = []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, start=1):
+      fields = line.split()
+      if not fields:
+        continue
+      if len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
+        raise TokenizerError(f"{path}:{number}: expected 'word count' or 'word', got {line.strip()[:60]!r}.")
+      words.append(fields[0])
+      if len(words) == size:
+        break
+  if not words:
+    raise TokenizerError(f"{path} holds no words.")
+  return WordTokenizer(words, {"vocab_file": os.path.abspath(path), "word_vocab_size": size})
 
 
 class BPETokenizer:
@@ -130,11 +207,17 @@ def from_preset(preset: str) -> BPETokenizer:
 
 
 def build_tokenizer(
-  name: str, *, vocab_file: str | None = None, merges_file: str | None = None, preset: str | None = None
+  name: str,
+  *,
+  vocab_file: str | None = None,
+  merges_file: str | None = None,
+  preset: str | None = None,
+  word_vocab_size: int = 10_000,
 ):
-  """Returns the tokenizer called `name` ('char' or 'bpe').
+  """Returns the tokenizer called `name` ('char', 'bpe' or 'word').
 
-  'bpe' loads from `preset` when given, else from `vocab_file` and `merges_file`.
+  'bpe' loads from `preset` when given, else from `vocab_file` and `merges_file`;
+  'word' takes the `word_vocab_size` first words of `vocab_file`.
   """
   if name == "char":
     if preset:
@@ -144,4 +227,6 @@ def build_tokenizer(
     if preset:
       return from_preset(preset)
     return load_bpe(vocab_file, merges_file)
-  raise TokenizerError(f"Unknown tokenizer {name!r}; expected 'char' or 'bpe'.")
+  if name == "word":
+    return load_word_vocabulary(vocab_file, word_vocab_size)
+  raise TokenizerError(f"Unknown tokenizer {name!r}; expected 'char', 'bpe' or 'word'.")

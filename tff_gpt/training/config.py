@@ -6,7 +6,7 @@ import re
 from tff_gpt import errors
 from tff_gpt.algorithms import aggregators, registry
 from tff_gpt.algorithms.optimizers import OPTIMIZERS
-from tff_gpt.data import datasets
+from tff_gpt.data import datasets, partitions, tff_datasets
 from tff_gpt.models import gpt2_lm
 from tff_gpt.models import trainable as trainable_lib
 
@@ -19,9 +19,20 @@ RESUME_KEYS = (
   "dataset_path",
   "client_field",
   "text_field",
+  "partition",
+  "partition_clients",
+  "partition_alpha",
+  "partition_label",
+  "partition_size_skew",
+  "tfds_name",
+  "tfds_split",
+  "tfds_data_dir",
+  "tff_cache_dir",
+  "tff_max_clients",
   "tokenizer",
   "vocab_file",
   "merges_file",
+  "word_vocab_size",
   "model",
   "model_size",
   "preset",
@@ -94,9 +105,20 @@ class ExperimentConfig:
   dataset_path: str | None = None
   client_field: str = "client_id"
   text_field: str = "text"
+  partition: str = "natural"
+  partition_clients: int | None = None
+  partition_alpha: float | None = None
+  partition_label: str | None = None
+  partition_size_skew: float = 0.0
+  tfds_name: str | None = None
+  tfds_split: str = "train"
+  tfds_data_dir: str | None = None
+  tff_cache_dir: str | None = None
+  tff_max_clients: int | None = None
   tokenizer: str = "char"
   vocab_file: str | None = None
   merges_file: str | None = None
+  word_vocab_size: int = 10_000
   model: str = "gpt2"
   model_size: str = "small"
   preset: str | None = None
@@ -120,10 +142,11 @@ class ExperimentConfig:
       "eval_batch_size",
       "max_concurrent_computation_calls",
       "client_lr_decay_rounds",
+      "word_vocab_size",
     )
     for name in positive:
       _require(getattr(self, name) >= 1, name, "must be >= 1")
-    for name in ("max_elements_per_client", "clients_per_eval"):
+    for name in ("max_elements_per_client", "clients_per_eval", "tff_max_clients"):
       value = getattr(self, name)
       _require(value is None or value >= 1, name, "must be >= 1, or None for no limit")
     _require(self.sequence_length >= 2, "sequence_length", "must be >= 2")
@@ -162,7 +185,31 @@ class ExperimentConfig:
       if needs_path
       else "is only for --dataset=text_dir or jsonl",
     )
-    _require(self.tokenizer in ("char", "bpe"), "tokenizer", "must be 'char' or 'bpe'")
+    _require(
+      bool(self.tfds_name) == (self.dataset == "tfds"),
+      "tfds_name",
+      "is required with, and only for, --dataset=tfds",
+    )
+    _require(
+      bool(self.tff_cache_dir) == self.dataset.startswith("tff_"),
+      "tff_cache_dir",
+      "(the directory holding TFF's .sqlite files) is required with, and only for, --dataset=tff_shakespeare "
+      "or tff_stackoverflow",
+    )
+    _require(
+      self.tff_max_clients is None or self.dataset.startswith("tff_"),
+      "tff_max_clients",
+      "is only for --dataset=tff_shakespeare or tff_stackoverflow",
+    )
+    self.partition_spec().validate()
+    _require(self.tokenizer in ("char", "bpe", "word"), "tokenizer", "must be 'char', 'bpe' or 'word'")
+    if self.tokenizer == "word":
+      _require(
+        bool(self.vocab_file) or self.dataset == "tff_stackoverflow",
+        "vocab_file",
+        "(a word-count file, most frequent word first) is required with --tokenizer=word, except with "
+        "--dataset=tff_stackoverflow, which reads stackoverflow.word_count from --tff_cache_dir",
+      )
     if self.preset:
       _require(self.tokenizer == "bpe", "tokenizer", "must be 'bpe' with --preset (a preset brings its BPE)")
     elif self.tokenizer == "bpe":
@@ -187,6 +234,40 @@ class ExperimentConfig:
     layers = None if self.preset else gpt2_lm.MODEL_SIZES[self.model_size]["num_layers"]
     trainable_lib.parse(self.trainable, num_layers=layers)
     _require(self.lora_alpha > 0, "lora_alpha", "must be > 0 (adapters are scaled by lora_alpha / R)")
+
+  def partition_spec(self) -> partitions.Partition:
+    """The `partitions.Partition` of `--partition*` (seeded by `--seed`)."""
+    return partitions.Partition(
+      kind=self.partition,
+      clients=self.partition_clients,
+      alpha=self.partition_alpha,
+      label=self.partition_label,
+      size_skew=self.partition_size_skew,
+      seed=self.seed,
+    )
+
+  def corpus_kwargs(self) -> dict:
+    """Arguments of `datasets.load_corpus` for this run's corpus."""
+    return dict(
+      path=self.dataset_path,
+      client_field=self.client_field,
+      text_field=self.text_field,
+      partition=self.partition_spec(),
+      tfds_name=self.tfds_name,
+      tfds_split=self.tfds_split,
+      tfds_data_dir=self.tfds_data_dir,
+      tff_cache_dir=self.tff_cache_dir,
+      tff_max_clients=self.tff_max_clients,
+      seed=self.seed,
+      cache_dir=self.cache_dir,
+    )
+
+  def tokenizer_kwargs(self) -> dict:
+    """Arguments of `tokenizers.build_tokenizer` (but the preset) for this run."""
+    vocab_file = self.vocab_file
+    if self.tokenizer == "word" and not vocab_file and self.tff_cache_dir:
+      vocab_file = tff_datasets.word_count_file(self.tff_cache_dir)
+    return dict(vocab_file=vocab_file, merges_file=self.merges_file, word_vocab_size=self.word_vocab_size)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

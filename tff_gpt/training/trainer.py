@@ -86,18 +86,9 @@ class FederatedExperiment:
     # keras-hub and Hugging Face checkpoints are converted once into the run's directory.
     self.preset = checkpoints.resolve(config.preset, self.dirs.pretrained) if config.preset else None
     self.tokenizer = tokenizers.build_tokenizer(
-      config.tokenizer,
-      vocab_file=config.vocab_file,
-      merges_file=config.merges_file,
-      preset=self.preset,
+      config.tokenizer, preset=self.preset, **config.tokenizer_kwargs()
     )
-    self.corpus = datasets.load_corpus(
-      config.dataset,
-      path=config.dataset_path,
-      client_field=config.client_field,
-      text_field=config.text_field,
-      cache_dir=config.cache_dir,
-    )
+    self.corpus = datasets.load_corpus(config.dataset, **config.corpus_kwargs())
     self.model_config = self._model_config()
     self.train_data = preprocessing.TokenizedClients(
       self.corpus.texts("train"), self.tokenizer, sequence_length=config.sequence_length
