@@ -17,7 +17,13 @@ the kill.
 Memory: one run of `--rounds` rounds (tiny model, 10 clients a round, metrics
 every round, evaluation and checkpoint every 100); the resident memory of
 the process tree is each metrics row's `memory_mb`. Growth is from round 10
-(allocators settle during the first rounds) to the last.
+(allocators settle during the first rounds) to the last. The Python process
+and TFF's worker are also sampled apart every half second, to tell where
+memory grows; `--replace_worker_rounds` sets how often the run replaces its
+worker (`tff_gpt.runtime.REPLACE_WORKER_ROUNDS`; 0: never, the behaviour
+before it existed).
+
+`--out` merges into an existing results file, so the two parts can run apart.
 """
 
 import argparse
@@ -29,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psutil
@@ -58,8 +65,8 @@ def _command(root: str, name: str, **settings) -> list[str]:
   ]
 
 
-def _start(command, log) -> subprocess.Popen:
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+def _start(command, log, **env_vars) -> subprocess.Popen:
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", **env_vars)
   return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -164,7 +171,31 @@ def kill_trials(trials: int, work_dir: str, seed: int) -> dict:
   )
 
 
-def memory_over_rounds(rounds: int, work_dir: str) -> dict:
+def _sample_memory(proc: subprocess.Popen, metrics: str, samples: list, stop: threading.Event) -> None:
+  """Appends `(rows done, Python MB, workers MB)` every half second while `proc` runs."""
+  while not stop.is_set() and proc.poll() is None:
+    try:
+      python_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
+      worker_mb = sum(w.memory_info().rss for w in _workers(proc.pid)) / 2**20
+      with open(metrics) as f:
+        rows = sum(1 for _ in f) - 1
+    except (psutil.Error, OSError):
+      rows = None
+    if rows:
+      samples.append((rows, python_mb, worker_mb))
+    stop.wait(0.5)
+
+
+def _growth(samples, column: int, settle: int) -> dict:
+  first = [s[column] for s in samples if s[0] == min(x[0] for x in samples if x[0] >= settle)]
+  last = [s[column] for s in samples if s[0] == max(x[0] for x in samples)]
+  start, end = statistics.median(first), statistics.median(last)
+  return dict(
+    mb_start=round(start, 1), mb_end=round(end, 1), growth_pct=round(100 * (end - start) / start, 2)
+  )
+
+
+def memory_over_rounds(rounds: int, work_dir: str, replace_worker_rounds: int) -> dict:
   settings = dict(
     model_size="tiny",
     total_rounds=rounds,
@@ -174,20 +205,38 @@ def memory_over_rounds(rounds: int, work_dir: str) -> dict:
     clients_per_eval=10,
     export=False,
   )
-  log = open(os.path.join(work_dir, "memory.log"), "w")
+  name = f"memory_replace{replace_worker_rounds}"
+  log = open(os.path.join(work_dir, f"{name}.log"), "w")
   started = time.perf_counter()
-  _run_to_end(_command(work_dir, "memory", **settings), log)
-  with open(_metrics(work_dir, "memory")) as f:
-    mb = [float(r["memory_mb"]) for r in csv.DictReader(f)]
+  replace = str(replace_worker_rounds or 10**9)
+  proc = _start(_command(work_dir, name, **settings), log, TFF_GPT_REPLACE_WORKER_ROUNDS=replace)
+  samples, stop = [], threading.Event()
+  sampler = threading.Thread(target=_sample_memory, args=(proc, _metrics(work_dir, name), samples, stop))
+  sampler.start()
+  returncode = proc.wait()
+  stop.set()
+  sampler.join()
+  if returncode != 0:
+    raise RuntimeError(f"the memory run failed with status {returncode}; see {log.name}")
+  with open(_metrics(work_dir, name)) as f:
+    rows = list(csv.DictReader(f))
+  mb = [float(r["memory_mb"]) for r in rows]
   settle = min(10, len(mb))
   return dict(
     rounds=rounds,
+    replace_worker_rounds=replace_worker_rounds,
     seconds=round(time.perf_counter() - started),
+    median_round_seconds=round(statistics.median(float(r["round_seconds"]) for r in rows), 4),
     mb_after_round_10=mb[settle - 1],
     mb_after_last_round=mb[-1],
     mb_max=max(mb),
     median_mb=statistics.median(mb),
     growth_after_round_10_pct=round(100 * (mb[-1] - mb[settle - 1]) / mb[settle - 1], 2),
+    python_process=_growth(samples, 1, settle),
+    worker=_growth(samples, 2, settle),
+    samples_every_10_rounds=[
+      (r, round(p), round(w)) for r, p, w in {s[0]: s for s in samples}.values() if r % 10 == 0
+    ],
   )
 
 
@@ -196,18 +245,31 @@ def main():
   parser.add_argument("--kill_trials", type=int, default=20)
   parser.add_argument("--rounds", type=int, default=1000, help="Rounds of the memory run (0: skip it).")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--replace_worker_rounds",
+    type=int,
+    nargs="+",
+    default=[100],
+    help="One memory run per value: rounds between replacements of the worker (0: never).",
+  )
   parser.add_argument("--work_dir", default=None)
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   work_dir = args.work_dir or tempfile.mkdtemp(prefix="tff_gpt_reliability_")
   os.makedirs(work_dir, exist_ok=True)
   results = {}
+  if args.out and os.path.exists(args.out):
+    with open(args.out) as f:
+      results = json.load(f)
   if args.kill_trials:
     results["kill_trials"] = kill_trials(args.kill_trials, work_dir, args.seed)
     print(json.dumps({k: v for k, v in results["kill_trials"].items() if k != "rows"}, indent=1))
   if args.rounds:
-    results["memory"] = memory_over_rounds(args.rounds, work_dir)
-    print(json.dumps(results["memory"], indent=1))
+    results["memory"] = [
+      memory_over_rounds(args.rounds, work_dir, every) for every in args.replace_worker_rounds
+    ]
+    for run in results["memory"]:
+      print(json.dumps({k: v for k, v in run.items() if k != "samples_every_10_rounds"}, indent=1))
   if args.out:
     with open(args.out, "w") as f:
       json.dump(results, f, indent=1)

@@ -69,3 +69,32 @@ def test_an_oversized_run_is_refused_before_round_1_and_the_flag_overrides(tmp_p
   config = helpers.tiny_config(tmp_path, client_batch_size=10_000_000, ignore_memory_estimate=True)
   experiment = trainer.FederatedExperiment(config)
   assert experiment.memory_estimate.total_mb > 100 * 1024
+
+
+def test_the_local_worker_is_replaced_every_few_rounds_without_changing_results(tmp_path, monkeypatch):
+  """The worker's memory is bounded by replacing it at checkpoints; the rounds' results stay bit-identical."""
+  import numpy as np
+
+  from tff_gpt import runtime
+
+  replace = runtime.replace_local_worker
+
+  def run(name, every):
+    monkeypatch.setattr(runtime, "REPLACE_WORKER_ROUNDS", every)
+    pids = []
+
+    def watched():
+      pids.append(runtime.local_worker().process.pid)
+      return replace()
+
+    monkeypatch.setattr(runtime, "replace_local_worker", watched)
+    with runtime.execution_context():
+      config = helpers.tiny_config(tmp_path, experiment_name=name, total_rounds=6, rounds_per_checkpoint=2)
+      weights = trainer.FederatedExperiment(config).run(progress=False)["model_weights"]
+    return weights, pids
+
+  kept, no_replacements = run("kept", 1000)
+  replaced, pids = run("replaced", 2)
+  assert no_replacements == [] and len(pids) == 3 and len(set(pids)) == 3  # Rounds 2, 4 and 6: new workers.
+  for a, b in zip(kept.trainable, replaced.trainable, strict=True):
+    np.testing.assert_array_equal(a, b)

@@ -65,8 +65,8 @@ def test_bpe_merges_that_do_not_parse(tmp_path, bpe_files):
 
 
 def test_unknown_tokenizer():
-  with pytest.raises(tokenizers.TokenizerError, match="Unknown tokenizer 'word'"):
-    tokenizers.build_tokenizer("word")
+  with pytest.raises(tokenizers.TokenizerError, match="Unknown tokenizer 'sentencepiece'"):
+    tokenizers.build_tokenizer("sentencepiece")
 
 
 def test_decode_skips_out_of_range_ids():

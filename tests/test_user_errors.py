@@ -39,8 +39,43 @@ def _cases(tmp):
     "--model_size=tiny",
     "--client_batch_size=10000000",
   ]
+  labelled = tmp / "labelled.jsonl"
+  labelled.write_text(
+    '{"client_id": "a", "text": "x", "genre": "g"}\n{"client_id": "b", "text": "y"}\n', encoding="utf-8"
+  )
+  jsonl = ["--dataset=jsonl", f"--dataset_path={corpus}"]
   return [
     ("run_experiment", ["--total_rounds=0"], "--total_rounds must be >= 1"),
+    (
+      "run_experiment",
+      ["--partition=dirichlet", "--partition_clients=4", "--partition_alpha=0", "--partition_label=play"],
+      "--partition_alpha must be > 0",
+    ),
+    ("run_experiment", ["--partition_alpha=0.5"], "only apply to --partition=iid or dirichlet"),
+    ("run_experiment", [runs, *jsonl, "--partition=iid", "--partition_clients=500"], "needs at least 1000"),
+    (
+      "run_experiment",
+      [
+        runs,
+        "--dataset=jsonl",
+        f"--dataset_path={labelled}",
+        "--partition=dirichlet",
+        "--partition_clients=2",
+        "--partition_alpha=1",
+        "--partition_label=genre",
+      ],
+      "labelled.jsonl:2: no field 'genre'",
+    ),
+    (
+      "run_experiment",
+      [runs, "--dataset=tfds", "--tfds_name=imdb_reviews", f"--tfds_data_dir={tmp}"],
+      "not prepared",
+    ),
+    (
+      "run_experiment",
+      [runs, "--dataset=tff_shakespeare", f"--tff_cache_dir={tmp}"],
+      "no shakespeare.sqlite",
+    ),
     ("run_experiment", ["--client_optimizer=lion"], "flag --client_optimizer=lion"),
     ("run_experiment", ["--trainable=lora:0"], "the rank R must be >= 1"),
     ("run_experiment", ["--client_weighting=num_examples", "--aggregator=dp_fixed"], "weight"),

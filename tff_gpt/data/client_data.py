@@ -230,7 +230,6 @@ def load_or_build(
     parsed = parse_fn()
     if not isinstance(parsed, ParsedCorpus):
       parsed = ParsedCorpus(clients=dict(parsed))
-    validate_clients(parsed.clients, name)
     train, test, summary_extra = _deal(parsed, partition, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(path))
@@ -264,6 +263,7 @@ def _deal(parsed: ParsedCorpus, partition: partitions.Partition, name: str):
     for label_name, values in labels.items()
   }
   dealt, dealt_labels = partitions.partition(clients, labels, partition)
+  validate_clients(dealt, name)
   if keep_source_split:
     train, test = dealt, {cid: list(ex) for cid, ex in parsed.test.items() if ex}
   else:

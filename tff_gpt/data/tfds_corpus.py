@@ -44,6 +44,20 @@ def _builder(name: str, data_dir: str):
   return builder
 
 
+def _check(builder, name: str, data_dir: str, split: str, **fields) -> None:
+  if split not in builder.info.splits:
+    raise client_data.CorpusError(
+      f"--tfds_split {split!r} is not a split of {name} in {data_dir}; it has {sorted(builder.info.splits)}."
+    )
+  features = builder.info.features
+  for flag, field in fields.items():
+    if field and field not in features:
+      flag = "--partition_label" if flag == "label_field" else f"--{flag}"
+      raise client_data.CorpusError(
+        f"{flag}={field!r} is not a feature of {name}; it has {sorted(features.keys())}."
+      )
+
+
 def _as_text(value) -> str:
   if isinstance(value, bytes):
     return value.decode("utf-8", errors="replace")
@@ -65,16 +79,8 @@ def parse_tfds(
   import tensorflow_datasets as tfds
 
   builder = _builder(name, data_dir)
-  splits = sorted(builder.info.splits)
-  if split not in builder.info.splits:
-    raise client_data.CorpusError(
-      f"--tfds_split {split!r} is not a split of {name} in {data_dir}; it has {splits}."
-    )
+  _check(builder, name, data_dir, split, text_field=text_field, label_field=label_field)
   features = builder.info.features
-  names = sorted(features.keys())
-  for flag, field in (("--text_field", text_field), ("--partition_label", label_field)):
-    if field and field not in features:
-      raise client_data.CorpusError(f"{flag}={field!r} is not a feature of {name}; it has {names}.")
   has_clients = bool(client_field) and client_field in features
   label_names = getattr(features[label_field], "names", None) if label_field else None
   clients = collections.defaultdict(list)
@@ -124,14 +130,15 @@ def load_tfds(
   """
   data_dir = os.path.abspath(data_dir or DEFAULT_DATA_DIR)
   partition = partition or partitions.Partition()
+  label = partition.label if partition.label != partitions.CLIENT_LABEL else None
   builder = _builder(name, data_dir)
+  _check(builder, name, data_dir, split, text_field=text_field, label_field=label)
   if partition.kind == "natural" and client_field not in builder.info.features:
     raise client_data.CorpusError(
       f"TFDS {name} has no feature {client_field!r} to use as client id (features: "
       f"{sorted(builder.info.features.keys())}). Set --client_field to one, or deal examples into "
       "clients with --partition=iid or --partition=dirichlet and --partition_clients."
     )
-  label = partition.label if partition.label != partitions.CLIENT_LABEL else None
   version_dir = str(builder.data_dir)
   signature = sorted(f"{f}:{os.path.getsize(os.path.join(version_dir, f))}" for f in os.listdir(version_dir))
   key = client_data.cache_key(

@@ -52,12 +52,18 @@ logging.getLogger("absl").addFilter(_DropKnownNoise())
 logging.getLogger("tensorflow").addFilter(_DropKnownNoise())
 
 _worker: workers_lib.LocalWorker | None = None
+_factory: contexts.WorkerExecutorFactory | None = None
+# TFF's worker process grows by about 0.1-0.2 MB a round of the tiny model (BENCHMARKS.md s.8): the
+# training loop replaces the local worker at the first checkpoint this many rounds after the last
+# replacement, which bounds it. $TFF_GPT_REPLACE_WORKER_ROUNDS overrides (a huge value: never).
+REPLACE_WORKER_ROUNDS = int(os.environ.get("TFF_GPT_REPLACE_WORKER_ROUNDS", "100"))
 
 
 def shutdown() -> None:
   """Drops the default context and stops its worker (killed if it does not stop in time)."""
-  global _worker
+  global _worker, _factory
   set_default_context.set_no_default_context()
+  _factory = None
   if _worker is not None:
     _worker.stop()
     _worker = None
@@ -69,6 +75,19 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+
+
+def replace_local_worker() -> bool:
+  """Replaces the local worker with a fresh process, between computations; False with remote workers.
+
+  Everything a computation needs travels with each call, so results do not
+  change; the new worker starts with the next computation.
+  """
+  if _worker is None or _factory is None:
+    return False
+  _factory.close_all()  # Disposes of the executors on the old worker while it still answers.
+  _worker.replace()
+  return True
 
 
 def local_worker() -> "workers_lib.LocalWorker | None":
@@ -113,7 +132,7 @@ def set_up(
       several workers.
     WorkerDiedError: A worker does not answer (names it).
   """
-  global _worker
+  global _worker, _factory
   workers_ = [workers_lib.RemoteWorker(a) for a in parse_workers(workers)] if workers is not None else None
   if workers_ and len(workers_) > 1 and secure_aggregation:
     raise errors.UserInputError(
@@ -126,7 +145,8 @@ def set_up(
     worker.check(during_run=False)  # Before round 1, naming the worker.
   if workers_ is None:
     _worker = workers_lib.LocalWorker(max_concurrent_computation_calls=max_concurrent_computation_calls)
-    context = contexts.worker_context(_worker, secure_aggregation=secure_aggregation)
+    _factory = contexts.WorkerExecutorFactory(_worker)
+    context = contexts.worker_context(_worker, secure_aggregation=secure_aggregation, factory=_factory)
   elif len(workers_) == 1:
     context = contexts.worker_context(workers_[0], secure_aggregation=secure_aggregation)
   else:

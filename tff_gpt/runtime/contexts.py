@@ -33,17 +33,27 @@ def _compile_secure_as_plain(comp):
   return native_compiler.desugar_and_transform_to_native(comp)
 
 
-def _executor_factory(worker):
-  """TFF's executor factory over one worker (anything with a `stub()`)."""
+class WorkerExecutorFactory(python_executor_stacks.ResourceManagingExecutorFactory):
+  """TFF's executor factory over one worker (anything with a `stub()`), whose executors can all be closed."""
 
-  def stack_fn(cardinalities):
+  def __init__(self, worker):
+    self._worker = worker
+    self._cardinalities = []
+    super().__init__(executor_stack_fn=self._stack)
+
+  def _stack(self, cardinalities):
+    self._cardinalities.append(dict(cardinalities))
     if cardinalities.get(placements.CLIENTS) is None:
       cardinalities[placements.CLIENTS] = 0
-    executor = remote_executor.RemoteExecutor(worker.stub())
+    executor = remote_executor.RemoteExecutor(self._worker.stub())
     executor.set_cardinalities(cardinalities)
     return executor
 
-  return python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
+  def close_all(self) -> None:
+    """Closes every executor made so far (their worker-side state is disposed of); the next call makes new."""
+    for cardinalities in self._cardinalities:
+      self.clean_up_executor(cardinalities)
+    self._cardinalities.clear()
 
 
 _TRANSFORMS = dict(
@@ -52,10 +62,10 @@ _TRANSFORMS = dict(
 )
 
 
-def worker_context(worker, *, secure_aggregation: bool = False):
-  """A synchronous context that runs every computation on one worker."""
+def worker_context(worker, *, secure_aggregation: bool = False, factory: WorkerExecutorFactory | None = None):
+  """A synchronous context that runs every computation on one worker (through `factory` when given)."""
   return sync_execution_context.SyncExecutionContext(
-    executor_fn=_executor_factory(worker),
+    executor_fn=factory or WorkerExecutorFactory(worker),
     compiler_fn=(
       _compile_secure_as_plain if secure_aggregation else native_compiler.desugar_and_transform_to_native
     ),
@@ -67,7 +77,7 @@ def workers_context(workers):
   """A synchronous context that splits each computation's clients across `workers`."""
   async_contexts = [
     async_execution_context.AsyncExecutionContext(
-      executor_fn=_executor_factory(worker),
+      executor_fn=WorkerExecutorFactory(worker),
       compiler_fn=native_compiler.desugar_and_transform_to_native,
       **_TRANSFORMS,
     )

@@ -149,6 +149,11 @@ class LocalWorker:
       _stop([psutil.Process(self.process.pid)])
       self.process.wait()
 
+  def replace(self) -> None:
+    """Stops this worker; the next `stub()` starts a fresh one (between computations only)."""
+    self.stop()
+    self.process, self._stub = None, None
+
 
 class RemoteWorker:
   """A TFF worker someone started at `address` (HOST:PORT), for instance with `scripts/start_worker.sh`.

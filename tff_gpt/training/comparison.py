@@ -133,6 +133,7 @@ def _curve(rows: list[dict], key: str) -> list[tuple[int, float, float]]:
 
 def _row(record: dict, comparison_dir: str, target_loss: float | None) -> dict:
   summary = record["summary"]
+  heterogeneity = summary.get("heterogeneity") or {}
   rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, record["run"]))
   losses = _curve(rows, "eval_loss")
   best_round, _, best_loss = min(losses, key=lambda x: x[2])
@@ -155,6 +156,10 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None) -> dict:
     "train_seconds": round(summary["train_seconds"], 1),
     "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
     "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
+    "partition": summary.get("partition", ""),
+    "clients": heterogeneity.get("clients", ""),
+    "size_gini": heterogeneity.get("size_gini", ""),
+    "mean_label_tv": heterogeneity.get("mean_label_tv", ""),
   }
 
 
@@ -183,6 +188,9 @@ _MD_COLUMNS = [
   "train_seconds",
   "mb_communicated",
   "dp_epsilon",
+  "partition",
+  "size_gini",
+  "mean_label_tv",
 ]
 
 
@@ -210,14 +218,45 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   _write_csv(paths["csv"], rows)
   _write_csv(paths["grid_csv"], grid)
   columns = [c for c in _MD_COLUMNS if any(r[c] != "" for r in rows)]
+  if len({r["partition"] for r in rows}) == 1:  # One partition: said once below the table.
+    columns = [c for c in columns if c not in ("partition", "size_gini", "mean_label_tv")]
   target = f" Rounds to target: first evaluation with loss <= {target_loss}." if target_loss else ""
+  data = ""
+  if "partition" not in columns and rows[0]["partition"]:
+    data = f" Data: {rows[0]['partition']}" + (
+      f" (size Gini {rows[0]['size_gini']}, mean label TV {rows[0]['mean_label_tv']})."
+      if rows[0]["mean_label_tv"] != ""
+      else f" (size Gini {rows[0]['size_gini']})."
+    )
   with open(paths["markdown"], "w") as f:
     f.write(
       f"{markdown_table(rows, columns)}\n\nEvaluation on held-out text of the evaluation clients; "
-      f"each configuration at its best grid point (by final eval loss).{target}\n"
+      f"each configuration at its best grid point (by final eval loss).{target}{data}\n"
     )
   plot_curves([(r["configuration"], r["run"]) for r in rows], comparison_dir, paths["plot"])
+  if len({r["partition"] for r in rows}) > 1 and all(r["mean_label_tv"] != "" for r in rows):
+    paths["heterogeneity_plot"] = os.path.join(report_dir, "heterogeneity.png")
+    plot_heterogeneity(rows, paths["heterogeneity_plot"])
   return {"rows": rows, "grid": grid, **paths}
+
+
+def plot_heterogeneity(rows: list[dict], path: str) -> None:
+  """Final and best eval loss against the partitions' mean label TV distance, one line per algorithm."""
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  by_algorithm = {}
+  for row in rows:
+    by_algorithm.setdefault(f"{row['algorithm']} ({row['aggregator']})", []).append(row)
+  for label, group in by_algorithm.items():
+    group = sorted(group, key=lambda r: r["mean_label_tv"])
+    for ax, key in zip(axes, ("final_eval_loss", "best_eval_loss"), strict=True):
+      ax.plot([r["mean_label_tv"] for r in group], [r[key] for r in group], marker="o", label=label)
+  for ax, name in zip(axes, ("final eval loss", "best eval loss"), strict=True):
+    ax.set(xlabel="mean TV distance of client label mixes from the global mix (0 = IID)", ylabel=name)
+    ax.grid(alpha=0.3)
+  axes[0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def plot_curves(runs: list[tuple[str, str]], comparison_dir: str, path: str) -> None:

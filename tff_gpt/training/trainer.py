@@ -24,7 +24,7 @@ import psutil
 import tensorflow_federated as tff
 import tqdm
 
-from tff_gpt import algorithms, errors, export
+from tff_gpt import algorithms, errors, export, runtime
 from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.data import datasets, preprocessing, tokenizers
 from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
@@ -300,6 +300,7 @@ class FederatedExperiment:
         state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
       if version == 0:
         state = self.initial_state()
+      replaced = version  # When the local worker was last replaced (see runtime.REPLACE_WORKER_ROUNDS).
       last_metrics = {}
       bar = tqdm.tqdm(
         total=c.total_rounds,
@@ -321,6 +322,8 @@ class FederatedExperiment:
           loop.run(clients_manager.release(clients, key=round_num))
           if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
             loop.run(state_manager.save(state, round_num))
+            if round_num - replaced >= runtime.REPLACE_WORKER_ROUNDS and runtime.replace_local_worker():
+              replaced = round_num
           bar.update(1)
           bar.set_postfix(
             loss=f"{metrics['train_loss']:.3f}",
@@ -359,6 +362,8 @@ class FederatedExperiment:
       memory_estimate_mb=round(self.memory_estimate.total_mb),
       memory_peak_mb=round(max((float(r["memory_mb"]) for r in rows if r.get("memory_mb")), default=0.0)),
       eval_clients=len(self.eval_client_ids),
+      partition=self.corpus.summary.get("partition", "natural clients"),
+      heterogeneity=self.corpus.summary.get("heterogeneity"),
       checkpoints=dirs.checkpoints,
       metrics_csv=dirs.metrics_csv,
       logdir=dirs.logdir,
