@@ -157,6 +157,7 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None) -> dict:
     "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
     "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
     "partition": summary.get("partition", ""),
+    "partition_alpha": (summary.get("partition_settings") or {}).get("alpha") or "",
     "clients": heterogeneity.get("clients", ""),
     "size_gini": heterogeneity.get("size_gini", ""),
     "mean_label_tv": heterogeneity.get("mean_label_tv", ""),
@@ -241,40 +242,23 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
 
 
 def plot_heterogeneity(rows: list[dict], path: str) -> None:
-  """Final and best eval loss against the partitions' mean label TV distance, one line per algorithm."""
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  """Final eval loss against the Dirichlet alpha (when every row has one) and against mean label TV."""
+  with_alpha = all(r["partition_alpha"] != "" for r in rows)
+  panels = (["partition_alpha"] if with_alpha else []) + ["mean_label_tv"]
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
   by_algorithm = {}
   for row in rows:
     by_algorithm.setdefault(f"{row['algorithm']} ({row['aggregator']})", []).append(row)
-  for label, group in by_algorithm.items():
-    group = sorted(group, key=lambda r: r["mean_label_tv"])
-    for ax, key in zip(axes, ("final_eval_loss", "best_eval_loss"), strict=True):
-      ax.plot([r["mean_label_tv"] for r in group], [r[key] for r in group], marker="o", label=label)
-  for ax, name in zip(axes, ("final eval loss", "best eval loss"), strict=True):
-    ax.set(xlabel="mean TV distance of client label mixes from the global mix (0 = IID)", ylabel=name)
+  for ax, key in zip(axes[0], panels, strict=True):
+    for label, group in by_algorithm.items():
+      group = sorted(group, key=lambda r: r[key])
+      ax.plot([r[key] for r in group], [r["final_eval_loss"] for r in group], marker="o", label=label)
+    if key == "partition_alpha":
+      ax.set(xscale="log", xlabel="Dirichlet alpha over the label (small = each client holds few labels)")
+    else:
+      ax.set(xlabel="mean TV distance of client label mixes from the global mix (0 = IID)")
+    ax.set(ylabel="final eval loss")
     ax.grid(alpha=0.3)
-  axes[0].legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_curves(runs: list[tuple[str, str]], comparison_dir: str, path: str) -> None:
-  """Eval loss and accuracy against rounds and against MB communicated, one line per run."""
-  fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-  for label, run in runs:
-    rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, run))
-    for row_axes, key in zip(axes, ("eval_loss", "eval_accuracy"), strict=True):
-      points = _curve(rows, key)
-      rounds, sent, values = zip(*points, strict=True)
-      row_axes[0].plot(rounds, values, marker="o", markersize=3, label=label)
-      row_axes[1].plot([b / 2**20 for b in sent], values, marker="o", markersize=3, label=label)
-  for row_axes, name in zip(axes, ("eval loss", "eval next-token accuracy"), strict=True):
-    row_axes[0].set(xlabel="round", ylabel=name)
-    row_axes[1].set(xlabel="MB communicated (all clients, both directions)", ylabel=name)
-    row_axes[1].set_xscale("log")
-    for ax in row_axes:
-      ax.grid(alpha=0.3)
   axes[0][0].legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)

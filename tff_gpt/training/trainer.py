@@ -363,6 +363,7 @@ class FederatedExperiment:
       memory_peak_mb=round(max((float(r["memory_mb"]) for r in rows if r.get("memory_mb")), default=0.0)),
       eval_clients=len(self.eval_client_ids),
       partition=self.corpus.summary.get("partition", "natural clients"),
+      partition_settings=self.corpus.summary.get("partition_settings"),
       heterogeneity=self.corpus.summary.get("heterogeneity"),
       checkpoints=dirs.checkpoints,
       metrics_csv=dirs.metrics_csv,
