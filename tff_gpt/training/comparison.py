@@ -241,6 +241,28 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   return {"rows": rows, "grid": grid, **paths}
 
 
+def plot_curves(runs: list[tuple[str, str]], comparison_dir: str, path: str) -> None:
+  """Eval loss and accuracy against rounds and against MB communicated, one line per run."""
+  fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+  for label, run in runs:
+    rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, run))
+    for row_axes, key in zip(axes, ("eval_loss", "eval_accuracy"), strict=True):
+      points = _curve(rows, key)
+      rounds, sent, values = zip(*points, strict=True)
+      row_axes[0].plot(rounds, values, marker="o", markersize=3, label=label)
+      row_axes[1].plot([b / 2**20 for b in sent], values, marker="o", markersize=3, label=label)
+  for row_axes, name in zip(axes, ("eval loss", "eval next-token accuracy"), strict=True):
+    row_axes[0].set(xlabel="round", ylabel=name)
+    row_axes[1].set(xlabel="MB communicated (all clients, both directions)", ylabel=name)
+    row_axes[1].set_xscale("log")
+    for ax in row_axes:
+      ax.grid(alpha=0.3)
+  axes[0][0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def plot_heterogeneity(rows: list[dict], path: str) -> None:
   """Final eval loss against the Dirichlet alpha (when every row has one) and against mean label TV."""
   with_alpha = all(r["partition_alpha"] != "" for r in rows)
