@@ -102,3 +102,27 @@ def test_comparison_of_trainable_modes(tmp_path):
   assert lora["final_eval_loss"] > 0 and whole["final_eval_loss"] > 0
   assert os.path.isdir(outputs.RunDirs.of(root, "lora").frozen_weights)
   assert not os.path.exists(outputs.RunDirs.of(root, "whole").frozen_weights)
+
+
+def test_a_comparison_across_partitions_reports_their_heterogeneity(tmp_path):
+  config = helpers.tiny_config(
+    tmp_path,
+    clients_per_round=2,
+    total_rounds=1,
+    partition="dirichlet",
+    partition_clients=4,
+    partition_label="client",
+    partition_alpha=1.0,
+  )
+  values = {k: v for k, v in config.to_dict().items() if v is not None}
+  configurations = ["a0.05: --partition_alpha=0.05", "a1000: --partition_alpha=1000"]
+  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="het"):
+    report = compare_algorithms.run()
+  rows = {r["configuration"]: r for r in report["rows"]}
+  assert rows["a0.05"]["partition_alpha"] == 0.05 and rows["a1000"]["partition_alpha"] == 1000
+  assert rows["a0.05"]["mean_label_tv"] > rows["a1000"]["mean_label_tv"]
+  assert rows["a0.05"]["partition"].startswith("dirichlet over 4 clients, alpha 0.05 over client")
+  with open(report["markdown"]) as f:
+    header = f.readline()
+  assert "mean_label_tv" in header and "size_gini" in header
+  assert os.path.getsize(report["heterogeneity_plot"]) > 10_000

@@ -19,6 +19,7 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import word_
 from tests import helpers
 from tff_gpt import errors
 from tff_gpt.data import client_data, datasets, partitions, tff_datasets, tokenizers
+from tff_gpt.export import portable
 from tff_gpt.training import trainer
 
 TOPICS = ["sports", "science", "arts"]
@@ -215,10 +216,17 @@ def test_a_federated_run_on_tff_stackoverflow_with_words_and_on_a_tfds_partition
     word_vocab_size=40,
     clients_per_round=2,
     total_rounds=2,
+    export=True,
   )
-  summary = trainer.FederatedExperiment(config).run(progress=False)
+  experiment = trainer.FederatedExperiment(config)
+  summary = experiment.run(progress=False)
   assert np.isfinite(summary["eval_loss"]) and summary["partition"] == "natural clients"
   assert summary["heterogeneity"]["clients"] == 3
+  # The export carries the word vocabulary: the same ids, and text back.
+  exported = portable.Tokenizer(summary["export"])
+  text = "is a zzzunknown median"
+  np.testing.assert_array_equal(exported.encode([text])[0], experiment.tokenizer.encode([text])[0])
+  assert exported.decode(exported.encode([text])[0]) == "is a median"
   config = helpers.tiny_config(
     tmp_path,
     experiment_name="tfds",

@@ -11,8 +11,8 @@ each ecosystem loads it with one call:
   peft/         with LoRA: the adapters in PEFT's layout, and peft/base/ the
                 model they adapt (PeftModel.from_pretrained(base, "export/peft"))
 
-With the character tokenizer, keras_hub/ and huggingface/ hold the model
-only: neither library has a character tokenizer (use tokenizer.json).
+With the character or word tokenizer, keras_hub/ and huggingface/ hold the
+model only: neither library has those tokenizers (use tokenizer.json).
 """
 
 import json
@@ -58,7 +58,7 @@ def _weights_by_layer(backbone) -> dict[str, np.ndarray]:
 
 
 def _write_tokenizer(tokenizer, out_dir: str) -> dict:
-  if isinstance(tokenizer, tokenizers.CharTokenizer):
+  if isinstance(tokenizer, tokenizers.CharTokenizer | tokenizers.WordTokenizer):
     spec = {
       "vocabulary": tokenizer.vocabulary,
       "pad_id": tokenizer.pad_id,
@@ -68,7 +68,7 @@ def _write_tokenizer(tokenizer, out_dir: str) -> dict:
     }
     with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
       json.dump(spec, f)
-    return {"name": "char", "vocabulary_size": tokenizer.vocabulary_size}
+    return {"name": tokenizer.name, "vocabulary_size": tokenizer.vocabulary_size}
   keras_tokenizer = tokenizer.keras_tokenizer
   with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
     json.dump(keras_tokenizer.vocabulary, f, ensure_ascii=False)
@@ -112,7 +112,7 @@ def export_model(
     model_config: `GPT2Backbone` arguments.
     model: The whole plain GPT-2 LM (adapters already folded in, see
       `tff_model.merged_model`).
-    tokenizer: The run's `CharTokenizer` or `BPETokenizer`.
+    tokenizer: The run's `CharTokenizer`, `WordTokenizer` or `BPETokenizer`.
     sequence_length: The training sequence length (the evaluation windows).
     heldout: Optional `{client_id: [text, ...]}` written as heldout.jsonl.
     run_info: Extra facts stored in config.json (run name, round, ...).

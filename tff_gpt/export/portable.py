@@ -8,7 +8,7 @@ Export layout:
   config.json     model (GPT2Backbone arguments), tokenizer, sequence length, run
   weights.npz     the backbone's weights, keyed "<layer name>/<index>" in the
                   order of `layer.get_weights()`
-  tokenizer.json  (char) vocabulary and special ids; or vocab.json + merges.txt (bpe)
+  tokenizer.json  (char, word) vocabulary and special ids; or vocab.json + merges.txt (bpe)
   heldout.jsonl   held-out text of the run's evaluation clients, when exported
   saved_model/    TF SavedModel: serving_default(token_ids, padding_mask) -> logits
 """
@@ -73,7 +73,7 @@ class Tokenizer:
   def __init__(self, export_dir: str):
     config = read_config(export_dir)["tokenizer"]
     self.name = config["name"]
-    if self.name == "char":
+    if self.name in ("char", "word"):
       with open(os.path.join(export_dir, "tokenizer.json")) as f:
         spec = json.load(f)
       self.vocabulary = spec["vocabulary"]
@@ -90,12 +90,18 @@ class Tokenizer:
       self.eos_id = self.bos_id = self.pad_id = self.keras_tokenizer.end_token_id
 
   def encode(self, texts: list[str]) -> list[np.ndarray]:
+    if self.name == "word":  # TFF Stack Overflow's words: space-separated.
+      return [
+        np.array([self._ids.get(w, self.oov_id) for w in t.split(" ") if w], dtype=np.int32) for t in texts
+      ]
     if self.name == "char":
       return [np.array([self._ids.get(c, self.oov_id) for c in t], dtype=np.int32) for t in texts]
     return [np.asarray(self.keras_tokenizer(t), dtype=np.int32) for t in texts]
 
   def decode(self, ids) -> str:
     ids = [int(i) for i in np.asarray(ids).ravel()]
+    if self.name == "word":
+      return " ".join(self.vocabulary[i - 1] for i in ids if 1 <= i <= len(self.vocabulary))
     if self.name == "char":
       return "".join(self.vocabulary[i - 1] if 1 <= i <= len(self.vocabulary) else "" for i in ids)
     ids = [i for i in ids if i != self.eos_id]
