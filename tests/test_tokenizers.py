@@ -86,3 +86,13 @@ def test_bpe_files_made_by_the_project_load_and_round_trip(tmp_path):
   assert len(ids) < len("the cat sat on the log, caf\u00e9!")
   with pytest.raises(ValueError, match="vocab_size must be >= 257"):
     bpe_training.train_bpe(texts, str(tmp_path / "small"), vocab_size=100)
+
+
+def test_bpe_encodes_batches_of_any_size_with_one_trace(bpe_files):
+  tokenizer = tokenizers.load_bpe(*bpe_files)
+  texts = ["the cat sat", "on the mat", "a", "the cat sat on the mat, and then some more text"]
+  for n in (1, 2, 3, 4):
+    got = tokenizer.encode(texts[:n])
+    want = tokenizer.keras_tokenizer(texts[:n]).to_list()
+    assert [list(g) for g in got] == want
+  assert tokenizer._tokenize.experimental_get_tracing_count() == 1
