@@ -13,6 +13,9 @@ self-restarting one:
   one part per worker, then merges the parts' aggregates.
 """
 
+import asyncio
+
+from tensorflow_federated.proto.v0 import executor_pb2
 from tensorflow_federated.python.core.backends.native import compiler as native_compiler
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.backends.test import compiler as test_compiler
@@ -23,7 +26,7 @@ from tensorflow_federated.python.core.impl.execution_contexts import (
   sync_execution_context,
 )
 from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-from tensorflow_federated.python.core.impl.executors import remote_executor
+from tensorflow_federated.python.core.impl.executors import remote_executor, value_serialization
 from tensorflow_federated.python.core.impl.types import placements
 
 
@@ -31,6 +34,26 @@ def _compile_secure_as_plain(comp):
   """Lowers secure sums to plain sums (TFF's test backend) so that they run in simulation."""
   comp = test_compiler.replace_secure_intrinsics_with_bodies(comp)
   return native_compiler.desugar_and_transform_to_native(comp)
+
+
+class ConcurrentRemoteExecutor(remote_executor.RemoteExecutor):
+  """TFF's `RemoteExecutor`, waiting for a result without holding the event loop.
+
+  TFF's `RemoteExecutor._compute` makes its blocking gRPC `Compute` call inside
+  the coroutine. A worker starts computing at `CreateCall` and `Compute` only
+  waits, so with several workers on one event loop (the mergeable context) the
+  first worker's wait kept the second from being asked at all: the parts ran
+  one after the other. Here the wait runs in a thread, so every worker's part
+  runs at once. (Same request and response as TFF's; structs are not streamed,
+  TFF's default.)
+  """
+
+  async def _compute(self, value_ref, type_spec):
+    self._check_has_executor_id()
+    request = executor_pb2.ComputeRequest(executor=self._executor_id, value_ref=value_ref)
+    response = await asyncio.to_thread(self._stub.compute, request)
+    value, _ = value_serialization.deserialize_value(response.value, type_spec)
+    return value
 
 
 class WorkerExecutorFactory(python_executor_stacks.ResourceManagingExecutorFactory):
@@ -45,7 +68,7 @@ class WorkerExecutorFactory(python_executor_stacks.ResourceManagingExecutorFacto
     self._cardinalities.append(dict(cardinalities))
     if cardinalities.get(placements.CLIENTS) is None:
       cardinalities[placements.CLIENTS] = 0
-    executor = remote_executor.RemoteExecutor(self._worker.stub())
+    executor = ConcurrentRemoteExecutor(self._worker.stub())
     executor.set_cardinalities(cardinalities)
     return executor
 
