@@ -19,6 +19,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session", autouse=True)
 def _shutdown_tff_at_end():
+  runtime.set_up()  # The project's context from the first test on, never TFF's import-time default.
   yield
   runtime.shutdown()
 

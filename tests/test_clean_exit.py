@@ -61,3 +61,20 @@ def test_kill_9_leaves_no_worker(tmp_path):
   proc.wait(timeout=30)
   _, alive = psutil.wait_procs(workers, timeout=30)
   assert not alive, f"worker(s) left running after kill -9: {[p.pid for p in alive]}"
+
+
+def test_a_worker_that_ignores_sigint_is_stopped_within_seconds():
+  """Processes started from a background job of a script ignore SIGINT, and so do their workers."""
+  import time
+
+  from tff_gpt.runtime import workers
+
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    worker = workers.LocalWorker(max_concurrent_computation_calls=1)
+    worker.start()  # Inherits SIGINT ignored.
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  start = time.monotonic()
+  worker.stop()
+  assert worker.process.poll() is not None and time.monotonic() - start < 10

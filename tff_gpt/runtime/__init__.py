@@ -62,15 +62,17 @@ REPLACE_WORKER_ROUNDS = int(os.environ.get("TFF_GPT_REPLACE_WORKER_ROUNDS", "100
 def shutdown() -> None:
   """Drops the default context and stops its worker (killed if it does not stop in time)."""
   global _worker, _factory
+  try:
+    # Any worker started by TFF's own contexts first: dropping such a context makes TFF send its worker
+    # SIGINT and wait without a bound, forever when SIGINT is ignored (a `cmd &` in a shell script).
+    workers_lib.stop_children()
+  except psutil.Error:
+    pass
   set_default_context.set_no_default_context()
   _factory = None
   if _worker is not None:
     _worker.stop()
     _worker = None
-  try:
-    workers_lib.stop_children()  # Any started by TFF's own contexts.
-  except psutil.Error:
-    pass
   gc.collect()
 
 

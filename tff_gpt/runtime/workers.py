@@ -51,15 +51,21 @@ def describe_exit(returncode: int) -> str:
 
 
 def _stop(processes: list[psutil.Process]) -> None:
-  """SIGINT (as TFF stops its worker), then SIGKILL for those still running after `STOP_SECONDS`."""
-  for process in processes:
-    try:
-      process.send_signal(signal.SIGINT)
-    except psutil.Error:
-      pass
-  _, alive = psutil.wait_procs(processes, timeout=STOP_SECONDS)
+  """SIGINT (as TFF stops its worker), SIGTERM after 2 s, then SIGKILL after `STOP_SECONDS`.
+
+  SIGTERM covers workers that ignore SIGINT, as every process started from a
+  background job of a non-interactive shell (`cmd &` in a script) does.
+  """
+  alive = processes
+  for sig, wait in ((signal.SIGINT, 2.0), (signal.SIGTERM, STOP_SECONDS)):
+    for process in alive:
+      try:
+        process.send_signal(sig)
+      except psutil.Error:
+        pass
+    _, alive = psutil.wait_procs(alive, timeout=wait)
   for process in alive:
-    logging.warning("TFF worker %d ran on %.0f s after SIGINT; killing it.", process.pid, STOP_SECONDS)
+    logging.warning("TFF worker %d ran on %.0f s after SIGTERM; killing it.", process.pid, STOP_SECONDS)
     try:
       process.kill()
       process.wait(timeout=STOP_SECONDS)
