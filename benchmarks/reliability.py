@@ -222,6 +222,10 @@ def memory_over_rounds(rounds: int, work_dir: str, replace_worker_rounds: int) -
     rows = list(csv.DictReader(f))
   mb = [float(r["memory_mb"]) for r in rows]
   settle = min(10, len(mb))
+  # Like with like: the first evaluated round against the last (both just after an evaluation), and
+  # the median of the last 100 rounds against that of rounds 11-100.
+  first_eval = next(i for i, r in enumerate(rows) if r.get("eval_loss"))
+  early, late = statistics.median(mb[settle:100]), statistics.median(mb[-100:])
   return dict(
     rounds=rounds,
     replace_worker_rounds=replace_worker_rounds,
@@ -232,6 +236,8 @@ def memory_over_rounds(rounds: int, work_dir: str, replace_worker_rounds: int) -
     mb_max=max(mb),
     median_mb=statistics.median(mb),
     growth_after_round_10_pct=round(100 * (mb[-1] - mb[settle - 1]) / mb[settle - 1], 2),
+    growth_first_to_last_evaluated_round_pct=round(100 * (mb[-1] - mb[first_eval]) / mb[first_eval], 2),
+    growth_median_last_100_over_rounds_11_100_pct=round(100 * (late - early) / early, 2),
     python_process=_growth(samples, 1, settle),
     worker=_growth(samples, 2, settle),
     samples_every_10_rounds=[
