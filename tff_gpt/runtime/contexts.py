@@ -14,8 +14,8 @@ self-restarting one:
 """
 
 import asyncio
+import functools
 
-from tensorflow_federated.proto.v0 import executor_pb2
 from tensorflow_federated.python.core.backends.native import compiler as native_compiler
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.backends.test import compiler as test_compiler
@@ -26,7 +26,7 @@ from tensorflow_federated.python.core.impl.execution_contexts import (
   sync_execution_context,
 )
 from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-from tensorflow_federated.python.core.impl.executors import remote_executor, value_serialization
+from tensorflow_federated.python.core.impl.executors import remote_executor
 from tensorflow_federated.python.core.impl.types import placements
 
 
@@ -36,24 +36,32 @@ def _compile_secure_as_plain(comp):
   return native_compiler.desugar_and_transform_to_native(comp)
 
 
-class ConcurrentRemoteExecutor(remote_executor.RemoteExecutor):
-  """TFF's `RemoteExecutor`, waiting for a result without holding the event loop.
+def _off_the_loop(method):
+  """`method` (a coroutine of TFF's `RemoteExecutor` that makes a blocking gRPC call) run in a thread."""
 
-  TFF's `RemoteExecutor._compute` makes its blocking gRPC `Compute` call inside
-  the coroutine. A worker starts computing at `CreateCall` and `Compute` only
-  waits, so with several workers on one event loop (the mergeable context) the
-  first worker's wait kept the second from being asked at all: the parts ran
-  one after the other. Here the wait runs in a thread, so every worker's part
-  runs at once. (Same request and response as TFF's; structs are not streamed,
-  TFF's default.)
+  @functools.wraps(method)
+  async def wrapper(self, *args, **kwargs):
+    return await asyncio.to_thread(asyncio.run, method(self, *args, **kwargs))
+
+  return wrapper
+
+
+class ConcurrentRemoteExecutor(remote_executor.RemoteExecutor):
+  """TFF's `RemoteExecutor`, whose gRPC calls do not hold the event loop.
+
+  TFF's `RemoteExecutor` makes blocking gRPC calls inside its coroutines, so
+  with several workers on one event loop (the mergeable context) one
+  worker's call kept the others from being asked at all: a round's parts ran
+  one after the other (measured: the second worker's CPU stayed idle until
+  the first had finished). Here each call runs in a thread; the requests and
+  responses are TFF's own.
   """
 
-  async def _compute(self, value_ref, type_spec):
-    self._check_has_executor_id()
-    request = executor_pb2.ComputeRequest(executor=self._executor_id, value_ref=value_ref)
-    response = await asyncio.to_thread(self._stub.compute, request)
-    value, _ = value_serialization.deserialize_value(response.value, type_spec)
-    return value
+  create_value = _off_the_loop(remote_executor.RemoteExecutor.create_value)
+  create_call = _off_the_loop(remote_executor.RemoteExecutor.create_call)
+  create_struct = _off_the_loop(remote_executor.RemoteExecutor.create_struct)
+  create_selection = _off_the_loop(remote_executor.RemoteExecutor.create_selection)
+  _compute = _off_the_loop(remote_executor.RemoteExecutor._compute)
 
 
 class WorkerExecutorFactory(python_executor_stacks.ResourceManagingExecutorFactory):
