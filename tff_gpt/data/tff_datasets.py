@@ -84,28 +84,28 @@ def _sample(client_ids, max_clients: int | None, seed: int) -> list[str]:
   return sorted(client_ids[i] for i in picked)
 
 
-def parse_shakespeare(
-  path: str, *, max_clients: int | None = None, seed: int = 0
-) -> client_data.ParsedCorpus:
-  train, test = _load(tff.simulation.datasets.shakespeare.load_data, path)
+def _parse(train, test, field: str, max_clients: int | None, seed: int) -> client_data.ParsedCorpus:
   ids = _sample(train.client_ids, max_clients, seed)
   test_ids = set(test.client_ids)
   return client_data.ParsedCorpus(
-    clients=_texts(train, ids, "snippets"),
-    test=_texts(test, [c for c in ids if c in test_ids], "snippets"),
+    clients=_texts(train, ids, field), test=_texts(test, [c for c in ids if c in test_ids], field)
   )
+
+
+def parse_shakespeare(
+  path: str, *, max_clients: int | None = None, seed: int = 0
+) -> client_data.ParsedCorpus:
+  """TFF's Shakespeare `snippets`, each client's train and test split as TFF has them."""
+  train, test = _load(tff.simulation.datasets.shakespeare.load_data, path)
+  return _parse(train, test, "snippets", max_clients, seed)
 
 
 def parse_stackoverflow(
   path: str, *, max_clients: int | None = None, seed: int = 0
 ) -> client_data.ParsedCorpus:
+  """TFF's Stack Overflow `tokens`: the train split, held out from the test split (not `heldout`)."""
   train, _, test = _load(tff.simulation.datasets.stackoverflow.load_data, path)
-  ids = _sample(train.client_ids, max_clients, seed)
-  test_ids = set(test.client_ids)
-  return client_data.ParsedCorpus(
-    clients=_texts(train, ids, "tokens"),
-    test=_texts(test, [c for c in ids if c in test_ids], "tokens"),
-  )
+  return _parse(train, test, "tokens", max_clients, seed)
 
 
 def load_tff(
