@@ -143,14 +143,16 @@ def define_experiment_flags(names=None, flag_values=flags.FLAGS) -> None:
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> config_lib.ExperimentConfig:
-  """The `ExperimentConfig` that the experiment flags in `flag_values` describe."""
-  values = {f.name: getattr(flag_values, f.name) for f in dataclasses.fields(config_lib.ExperimentConfig)}
+  """The `ExperimentConfig` that the experiment flags in `flag_values` describe.
+
+  Fields without a defined flag (entry points define only some) keep their defaults.
+  """
+  fields = (f.name for f in dataclasses.fields(config_lib.ExperimentConfig))
+  values = {name: getattr(flag_values, name) for name in fields if name in flag_values}
   for name in _OPTIONAL_INTS:
-    values[name] = values[name] or None
-  for name, value in values.items():
-    if value == "":
-      values[name] = None
-  return config_lib.ExperimentConfig(**values)
+    if name in values:
+      values[name] = values[name] or None
+  return config_lib.ExperimentConfig(**{k: (None if v == "" else v) for k, v in values.items()})
 
 
 def load_corpus(flag_values=flags.FLAGS):
@@ -158,12 +160,7 @@ def load_corpus(flag_values=flags.FLAGS):
   from tff_gpt import runtime
   from tff_gpt.data import datasets
 
-  fields = {f.name for f in dataclasses.fields(config_lib.ExperimentConfig)}
-  values = {name: getattr(flag_values, name) for name in fields if name in flag_values}
-  for name in _OPTIONAL_INTS:
-    if name in values:
-      values[name] = values[name] or None
-  config = config_lib.ExperimentConfig(**{k: (None if v == "" else v) for k, v in values.items()})
+  config = config_from_flags(flag_values)
   with runtime.execution_context():
     return datasets.load_corpus(config.dataset, **config.corpus_kwargs())
 
