@@ -72,7 +72,8 @@ _HELP = {
   "vocab_file": "GPT-2 vocab.json for --tokenizer=bpe; a word-count file for --tokenizer=word.",
   "merges_file": "GPT-2 merges.txt for --tokenizer=bpe.",
   "word_vocab_size": "Words kept by --tokenizer=word (TFF's Stack Overflow task: 10000).",
-  "model_size": "Model size preset.",
+  "model_size": "GPT-2 shape: tiny, small (2x128), gpt2_124m, or LxD[hH] (L layers of width D, H heads "
+  "(default D/32), feed-forward 4D), for example 4x128.",
   "preset": "Pretrained GPT-2 to start from: a keras-nlp or keras-hub preset directory, or a Hugging Face "
   "GPT-2 directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt); it "
   "brings its BPE tokenizer (--tokenizer=bpe). A keras-nlp hub name needs network.",

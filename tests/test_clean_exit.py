@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -78,3 +80,30 @@ def test_a_worker_that_ignores_sigint_is_stopped_within_seconds():
   start = time.monotonic()
   worker.stop()
   assert worker.process.poll() is not None and time.monotonic() - start < 10
+
+
+def test_kill_9_before_the_watchdog_looks_leaves_no_worker(tmp_path):
+  """The watchdog learns of each worker before `start()` returns, so however late it looks (here: paused
+  until after the kill, as on a loaded machine) a kill cannot slip through."""
+  script = (
+    "import os, signal\n"
+    "from tff_gpt.runtime import workers\n"
+    "workers.start_watchdog()  # As runtime.set_up does.\n"
+    "os.kill(workers._watchdog.pid, signal.SIGSTOP)\n"
+    "worker = workers.LocalWorker(max_concurrent_computation_calls=1)\n"
+    "worker.start()\n"
+    "print(worker.process.pid, workers._watchdog.pid, flush=True)\n"
+    "os.kill(os.getpid(), signal.SIGKILL)\n"
+  )
+  # The worker logs to the script's stderr: a file, since a pipe it held would keep us waiting.
+  with open(tmp_path / "stderr.log", "w") as stderr:
+    proc = subprocess.run(
+      [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300
+    )
+  assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.log").read_text()[-2000:]
+  worker, watchdog = (psutil.Process(int(pid)) for pid in proc.stdout.split())
+  watchdog.resume()
+  _, alive = psutil.wait_procs([worker], timeout=30)
+  if alive:
+    worker.kill()
+  assert not alive, f"worker {worker.pid} left running after kill -9"

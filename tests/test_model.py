@@ -83,6 +83,32 @@ def test_unknown_size():
     gpt2_lm.model_config("huge", vocabulary_size=10, max_sequence_length=8)
 
 
+@pytest.mark.parametrize("bad", ["4x", "0x128", "2x100h3", "4X128"])
+def test_bad_size_spec(bad):
+  with pytest.raises(ValueError, match="Unknown model size|heads must divide"):
+    gpt2_lm.model_config(bad, vocabulary_size=10, max_sequence_length=8)
+
+
+def test_size_spec_builds_that_shape():
+  """`LxD[hH]`: L blocks of width D, feed-forward 4D; parameters as counted by hand."""
+  config = gpt2_lm.model_config("3x64h2", vocabulary_size=90, max_sequence_length=80)
+  assert config == dict(
+    num_layers=3,
+    num_heads=2,
+    hidden_dim=64,
+    intermediate_dim=256,
+    dropout=0.0,
+    vocabulary_size=90,
+    max_sequence_length=80,
+  )
+  assert gpt2_lm.size_config("4x128")["num_heads"] == 4
+  assert gpt2_lm.size_config("small") == gpt2_lm.size_config("2x128")
+  model = gpt2_lm.build_gpt2_lm(config)
+  d = 64
+  block = 4 * (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 2 * 2 * d  # attention, MLP, 2 norms
+  assert model.count_params() == 90 * d + 80 * d + 3 * block + 2 * d  # embeddings, blocks, final norm
+
+
 def test_preset_directory_round_trip(tmp_path, bpe_files):
   """A preset written by save_preset starts a run with its weights and tokenizer."""
   preset, backbone, tok = helpers.write_preset(tmp_path / "preset", bpe_files)

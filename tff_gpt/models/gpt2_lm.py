@@ -8,6 +8,8 @@ to the token embedding (`token_embedding(h, reverse=True)`), as in GPT-2
 Which weights train (`--trainable`) is `trainable.py`'s concern.
 """
 
+import re
+
 import keras_nlp
 import tensorflow as tf
 from keras_nlp.src.utils import preset_utils
@@ -36,11 +38,36 @@ BACKBONE_KEYS = (
 )
 
 
+_SIZE_SPEC = re.compile(r"(\d+)x(\d+)(?:h(\d+))?")
+SIZE_HELP = (
+  f"one of {sorted(MODEL_SIZES)}, or LxD[hH]: L layers of width D (H heads, default D/32; feed-forward 4D), "
+  "for example 4x128"
+)
+
+
+def size_config(size: str) -> dict:
+  """The `GPT2Backbone` shape of a named size or an `LxD[hH]` spec (`4x128`, `2x192h6`).
+
+  Raises:
+    ValueError: An unknown name, or a spec whose width the heads do not divide.
+  """
+  if size in MODEL_SIZES:
+    return dict(MODEL_SIZES[size])
+  match = _SIZE_SPEC.fullmatch(size)
+  if match is None:
+    raise ValueError(f"Unknown model size {size!r}; expected {SIZE_HELP}.")
+  layers, width = int(match[1]), int(match[2])
+  heads = int(match[3]) if match[3] else max(1, width // 32)
+  if layers < 1 or width < 1 or heads < 1 or width % heads:
+    raise ValueError(
+      f"Model size {size!r}: layers, width and heads must be >= 1 and heads must divide the width."
+    )
+  return dict(num_layers=layers, num_heads=heads, hidden_dim=width, intermediate_dim=4 * width, dropout=0.0)
+
+
 def model_config(size: str, *, vocabulary_size: int, max_sequence_length: int) -> dict:
-  """Returns the `GPT2Backbone` arguments of the named size."""
-  if size not in MODEL_SIZES:
-    raise ValueError(f"Unknown model size {size!r}; expected one of {sorted(MODEL_SIZES)}.")
-  return dict(MODEL_SIZES[size], vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length)
+  """Returns the `GPT2Backbone` arguments of the named size or `LxD[hH]` spec."""
+  return dict(size_config(size), vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length)
 
 
 class GPT2LM(tf.keras.Model):

@@ -120,6 +120,7 @@ class LocalWorker:
       stdout=sys.stderr,
       stderr=sys.stderr,
     )
+    _register_with_watchdog(self.process.pid)
     channel = grpc.insecure_channel(self.address, executor_factory._GRPC_CHANNEL_OPTIONS)
     self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
     deadline = time.monotonic() + START_SECONDS
@@ -199,26 +200,50 @@ class RemoteWorker:
 
 # Run by `python -c` beside this process: records this process's TFF workers
 # while it lives, and kills them once it is gone however it ended (kill -9, an
-# out-of-memory kill, a crash), when nothing of ours runs to stop them.
+# out-of-memory kill, a crash), when nothing of ours runs to stop them. Each
+# worker we start is registered through the watchdog's stdin before `start()`
+# returns, so a kill right after a start (even before the watchdog has finished
+# starting) cannot miss it; end of file on stdin means we are gone. Workers
+# that TFF's own contexts start are found by polling our children.
 _WATCHDOG = """
-import sys, time
+import sys, threading, time
 import psutil
 try:
   parent = psutil.Process(int(sys.argv[1]))
 except psutil.Error:
-  sys.exit(0)
+  parent = None
 seen = {}
-while True:
+lock = threading.Lock()
+gone = threading.Event()
+
+def read_registrations():
+  for line in sys.stdin:
+    try:
+      pid, created = line.split()
+      worker = psutil.Process(int(pid))
+      if abs(worker.create_time() - float(created)) < 0.01:
+        with lock:
+          seen[worker.pid] = worker
+    except (psutil.Error, ValueError):
+      pass
+  gone.set()  # End of file: every holder of the pipe's other end has exited.
+
+reader = threading.Thread(target=read_registrations, daemon=True)
+reader.start()
+while not gone.wait(0.5):
   try:
-    for child in parent.children():
+    for child in parent.children() if parent else ():
       if child.pid not in seen and child.name() == WORKER:
-        seen[child.pid] = child
-    if parent.status() == psutil.STATUS_ZOMBIE:
+        with lock:
+          seen[child.pid] = child
+    if parent is None or parent.status() == psutil.STATUS_ZOMBIE:
       break
   except psutil.Error:
     break
-  time.sleep(0.5)
-for worker in seen.values():
+reader.join(timeout=5)  # Registrations still in the pipe.
+with lock:
+  workers = list(seen.values())
+for worker in workers:
   try:
     worker.kill()  # psutil checks the pid still names the same process.
   except psutil.Error:
@@ -234,8 +259,19 @@ def start_watchdog() -> None:
     return
   _watchdog = subprocess.Popen(
     [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
-    stdin=subprocess.DEVNULL,
+    stdin=subprocess.PIPE,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
     start_new_session=True,  # Ctrl-C to our process group leaves it to clean up after us.
   )
+
+
+def _register_with_watchdog(pid: int) -> None:
+  """Tells the watchdog about a worker we started (it kills it should we die without stopping it)."""
+  start_watchdog()
+  try:
+    created = psutil.Process(pid).create_time()
+    _watchdog.stdin.write(f"{pid} {created!r}\n".encode())
+    _watchdog.stdin.flush()
+  except (psutil.Error, OSError):
+    pass  # The worker or the watchdog has already ended.

@@ -50,8 +50,10 @@ class PretrainConfig:
       raise errors.UserInputError("--learning_rate must be > 0.")
     if not 0 <= self.warmup_fraction < 1:
       raise errors.UserInputError("--warmup_fraction must be in [0, 1).")
-    if self.model_size not in gpt2_lm.MODEL_SIZES:
-      raise errors.UserInputError(f"--model_size must be one of {sorted(gpt2_lm.MODEL_SIZES)}.")
+    try:
+      gpt2_lm.size_config(self.model_size)
+    except ValueError:
+      raise errors.UserInputError(f"--model_size must be {gpt2_lm.SIZE_HELP}.") from None
 
   @property
   def work_dir(self) -> str:

@@ -218,9 +218,11 @@ class ExperimentConfig:
         "vocab_file",
         "and --merges_file are required with --tokenizer=bpe unless --preset is given",
       )
-    _require(
-      self.model_size in gpt2_lm.MODEL_SIZES, "model_size", f"must be one of {sorted(gpt2_lm.MODEL_SIZES)}"
-    )
+    try:
+      size = gpt2_lm.size_config(self.model_size)
+    except ValueError:
+      size = None
+    _require(size is not None, "model_size", f"must be {gpt2_lm.SIZE_HELP}")
     _require(
       re.fullmatch(r"[\w.\-]+", self.experiment_name) is not None,
       "experiment_name",
@@ -231,7 +233,7 @@ class ExperimentConfig:
       _require(self.tokenizer == "char", "model", "char_lstm (TFF's Shakespeare LSTM) needs --tokenizer=char")
       _require(self.trainable == "all", "trainable", "must be 'all' with --model=char_lstm")
     # A preset's depth is known once its config is read (FederatedExperiment checks K against it).
-    layers = None if self.preset else gpt2_lm.MODEL_SIZES[self.model_size]["num_layers"]
+    layers = None if self.preset else size["num_layers"]
     trainable_lib.parse(self.trainable, num_layers=layers)
     _require(self.lora_alpha > 0, "lora_alpha", "must be > 0 (adapters are scaled by lora_alpha / R)")
 
