@@ -34,6 +34,10 @@ def test_quick_benchmark_prints_every_figure(tmp_path):
     ratio = ratios[f"federated_over_central[{loop}]"]
     assert math.isfinite(ratio) and ratio > 0
   assert 0 < ratios["central_flops_fraction"] < 1
+  for central in ("compiled_step_loop", "compiled_dataset_loop", "fit"):
+    assert ratios[f"central_tokens_per_s[{central}]"] > 0
+  fastest = max(ratios[f"central_tokens_per_s[{c}]"] for c in ("compiled_step_loop", "compiled_dataset_loop"))
+  assert ratios["central_tokens_per_s"] == pytest.approx(fastest)
   assert figures["fixed_overhead"]["round_one_batch_each_s"] > 0
   assert set(figures["scaling[tiny]"]) == {"1", "3"}
   assert figures["memory_over_rounds"]["rounds"] == 10

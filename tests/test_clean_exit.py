@@ -21,6 +21,7 @@ def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out.decode()[-2000:]
   assert b"Finished 1 rounds of fedavg" in out
+  assert b"Traceback" not in out, out.decode()[-3000:]  # Nothing asks a stopped worker for anything at exit.
 
 
 @pytest.mark.slow

@@ -109,6 +109,31 @@ def test_size_spec_builds_that_shape():
   assert model.count_params() == 90 * d + 80 * d + 3 * block + 2 * d  # embeddings, blocks, final norm
 
 
+def test_embedding_init_stddev_redraws_only_the_embeddings():
+  config = gpt2_lm.model_config("2x64", vocabulary_size=90, max_sequence_length=80)
+  names = [w.name for w in gpt2_lm.build_gpt2_lm(config).weights]
+  default = tff_model.initial_weights(config, seed=3).trainable
+  wide = tff_model.initial_weights(config, seed=3, embedding_init_stddev=0.05).trainable
+  again = tff_model.initial_weights(config, seed=3, embedding_init_stddev=0.05).trainable
+  for name, a, b, c in zip(names, default, wide, again, strict=True):
+    np.testing.assert_array_equal(b, c)  # Seeded.
+    if "token_embedding" in name or "position_embedding" in name:
+      assert np.std(a) < 0.025 and np.std(b) == pytest.approx(0.05, rel=0.05), name
+    else:
+      np.testing.assert_array_equal(a, b, err_msg=name)
+  with pytest.raises(ValueError, match="from scratch"):
+    tff_model.initial_weights(config | {"num_heads": 2}, seed=3, preset="x", embedding_init_stddev=0.05)
+
+
+@pytest.mark.parametrize(
+  "overrides", [dict(embedding_init_stddev=0.0), dict(embedding_init_stddev=0.05, model="char_lstm")]
+)
+def test_bad_embedding_init_stddev(tmp_path, overrides):
+  config = helpers.tiny_config(tmp_path, **overrides)
+  with pytest.raises(ValueError, match="embedding_init_stddev"):
+    config.validate()
+
+
 def test_preset_directory_round_trip(tmp_path, bpe_files):
   """A preset written by save_preset starts a run with its weights and tokenizer."""
   preset, backbone, tok = helpers.write_preset(tmp_path / "preset", bpe_files)

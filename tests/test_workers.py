@@ -145,3 +145,28 @@ def test_start_worker_stops_cleanly_on_sigterm_and_ctrl_c():
     assert worker.proc.wait(timeout=60) == 0, worker.output()[-2000:]
     assert "TFF worker stopped." in worker.output()
     assert not binary.is_running() or binary.status() == psutil.STATUS_ZOMBIE
+
+
+def test_each_computation_is_sent_to_the_worker_once(monkeypatch, restore_local_context):
+  """TFF's context sends the compiled computation with every call; the project's executor sends it once."""
+  import tensorflow_federated as tff
+  from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+
+  sent = []
+  original = remote_executor_grpc_stub.RemoteExecutorGrpcStub.create_value
+
+  def create_value(self, request):
+    if request.value.HasField("computation"):
+      sent.append(request.value.computation.WhichOneof("computation"))
+    return original(self, request)
+
+  monkeypatch.setattr(remote_executor_grpc_stub.RemoteExecutorGrpcStub, "create_value", create_value)
+  runtime.set_up()
+
+  @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+  def mean(values):
+    return tff.federated_mean(values)
+
+  results = [mean([1.0, 2.0, float(i)]) for i in range(4)]
+  assert results == pytest.approx([1.0, 4 / 3, 5 / 3, 2.0])
+  assert len(sent) == 1, sent

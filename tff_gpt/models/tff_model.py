@@ -159,20 +159,32 @@ def initial_weights(
   lora_alpha: float = DEFAULT_LORA_ALPHA,
   preset: str | None = None,
   frozen_dir: str | None = None,
+  embedding_init_stddev: float | None = None,
 ) -> tff.learning.models.ModelWeights:
   """The starting global weights: seeded random, or a pretrained preset's.
 
   TFF's own `initialize()` draws unseeded weights; these make runs repeatable.
   Unless `trainable` is "all", the weights are the trained subset only and
   the frozen rest is written to `frozen_dir` (once per run).
+  `embedding_init_stddev` redraws a fresh GPT-2's embeddings
+  (`gpt2_lm.reinitialize_embeddings`); None keeps keras-nlp's.
   """
+  if embedding_init_stddev is not None and (preset or "num_heads" not in config):
+    raise ValueError("embedding_init_stddev applies to a GPT-2 trained from scratch only.")
   tf.keras.utils.set_random_seed(seed)
+
+  def initialized(model):
+    if embedding_init_stddev is not None:
+      gpt2_lm.reinitialize_embeddings(gpt2_lm.backbone_of(model), embedding_init_stddev)
+    return model
+
   if not _is_subset(config, trainable):
     model = gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset)) if preset else build_keras_model(config)
-    return tff.learning.models.ModelWeights.from_model(model)
+    return tff.learning.models.ModelWeights.from_model(initialized(model))
   if not frozen_dir:
     raise ValueError(f"--trainable={trainable} needs a frozen-weights directory.")
-  _, trained, log = build_lm(config, trainable=trainable, lora_alpha=lora_alpha, preset=preset)
+  model, trained, log = build_lm(config, trainable=trainable, lora_alpha=lora_alpha, preset=preset)
+  initialized(model)
   layout = log.layout(trained)
   about = {"model": config, "trainable": trainable, "lora_alpha": lora_alpha, "preset": preset, "seed": seed}
   frozen.write(frozen_dir, log.frozen_values(layout), about=about)

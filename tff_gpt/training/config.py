@@ -35,6 +35,7 @@ RESUME_KEYS = (
   "word_vocab_size",
   "model",
   "model_size",
+  "embedding_init_stddev",
   "preset",
   "trainable",
   "lora_alpha",
@@ -121,6 +122,7 @@ class ExperimentConfig:
   word_vocab_size: int = 10_000
   model: str = "gpt2"
   model_size: str = "small"
+  embedding_init_stddev: float | None = None
   preset: str | None = None
   trainable: str = "all"
   lora_alpha: float = trainable_lib.DEFAULT_LORA_ALPHA
@@ -232,6 +234,13 @@ class ExperimentConfig:
     if self.model == "char_lstm":
       _require(self.tokenizer == "char", "model", "char_lstm (TFF's Shakespeare LSTM) needs --tokenizer=char")
       _require(self.trainable == "all", "trainable", "must be 'all' with --model=char_lstm")
+    if self.embedding_init_stddev is not None:
+      _require(self.embedding_init_stddev > 0, "embedding_init_stddev", "must be > 0 (unset: keras-nlp's)")
+      _require(
+        self.model == "gpt2" and not self.preset,
+        "embedding_init_stddev",
+        "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
+      )
     # A preset's depth is known once its config is read (FederatedExperiment checks K against it).
     layers = None if self.preset else size["num_layers"]
     trainable_lib.parse(self.trainable, num_layers=layers)

@@ -216,7 +216,11 @@ class FederatedExperiment:
     frozen-weights file, which `initialize()` and every round then read.
     """
     weights = tff_model.initial_weights(
-      self.model_config, seed=self.config.seed, preset=self.preset, **self.model_settings
+      self.model_config,
+      seed=self.config.seed,
+      preset=self.preset,
+      embedding_init_stddev=self.config.embedding_init_stddev,
+      **self.model_settings,
     )
     return self.process.set_model_weights(self.process.initialize(), weights)
 
