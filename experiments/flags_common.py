@@ -74,8 +74,9 @@ _HELP = {
   "word_vocab_size": "Words kept by --tokenizer=word (TFF's Stack Overflow task: 10000).",
   "model_size": "GPT-2 shape: tiny, small (2x128), gpt2_124m, or LxD[hH] (L layers of width D, H heads "
   "(default D/32), feed-forward 4D), for example 4x128.",
-  "embedding_init_stddev": "Draw a fresh GPT-2's token and position embeddings from N(0, this^2); unset = "
-  "keras-nlp's (0.01 and 0.02, sized for GPT-2's width 768). 0.05 learns far faster at the small widths.",
+  "embedding_init_stddev": "Draw a fresh GPT-2's token and position embeddings from N(0, this^2); unset: "
+  "0.05, which learns far faster at small widths than keras-nlp's own 0.01 and 0.02 (sized for width 768); "
+  "0: keras-nlp's.",
   "preset": "Pretrained GPT-2 to start from: a keras-nlp or keras-hub preset directory, or a Hugging Face "
   "GPT-2 directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt); it "
   "brings its BPE tokenizer (--tokenizer=bpe). A keras-nlp hub name needs network.",

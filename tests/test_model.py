@@ -126,12 +126,19 @@ def test_embedding_init_stddev_redraws_only_the_embeddings():
 
 
 @pytest.mark.parametrize(
-  "overrides", [dict(embedding_init_stddev=0.0), dict(embedding_init_stddev=0.05, model="char_lstm")]
+  "overrides", [dict(embedding_init_stddev=-0.1), dict(embedding_init_stddev=0.05, model="char_lstm")]
 )
 def test_bad_embedding_init_stddev(tmp_path, overrides):
   config = helpers.tiny_config(tmp_path, **overrides)
   with pytest.raises(ValueError, match="embedding_init_stddev"):
     config.validate()
+
+
+def test_embedding_init_stddev_default_and_zero(tmp_path):
+  assert helpers.tiny_config(tmp_path).initial_embedding_stddev == gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV
+  assert helpers.tiny_config(tmp_path, embedding_init_stddev=0.0).initial_embedding_stddev is None
+  assert helpers.tiny_config(tmp_path, embedding_init_stddev=0.1).initial_embedding_stddev == 0.1
+  assert helpers.tiny_config(tmp_path, model="char_lstm").initial_embedding_stddev is None
 
 
 def test_preset_directory_round_trip(tmp_path, bpe_files):

@@ -114,6 +114,11 @@ def build_gpt2_lm(config: dict) -> tf.keras.Model:
   return lm_from_backbone(keras_nlp.models.GPT2Backbone(**config))
 
 
+# The stddev a fresh GPT-2's embeddings are drawn with unless `--embedding_init_stddev` says otherwise
+# (`reinitialize_embeddings`).
+DEFAULT_EMBEDDING_INIT_STDDEV = 0.05
+
+
 def reinitialize_embeddings(backbone: keras_nlp.models.GPT2Backbone, stddev: float) -> None:
   """Draws the token and position embeddings anew from N(0, stddev^2).
 

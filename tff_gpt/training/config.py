@@ -72,7 +72,7 @@ class ExperimentConfig:
 
   root_output_dir: str = "runs"
   experiment_name: str = "shakespeare_fedavg"
-  total_rounds: int = 150
+  total_rounds: int = 400
   clients_per_round: int = 10
   client_epochs_per_round: int = 1
   client_batch_size: int = 8
@@ -97,7 +97,7 @@ class ExperimentConfig:
   dp_target_unclipped_quantile: float = 0.5
   dp_delta: float = 1e-5
   compression_bits: int = 8
-  rounds_per_eval: int = 25
+  rounds_per_eval: int = 50
   rounds_per_checkpoint: int = 25
   clients_per_eval: int | None = 100
   eval_batch_size: int = 64
@@ -235,7 +235,9 @@ class ExperimentConfig:
       _require(self.tokenizer == "char", "model", "char_lstm (TFF's Shakespeare LSTM) needs --tokenizer=char")
       _require(self.trainable == "all", "trainable", "must be 'all' with --model=char_lstm")
     if self.embedding_init_stddev is not None:
-      _require(self.embedding_init_stddev > 0, "embedding_init_stddev", "must be > 0 (unset: keras-nlp's)")
+      _require(
+        self.embedding_init_stddev >= 0, "embedding_init_stddev", "must be >= 0 (0: keras-nlp's own draws)"
+      )
       _require(
         self.model == "gpt2" and not self.preset,
         "embedding_init_stddev",
@@ -245,6 +247,19 @@ class ExperimentConfig:
     layers = None if self.preset else size["num_layers"]
     trainable_lib.parse(self.trainable, num_layers=layers)
     _require(self.lora_alpha > 0, "lora_alpha", "must be > 0 (adapters are scaled by lora_alpha / R)")
+
+  @property
+  def initial_embedding_stddev(self) -> float | None:
+    """What `tff_model.initial_weights` draws a fresh GPT-2's embeddings with; None: keras-nlp's draws.
+
+    Unset, a GPT-2 trained from scratch gets `gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV`; 0 asks for
+    keras-nlp's own initializers; a preset or the LSTM has nothing to draw.
+    """
+    if self.model != "gpt2" or self.preset:
+      return None
+    if self.embedding_init_stddev is None:
+      return gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV
+    return self.embedding_init_stddev or None
 
   def partition_spec(self) -> partitions.Partition:
     """The `partitions.Partition` of `--partition*` (seeded by `--seed`)."""

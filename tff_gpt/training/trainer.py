@@ -219,7 +219,7 @@ class FederatedExperiment:
       self.model_config,
       seed=self.config.seed,
       preset=self.preset,
-      embedding_init_stddev=self.config.embedding_init_stddev,
+      embedding_init_stddev=self.config.initial_embedding_stddev,
       **self.model_settings,
     )
     return self.process.set_model_weights(self.process.initialize(), weights)
