@@ -66,3 +66,22 @@ def test_quick_peft_benchmark_compares_modes(tmp_path):
   for row in rows.values():
     assert row["peak_mb"] > 0 and row["federated_tokens_per_s"] > 0 and row["central_tokens_per_s"] > 0
     assert len(row["round_s"]) == 2 and row["build_process_s"] > 0
+
+
+@pytest.mark.slow
+def test_round_cost_splits_the_fixed_cost_by_process(tmp_path):
+  out = tmp_path / "round_cost.json"
+  result = subprocess.run(
+    [sys.executable, "-m", "benchmarks.round_cost", "--rounds=2", "--repeats=1", "--out", str(out)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=1200,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(out.read_text())
+  rounds, loops = figures["empty_rounds"], figures["central_loops"]
+  assert rounds["rounds"] == 2 and rounds["s_per_round"] > 0
+  assert rounds["python_cpu_s_per_round"] >= 0 and rounds["worker_cpu_s_per_round"] > 0
+  for loop in ("compiled_step_loop", "compiled_dataset_loop", "fit"):
+    assert loops[f"tokens_per_s[{loop}]"] > 0
