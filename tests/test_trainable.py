@@ -201,8 +201,13 @@ def test_frozen_weights_are_bit_identical_after_training(lora_run):
 
 
 def _seeded_like(experiment):
+  """The run's starting model, drawn the way `tff_model.initial_weights` draws it (embeddings included)."""
   tf.keras.utils.set_random_seed(experiment.config.seed)
-  return tff_model.build_lm(experiment.model_config, trainable=experiment.config.trainable, lora_alpha=4.0)
+  built = tff_model.build_lm(experiment.model_config, trainable=experiment.config.trainable, lora_alpha=4.0)
+  stddev = experiment.config.initial_embedding_stddev
+  if stddev is not None:
+    gpt2_lm.reinitialize_embeddings(gpt2_lm.backbone_of(built[0]), stddev)
+  return built
 
 
 def test_export_is_whole_with_adapters_alone_beside(lora_run, tmp_path):
