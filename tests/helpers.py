@@ -1,8 +1,10 @@
 """Helpers shared by the tests: tiny corpora, BPE files and configs."""
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -246,14 +248,33 @@ def start_run(tmp_path, stdout=subprocess.PIPE, *, flags=(), **config_overrides)
   """`experiments.run_experiment` on `tiny_config(tmp_path, **config_overrides)`, as a process of its own."""
   config = tiny_config(tmp_path, **config_overrides)
   config_flags = [f"--{k}={v}" for k, v in config.to_dict().items() if v is not None]
-  return subprocess.Popen(
-    [sys.executable, "-m", "experiments.run_experiment", *config_flags, "--sample_prompt=", *flags],
-    cwd=REPO,
-    stdout=stdout,
-    stderr=subprocess.STDOUT,
-    env=dict(os.environ, PYTHONPATH=REPO),
-    start_new_session=True,
-  )
+  with _sigint_not_ignored():
+    return subprocess.Popen(
+      [sys.executable, "-m", "experiments.run_experiment", *config_flags, "--sample_prompt=", *flags],
+      cwd=REPO,
+      stdout=stdout,
+      stderr=subprocess.STDOUT,
+      env=dict(os.environ, PYTHONPATH=REPO),
+      start_new_session=True,
+    )
+
+
+@contextlib.contextmanager
+def _sigint_not_ignored():
+  """Lets a child see SIGINT (Ctrl-C) even when the suite runs as a background job.
+
+  A shell starts background jobs with SIGINT ignored, children inherit that, and
+  Python then installs no KeyboardInterrupt handler: the tests that interrupt a
+  run would fail and leave it running.
+  """
+  if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    yield
+    return
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def worker_processes(pid: int) -> list[psutil.Process]:

@@ -130,7 +130,11 @@ def test_a_second_run_on_the_same_experiment_stops_at_start(tmp_path):
     assert first.poll() is None, "the first run goes on"
   finally:
     first.send_signal(signal.SIGINT)
-    first.wait(timeout=120)
+    try:
+      first.wait(timeout=120)
+    finally:
+      if first.poll() is None:  # Never leave the long run behind, whatever failed.
+        first.kill()
   assert first.returncode == 130, log.read_text()[-3000:]
 
 
