@@ -248,7 +248,7 @@ def start_run(tmp_path, stdout=subprocess.PIPE, *, flags=(), **config_overrides)
   """`experiments.run_experiment` on `tiny_config(tmp_path, **config_overrides)`, as a process of its own."""
   config = tiny_config(tmp_path, **config_overrides)
   config_flags = [f"--{k}={v}" for k, v in config.to_dict().items() if v is not None]
-  with _sigint_not_ignored():
+  with sigint_not_ignored():
     return subprocess.Popen(
       [sys.executable, "-m", "experiments.run_experiment", *config_flags, "--sample_prompt=", *flags],
       cwd=REPO,
@@ -260,7 +260,7 @@ def start_run(tmp_path, stdout=subprocess.PIPE, *, flags=(), **config_overrides)
 
 
 @contextlib.contextmanager
-def _sigint_not_ignored():
+def sigint_not_ignored():
   """Lets a child see SIGINT (Ctrl-C) even when the suite runs as a background job.
 
   A shell starts background jobs with SIGINT ignored, children inherit that, and

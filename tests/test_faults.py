@@ -26,6 +26,8 @@ def test_ctrl_c_during_a_write_finishes_the_write_then_interrupts(tmp_path):
     await asyncio.get_running_loop().run_in_executor(None, write)
     return "saved"
 
+  # Python's own Ctrl-C handler, as in a terminal (a suite run as a background job has SIGINT ignored).
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
   loop = outputs.OutputLoop()
   try:
     with pytest.raises(KeyboardInterrupt):
@@ -35,6 +37,7 @@ def test_ctrl_c_during_a_write_finishes_the_write_then_interrupts(tmp_path):
     assert loop.run(asyncio.sleep(0, result="next")) == "next"  # The loop still works after the interrupt.
   finally:
     loop.close()
+    signal.signal(signal.SIGINT, previous)
 
 
 def _metrics_csv(tmp_path):

@@ -23,13 +23,14 @@ class Worker:
     self.port = port or portpicker.pick_unused_port()
     self.address = f"localhost:{self.port}"
     self.log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"tff_gpt_worker_{self.port}.log"), "w+")
-    self.proc = subprocess.Popen(
-      [sys.executable, "-m", "experiments.start_worker", f"--port={self.port}"],
-      cwd=helpers.REPO,
-      stdout=self.log,
-      stderr=subprocess.STDOUT,
-      env=dict(os.environ, PYTHONPATH=helpers.REPO),
-    )
+    with helpers.sigint_not_ignored():  # The Ctrl-C test must see SIGINT even in a background suite.
+      self.proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.start_worker", f"--port={self.port}"],
+        cwd=helpers.REPO,
+        stdout=self.log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=helpers.REPO),
+      )
     deadline = time.time() + 120
     while "listening on" not in self.output():
       assert self.proc.poll() is None and time.time() < deadline, self.output()[-2000:]
