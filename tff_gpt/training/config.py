@@ -72,7 +72,7 @@ class ExperimentConfig:
 
   root_output_dir: str = "runs"
   experiment_name: str = "shakespeare_fedavg"
-  total_rounds: int = 400
+  total_rounds: int = 300
   clients_per_round: int = 10
   client_epochs_per_round: int = 1
   client_batch_size: int = 8
