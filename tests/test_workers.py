@@ -1,5 +1,6 @@
 """Rounds on TFF workers given by address (`--workers`), started here on loopback ports as a user would."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -142,8 +143,14 @@ def test_start_worker_stops_cleanly_on_sigterm_and_ctrl_c():
   for stop in (signal.SIGTERM, signal.SIGINT):
     worker = Worker()
     binary = worker.binary()
-    worker.proc.send_signal(stop)
-    assert worker.proc.wait(timeout=60) == 0, worker.output()[-2000:]
+    try:
+      worker.proc.send_signal(stop)
+      assert worker.proc.wait(timeout=60) == 0, worker.output()[-2000:]
+    finally:
+      if worker.proc.poll() is None:  # Never leave the worker behind, whatever failed.
+        worker.proc.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+          binary.kill()
     assert "TFF worker stopped." in worker.output()
     assert not binary.is_running() or binary.status() == psutil.STATUS_ZOMBIE
 
