@@ -71,3 +71,41 @@ def test_unigram_perplexity_of_uniform_tokens_is_vocabulary_size():
   assert preprocessing.unigram_perplexity(labels, labels, 10) == pytest.approx(10.0)
   skewed = [np.array([0] * 90 + list(range(10)))]
   assert preprocessing.unigram_perplexity(skewed, skewed, 10) < 10.0
+
+
+def _pack_by_loop(stream, length, pad_id):
+  """Packing written the plain way: one window of length + 1 tokens per sequence, overlapping by one."""
+  n = max(0, -(-(len(stream) - 1) // length))
+  windows = [list(stream[i * length : i * length + length + 1]) for i in range(n)]
+  windows = [w + [-1] * (length + 1 - len(w)) for w in windows]
+  return {
+    "token_ids": [[t if t != -1 else pad_id for t in w[:-1]] for w in windows],
+    "padding_mask": [[int(t != -1) for t in w[:-1]] for w in windows],
+    "labels": [w[1:] for w in windows],
+  }
+
+
+@pytest.mark.parametrize("length", [2, 3, 7, 16])
+def test_packing_a_stream_matches_the_plain_loop(length):
+  rng = np.random.default_rng(length)
+  for size in [0, 1, 2, length, length + 1, length + 2, 5 * length, 5 * length + 3]:
+    stream = rng.integers(0, 300, size=size).astype(np.uint16)
+    got = preprocessing.pack_stream(stream, sequence_length=length, pad_id=0)
+    want = _pack_by_loop([int(t) for t in stream], length, pad_id=0)
+    for key in ("token_ids", "padding_mask", "labels"):
+      assert got[key].dtype == np.int32 and got[key].shape[1:] == (length,)
+      assert got[key].tolist() == want[key], (size, key)
+
+
+def test_clients_keep_compact_token_streams():
+  clients = _clients()
+  assert clients.cached_bytes() == 0
+  seqs = clients.sequences("a")
+  stream = clients.stream("a")
+  assert stream.dtype == np.uint8  # The character vocabulary (90 ids) fits a byte.
+  assert clients.cached_bytes() == stream.nbytes == len(stream) * stream.itemsize
+  assert seqs["labels"].dtype == np.int32 and clients.num_sequences("a") == len(seqs["labels"])
+  assert preprocessing.stream_dtype(256) == np.uint8
+  assert preprocessing.stream_dtype(257) == np.uint16
+  assert preprocessing.stream_dtype(50257) == np.uint16
+  assert preprocessing.stream_dtype(70000) == np.uint32

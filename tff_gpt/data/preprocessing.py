@@ -28,6 +28,36 @@ def _check_positive(name: str, value, allow_none: bool = False, minimum: int = 1
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
+def token_stream(token_ids: Sequence[np.ndarray], *, bos_id: int, eos_id: int, dtype=np.int32) -> np.ndarray:
+  """One stream of `[BOS] example [EOS]` after another, as `dtype`."""
+  parts = [np.concatenate([[bos_id], ids, [eos_id]]) for ids in token_ids]
+  return (np.concatenate(parts) if parts else np.zeros(0)).astype(dtype)
+
+
+def pack_stream(stream: np.ndarray, *, sequence_length: int, pad_id: int) -> dict[str, np.ndarray]:
+  """Cuts a token stream into padded `[n, sequence_length]` arrays (see the module docstring).
+
+  Returns:
+    `{"token_ids", "padding_mask", "labels"}`, each int32 `[n, sequence_length]`.
+  """
+  _check_positive("sequence_length", sequence_length, minimum=2)
+  n = max(0, -(-(len(stream) - 1) // sequence_length))
+  if n == 0:
+    empty = np.zeros((0, sequence_length), dtype=np.int32)
+    return {"token_ids": empty, "padding_mask": empty.copy(), "labels": empty.copy()}
+  padded = np.full(n * sequence_length + 1, IGNORE_LABEL, dtype=np.int32)
+  padded[: len(stream)] = stream[: len(padded)]
+  # Row i is padded[i * L : i * L + L + 1]: windows of L + 1 tokens that overlap by one.
+  window = np.lib.stride_tricks.sliding_window_view(padded, sequence_length + 1)[::sequence_length]
+  inputs = window[:, :-1]
+  padding_mask = (inputs != IGNORE_LABEL).astype(np.int32)
+  return {
+    "token_ids": np.where(padding_mask == 1, inputs, pad_id).astype(np.int32),
+    "padding_mask": padding_mask,
+    "labels": window[:, 1:].copy(),
+  }
+
+
 def pack_sequences(
   token_ids: Sequence[np.ndarray], *, sequence_length: int, bos_id: int, eos_id: int, pad_id: int
 ) -> dict[str, np.ndarray]:
@@ -42,21 +72,16 @@ def pack_sequences(
     `{"token_ids", "padding_mask", "labels"}`, each int32 `[n, sequence_length]`.
   """
   _check_positive("sequence_length", sequence_length, minimum=2)
-  stream = np.concatenate(
-    [np.concatenate([[bos_id], ids, [eos_id]]) for ids in token_ids] or [np.zeros(0)]
-  ).astype(np.int32)
-  n = max(0, -(-(len(stream) - 1) // sequence_length))
-  window = np.full((n, sequence_length + 1), IGNORE_LABEL, dtype=np.int32)
-  for i in range(n):
-    chunk = stream[i * sequence_length : i * sequence_length + sequence_length + 1]
-    window[i, : len(chunk)] = chunk
-  inputs = window[:, :-1]
-  padding_mask = (inputs != IGNORE_LABEL).astype(np.int32)
-  return {
-    "token_ids": np.where(padding_mask == 1, inputs, pad_id).astype(np.int32),
-    "padding_mask": padding_mask,
-    "labels": window[:, 1:].copy(),
-  }
+  stream = token_stream(token_ids, bos_id=bos_id, eos_id=eos_id)
+  return pack_stream(stream, sequence_length=sequence_length, pad_id=pad_id)
+
+
+def stream_dtype(vocabulary_size: int):
+  """The smallest unsigned integer type that holds every token id (uint16 for GPT-2's 50,257)."""
+  for dtype in (np.uint8, np.uint16, np.uint32):
+    if vocabulary_size <= np.iinfo(dtype).max + 1:
+      return dtype
+  raise ValueError(f"vocabulary_size {vocabulary_size} does not fit in 32 bits.")
 
 
 def element_spec(sequence_length: int):
@@ -84,8 +109,12 @@ def client_seed(seed: int, round_num: int, client_id: str) -> np.random.Generato
 class TokenizedClients:
   """Tokenizes clients' texts on demand and builds their datasets.
 
-  Each client is tokenized once and kept in memory, so later rounds that sample
-  it again cost only the dataset construction.
+  Each client is tokenized once and kept in memory as its token stream in the
+  smallest integer type that holds the vocabulary (2 bytes a token for GPT-2's
+  BPE, 1 for characters; the packed int32 arrays would take 12), so later
+  rounds that sample it again cost only the packing and the dataset
+  construction, and a run's memory grows by at most that much as it meets
+  new clients.
 
   Args:
     texts: `{client_id: [example, ...]}`, as `FederatedCorpus.texts` gives.
@@ -98,25 +127,35 @@ class TokenizedClients:
     self.texts = texts
     self.tokenizer = tokenizer
     self.sequence_length = sequence_length
-    self._cache = {}
+    self._dtype = stream_dtype(tokenizer.vocabulary_size)
+    self._streams = {}
 
   @property
   def client_ids(self) -> list[str]:
     return sorted(self.texts)
 
-  def sequences(self, client_id: str) -> dict[str, np.ndarray]:
-    if client_id not in self._cache:
-      self._cache[client_id] = pack_sequences(
+  def stream(self, client_id: str) -> np.ndarray:
+    """The client's token stream (tokenized on first use, then kept)."""
+    if client_id not in self._streams:
+      self._streams[client_id] = token_stream(
         self.tokenizer.encode(self.texts[client_id]),
-        sequence_length=self.sequence_length,
         bos_id=self.tokenizer.bos_id,
         eos_id=self.tokenizer.eos_id,
-        pad_id=self.tokenizer.pad_id,
+        dtype=self._dtype,
       )
-    return self._cache[client_id]
+    return self._streams[client_id]
+
+  def cached_bytes(self) -> int:
+    """Memory held by the kept token streams."""
+    return sum(s.nbytes for s in self._streams.values())
+
+  def sequences(self, client_id: str) -> dict[str, np.ndarray]:
+    return pack_stream(
+      self.stream(client_id), sequence_length=self.sequence_length, pad_id=self.tokenizer.pad_id
+    )
 
   def num_sequences(self, client_id: str) -> int:
-    return len(self.sequences(client_id)["labels"])
+    return max(0, -(-(len(self.stream(client_id)) - 1) // self.sequence_length))
 
   def train_dataset(
     self,
@@ -137,9 +176,10 @@ class TokenizedClients:
     _check_positive("epochs", epochs)
     _check_positive("max_elements", max_elements, allow_none=True)
     rng = client_seed(seed, round_num, client_id)
-    n = self.num_sequences(client_id)
+    sequences = self.sequences(client_id)
+    n = len(sequences["labels"])
     order = np.concatenate([rng.permutation(n) for _ in range(epochs)])
-    return to_dataset(self.sequences(client_id), batch_size=batch_size, order=order[:max_elements])
+    return to_dataset(sequences, batch_size=batch_size, order=order[:max_elements])
 
   def eval_dataset(self, client_id: str, *, batch_size: int) -> tf.data.Dataset:
     """One client's data in order, once, for evaluation."""
