@@ -171,7 +171,6 @@ def convert(source: str, out_dir: str) -> str:
   Every tensor's presence and shape, and the tokenizer's size, are checked
   before anything is written; `out_dir` is replaced atomically.
   """
-  import keras_nlp
 
   kind = detect(source)
   if kind == HUB_NAME:
@@ -184,7 +183,7 @@ def convert(source: str, out_dir: str) -> str:
     if kind == HUGGING_FACE:
       values = huggingface.to_keras(huggingface.read_weights(source), config, source)
       tokenizer = _keras_tokenizer(*huggingface.read_tokenizer(source), config, source)
-      backbone = keras_nlp.models.GPT2Backbone(**config)
+      backbone = gpt2_lm.new_backbone(config)
       for key, variable in trainable_lib.named_weights(backbone).items():
         variable.assign(values[key])
       presets.save_preset(backbone, tokenizer, stage)
@@ -193,7 +192,7 @@ def convert(source: str, out_dir: str) -> str:
       if not os.path.isfile(weights):
         raise CheckpointError(f"{weights} is missing; a preset keeps its weights there.")
       tokenizer = _preset_tokenizer(source, config)
-      presets.save_preset(keras_nlp.models.GPT2Backbone(**config), tokenizer, stage)
+      presets.save_preset(gpt2_lm.new_backbone(config), tokenizer, stage)
       _copy_h5_weights(weights, os.path.join(stage, WEIGHTS_FILE))
     with open(os.path.join(stage, SOURCE_FILE), "w") as f:
       json.dump({"source": os.path.abspath(source), "layout": kind, "fingerprint": fingerprint(source)}, f)

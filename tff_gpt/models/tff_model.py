@@ -7,7 +7,6 @@ the run's frozen-weights file (`frozen.py`) where the computation runs: TFF's
 state, broadcast, aggregation, checkpoints and byte counts see the subset only.
 """
 
-import keras_nlp
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -62,6 +61,7 @@ class TrainedSubsetModel(tff.learning.models.VariableModel):
     return self._model.reset_metrics()
 
 
+@gpt2_lm.without_autograph
 def build_lm(
   config: dict,
   *,
@@ -85,7 +85,7 @@ def build_lm(
   mode = trainable_lib.parse(trainable, num_layers=config["num_layers"])
   log = frozen.CreationLog(reader)
   with log.scope():
-    backbone = gpt2_lm.load_preset(preset) if preset else keras_nlp.models.GPT2Backbone(**config)
+    backbone = gpt2_lm.load_preset(preset) if preset else gpt2_lm.new_backbone(config)
     trained = trainable_lib.select(backbone, mode, lora_alpha=lora_alpha)
     model = gpt2_lm.lm_from_backbone(backbone)
   return model, trained, log
