@@ -31,6 +31,8 @@ _HELP = {
   "(x decay_rate every decay_rounds) or inv_sqrt (/ sqrt(1 + round/decay_rounds)).",
   "client_lr_decay_rate": "Factor of --client_lr_schedule=exp_decay per --client_lr_decay_rounds.",
   "client_lr_decay_rounds": "Rounds over which the client learning rate decays.",
+  "client_lr_warmup_rounds": "Rounds over which the client learning rate rises linearly to the "
+  "schedule's (round r gets r/N of it); 0 = no warmup.",
   "server_momentum": "Server momentum of fedavgm.",
   "server_beta_1": "First-moment decay of fedadam and fedyogi.",
   "server_beta_2": "Second-moment decay of fedadam and fedyogi.",

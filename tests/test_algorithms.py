@@ -1,5 +1,7 @@
 """Every registered algorithm and aggregator runs a real TFF round on the tiny task."""
 
+import dataclasses
+
 import dp_accounting
 import numpy as np
 import pytest
@@ -81,6 +83,37 @@ def test_client_learning_rate_schedules(tmp_path, schedule):
   assert lrs[0] == pytest.approx(0.4)
   expected = [0.4 * 0.5, 0.4 * 0.5**4] if schedule == "exp_decay" else [0.4 / 2**0.5, 0.4 / 5**0.5]
   np.testing.assert_allclose(lrs[1:], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "inv_sqrt"])
+def test_warmup_rises_linearly_to_the_schedule(tmp_path, schedule):
+  config = helpers.tiny_config(
+    tmp_path,
+    client_lr_schedule=schedule,
+    client_learning_rate=0.4,
+    client_lr_decay_rounds=10,
+    client_lr_warmup_rounds=4,
+  )
+  plain = dataclasses.replace(config, client_lr_warmup_rounds=0)
+  got = [algorithms.client_learning_rate(config, r) for r in range(1, 8)]
+  want = [algorithms.client_learning_rate(plain, r) * min(1.0, r / 4) for r in range(1, 8)]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert got[0] == pytest.approx(0.1) and got[3] == pytest.approx(algorithms.client_learning_rate(plain, 4))
+
+
+def test_warmup_needs_weighted_fedavg_and_a_non_negative_length(tmp_path):
+  with pytest.raises(algorithms.UnsupportedCombinationError, match="--client_lr_warmup_rounds=3.*fedprox"):
+    helpers.tiny_config(tmp_path, algorithm="fedprox", client_lr_warmup_rounds=3).validate()
+  with pytest.raises(ValueError, match="client_lr_warmup_rounds must be >= 0"):
+    helpers.tiny_config(tmp_path, client_lr_warmup_rounds=-1).validate()
+
+
+def test_warmup_process_trains_at_the_warmed_up_rate(tmp_path):
+  """Round 1 of a 2-round warmup trains at half the rate; the metrics row says so."""
+  config = helpers.tiny_config(tmp_path, client_learning_rate=0.5, client_lr_warmup_rounds=2)
+  experiment = trainer.FederatedExperiment(config)
+  _, metrics1 = experiment.train_round(experiment.initial_state(), 1)
+  assert metrics1["client_learning_rate"] == pytest.approx(0.25)
 
 
 def test_scheduled_process_uses_the_schedule(tmp_path):

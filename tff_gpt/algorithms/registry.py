@@ -100,6 +100,20 @@ SCHEDULES = {
 }
 
 
+def client_learning_rate_fn(config):
+  """`--client_lr_schedule` with `--client_lr_warmup_rounds` of linear warmup: TFF's round -> rate."""
+  schedule = SCHEDULES[config.client_lr_schedule](config)
+  warmup = config.client_lr_warmup_rounds
+  if not warmup:
+    return schedule
+  return lambda r: schedule(r) * tf.minimum(1.0, tf.cast(r + 1, tf.float32) / warmup)
+
+
+def is_scheduled(config) -> bool:
+  """Whether the client learning rate changes over rounds."""
+  return config.client_lr_schedule != "constant" or config.client_lr_warmup_rounds > 0
+
+
 def server_learning_rate(config) -> float:
   """`--server_learning_rate`, or the algorithm's default when it is not given."""
   if config.server_learning_rate is not None:
@@ -114,7 +128,7 @@ def client_weighting(config) -> str:
 
 def client_learning_rate(config, round_num: int) -> float:
   """The client learning rate of round `round_num` (1-based)."""
-  return float(SCHEDULES[config.client_lr_schedule](config)(round_num - 1))
+  return float(client_learning_rate_fn(config)(round_num - 1))
 
 
 def check_combination(config) -> None:
@@ -136,11 +150,14 @@ def check_combination(config) -> None:
       f"--algorithm={config.algorithm} (tff.learning.algorithms.build_fed_sgd) has no unweighted "
       f"form, so it cannot run with --client_weighting=uniform or --aggregator={config.aggregator}."
     )
-  if config.client_lr_schedule != "constant" and (
-    algorithm.family != "fed_avg" or weighting != "num_examples"
-  ):
+  if is_scheduled(config) and (algorithm.family != "fed_avg" or weighting != "num_examples"):
+    which = (
+      f"--client_lr_schedule={config.client_lr_schedule}"
+      if config.client_lr_schedule != "constant"
+      else f"--client_lr_warmup_rounds={config.client_lr_warmup_rounds}"
+    )
     raise UnsupportedCombinationError(
-      f"--client_lr_schedule={config.client_lr_schedule} is built only into weighted FedAvg "
+      f"{which} is built only into weighted FedAvg "
       "(build_weighted_fed_avg_with_optimizer_schedule), so it cannot run with "
       f"--algorithm={config.algorithm} and --client_weighting={weighting}. Use fedavg, fedavgm, "
       "fedadam, fedyogi or fedadagrad with example weighting, or --client_lr_schedule=constant."
@@ -163,10 +180,10 @@ def build_process(config, model_fn) -> tff.learning.templates.LearningProcess:
   algorithms = tff.learning.algorithms
   common = dict(model_aggregator=aggregator, loop_implementation=LOOP_IMPLEMENTATION)
 
-  if config.client_lr_schedule != "constant":
+  if is_scheduled(config):
     return algorithms.build_weighted_fed_avg_with_optimizer_schedule(
       model_fn,
-      client_learning_rate_fn=SCHEDULES[config.client_lr_schedule](config),
+      client_learning_rate_fn=client_learning_rate_fn(config),
       client_optimizer_fn=OPTIMIZERS[config.client_optimizer],
       server_optimizer_fn=server_optimizer,
       **common,

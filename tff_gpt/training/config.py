@@ -54,6 +54,7 @@ RESUME_KEYS = (
   "client_lr_schedule",
   "client_lr_decay_rate",
   "client_lr_decay_rounds",
+  "client_lr_warmup_rounds",
   "server_momentum",
   "server_beta_1",
   "server_beta_2",
@@ -87,6 +88,7 @@ class ExperimentConfig:
   client_lr_schedule: str = "constant"
   client_lr_decay_rate: float = 0.5
   client_lr_decay_rounds: int = 50
+  client_lr_warmup_rounds: int = 0
   server_momentum: float = 0.9
   server_beta_1: float = 0.9
   server_beta_2: float = 0.99
@@ -152,6 +154,7 @@ class ExperimentConfig:
       value = getattr(self, name)
       _require(value is None or value >= 1, name, "must be >= 1, or None for no limit")
     _require(self.sequence_length >= 2, "sequence_length", "must be >= 2")
+    _require(self.client_lr_warmup_rounds >= 0, "client_lr_warmup_rounds", "must be >= 0 (0: no warmup)")
     for name in ("client_learning_rate", "client_lr_decay_rate", "dp_clip_norm", "server_epsilon"):
       _require(getattr(self, name) > 0, name, "must be > 0")
     _require(
