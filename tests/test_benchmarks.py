@@ -85,3 +85,22 @@ def test_round_cost_splits_the_fixed_cost_by_process(tmp_path):
   assert rounds["python_cpu_s_per_round"] >= 0 and rounds["worker_cpu_s_per_round"] > 0
   for loop in ("compiled_step_loop", "compiled_dataset_loop", "fit"):
     assert loops[f"tokens_per_s[{loop}]"] > 0
+
+
+@pytest.mark.slow
+def test_build_time_benchmark_sees_gpt2_built_without_autograph(tmp_path):
+  """The build benchmark runs, and the project's GPT-2 leaves AutoGraph far fewer functions to convert."""
+  out = tmp_path / "build.json"
+  result = subprocess.run(
+    [sys.executable, "-m", "benchmarks.build_time", "--model_sizes=tiny", "--repeats=1", f"--out={out}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  median = json.loads(out.read_text())["tiny"]["median"]
+  with_autograph, without = median["autograph"], median["without_autograph"]
+  assert without["autograph_conversions"] < with_autograph["autograph_conversions"] / 3
+  for figures in (with_autograph, without):
+    assert figures["build_s"] > 0 and figures["first_round_and_eval_s"] > 0
