@@ -34,6 +34,11 @@ def token_stream(token_ids: Sequence[np.ndarray], *, bos_id: int, eos_id: int, d
   return (np.concatenate(parts) if parts else np.zeros(0)).astype(dtype)
 
 
+def _num_sequences(stream_length: int, sequence_length: int) -> int:
+  """Windows of `sequence_length + 1` tokens overlapping by one that cover a stream of `stream_length`."""
+  return max(0, -(-(stream_length - 1) // sequence_length))
+
+
 def pack_stream(stream: np.ndarray, *, sequence_length: int, pad_id: int) -> dict[str, np.ndarray]:
   """Cuts a token stream into padded `[n, sequence_length]` arrays (see the module docstring).
 
@@ -41,7 +46,7 @@ def pack_stream(stream: np.ndarray, *, sequence_length: int, pad_id: int) -> dic
     `{"token_ids", "padding_mask", "labels"}`, each int32 `[n, sequence_length]`.
   """
   _check_positive("sequence_length", sequence_length, minimum=2)
-  n = max(0, -(-(len(stream) - 1) // sequence_length))
+  n = _num_sequences(len(stream), sequence_length)
   if n == 0:
     empty = np.zeros((0, sequence_length), dtype=np.int32)
     return {"token_ids": empty, "padding_mask": empty.copy(), "labels": empty.copy()}
@@ -71,7 +76,6 @@ def pack_sequences(
   Returns:
     `{"token_ids", "padding_mask", "labels"}`, each int32 `[n, sequence_length]`.
   """
-  _check_positive("sequence_length", sequence_length, minimum=2)
   stream = token_stream(token_ids, bos_id=bos_id, eos_id=eos_id)
   return pack_stream(stream, sequence_length=sequence_length, pad_id=pad_id)
 
@@ -155,7 +159,7 @@ class TokenizedClients:
     )
 
   def num_sequences(self, client_id: str) -> int:
-    return max(0, -(-(len(self.stream(client_id)) - 1) // self.sequence_length))
+    return _num_sequences(len(self.stream(client_id)), self.sequence_length)
 
   def train_dataset(
     self,

@@ -171,7 +171,6 @@ def convert(source: str, out_dir: str) -> str:
   Every tensor's presence and shape, and the tokenizer's size, are checked
   before anything is written; `out_dir` is replaced atomically.
   """
-
   kind = detect(source)
   if kind == HUB_NAME:
     raise CheckpointError(f"{source!r} is a hub name; download it first (needs network).")

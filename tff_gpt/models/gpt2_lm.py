@@ -76,9 +76,10 @@ def without_autograph(fn):
   keras-nlp's layers have no tensor-dependent Python control flow, so AutoGraph
   has nothing to convert in them; yet Keras 2 hands every layer's `call` to it,
   outside `tf.function` too, and it re-parses their source each time a model is
-  built or TFF traces a computation: most of the conversions and about 40% of
-  the time of building a federated process of the tiny model. Results are
-  unchanged: the same ops, traced without the conversion.
+  built or TFF traces a computation: 1,510 of the 1,695 conversions of building
+  and running a tiny federated experiment, about 14% of that process's time
+  (BENCHMARKS.md section 13). Results are unchanged: the same ops, traced
+  without the conversion.
   """
   return tf.autograph.experimental.do_not_convert(fn)
 
