@@ -8,8 +8,10 @@ over repeats and as ratios (the machines are shared and noisy; absolute times
 are context only). Sections:
 
 1. round vs central: tokens/s of one weighted-FedAvg round on 10 Shakespeare
-   clients against Keras `fit` on exactly the same batches, for each of TFF's
-   client loop implementations.
+   clients against the fastest central training of exactly the same batches
+   (a compiled train step; Keras `fit` as a second row), for each of TFF's
+   client loop implementations, one client at a time, and compiled by TFF's
+   own compiler instead of `runtime.compilation.compile_for_cpu`.
 2. against the hardware: model FLOP/s (6 x parameters x tokens/s) of both,
    divided by the FLOP/s of a float32 matmul measured here.
 3. fixed overhead: rounds whose clients have no data (broadcast + aggregation
@@ -221,15 +223,25 @@ def round_vs_central(task: Task, clients: int, repeats: int, loops) -> dict:
     "central_flops_fraction": 6 * params * tokens / fastest / flops,
     "fit_over_compiled": fastest / central["fit"],
   }
-  for loop in loops:
+  # The project's context (2 clients at a time, `compile_for_cpu`) for each client loop, then the same
+  # round with one change each.
+  variants = [(loop, loop, {}) for loop in loops] + [
+    ("one_client_at_a_time", "dataset_iterator", dict(max_concurrent_computation_calls=1)),
+    ("tff_native_compiler", "dataset_iterator", dict(optimize_for_cpu=False)),
+  ]
+  for name, loop, context in variants:
+    if context:
+      runtime.set_up(**context)
     process = task.process(loop)
     state = process.initialize()
     process.next(state, client_datasets)  # Warm-up: the worker compiles the computation.
     fed = timed(lambda p=process, s=state: p.next(s, task.client_datasets(clients)), repeats)
-    out[f"federated_tokens_per_s[{loop}]"] = tokens / fed
-    out[f"federated_over_central[{loop}]"] = fastest / fed
-    out[f"federated_over_fit[{loop}]"] = central["fit"] / fed
-    out[f"federated_flops_fraction[{loop}]"] = 6 * params * tokens / fed / flops
+    out[f"federated_tokens_per_s[{name}]"] = tokens / fed
+    out[f"federated_over_central[{name}]"] = fastest / fed
+    out[f"federated_over_fit[{name}]"] = central["fit"] / fed
+    out[f"federated_flops_fraction[{name}]"] = 6 * params * tokens / fed / flops
+    if context:
+      runtime.set_up()
   return out
 
 

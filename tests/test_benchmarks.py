@@ -30,8 +30,8 @@ def test_quick_benchmark_prints_every_figure(tmp_path):
     assert f"== {section} ==" in text
     assert figures[section]
   ratios = figures["round_vs_central"]
-  for loop in ("dataset_reduce", "dataset_iterator"):
-    ratio = ratios[f"federated_over_central[{loop}]"]
+  for variant in ("dataset_reduce", "dataset_iterator", "one_client_at_a_time", "tff_native_compiler"):
+    ratio = ratios[f"federated_over_central[{variant}]"]
     assert math.isfinite(ratio) and ratio > 0
   assert 0 < ratios["central_flops_fraction"] < 1
   for central in ("compiled_step_loop", "compiled_dataset_loop", "fit"):

@@ -31,11 +31,19 @@ from tensorflow_federated.python.core.impl.executor_stacks import python_executo
 from tensorflow_federated.python.core.impl.executors import remote_executor, value_serialization
 from tensorflow_federated.python.core.impl.types import placements
 
+from tff_gpt.runtime import compilation
+
 
 def _compile_secure_as_plain(comp):
   """Lowers secure sums to plain sums (TFF's test backend) so that they run in simulation."""
   comp = test_compiler.replace_secure_intrinsics_with_bodies(comp)
   return native_compiler.desugar_and_transform_to_native(comp)
+
+
+def _compiler(*, secure_aggregation: bool, optimize_for_cpu: bool):
+  if optimize_for_cpu:
+    return functools.partial(compilation.compile_for_cpu, secure_aggregation=secure_aggregation)
+  return _compile_secure_as_plain if secure_aggregation else native_compiler.desugar_and_transform_to_native
 
 
 def _off_the_loop(method):
@@ -129,13 +137,21 @@ _TRANSFORMS = dict(
 )
 
 
-def worker_context(worker, *, secure_aggregation: bool = False, factory: WorkerExecutorFactory | None = None):
-  """A synchronous context that runs every computation on one worker (through `factory` when given)."""
+def worker_context(
+  worker,
+  *,
+  secure_aggregation: bool = False,
+  factory: WorkerExecutorFactory | None = None,
+  optimize_for_cpu: bool = False,
+):
+  """A synchronous context that runs every computation on one worker (through `factory` when given).
+
+  With `optimize_for_cpu` (a worker without accelerators), computations are compiled by
+  `compilation.compile_for_cpu`; otherwise by TFF's native compiler.
+  """
   return sync_execution_context.SyncExecutionContext(
     executor_fn=factory or WorkerExecutorFactory(worker),
-    compiler_fn=(
-      _compile_secure_as_plain if secure_aggregation else native_compiler.desugar_and_transform_to_native
-    ),
+    compiler_fn=_compiler(secure_aggregation=secure_aggregation, optimize_for_cpu=optimize_for_cpu),
     **_TRANSFORMS,
   )
 
