@@ -22,6 +22,7 @@ are context only). Sections:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,9 +36,12 @@ THREADS = {k: os.environ[k] for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
+from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # noqa: E402
 
 from tff_gpt.data import datasets, preprocessing, tokenizers  # noqa: E402
 from tff_gpt.models import gpt2_lm, metrics, tff_model  # noqa: E402
+from tff_gpt.runtime import contexts  # noqa: E402
+from tff_gpt.runtime import workers as workers_lib  # noqa: E402
 from tff_gpt.training import trainer  # noqa: E402
 
 LOOPS = {
@@ -156,13 +160,14 @@ def central_seconds(task: Task, client_datasets, repeats: int) -> float:
   return timed(lambda: model.fit(batches, epochs=1, verbose=0), repeats)
 
 
-def compiled_central_seconds(task: Task, client_datasets, repeats: int) -> dict:
+def compiled_central_fns(task: Task, client_datasets) -> dict:
   """The fastest central training of the same batches: a compiled train step (Adam, the same loss).
 
-  Two ways, both timed: a Python loop calling a `tf.function` step per batch,
-  and one `tf.function` looping over the whole dataset with a `tf.while_loop`
-  over its iterator (as TFF's DATASET_ITERATOR client loop does). Keras `fit`
-  adds callbacks and per-step bookkeeping on top of these.
+  Two ways, both returned traced and ready to time: a Python loop calling a
+  `tf.function` step per batch, and one `tf.function` looping over the whole
+  dataset with a `tf.while_loop` over its iterator (as TFF's DATASET_ITERATOR
+  client loop does). Keras `fit` adds callbacks and per-step bookkeeping on
+  top of these.
   """
   model = gpt2_lm.build_gpt2_lm(task.model_config)
   optimizer = tf.keras.optimizers.Adam(3e-3)
@@ -193,25 +198,85 @@ def compiled_central_seconds(task: Task, client_datasets, repeats: int) -> dict:
       loss = train_step(x, y)
     return loss
 
-  out = {}
-  for name, fn in (
-    ("compiled_step_loop", step_loop),
-    ("compiled_dataset_loop", lambda: dataset_loop().numpy()),
-  ):
+  fns = {"compiled_step_loop": step_loop, "compiled_dataset_loop": lambda: dataset_loop().numpy()}
+  for fn in fns.values():
     fn()  # Warm-up: tracing.
-    out[name] = timed(fn, repeats)
-  return out
+  return fns
+
+
+def compiled_central_seconds(task: Task, client_datasets, repeats: int) -> dict:
+  """Median seconds of each of `compiled_central_fns`."""
+  return {name: timed(fn, repeats) for name, fn in compiled_central_fns(task, client_datasets).items()}
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+  """Median seconds of each of `fns`, called in turn `repeats` times (machine speed drifts hit all alike)."""
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+@contextlib.contextmanager
+def side_contexts(settings: dict):
+  """{name: context over a worker of its own} for `set_up`-like `settings`; the workers stop on exit."""
+  made, workers = {}, []
+  try:
+    for name, options in settings.items():
+      worker = workers_lib.LocalWorker(
+        max_concurrent_computation_calls=options.get("max_concurrent_computation_calls", 2)
+      )
+      workers.append(worker)
+      made[name] = contexts.worker_context(worker, optimize_for_cpu=options.get("optimize_for_cpu", True))
+    yield made
+  finally:
+    for worker in workers:
+      worker.stop()
+
+
+def federated_round_fn(task: Task, clients: int, loop: str, context=None):
+  """A warmed-up call of one round on `clients` clients, their datasets built in the call, in `context`."""
+  process = task.process(loop)
+  with context_stack_impl.context_stack.install(context) if context else contextlib.nullcontext():
+    state = process.initialize()
+    process.next(state, task.client_datasets(clients))  # Warm-up: the worker compiles the computation.
+
+  def call():
+    with context_stack_impl.context_stack.install(context) if context else contextlib.nullcontext():
+      process.next(state, task.client_datasets(clients))
+
+  return call
 
 
 def round_vs_central(task: Task, clients: int, repeats: int, loops) -> dict:
-  """Tokens/s of a round against the fastest central training of the same batches (and `fit`)."""
+  """Tokens/s of a round against the fastest central training of the same batches (and `fit`).
+
+  The project's round (2 clients at a time, `compile_for_cpu`, client
+  datasets built in the timed call) for each client loop, and the same round
+  with one change each, are called in turn with the compiled central loops,
+  `2 * repeats + 1` times: this machine's speed drifts by up to 2x within
+  minutes, and alternating lets every row see the same drifts.
+  """
   client_datasets = task.client_datasets(clients)
   tokens = count_tokens(client_datasets)
   params = task.params()
   flops = matmul_flops()
   # Before any TFF process (see STACK_NOTES).
-  central = compiled_central_seconds(task, client_datasets, repeats)
-  central["fit"] = central_seconds(task, client_datasets, repeats)
+  central_fns = compiled_central_fns(task, client_datasets)
+  fit = central_seconds(task, client_datasets, repeats)
+  changes = {
+    "one_client_at_a_time": dict(max_concurrent_computation_calls=1),
+    "tff_native_compiler": dict(optimize_for_cpu=False),
+  }
+  with side_contexts(changes) as side:
+    federated_fns = {loop: federated_round_fn(task, clients, loop) for loop in loops}
+    for name, context in side.items():
+      federated_fns[name] = federated_round_fn(task, clients, "dataset_iterator", context)
+    seconds = interleaved({**central_fns, **federated_fns}, 2 * repeats + 1)
+  central = {name: seconds[name] for name in central_fns} | {"fit": fit}
   fastest = min(central["compiled_step_loop"], central["compiled_dataset_loop"])
   out = {
     "clients": clients,
@@ -223,25 +288,12 @@ def round_vs_central(task: Task, clients: int, repeats: int, loops) -> dict:
     "central_flops_fraction": 6 * params * tokens / fastest / flops,
     "fit_over_compiled": fastest / central["fit"],
   }
-  # The project's context (2 clients at a time, `compile_for_cpu`) for each client loop, then the same
-  # round with one change each.
-  variants = [(loop, loop, {}) for loop in loops] + [
-    ("one_client_at_a_time", "dataset_iterator", dict(max_concurrent_computation_calls=1)),
-    ("tff_native_compiler", "dataset_iterator", dict(optimize_for_cpu=False)),
-  ]
-  for name, loop, context in variants:
-    if context:
-      runtime.set_up(**context)
-    process = task.process(loop)
-    state = process.initialize()
-    process.next(state, client_datasets)  # Warm-up: the worker compiles the computation.
-    fed = timed(lambda p=process, s=state: p.next(s, task.client_datasets(clients)), repeats)
+  for name in federated_fns:
+    fed = seconds[name]
     out[f"federated_tokens_per_s[{name}]"] = tokens / fed
     out[f"federated_over_central[{name}]"] = fastest / fed
     out[f"federated_over_fit[{name}]"] = central["fit"] / fed
     out[f"federated_flops_fraction[{name}]"] = 6 * params * tokens / fed / flops
-    if context:
-      runtime.set_up()
   return out
 
 
