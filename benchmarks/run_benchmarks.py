@@ -101,12 +101,14 @@ class Task:
 
   def client_datasets(self, n: int, round_num: int = 1, max_elements=-1):
     max_elements = self.max_elements if max_elements == -1 else max_elements
-    return [
-      self.data.train_dataset(
-        cid, round_num=round_num, seed=self.seed, batch_size=self.batch_size, max_elements=max_elements
-      )
-      for cid in self.sample(round_num, n)
-    ]
+    return runtime.largest_first(  # As the project's rounds order them.
+      [
+        self.data.train_dataset(
+          cid, round_num=round_num, seed=self.seed, batch_size=self.batch_size, max_elements=max_elements
+        )
+        for cid in self.sample(round_num, n)
+      ]
+    )
 
   def params(self) -> int:
     return gpt2_lm.build_gpt2_lm(self.model_config).count_params()

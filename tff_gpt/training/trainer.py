@@ -227,17 +227,19 @@ class FederatedExperiment:
   def train_round(self, state, round_num: int):
     c = self.config
     client_ids = self.clients_for_round(round_num)
-    client_datasets = [
-      self.train_data.train_dataset(
-        cid,
-        round_num=round_num,
-        seed=c.seed,
-        batch_size=c.client_batch_size,
-        epochs=c.client_epochs_per_round,
-        max_elements=c.max_elements_per_client,
-      )
-      for cid in client_ids
-    ]
+    client_datasets = runtime.largest_first(
+      [
+        self.train_data.train_dataset(
+          cid,
+          round_num=round_num,
+          seed=c.seed,
+          batch_size=c.client_batch_size,
+          epochs=c.client_epochs_per_round,
+          max_elements=c.max_elements_per_client,
+        )
+        for cid in client_ids
+      ]
+    )
     start = time.perf_counter()
     result = self.process.next(state, client_datasets)
     seconds = time.perf_counter() - start
@@ -262,9 +264,9 @@ class FederatedExperiment:
     """Federated evaluation of `model_weights` on the clients' held-out data."""
     client_ids = self.eval_client_ids if client_ids is None else client_ids
     eval_state = self.eval_process.set_model_weights(self.eval_process.initialize(), model_weights)
-    client_datasets = [
-      self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size) for cid in client_ids
-    ]
+    client_datasets = runtime.largest_first(
+      [self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size) for cid in client_ids]
+    )
     start = time.perf_counter()
     output = self.eval_process.next(eval_state, client_datasets)
     values = output.metrics["client_work"]["eval"]["current_round_metrics"]

@@ -1,14 +1,17 @@
-"""`runtime.compilation.compile_for_cpu`: TFF's native compilation, plus Grappler's CPU rewrites.
+"""What makes a round faster without changing it: `compile_for_cpu` and `runtime.largest_first`.
 
-Against TFF's own compiler on a real training round of the tiny GPT-2: the
-same weights and metrics, and the graphs that differ where Grappler's CPU-only
-rewrites apply (keras-nlp's GELU computes `x ** 3`).
+`runtime.compilation.compile_for_cpu` against TFF's own compiler on a real
+training round of the tiny GPT-2: the same weights and metrics, and graphs
+that differ where Grappler's CPU-only rewrites apply (keras-nlp's GELU
+computes `x ** 3`). `largest_first` reorders a round's clients: the same
+weighted mean.
 """
 
 import collections
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow_federated.python.core.backends.native import compiler as native_compiler
 from tensorflow_federated.python.core.impl.compiler import building_blocks, transformation_utils
 
@@ -59,13 +62,28 @@ def test_the_gelu_power_becomes_multiplications_and_no_device_is_left(experiment
   assert {n.device for n in ours_nodes} == {""}, "the worker's session places the graphs, as with TFF's"
 
 
-def test_a_round_gives_the_same_weights_and_metrics_as_tffs_compilation(experiment):
-  clients = experiment.clients_for_round(1)
+def round_datasets(experiment, round_num=1):
   config = experiment.config
-  datasets = [
-    experiment.train_data.train_dataset(c, round_num=1, seed=config.seed, batch_size=config.client_batch_size)
-    for c in clients
+  return [
+    experiment.train_data.train_dataset(
+      c, round_num=round_num, seed=config.seed, batch_size=config.client_batch_size
+    )
+    for c in experiment.clients_for_round(round_num)
   ]
+
+
+def assert_same_round(a, b):
+  np.testing.assert_allclose(
+    a.metrics["client_work"]["train"]["loss"], b.metrics["client_work"]["train"]["loss"], rtol=1e-6
+  )
+  a_weights, b_weights = a.state.global_model_weights.trainable, b.state.global_model_weights.trainable
+  assert len(a_weights) == len(b_weights) > 0
+  for x, y in zip(a_weights, b_weights, strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)  # Float rounding of reordered ops.
+
+
+def test_a_round_gives_the_same_weights_and_metrics_as_tffs_compilation(experiment):
+  datasets = round_datasets(experiment)
   results = {}
   try:
     for optimize_for_cpu in (False, True):
@@ -76,15 +94,18 @@ def test_a_round_gives_the_same_weights_and_metrics_as_tffs_compilation(experime
     runtime.set_up()
   native, ours = results[False], results[True]
   assert native.metrics["client_work"]["train"]["num_tokens"] > 0
-  np.testing.assert_allclose(
-    native.metrics["client_work"]["train"]["loss"], ours.metrics["client_work"]["train"]["loss"], rtol=1e-6
-  )
-  native_weights = native.state.global_model_weights.trainable
-  ours_weights = ours.state.global_model_weights.trainable
-  assert len(native_weights) == len(ours_weights) > 0
-  for a, b in zip(native_weights, ours_weights, strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # Float rounding of reordered ops.
+  assert_same_round(native, ours)
   start = experiment.process.initialize().global_model_weights.trainable
-  assert (
-    max(np.abs(a - s).max() for a, s in zip(ours_weights, start, strict=True)) > 1e-4
-  ), "the round trained"
+  trained = ours.state.global_model_weights.trainable
+  assert max(np.abs(a - s).max() for a, s in zip(trained, start, strict=True)) > 1e-4, "the round trained"
+
+
+def test_largest_clients_go_first_and_the_round_is_the_same(experiment):
+  datasets = round_datasets(experiment)
+  ordered = runtime.largest_first(datasets + [datasets[0].filter(lambda *_: True)])  # Unknown length: last.
+  sizes = [int(d.cardinality()) for d in ordered]
+  assert sizes[-1] == tf.data.UNKNOWN_CARDINALITY
+  assert sizes[:-1] == sorted(sizes[:-1], reverse=True)
+  assert sizes[:-1] != [int(d.cardinality()) for d in datasets], "the sample was reordered"
+  state = experiment.process.initialize()
+  assert_same_round(experiment.process.next(state, datasets), experiment.process.next(state, ordered[:-1]))
