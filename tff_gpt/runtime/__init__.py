@@ -143,7 +143,7 @@ def set_up(
       None runs one local worker that this process starts and stops. With
       several, each computation's clients are split across them.
     optimize_for_cpu: Compile with `compilation.compile_for_cpu` (Grappler's
-      CPU rewrites; 12% faster training rounds of the small GPT-2 here,
+      CPU rewrites; rounds of the small GPT-2 5-14% faster here,
       BENCHMARKS.md s.1) or with TFF's native compiler. None: for the local
       worker when this machine has no GPU, never for remote workers.
 
