@@ -1,5 +1,7 @@
 """The peak-memory estimate: its fit to measured peaks, the refusal before round 1, and the override."""
 
+import os
+
 import pytest
 
 from tests import helpers
@@ -98,3 +100,16 @@ def test_the_local_worker_is_replaced_every_few_rounds_without_changing_results(
   assert no_replacements == [] and len(pids) == 3 and len(set(pids)) == 3  # Rounds 2, 4 and 6: new workers.
   for a, b in zip(kept.trainable, replaced.trainable, strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_worker_and_this_process_use_few_malloc_arenas():
+  """Many glibc arenas made the Python process grow over 1,000 rounds (BENCHMARKS.md s.8)."""
+  import psutil
+
+  from tff_gpt import runtime
+
+  helpers.ensure_tff_context()
+  assert os.environ["MALLOC_ARENA_MAX"] == "2"
+  worker = runtime.local_worker()
+  worker.stub()  # Started.
+  assert psutil.Process(worker.process.pid).environ().get("MALLOC_ARENA_MAX") == "2"
