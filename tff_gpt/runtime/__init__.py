@@ -34,7 +34,8 @@ def _limit_malloc_arenas(arenas: int) -> None:
 
 # glibc gives threads that allocate at once arenas of their own (up to 8 per core). TensorFlow's, gRPC's
 # and TFF's threads then spread the freed memory over many arenas, and the Python process grew by 56 MB
-# over 1,000 rounds of the tiny model; with 2 arenas it stays flat (BENCHMARKS.md s.8). The worker reads
+# over 1,000 rounds of the tiny model; with 2 arenas it stays flat, for about 4% of a round's time
+# (BENCHMARKS.md s.8; MALLOC_ARENA_MAX=16 restores glibc's default). The worker reads
 # the variable when it starts; this process, already started, is told through `mallopt`.
 os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 _limit_malloc_arenas(int(os.environ["MALLOC_ARENA_MAX"]))
