@@ -71,12 +71,7 @@ class PeakMemory:
 
 def timed(fn, repeats: int) -> float:
   """Median seconds of `repeats` calls (after the caller's warm-up)."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return interleaved({"fn": fn}, repeats)["fn"]
 
 
 class Task:
@@ -242,12 +237,16 @@ def side_contexts(settings: dict):
 def federated_round_fn(task: Task, clients: int, loop: str, context=None):
   """A warmed-up call of one round on `clients` clients, their datasets built in the call, in `context`."""
   process = task.process(loop)
-  with context_stack_impl.context_stack.install(context) if context else contextlib.nullcontext():
+
+  def installed():
+    return context_stack_impl.context_stack.install(context) if context else contextlib.nullcontext()
+
+  with installed():
     state = process.initialize()
     process.next(state, task.client_datasets(clients))  # Warm-up: the worker compiles the computation.
 
   def call():
-    with context_stack_impl.context_stack.install(context) if context else contextlib.nullcontext():
+    with installed():
       process.next(state, task.client_datasets(clients))
 
   return call

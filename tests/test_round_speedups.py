@@ -46,7 +46,7 @@ def graphs(comp):
 
 
 def nodes(comp):
-  return [node for graph in graphs(comp) for node in compilation._nodes(graph)]
+  return [node for graph in graphs(comp) for node in compilation.graph_nodes(graph)]
 
 
 def test_the_gelu_power_becomes_multiplications_and_no_device_is_left(experiment):

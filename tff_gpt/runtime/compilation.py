@@ -56,7 +56,8 @@ def graph_def(comp: building_blocks.CompiledComputation) -> tf.compat.v1.GraphDe
   return serialization_utils.unpack_graph_def(comp.proto.tensorflow.graph_def)
 
 
-def _nodes(graph: tf.compat.v1.GraphDef):
+def graph_nodes(graph: tf.compat.v1.GraphDef):
+  """Every node of `graph`, its function library's included."""
   yield from graph.node
   for function in graph.library.function:
     yield from function.node_def
@@ -67,7 +68,7 @@ def _with_devices(
 ) -> building_blocks.CompiledComputation:
   """`comp` with every node placed on the CPU (`place`), or with every CPU placement removed."""
   graph = graph_def(comp)
-  for node in _nodes(graph):
+  for node in graph_nodes(graph):
     if place and not node.device:
       node.device = CPU
     elif not place and tf.DeviceSpec.from_string(node.device).device_type == "CPU":
@@ -79,9 +80,10 @@ def _with_devices(
 
 
 def _optimize_on_cpu(comp):
-  if not isinstance(comp, building_blocks.CompiledComputation) or comp.proto.WhichOneof("computation") != (
-    "tensorflow"
-  ):
+  is_tensorflow = isinstance(comp, building_blocks.CompiledComputation) and (
+    comp.proto.WhichOneof("computation") == "tensorflow"
+  )
+  if not is_tensorflow:
     return comp, False
   optimized = compiled_computation_transformations.optimize_tensorflow_comp(
     _with_devices(comp, place=True), grappler_config()
