@@ -10,8 +10,9 @@ are context only). Sections:
 1. round vs central: tokens/s of one weighted-FedAvg round on 10 Shakespeare
    clients against the fastest central training of exactly the same batches
    (a compiled train step; Keras `fit` as a second row), for each of TFF's
-   client loop implementations, one client at a time, and compiled by TFF's
-   own compiler instead of `runtime.compilation.compile_for_cpu`.
+   client loop implementations, one client at a time, compiled by TFF's own
+   compiler instead of `runtime.compilation.compile_for_cpu`, and with clients
+   that draw initial values (TFF's process of the plain `model_fn`).
 2. against the hardware: model FLOP/s (6 x parameters x tokens/s) of both,
    divided by the FLOP/s of a float32 matmul measured here.
 3. fixed overhead: rounds whose clients have no data (broadcast + aggregation
@@ -38,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # noqa: E402
 
+from tff_gpt import algorithms  # noqa: E402
 from tff_gpt.data import datasets, preprocessing, tokenizers  # noqa: E402
 from tff_gpt.models import gpt2_lm, metrics, tff_model  # noqa: E402
 from tff_gpt.runtime import contexts  # noqa: E402
@@ -92,6 +94,7 @@ class Task:
       model_size, vocabulary_size=self.tokenizer.vocabulary_size, max_sequence_length=sequence_length
     )
     self.model_fn = tff_model.build_model_fn(self.model_config, sequence_length=sequence_length)
+    self.client_model_fn = tff_model.client_model_fn(self.model_fn)  # As the project's rounds build it.
     self._processes = {}
 
   def client_datasets(self, n: int, round_num: int = 1, max_elements=-1):
@@ -108,16 +111,25 @@ class Task:
   def params(self) -> int:
     return gpt2_lm.build_gpt2_lm(self.model_config).count_params()
 
-  def process(self, loop="dataset_iterator"):
-    """Weighted FedAvg (client Adam 3e-3, server SGD 1.0), built once per loop implementation."""
-    if loop not in self._processes:
-      self._processes[loop] = tff.learning.algorithms.build_weighted_fed_avg(
-        self.model_fn,
+  def process(self, loop="dataset_iterator", *, draws_initial_values=False):
+    """Weighted FedAvg (client Adam 3e-3, server SGD 1.0), built once per loop implementation.
+
+    As the project builds it (`client_model_fn`), unless `draws_initial_values`:
+    then TFF's process of the plain `model_fn`, whose clients draw the initial
+    values that the server's weights overwrite.
+    """
+    key = (loop, draws_initial_values)
+    if key not in self._processes:
+      process = tff.learning.algorithms.build_weighted_fed_avg(
+        self.model_fn if draws_initial_values else self.client_model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_adam(3e-3),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
         loop_implementation=LOOPS[loop],
       )
-    return self._processes[loop]
+      self._processes[key] = (
+        process if draws_initial_values else algorithms.registry.initialized_with(process, self.model_fn)
+      )
+    return self._processes[key]
 
 
 def count_tokens(client_datasets) -> int:
@@ -234,9 +246,9 @@ def side_contexts(settings: dict):
       worker.stop()
 
 
-def federated_round_fn(task: Task, clients: int, loop: str, context=None):
+def federated_round_fn(task: Task, clients: int, loop: str, context=None, **process_args):
   """A warmed-up call of one round on `clients` clients, their datasets built in the call, in `context`."""
-  process = task.process(loop)
+  process = task.process(loop, **process_args)
 
   def installed():
     return context_stack_impl.context_stack.install(context) if context else contextlib.nullcontext()
@@ -276,6 +288,9 @@ def round_vs_central(task: Task, clients: int, repeats: int, loops) -> dict:
     federated_fns = {loop: federated_round_fn(task, clients, loop) for loop in loops}
     for name, context in side.items():
       federated_fns[name] = federated_round_fn(task, clients, "dataset_iterator", context)
+    federated_fns["draws_initial_values"] = federated_round_fn(
+      task, clients, "dataset_iterator", draws_initial_values=True
+    )
     seconds = interleaved({**central_fns, **federated_fns}, 2 * repeats + 1)
   central = {name: seconds[name] for name in central_fns} | {"fit": fit}
   fastest = min(central["compiled_step_loop"], central["compiled_dataset_loop"])
@@ -307,7 +322,7 @@ def fixed_overhead(task: Task, clients: int, repeats: int) -> dict:
   no_data = timed(lambda: process.next(state, empty), repeats)
   with_batch = timed(lambda: process.next(state, one_batch), repeats)
   central = central_seconds(task, one_batch, repeats)
-  evaluation = tff.learning.algorithms.build_fed_eval(task.model_fn)
+  evaluation = algorithms.build_eval_process(task.model_fn, client_model_fn=task.client_model_fn)
   eval_state = evaluation.initialize()
   evaluation.next(eval_state, one_batch)
   eval_seconds = timed(lambda: evaluation.next(eval_state, one_batch), repeats)

@@ -30,7 +30,13 @@ def test_quick_benchmark_prints_every_figure(tmp_path):
     assert f"== {section} ==" in text
     assert figures[section]
   ratios = figures["round_vs_central"]
-  for variant in ("dataset_reduce", "dataset_iterator", "one_client_at_a_time", "tff_native_compiler"):
+  for variant in (
+    "dataset_reduce",
+    "dataset_iterator",
+    "one_client_at_a_time",
+    "tff_native_compiler",
+    "draws_initial_values",
+  ):
     ratio = ratios[f"federated_over_central[{variant}]"]
     assert math.isfinite(ratio) and ratio > 0
   assert 0 < ratios["central_flops_fraction"] < 1

@@ -1,10 +1,12 @@
-"""What makes a round faster without changing it: `compile_for_cpu` and `runtime.largest_first`.
+"""What makes a round faster without changing it: `compile_for_cpu`, `runtime.largest_first`, no draws.
 
 `runtime.compilation.compile_for_cpu` against TFF's own compiler on a real
 training round of the tiny GPT-2: the same weights and metrics, and graphs
 that differ where Grappler's CPU-only rewrites apply (keras-nlp's GELU
 computes `x ** 3`). `largest_first` reorders a round's clients: the same
-weighted mean.
+weighted mean. `tff_model.client_model_fn`: rounds and evaluations that draw
+no initial values give the results of TFF's processes that do, and
+`initialize()` still draws.
 """
 
 import collections
@@ -16,7 +18,7 @@ from tensorflow_federated.python.core.backends.native import compiler as native_
 from tensorflow_federated.python.core.impl.compiler import building_blocks, transformation_utils
 
 from tests import helpers
-from tff_gpt import runtime
+from tff_gpt import algorithms, runtime
 from tff_gpt.runtime import compilation
 from tff_gpt.training import trainer
 
@@ -109,3 +111,37 @@ def test_largest_clients_go_first_and_the_round_is_the_same(experiment):
   assert sizes[:-1] != [int(d.cardinality()) for d in datasets], "the sample was reordered"
   state = experiment.process.initialize()
   assert_same_round(experiment.process.next(state, datasets), experiment.process.next(state, ordered[:-1]))
+
+
+def graph_bytes(comp) -> int:
+  return sum(graph.ByteSize() for graph in graphs(compilation.compile_for_cpu(comp)))
+
+
+def test_rounds_and_evaluations_draw_no_initial_values_and_give_the_same_results(experiment):
+  drawing = algorithms.build_process(experiment.config, experiment.model_fn)  # TFF's process as such.
+  drawing_eval = algorithms.build_eval_process(experiment.model_fn)
+  # Grappler folds the draws into constants: TFF's graphs carry a model's worth of random values.
+  model_bytes = 4 * sum(w.size for w in drawing.initialize().global_model_weights.trainable)
+  assert graph_bytes(drawing.next) - graph_bytes(experiment.process.next) > 0.9 * model_bytes
+  assert graph_bytes(drawing_eval.next) - graph_bytes(experiment.eval_process.next) > 0.9 * model_bytes
+  assert experiment.process.initialize.type_signature == drawing.initialize.type_signature
+
+  # `initialize()` still draws as TFF's does: the same spread, kernel by kernel.
+  initial = experiment.process.initialize().global_model_weights.trainable
+  reference = drawing.initialize().global_model_weights.trainable
+  kernels = [i for i, w in enumerate(reference) if w.ndim == 2 and np.std(w) > 0]
+  assert kernels
+  for i in kernels:
+    np.testing.assert_allclose(np.std(initial[i]), np.std(reference[i]), rtol=0.3)
+
+  state = drawing.initialize()
+  datasets = round_datasets(experiment)
+  assert_same_round(drawing.next(state, datasets), experiment.process.next(state, datasets))
+  weights = drawing.get_model_weights(state)
+  ours, theirs = (
+    p.next(p.set_model_weights(p.initialize(), weights), datasets).metrics["client_work"]["eval"]
+    for p in (experiment.eval_process, drawing_eval)
+  )
+  assert ours["current_round_metrics"]["loss"] == pytest.approx(
+    theirs["current_round_metrics"]["loss"], rel=1e-6
+  )

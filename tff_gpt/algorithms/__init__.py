@@ -2,7 +2,8 @@
 
 `build_process(config, model_fn)` turns `--algorithm`, `--aggregator`,
 `--client_weighting` and `--client_lr_schedule` into one
-`tff.learning.templates.LearningProcess`.
+`tff.learning.templates.LearningProcess`; `build_eval_process(model_fn)` is
+TFF's federated evaluation.
 """
 
 from tff_gpt.algorithms.aggregators import AGGREGATORS
@@ -10,6 +11,7 @@ from tff_gpt.algorithms.registry import (
   ALGORITHMS,
   SCHEDULES,
   UnsupportedCombinationError,
+  build_eval_process,
   build_process,
   client_learning_rate,
   client_weighting,
@@ -21,6 +23,7 @@ __all__ = [
   "ALGORITHMS",
   "SCHEDULES",
   "UnsupportedCombinationError",
+  "build_eval_process",
   "build_process",
   "client_learning_rate",
   "client_weighting",

@@ -164,14 +164,24 @@ def check_combination(config) -> None:
     )
 
 
-def build_process(config, model_fn) -> tff.learning.templates.LearningProcess:
+def build_process(config, model_fn, *, client_model_fn=None) -> tff.learning.templates.LearningProcess:
   """The learning process of `config`'s algorithm, aggregator and schedule.
+
+  Args:
+    config: The experiment's settings.
+    model_fn: Builds the `tff.learning` model.
+    client_model_fn: When given, every computation but `initialize()` builds
+      the model with it: one that skips work whose result the server's weights
+      overwrite, such as drawing initial values (`tff_model.client_model_fn`).
+      `initialize()` still draws its weights with `model_fn`.
 
   Raises:
     UnsupportedCombinationError: The settings name a combination TFF cannot
       build; the message names both settings and a fix.
   """
   check_combination(config)
+  if client_model_fn is not None:
+    return initialized_with(build_process(config, client_model_fn), model_fn)
   algorithm = ALGORITHMS[config.algorithm]
   weighted = client_weighting(config) == "num_examples"
   aggregator = AGGREGATORS[config.aggregator].build(config, weighted)
@@ -208,3 +218,37 @@ def build_process(config, model_fn) -> tff.learning.templates.LearningProcess:
     build = algorithms.build_weighted_mime_lite if weighted else algorithms.build_unweighted_mime_lite
     return build(model_fn, base_optimizer=client_optimizer, server_optimizer=server_optimizer, **common)
   raise ValueError(f"Unknown algorithm family {algorithm.family!r}.")
+
+
+def build_eval_process(model_fn, *, client_model_fn=None) -> tff.learning.templates.LearningProcess:
+  """TFF's federated evaluation (`build_fed_eval`) of `model_fn`; `client_model_fn` as in `build_process`."""
+  if client_model_fn is not None:
+    return initialized_with(build_eval_process(client_model_fn), model_fn)
+  return tff.learning.algorithms.build_fed_eval(model_fn, loop_implementation=LOOP_IMPLEMENTATION)
+
+
+def initialized_with(process, model_fn) -> tff.learning.templates.LearningProcess:
+  """`process`, with an `initialize()` whose model weights are a fresh `model_fn()` model's.
+
+  The rest of the initial state (server optimizer, aggregator, ...) is
+  `process.initialize()`'s: it depends on the weights' types, not their values.
+  """
+
+  @tff.tensorflow.computation
+  def drawn_weights():
+    return tff.learning.models.ModelWeights.from_model(model_fn())
+
+  @tff.federated_computation
+  def initialize():
+    state = process.initialize()
+    weights = tff.federated_eval(drawn_weights, tff.SERVER)
+    return tff.federated_map(process.set_model_weights, tff.federated_zip((state, weights)))
+
+  return tff.learning.templates.LearningProcess(
+    initialize,
+    process.next,
+    process.get_model_weights,
+    process.set_model_weights,
+    get_hparams_fn=process.get_hparams,
+    set_hparams_fn=process.set_hparams,
+  )

@@ -7,6 +7,9 @@ the run's frozen-weights file (`frozen.py`) where the computation runs: TFF's
 state, broadcast, aggregation, checkpoints and byte counts see the subset only.
 """
 
+import contextlib
+import functools
+
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -61,6 +64,31 @@ class TrainedSubsetModel(tff.learning.models.VariableModel):
     return self._model.reset_metrics()
 
 
+def _zeros_instead(next_creator, **kwargs):
+  shape, dtype = kwargs.get("shape"), kwargs.get("dtype")
+  if shape is not None and dtype is not None and tf.as_dtype(dtype).is_floating:
+    shape = tf.TensorShape(shape)
+    if shape.is_fully_defined():
+      kwargs["initial_value"] = lambda: tf.zeros(shape, dtype)
+  return next_creator(**kwargs)
+
+
+@contextlib.contextmanager
+def zeros_for_initial_values():
+  """Gives the floating-point variables of known shape built in it zeros, not their initializers' draws.
+
+  For models whose every weight is assigned before it is used: in TFF's client
+  and evaluation computations the server's weights overwrite the initial
+  values. TFF's compilation folds keras-nlp's draws (stateless random ops) into constants, so
+  each such graph carries a whole model's worth of random values, and every
+  client computation loads and assigns them: about 0.04-0.06 s of a round of 10
+  clients of GPT-2 small (BENCHMARKS.md s.3). Zeros fold into a constant of one
+  value. Keras passes `shape` for all but scalars, which keep their initializer.
+  """
+  with tf.variable_creator_scope(_zeros_instead):
+    yield
+
+
 @gpt2_lm.without_autograph
 def build_lm(
   config: dict,
@@ -69,6 +97,7 @@ def build_lm(
   lora_alpha: float = DEFAULT_LORA_ALPHA,
   preset: str | None = None,
   reader: frozen.Reader | None = None,
+  draw_initial_values: bool = True,
 ):
   """Builds GPT-2 with `trainable` applied.
 
@@ -77,6 +106,8 @@ def build_lm(
     trainable, lora_alpha: See `trainable.py`.
     preset: Load the backbone (weights included) from this preset instead.
     reader: Frozen variables take their initial values from its file.
+    draw_initial_values: False: the other variables start as zeros
+      (`zeros_for_initial_values`), for computations that assign them.
 
   Returns:
     `(model, trained, log)`: the Keras LM, the variables that train, and the
@@ -84,7 +115,10 @@ def build_lm(
   """
   mode = trainable_lib.parse(trainable, num_layers=config["num_layers"])
   log = frozen.CreationLog(reader)
-  with log.scope():
+  # Inside the log's scope, so that the log's creator (called after this one) still gives frozen
+  # variables their values from the file.
+  zeros = contextlib.nullcontext() if draw_initial_values else zeros_for_initial_values()
+  with log.scope(), zeros:
     backbone = gpt2_lm.load_preset(preset) if preset else gpt2_lm.new_backbone(config)
     trained = trainable_lib.select(backbone, mode, lora_alpha=lora_alpha)
     model = gpt2_lm.lm_from_backbone(backbone)
@@ -127,6 +161,9 @@ def build_model_fn(
     frozen_dir: Where the frozen weights are (written by `initial_weights`);
       required unless `trainable` is "all". It is read when a computation
       runs, not now.
+
+  The `model_fn` takes one optional keyword, `draw_initial_values` (default
+  True); `client_model_fn` sets it False.
   """
   input_spec = preprocessing.element_spec(sequence_length)
   subset = _is_subset(config, trainable)
@@ -137,11 +174,18 @@ def build_model_fn(
   layout = frozen_layout(config, trainable=trainable, lora_alpha=lora_alpha) if subset else None
   reader = frozen.Reader(frozen_dir, layout) if subset else None
 
-  def model_fn() -> tff.learning.models.VariableModel:
+  def model_fn(*, draw_initial_values: bool = True) -> tff.learning.models.VariableModel:
     if config.get("architecture") == char_lstm.ARCHITECTURE:
-      keras_model = char_lstm.build_char_lstm(config)
+      with contextlib.nullcontext() if draw_initial_values else zeros_for_initial_values():
+        keras_model = char_lstm.build_char_lstm(config)
     else:  # Through `build_lm` in every mode: its creation log keeps Keras from initializing in tracing.
-      keras_model, trained, _ = build_lm(config, trainable=trainable, lora_alpha=lora_alpha, reader=reader)
+      keras_model, trained, _ = build_lm(
+        config,
+        trainable=trainable,
+        lora_alpha=lora_alpha,
+        reader=reader,
+        draw_initial_values=draw_initial_values,
+      )
     model = tff.learning.models.from_keras_model(
       keras_model, loss=metrics.lm_loss(), input_spec=input_spec, metrics=metrics.lm_metrics()
     )
@@ -149,6 +193,15 @@ def build_model_fn(
 
   model_fn.frozen_layout = layout  # What `frozen.check` compares the file with; None for "all".
   return model_fn
+
+
+def client_model_fn(model_fn):
+  """`model_fn` (of `build_model_fn`) without drawing initial values: for rounds and evaluations.
+
+  Pass it as `algorithms.build_process(..., client_model_fn=)`: every weight of
+  the model it builds is assigned from the server's before it is used.
+  """
+  return functools.partial(model_fn, draw_initial_values=False)
 
 
 def initial_weights(

@@ -99,7 +99,9 @@ class FederatedExperiment:
     self.model_fn = tff_model.build_model_fn(
       self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
-    self.process = algorithms.build_process(config, self.model_fn)
+    self.process = algorithms.build_process(
+      config, self.model_fn, client_model_fn=tff_model.client_model_fn(self.model_fn)
+    )
     self._sample_clients = tff.simulation.build_uniform_sampling_fn(
       self.train_data.client_ids, replace=False, random_seed=config.seed
     )
@@ -113,9 +115,9 @@ class FederatedExperiment:
 
   @functools.cached_property
   def eval_process(self):
-    """`build_fed_eval` of the model, built at the first evaluation."""
-    return tff.learning.algorithms.build_fed_eval(
-      self.model_fn, loop_implementation=algorithms.registry.LOOP_IMPLEMENTATION
+    """TFF's `build_fed_eval` of the model, built at the first evaluation."""
+    return algorithms.build_eval_process(
+      self.model_fn, client_model_fn=tff_model.client_model_fn(self.model_fn)
     )
 
   def _model_config(self) -> dict:
