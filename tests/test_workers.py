@@ -80,10 +80,13 @@ def test_results_do_not_depend_on_where_clients_ran(tmp_path, two_workers, resto
   one, one_rows, one_clients = _run(tmp_path, "one", two_workers[0].address)
   both = ",".join(w.address for w in two_workers)
   two, two_rows, two_clients = _run(tmp_path, "two", both)
-  # One worker runs the same computations as the local context: bit for bit.
+  # One worker runs the same computations as the local context, but compiled by TFF's compiler where the
+  # local worker's go through `compile_for_cpu` (GELU's x ** 3 as x * x * x): equal up to float rounding.
   for a, b in zip(one["model_weights"].trainable, local["model_weights"].trainable, strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert [r["train_loss"] for r in one_rows] == [r["train_loss"] for r in local_rows]
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-10)
+  np.testing.assert_allclose(
+    [r["train_loss"] for r in one_rows], [r["train_loss"] for r in local_rows], rtol=1e-6
+  )
   # Two workers each aggregate part of the clients, then the parts merge: summation order only.
   for a, b in zip(two["model_weights"].trainable, local["model_weights"].trainable, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
