@@ -85,7 +85,7 @@ def test_results_do_not_depend_on_where_clients_ran(tmp_path, two_workers, resto
   for a, b in zip(one["model_weights"].trainable, local["model_weights"].trainable, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-10)
   np.testing.assert_allclose(
-    [r["train_loss"] for r in one_rows], [r["train_loss"] for r in local_rows], rtol=1e-6
+    [float(r["train_loss"]) for r in one_rows], [float(r["train_loss"]) for r in local_rows], rtol=1e-6
   )
   # Two workers each aggregate part of the clients, then the parts merge: summation order only.
   for a, b in zip(two["model_weights"].trainable, local["model_weights"].trainable, strict=True):
