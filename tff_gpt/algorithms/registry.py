@@ -179,9 +179,9 @@ def build_process(config, model_fn, *, client_model_fn=None) -> tff.learning.tem
     UnsupportedCombinationError: The settings name a combination TFF cannot
       build; the message names both settings and a fix.
   """
-  check_combination(config)
   if client_model_fn is not None:
     return initialized_with(build_process(config, client_model_fn), model_fn)
+  check_combination(config)
   algorithm = ALGORITHMS[config.algorithm]
   weighted = client_weighting(config) == "num_examples"
   aggregator = AGGREGATORS[config.aggregator].build(config, weighted)

@@ -89,6 +89,11 @@ def zeros_for_initial_values():
     yield
 
 
+def _initial_values(draw: bool):
+  """The initializers' draws (`draw`), or `zeros_for_initial_values`."""
+  return contextlib.nullcontext() if draw else zeros_for_initial_values()
+
+
 @gpt2_lm.without_autograph
 def build_lm(
   config: dict,
@@ -117,8 +122,7 @@ def build_lm(
   log = frozen.CreationLog(reader)
   # Inside the log's scope, so that the log's creator (called after this one) still gives frozen
   # variables their values from the file.
-  zeros = contextlib.nullcontext() if draw_initial_values else zeros_for_initial_values()
-  with log.scope(), zeros:
+  with log.scope(), _initial_values(draw_initial_values):
     backbone = gpt2_lm.load_preset(preset) if preset else gpt2_lm.new_backbone(config)
     trained = trainable_lib.select(backbone, mode, lora_alpha=lora_alpha)
     model = gpt2_lm.lm_from_backbone(backbone)
@@ -176,7 +180,7 @@ def build_model_fn(
 
   def model_fn(*, draw_initial_values: bool = True) -> tff.learning.models.VariableModel:
     if config.get("architecture") == char_lstm.ARCHITECTURE:
-      with contextlib.nullcontext() if draw_initial_values else zeros_for_initial_values():
+      with _initial_values(draw_initial_values):
         keras_model = char_lstm.build_char_lstm(config)
     else:  # Through `build_lm` in every mode: its creation log keeps Keras from initializing in tracing.
       keras_model, trained, _ = build_lm(
