@@ -79,6 +79,8 @@ _HELP = {
   "embedding_init_stddev": "Draw a fresh GPT-2's token and position embeddings from N(0, this^2); unset: "
   "0.05, which learns far faster at small widths than keras-nlp's own 0.01 and 0.02 (sized for width 768); "
   "0: keras-nlp's.",
+  "attention_init_stddev": "Draw a fresh GPT-2's attention query and key kernels from N(0, this^2); unset: "
+  "keras-nlp's 0.02. About 1/sqrt(width) (0.09 at width 128) leaves the bigram plateau earlier.",
   "preset": "Pretrained GPT-2 to start from: a keras-nlp or keras-hub preset directory, or a Hugging Face "
   "GPT-2 directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt); it "
   "brings its BPE tokenizer (--tokenizer=bpe). A keras-nlp hub name needs network.",

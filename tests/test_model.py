@@ -125,12 +125,36 @@ def test_embedding_init_stddev_redraws_only_the_embeddings():
     tff_model.initial_weights(config | {"num_heads": 2}, seed=3, preset="x", embedding_init_stddev=0.05)
 
 
+def test_attention_init_stddev_redraws_only_query_and_key_kernels():
+  config = gpt2_lm.model_config("2x64", vocabulary_size=90, max_sequence_length=80)
+  names = [w.name for w in gpt2_lm.build_gpt2_lm(config).weights]
+  default = tff_model.initial_weights(config, seed=3).trainable
+  drawn = tff_model.initial_weights(config, seed=3, attention_init_stddev=0.125).trainable
+  again = tff_model.initial_weights(config, seed=3, attention_init_stddev=0.125).trainable
+  redrawn = [name for name in names if name.endswith(("query/kernel:0", "key/kernel:0"))]
+  assert len(redrawn) == 2 * config["num_layers"]
+  for name, a, b, c in zip(names, default, drawn, again, strict=True):
+    np.testing.assert_array_equal(b, c)  # Seeded.
+    if name in redrawn:
+      assert np.std(a) == pytest.approx(0.02, rel=0.1) and np.std(b) == pytest.approx(0.125, rel=0.05), name
+    else:
+      np.testing.assert_array_equal(a, b, err_msg=name)
+  with pytest.raises(ValueError, match="attention_init_stddev applies to a GPT-2 trained from scratch"):
+    tff_model.initial_weights(config | {"num_heads": 2}, seed=3, preset="x", attention_init_stddev=0.1)
+
+
 @pytest.mark.parametrize(
-  "overrides", [dict(embedding_init_stddev=-0.1), dict(embedding_init_stddev=0.05, model="char_lstm")]
+  "overrides",
+  [
+    dict(embedding_init_stddev=-0.1),
+    dict(embedding_init_stddev=0.05, model="char_lstm"),
+    dict(attention_init_stddev=0.0),
+    dict(attention_init_stddev=0.09, model="char_lstm"),
+  ],
 )
-def test_bad_embedding_init_stddev(tmp_path, overrides):
+def test_bad_init_stddev(tmp_path, overrides):
   config = helpers.tiny_config(tmp_path, **overrides)
-  with pytest.raises(ValueError, match="embedding_init_stddev"):
+  with pytest.raises(ValueError, match=next(iter(overrides))):
     config.validate()
 
 
@@ -139,6 +163,10 @@ def test_embedding_init_stddev_default_and_zero(tmp_path):
   assert helpers.tiny_config(tmp_path, embedding_init_stddev=0.0).initial_embedding_stddev is None
   assert helpers.tiny_config(tmp_path, embedding_init_stddev=0.1).initial_embedding_stddev == 0.1
   assert helpers.tiny_config(tmp_path, model="char_lstm").initial_embedding_stddev is None
+  # What the experiment passes to `tff_model.initial_weights`.
+  assert helpers.tiny_config(tmp_path, attention_init_stddev=0.09).initial_draws == dict(
+    embedding_init_stddev=gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV, attention_init_stddev=0.09
+  )
 
 
 def test_preset_directory_round_trip(tmp_path, bpe_files):

@@ -217,6 +217,7 @@ def initial_weights(
   preset: str | None = None,
   frozen_dir: str | None = None,
   embedding_init_stddev: float | None = None,
+  attention_init_stddev: float | None = None,
 ) -> tff.learning.models.ModelWeights:
   """The starting global weights: seeded random, or a pretrained preset's.
 
@@ -224,15 +225,21 @@ def initial_weights(
   Unless `trainable` is "all", the weights are the trained subset only and
   the frozen rest is written to `frozen_dir` (once per run).
   `embedding_init_stddev` redraws a fresh GPT-2's embeddings
-  (`gpt2_lm.reinitialize_embeddings`); None keeps keras-nlp's.
+  (`gpt2_lm.reinitialize_embeddings`), `attention_init_stddev` its attention
+  query and key kernels (`gpt2_lm.reinitialize_query_key`); None keeps
+  keras-nlp's draws.
   """
-  if embedding_init_stddev is not None and (preset or "num_heads" not in config):
-    raise ValueError("embedding_init_stddev applies to a GPT-2 trained from scratch only.")
+  redraws = {"embedding_init_stddev": embedding_init_stddev, "attention_init_stddev": attention_init_stddev}
+  for name, stddev in redraws.items():
+    if stddev is not None and (preset or "num_heads" not in config):
+      raise ValueError(f"{name} applies to a GPT-2 trained from scratch only.")
   tf.keras.utils.set_random_seed(seed)
 
   def initialized(model):
     if embedding_init_stddev is not None:
       gpt2_lm.reinitialize_embeddings(gpt2_lm.backbone_of(model), embedding_init_stddev)
+    if attention_init_stddev is not None:
+      gpt2_lm.reinitialize_query_key(gpt2_lm.backbone_of(model), attention_init_stddev)
     return model
 
   if not _is_subset(config, trainable):

@@ -36,6 +36,7 @@ RESUME_KEYS = (
   "model",
   "model_size",
   "embedding_init_stddev",
+  "attention_init_stddev",
   "preset",
   "trainable",
   "lora_alpha",
@@ -125,6 +126,7 @@ class ExperimentConfig:
   model: str = "gpt2"
   model_size: str = "small"
   embedding_init_stddev: float | None = None
+  attention_init_stddev: float | None = None
   preset: str | None = None
   trainable: str = "all"
   lora_alpha: float = trainable_lib.DEFAULT_LORA_ALPHA
@@ -246,6 +248,13 @@ class ExperimentConfig:
         "embedding_init_stddev",
         "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
       )
+    if self.attention_init_stddev is not None:
+      _require(self.attention_init_stddev > 0, "attention_init_stddev", "must be > 0 (unset: keras-nlp's)")
+      _require(
+        self.model == "gpt2" and not self.preset,
+        "attention_init_stddev",
+        "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
+      )
     # A preset's depth is known once its config is read (FederatedExperiment checks K against it).
     layers = None if self.preset else size["num_layers"]
     trainable_lib.parse(self.trainable, num_layers=layers)
@@ -263,6 +272,13 @@ class ExperimentConfig:
     if self.embedding_init_stddev is None:
       return gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV
     return self.embedding_init_stddev or None
+
+  @property
+  def initial_draws(self) -> dict:
+    """`tff_model.initial_weights`' arguments for the weights it draws anew (None: keras-nlp's draws)."""
+    return dict(
+      embedding_init_stddev=self.initial_embedding_stddev, attention_init_stddev=self.attention_init_stddev
+    )
 
   def partition_spec(self) -> partitions.Partition:
     """The `partitions.Partition` of `--partition*` (seeded by `--seed`)."""

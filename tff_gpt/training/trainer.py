@@ -221,7 +221,7 @@ class FederatedExperiment:
       self.model_config,
       seed=self.config.seed,
       preset=self.preset,
-      embedding_init_stddev=self.config.initial_embedding_stddev,
+      **self.config.initial_draws,
       **self.model_settings,
     )
     return self.process.set_model_weights(self.process.initialize(), weights)
