@@ -1,13 +1,14 @@
 """experiments/compare_algorithms.py: same clients for every configuration, one report."""
 
+import glob
 import os
 
 import pytest
 import tensorflow_federated as tff
-from absl import app
+from absl import app, flags
 from absl.testing import flagsaver
 
-from experiments import compare_algorithms
+from experiments import compare_algorithms, flags_common
 from tests import helpers
 from tff_gpt.training import comparison, outputs
 
@@ -38,6 +39,26 @@ def test_parse_configuration_forms(tmp_path):
   for bad in ("fedfoo", "x: --algorithm=fedfoo", "x: --no_such_flag=1"):
     with pytest.raises(app.UsageError):
       compare_algorithms.parse_configuration(bad)
+
+
+@pytest.mark.parametrize(
+  "path", sorted(glob.glob(os.path.join(helpers.REPO, "configs", "*.flags"))), ids=os.path.basename
+)
+def test_every_shipped_comparison_flagfile_parses_and_validates(path, tmp_path):
+  """The README's and BENCHMARKS' reproduce commands: every grid point is a valid experiment."""
+  args = flags.FLAGS.read_flags_from_files([f"--flagfile={path}"], force_gnu=False)
+  with flagsaver.flagsaver():
+    flags.FLAGS(["compare_algorithms", *args])
+    base = flags_common.config_from_flags()
+    base.validate()
+    specs = list(flags.FLAGS.configuration)
+    configs = [
+      config
+      for spec in specs
+      for config in comparison.grid_configs(base, compare_algorithms.parse_configuration(spec), str(tmp_path))
+    ]
+  assert len(specs) >= 2 and len(configs) >= len(specs)
+  assert len({c.experiment_name for c in configs}) == len(configs)
 
 
 def test_grid_names_and_values(tmp_path):
