@@ -161,7 +161,7 @@ def reinitialize_query_key(backbone: keras_nlp.models.GPT2Backbone, stddev: floa
   keras-nlp draws all kernels with stddev 0.02. At the small widths, query and
   key kernels about 4 times larger (0.09 ~ 1/sqrt(width 128)) make attention
   start away from uniform, and training leaves the bigram plateau earlier (the
-  README's sweep: 2.131 -> 2.088 after 50 rounds). Larger values for every
+  README's sweep: 2.131 -> 2.087 after 50 rounds). Larger values for every
   kernel, or 0.2 for these, learn slower. Biases and the other kernels keep
   keras-nlp's draws. Seeded by TensorFlow's global seed.
   """

@@ -239,22 +239,18 @@ class ExperimentConfig:
     if self.model == "char_lstm":
       _require(self.tokenizer == "char", "model", "char_lstm (TFF's Shakespeare LSTM) needs --tokenizer=char")
       _require(self.trainable == "all", "trainable", "must be 'all' with --model=char_lstm")
-    if self.embedding_init_stddev is not None:
-      _require(
-        self.embedding_init_stddev >= 0, "embedding_init_stddev", "must be >= 0 (0: keras-nlp's own draws)"
-      )
-      _require(
-        self.model == "gpt2" and not self.preset,
-        "embedding_init_stddev",
-        "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
-      )
-    if self.attention_init_stddev is not None:
-      _require(self.attention_init_stddev > 0, "attention_init_stddev", "must be > 0 (unset: keras-nlp's)")
-      _require(
-        self.model == "gpt2" and not self.preset,
-        "attention_init_stddev",
-        "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
-      )
+    stddevs = (
+      ("embedding_init_stddev", lambda x: x >= 0, "must be >= 0 (0: keras-nlp's own draws)"),
+      ("attention_init_stddev", lambda x: x > 0, "must be > 0 (unset: keras-nlp's)"),
+    )
+    for name, in_range, requirement in stddevs:
+      if getattr(self, name) is not None:
+        _require(in_range(getattr(self, name)), name, requirement)
+        _require(
+          self.model == "gpt2" and not self.preset,
+          name,
+          "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
+        )
     # A preset's depth is known once its config is read (FederatedExperiment checks K against it).
     layers = None if self.preset else size["num_layers"]
     trainable_lib.parse(self.trainable, num_layers=layers)
