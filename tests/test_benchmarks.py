@@ -110,3 +110,32 @@ def test_build_time_benchmark_sees_gpt2_built_without_autograph(tmp_path):
   assert without["autograph_conversions"] < with_autograph["autograph_conversions"] / 3
   for figures in (with_autograph, without):
     assert figures["build_s"] > 0 and figures["first_round_and_eval_s"] > 0
+
+
+@pytest.mark.slow
+def test_quick_central_baseline_trains_every_configuration_centrally(tmp_path):
+  out, plot, log = tmp_path / "central.json", tmp_path / "central.png", tmp_path / "log.txt"
+  with open(log, "w") as f:
+    result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.central_baseline", "--quick", "--factors=0.5,1"]
+      + ["--out", str(out), "--plot", str(plot)],
+      cwd=REPO,
+      stdout=f,
+      stderr=subprocess.STDOUT,
+      timeout=1200,
+    )
+  text = log.read_text()
+  assert result.returncode == 0, text[-3000:]
+  assert "| configuration | federated: client lr |" in text and plot.stat().st_size > 0
+  results = json.loads(out.read_text())["results"]
+  assert set(results) == {"gpt2_tiny"}
+  for r in results.values():
+    assert [e["round_num"] for e in r["federated"]["evals"]] == [1, 2]
+    rate = r["federated"]["client_learning_rate"]
+    assert [c["learning_rate"] for c in r["central"]] == pytest.approx([rate / 2, rate])
+    for c in r["central"]:
+      assert [e["round_num"] for e in c["evals"]] == [1, 2] and c["steps"] > 0
+      assert c["examples"] == r["federated"]["train_sequences"]  # Every batch the clients trained on.
+      assert all(math.isfinite(e["eval_loss"]) for e in c["evals"])
+    best = next(c for c in r["central"] if c["learning_rate"] == r["best_central_learning_rate"])
+    assert best["evals"][1]["eval_loss"] < best["evals"][0]["eval_loss"]  # It learns.

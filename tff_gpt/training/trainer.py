@@ -211,37 +211,39 @@ class FederatedExperiment:
       "tokenizer": self.tokenizer.config(),
     }
 
-  def initial_state(self):
-    """A state holding the seeded (or pretrained) starting weights.
-
-    With a trained subset, also writes the frozen rest to the run's
-    frozen-weights file, which `initialize()` and every round then read.
-    """
-    weights = tff_model.initial_weights(
+  def initial_weights(self) -> tff.learning.models.ModelWeights:
+    """The seeded (or pretrained) starting weights; with a trained subset, writes the frozen rest too."""
+    return tff_model.initial_weights(
       self.model_config,
       seed=self.config.seed,
       preset=self.preset,
       **self.config.initial_draws,
       **self.model_settings,
     )
-    return self.process.set_model_weights(self.process.initialize(), weights)
+
+  def initial_state(self):
+    """A state holding `initial_weights()` (subset modes: `initialize()` and rounds read the frozen file)."""
+    return self.process.set_model_weights(self.process.initialize(), self.initial_weights())
+
+  def client_datasets(self, round_num: int) -> list:
+    """What each client of `round_num` trains on, in the order of `clients_for_round`."""
+    c = self.config
+    return [
+      self.train_data.train_dataset(
+        cid,
+        round_num=round_num,
+        seed=c.seed,
+        batch_size=c.client_batch_size,
+        epochs=c.client_epochs_per_round,
+        max_elements=c.max_elements_per_client,
+      )
+      for cid in self.clients_for_round(round_num)
+    ]
 
   def train_round(self, state, round_num: int):
     c = self.config
     client_ids = self.clients_for_round(round_num)
-    client_datasets = runtime.largest_first(
-      [
-        self.train_data.train_dataset(
-          cid,
-          round_num=round_num,
-          seed=c.seed,
-          batch_size=c.client_batch_size,
-          epochs=c.client_epochs_per_round,
-          max_elements=c.max_elements_per_client,
-        )
-        for cid in client_ids
-      ]
-    )
+    client_datasets = runtime.largest_first(self.client_datasets(round_num))
     start = time.perf_counter()
     result = self.process.next(state, client_datasets)
     seconds = time.perf_counter() - start

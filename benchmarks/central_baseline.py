@@ -1,0 +1,201 @@
+"""Federated runs against their central baseline: the same batches, through one model.
+
+  .venv/bin/python -m benchmarks.central_baseline --out benchmarks/results_central_baseline.json \\
+      --plot docs/central_baseline_shakespeare.png
+  .venv/bin/python -m benchmarks.central_baseline --quick   # tiny GPT-2, 2 rounds (the tests run it)
+
+Reads a comparison flagfile (default `configs/gpt2_vs_lstm_shakespeare.flags`:
+the sweep's best GPT-2 and the tuned LSTM) as `experiments.compare_algorithms`
+does and runs its federated runs there (finished ones are skipped, so after
+that command nothing is trained again). Then it trains each configuration
+(its best grid point) centrally on exactly the batches its federated run
+trained on (`tff_gpt.training.central_baseline`: the same clients, rounds,
+batches and client optimizer, one model and one optimizer state throughout,
+the same initial weights and the same federated evaluation), at the
+configuration's client rate times each of `--factors`: a round of central
+training makes `clients_per_round` times the sequential steps of a client,
+so it usually wants a smaller rate. Prints a table, writes every evaluation
+to `--out` and the curves to `--plot`. With `--out` naming a file written
+before, central runs already in it are kept, not run again.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import compare_algorithms, flags_common  # noqa: E402
+from tff_gpt import runtime  # noqa: E402
+from tff_gpt.training import central_baseline, comparison, outputs, trainer  # noqa: E402
+
+FLAGFILE = "configs/gpt2_vs_lstm_shakespeare.flags"
+QUICK_FLAGS = """\
+--comparison_name=central_baseline_quick
+--total_rounds=2
+--clients_per_round=2
+--rounds_per_eval=1
+--clients_per_eval=3
+--max_elements_per_client=8
+--export=false
+--configuration=gpt2_tiny: --model_size=tiny --embedding_init_stddev=0.1 --attention_init_stddev=0.09 \
+--client_learning_rate=0.01 --client_epochs_per_round=2 --client_batch_size=4
+"""
+
+
+def _comparison(flagfile: str, extra: list[str]):
+  """The comparison the flagfile describes: (base config, configurations, its directory)."""
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS([sys.argv[0], f"--flagfile={flagfile}", *extra])
+  configurations = [compare_algorithms.parse_configuration(s) for s in flags.FLAGS.configuration]
+  base = flags_common.config_from_flags()
+  return base, configurations, os.path.join(base.root_output_dir, flags.FLAGS.comparison_name)
+
+
+def _federated(record: dict, config) -> dict:
+  rows = outputs.read_metrics(outputs.RunDirs.of(config.root_output_dir, config.experiment_name))
+  return dict(
+    run=record["run"],
+    client_learning_rate=config.client_learning_rate,
+    final_eval_loss=record["summary"]["eval_loss"],
+    train_sequences=sum(int(r["train_sequences"]) for r in rows),
+    evals=[
+      dict(
+        round_num=int(r["round_num"]),
+        eval_loss=float(r["eval_loss"]),
+        eval_accuracy=float(r["eval_accuracy"]),
+      )
+      for r in rows
+      if r.get("eval_loss")
+    ],
+  )
+
+
+def _central(experiment, learning_rate: float) -> dict:
+  result = central_baseline.train(experiment, learning_rate)
+  result.pop("model_weights")
+  result["evals"] = [
+    {k: e[k] for k in ("round_num", "eval_loss", "eval_accuracy", "eval_perplexity")} for e in result["evals"]
+  ]
+  result["final_eval_loss"] = result["evals"][-1]["eval_loss"]
+  return result
+
+
+def table(results: dict) -> str:
+  lines = [
+    "| configuration | federated: client lr | final loss | central: lr | final loss | steps | seconds |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for name, r in results.items():
+    fed = r["federated"]
+    for i, c in enumerate(sorted(r["central"], key=lambda c: c["learning_rate"])):
+      best = " (best)" if c["learning_rate"] == r["best_central_learning_rate"] else ""
+      lead = (
+        [name, f"{fed['client_learning_rate']:g}", f"{fed['final_eval_loss']:.4f}"]
+        if i == 0
+        else ["", "", ""]
+      )
+      lines.append(
+        "| "
+        + " | ".join(
+          [
+            *lead,
+            f"{c['learning_rate']:g}{best}",
+            f"{c['final_eval_loss']:.4f}",
+            str(c["steps"]),
+            f"{c['seconds']:.0f}",
+          ]
+        )
+        + " |"
+      )
+  return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> None:
+  fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+  for ax, (name, r) in zip(axes[0], results.items(), strict=True):
+    fed = r["federated"]["evals"]
+    ax.plot([e["round_num"] for e in fed], [e["eval_loss"] for e in fed], "o-", color="k", label="federated")
+    for c in sorted(r["central"], key=lambda c: c["learning_rate"]):
+      style = "s-" if c["learning_rate"] == r["best_central_learning_rate"] else "x--"
+      ax.plot(
+        [e["round_num"] for e in c["evals"]],
+        [e["eval_loss"] for e in c["evals"]],
+        style,
+        label=f"central lr {c['learning_rate']:g}",
+      )
+    ax.set_title(name)
+    ax.set_xlabel("round (central: the same batches)")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--flagfile", default=FLAGFILE, help="A comparison flagfile (configs/*.flags).")
+  parser.add_argument("--factors", default="0.125,0.25,0.5,1", help="Central rates: client rate times each.")
+  parser.add_argument("--quick", action="store_true", help="Tiny model and 2 rounds (for tests).")
+  parser.add_argument("--out", default="", help="Write the results as JSON here (and reuse those in it).")
+  parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
+  args = parser.parse_args(argv)
+  extra = []
+  flagfile = args.flagfile
+  if args.quick:
+    work = tempfile.mkdtemp(prefix="central_baseline-")
+    flagfile = os.path.join(work, "quick.flags")
+    with open(flagfile, "w") as f:
+      f.write(QUICK_FLAGS)
+    extra = [f"--root_output_dir={work}/runs"]
+  factors = [float(x) for x in args.factors.split(",")]
+  base, configurations, comparison_dir = _comparison(flagfile, extra)
+  records = comparison.run_comparison(base, configurations, comparison_dir=comparison_dir)
+  previous = {}
+  if args.out and os.path.exists(args.out):
+    with open(args.out) as f:
+      previous = json.load(f).get("results", {})
+  results = {}
+  for configuration in configurations:
+    configs = {c.experiment_name: c for c in comparison.grid_configs(base, configuration, comparison_dir)}
+    best = min((r for r in records if r["run"] in configs), key=lambda r: r["summary"]["eval_loss"])
+    config = configs[best["run"]]
+    done = previous.get(configuration.name, {}).get("central", [])
+    central, experiment = [], None
+    with runtime.execution_context(**runtime.context_args(config)):
+      for rate in (config.client_learning_rate * factor for factor in factors):
+        kept = next((c for c in done if math.isclose(c["learning_rate"], rate, rel_tol=1e-9)), None)
+        if kept is None:
+          print(f"\n=== {configuration.name}: central, learning rate {rate:g} ===", flush=True)
+          experiment = experiment or trainer.FederatedExperiment(
+            config
+          )  # Built once: its evaluation compiles once.
+        central.append(kept or _central(experiment, rate))
+    results[configuration.name] = dict(
+      federated=_federated(best, config),
+      central=central,
+      best_central_learning_rate=min(central, key=lambda c: c["final_eval_loss"])["learning_rate"],
+    )
+    if args.out:  # After each configuration: an interrupted run keeps what it finished.
+      with open(args.out, "w") as f:
+        json.dump({"flagfile": args.flagfile, "factors": factors, "results": results}, f, indent=1)
+  print("\n" + table(results))
+  if args.plot:
+    plot(results, args.plot)
+    print(f"Plot: {args.plot}")
+  return results
+
+
+if __name__ == "__main__":
+  main()

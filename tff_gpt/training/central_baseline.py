@@ -1,0 +1,105 @@
+"""A federated run's own batches trained centrally: the baseline federated training is measured against.
+
+Federated learning papers report how far a federated model is from one
+trained centrally on the union of the clients' data. The fair version of
+that baseline trains on exactly the batches the federated run trains on: the
+clients `FederatedExperiment.clients_for_round` samples, each one's dataset
+of that round (`FederatedExperiment.client_datasets`: the same epochs, batch
+size, cap and shuffle), one client after another, through one model and one
+optimizer that persist over the whole run, from the run's initial weights.
+The optimizer is the clients' own (`tff.learning.optimizers`, by
+`--client_optimizer`), at `learning_rate`; the evaluation is the run's
+federated evaluation on the same held-out clients, at the same rounds.
+
+What differs from the federated run is only what federation does: a round's
+clients are trained one after another on one model instead of from the
+same global weights and averaged, so a round makes `clients_per_round`
+times the sequential steps. A central run usually wants a smaller rate than
+the clients' (`benchmarks/central_baseline.py` runs a grid).
+"""
+
+import time
+
+import tensorflow as tf
+import tensorflow_federated as tff
+import tqdm
+
+from tff_gpt import algorithms, errors
+from tff_gpt.algorithms.optimizers import OPTIMIZERS
+from tff_gpt.models import metrics, tff_model
+
+
+def check(config) -> None:
+  """Raises `UserInputError` for a run the central baseline cannot mirror."""
+  if config.trainable != "all":
+    raise errors.UserInputError(
+      f"The central baseline trains every weight; --trainable={config.trainable} trains a subset. "
+      "Use --trainable=all."
+    )
+
+
+def train(experiment, learning_rate: float, *, rounds: int | None = None, progress: bool = True) -> dict:
+  """Trains `experiment`'s model centrally on its rounds' batches; evaluates like the federated run.
+
+  Args:
+    experiment: A `trainer.FederatedExperiment` (its data, clients, initial
+      weights, evaluation and settings are used; its process is not run).
+    learning_rate: The central optimizer's rate. With a client learning-rate
+      schedule, it is scaled by the schedule's factor of each round.
+    rounds: How many of the run's rounds to go through (default: all).
+    progress: Show a progress bar.
+
+  Returns:
+    `{"learning_rate", "rounds", "steps", "examples", "seconds", "evals":
+    [{"round_num", "eval_loss", "eval_accuracy", ...}], "model_weights"}`,
+    evaluated every `rounds_per_eval` rounds and after the last.
+  """
+  c = experiment.config
+  check(c)
+  rounds = c.total_rounds if rounds is None else rounds
+  model = tff_model.keras_model_with_weights(experiment.model_config, experiment.initial_weights())
+  variables = model.trainable_variables
+  optimizer = OPTIMIZERS[c.client_optimizer](learning_rate)
+  specs = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
+  state = tf.nest.map_structure(tf.Variable, optimizer.initialize(specs))
+  loss_fn = metrics.lm_loss()
+  steps = tf.Variable(0, dtype=tf.int64)
+  examples = tf.Variable(0, dtype=tf.int64)
+
+  @tf.function(reduce_retracing=True)
+  def train_on(dataset, rate):
+    hparams = optimizer.get_hparams(state)
+    if "learning_rate" in hparams:
+      state["learning_rate"].assign(rate)
+    for x, y in dataset:
+      with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+      gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+      new_state, new_weights = optimizer.next(tf.nest.map_structure(tf.identity, state), variables, gradients)
+      tf.nest.map_structure(lambda var, value: var.assign(value), state, new_state)
+      tf.nest.map_structure(lambda var, value: var.assign(value), variables, list(new_weights))
+      steps.assign_add(1)
+      examples.assign_add(tf.shape(y, out_type=tf.int64)[0])
+
+  evals = []
+  start = time.perf_counter()
+  for round_num in tqdm.trange(1, rounds + 1, unit="round", disable=not progress, dynamic_ncols=True):
+    factor = algorithms.client_learning_rate(c, round_num) / c.client_learning_rate
+    for dataset in experiment.client_datasets(round_num):
+      train_on(dataset, tf.constant(learning_rate * factor, tf.float32))
+    if round_num % c.rounds_per_eval == 0 or round_num == rounds:
+      weights = tff.learning.models.ModelWeights.from_model(model)
+      evals.append(dict(round_num=round_num, **experiment.evaluate(weights)))
+      if progress:
+        tqdm.tqdm.write(
+          f"central lr {learning_rate:g} round {round_num}: eval loss {evals[-1]['eval_loss']:.4f}"
+        )
+  return dict(
+    learning_rate=learning_rate,
+    rounds=rounds,
+    steps=int(steps.numpy()),
+    examples=int(examples.numpy()),
+    seconds=time.perf_counter() - start,
+    evals=evals,
+    model_weights=tff.learning.models.ModelWeights.from_model(model),
+  )
