@@ -63,30 +63,34 @@ def train(experiment, learning_rate: float, *, rounds: int | None = None, progre
   specs = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
   state = tf.nest.map_structure(tf.Variable, optimizer.initialize(specs))
   loss_fn = metrics.lm_loss()
-  steps = tf.Variable(0, dtype=tf.int64)
-  examples = tf.Variable(0, dtype=tf.int64)
+  steps = examples = 0
 
+  # One compiled step per batch, called from Python: twice as fast here as a `tf.function` looping over
+  # the dataset (75 against 158 ms a step for the sweep's best GPT-2 in batches of 4).
   @tf.function(reduce_retracing=True)
-  def train_on(dataset, rate):
-    hparams = optimizer.get_hparams(state)
-    if "learning_rate" in hparams:
+  def step(x, y):
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, model(x, training=True))
+    gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # LSTM: IndexedSlices.
+    new_state, new_weights = optimizer.next(tf.nest.map_structure(tf.identity, state), variables, gradients)
+    tf.nest.map_structure(lambda var, value: var.assign(value), state, new_state)
+    tf.nest.map_structure(lambda var, value: var.assign(value), variables, list(new_weights))
+
+  def train_on(dataset, rate: float):
+    if "learning_rate" in state:
       state["learning_rate"].assign(rate)
+    nonlocal steps, examples
     for x, y in dataset:
-      with tf.GradientTape() as tape:
-        loss = loss_fn(y, model(x, training=True))
-      gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
-      new_state, new_weights = optimizer.next(tf.nest.map_structure(tf.identity, state), variables, gradients)
-      tf.nest.map_structure(lambda var, value: var.assign(value), state, new_state)
-      tf.nest.map_structure(lambda var, value: var.assign(value), variables, list(new_weights))
-      steps.assign_add(1)
-      examples.assign_add(tf.shape(y, out_type=tf.int64)[0])
+      step(x, y)
+      steps += 1
+      examples += int(y.shape[0])
 
   evals = []
   start = time.perf_counter()
   for round_num in tqdm.trange(1, rounds + 1, unit="round", disable=not progress, dynamic_ncols=True):
     factor = algorithms.client_learning_rate(c, round_num) / c.client_learning_rate
     for dataset in experiment.client_datasets(round_num):
-      train_on(dataset, tf.constant(learning_rate * factor, tf.float32))
+      train_on(dataset, learning_rate * factor)
     if round_num % c.rounds_per_eval == 0 or round_num == rounds:
       weights = tff.learning.models.ModelWeights.from_model(model)
       evals.append(dict(round_num=round_num, **experiment.evaluate(weights)))
@@ -97,8 +101,8 @@ def train(experiment, learning_rate: float, *, rounds: int | None = None, progre
   return dict(
     learning_rate=learning_rate,
     rounds=rounds,
-    steps=int(steps.numpy()),
-    examples=int(examples.numpy()),
+    steps=steps,
+    examples=examples,
     seconds=time.perf_counter() - start,
     evals=evals,
     model_weights=tff.learning.models.ModelWeights.from_model(model),
