@@ -178,18 +178,19 @@ def main(argv=None) -> dict:
         kept = next((c for c in done if math.isclose(c["learning_rate"], rate, rel_tol=1e-9)), None)
         if kept is None:
           print(f"\n=== {configuration.name}: central, learning rate {rate:g} ===", flush=True)
-          experiment = experiment or trainer.FederatedExperiment(
-            config
-          )  # Built once: its evaluation compiles once.
+          # Built once per configuration, so that its evaluation compiles once.
+          experiment = experiment or trainer.FederatedExperiment(config)
         central.append(kept or _central(experiment, rate))
-    results[configuration.name] = dict(
-      federated=_federated(best, config),
-      central=central,
-      best_central_learning_rate=min(central, key=lambda c: c["final_eval_loss"])["learning_rate"],
-    )
-    if args.out:  # After each configuration: an interrupted run keeps what it finished.
-      with open(args.out, "w") as f:
-        json.dump({"flagfile": args.flagfile, "factors": factors, "results": results}, f, indent=1)
+        results[configuration.name] = dict(
+          federated=_federated(best, config),
+          central=central,
+          best_central_learning_rate=min(central, key=lambda c: c["final_eval_loss"])["learning_rate"],
+        )
+        if args.out:  # After each central run: an interrupted benchmark keeps what it finished.
+          with open(args.out, "w") as f:
+            json.dump(
+              {"flagfile": args.flagfile, "factors": factors, "results": previous | results}, f, indent=1
+            )
   print("\n" + table(results))
   if args.plot:
     plot(results, args.plot)
