@@ -222,8 +222,12 @@ class FederatedExperiment:
     )
 
   def initial_state(self):
-    """A state holding `initial_weights()` (subset modes: `initialize()` and rounds read the frozen file)."""
-    return self.process.set_model_weights(self.process.initialize(), self.initial_weights())
+    """A state holding `initial_weights()`.
+
+    In subset modes those write the frozen-weights file first, which `initialize()` and every round read.
+    """
+    weights = self.initial_weights()
+    return self.process.set_model_weights(self.process.initialize(), weights)
 
   def client_datasets(self, round_num: int) -> list:
     """What each client of `round_num` trains on, in the order of `clients_for_round`."""
