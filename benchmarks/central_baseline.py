@@ -171,6 +171,7 @@ def main(argv=None) -> dict:
     configs = {c.experiment_name: c for c in comparison.grid_configs(base, configuration, comparison_dir)}
     best = min((r for r in records if r["run"] in configs), key=lambda r: r["summary"]["eval_loss"])
     config = configs[best["run"]]
+    federated = _federated(best, config)
     done = previous.get(configuration.name, {}).get("central", [])
     central, experiment = [], None
     with runtime.execution_context(**runtime.context_args(config)):
@@ -182,7 +183,7 @@ def main(argv=None) -> dict:
           experiment = experiment or trainer.FederatedExperiment(config)
         central.append(kept or _central(experiment, rate))
         results[configuration.name] = dict(
-          federated=_federated(best, config),
+          federated=federated,
           central=central,
           best_central_learning_rate=min(central, key=lambda c: c["final_eval_loss"])["learning_rate"],
         )

@@ -76,21 +76,17 @@ def train(experiment, learning_rate: float, *, rounds: int | None = None, progre
     tf.nest.map_structure(lambda var, value: var.assign(value), state, new_state)
     tf.nest.map_structure(lambda var, value: var.assign(value), variables, list(new_weights))
 
-  def train_on(dataset, rate: float):
-    if "learning_rate" in state:
-      state["learning_rate"].assign(rate)
-    nonlocal steps, examples
-    for x, y in dataset:
-      step(x, y)
-      steps += 1
-      examples += int(y.shape[0])
-
   evals = []
   start = time.perf_counter()
   for round_num in tqdm.trange(1, rounds + 1, unit="round", disable=not progress, dynamic_ncols=True):
-    factor = algorithms.client_learning_rate(c, round_num) / c.client_learning_rate
+    if "learning_rate" in state:  # The client schedule's factor of this round, if there is one.
+      factor = algorithms.client_learning_rate(c, round_num) / c.client_learning_rate
+      state["learning_rate"].assign(learning_rate * factor)
     for dataset in experiment.client_datasets(round_num):
-      train_on(dataset, learning_rate * factor)
+      for x, y in dataset:
+        step(x, y)
+        steps += 1
+        examples += int(y.shape[0])
     if round_num % c.rounds_per_eval == 0 or round_num == rounds:
       weights = tff.learning.models.ModelWeights.from_model(model)
       evals.append(dict(round_num=round_num, **experiment.evaluate(weights)))
