@@ -11,20 +11,26 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow
-def test_quick_benchmark_prints_every_figure(tmp_path):
-  out = tmp_path / "figures.json"
-  log = tmp_path / "log.txt"
+def _run_benchmark(tmp_path, module, *args, timeout=1200):
+  """Runs `python -m benchmarks.<module> <args>`, asserts it exits 0 and returns what it printed."""
+  log = tmp_path / f"{module}.log"
   with open(log, "w") as f:  # A file, not a pipe: TFF's worker inherits stdout.
     result = subprocess.run(
-      [sys.executable, "-m", "benchmarks.run_benchmarks", "--quick", "--out", str(out)],
+      [sys.executable, "-m", f"benchmarks.{module}", *args],
       cwd=REPO,
       stdout=f,
       stderr=subprocess.STDOUT,
-      timeout=1200,
+      timeout=timeout,
     )
   text = log.read_text()
   assert result.returncode == 0, text[-3000:]
+  return text
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_figure(tmp_path):
+  out = tmp_path / "figures.json"
+  text = _run_benchmark(tmp_path, "run_benchmarks", "--quick", "--out", str(out))
   figures = json.loads(out.read_text())
   for section in ("round_vs_central", "fixed_overhead", "scaling[tiny]", "memory_over_rounds", "concurrency"):
     assert f"== {section} ==" in text
@@ -52,16 +58,7 @@ def test_quick_benchmark_prints_every_figure(tmp_path):
 @pytest.mark.slow
 def test_quick_peft_benchmark_compares_modes(tmp_path):
   out = tmp_path / "peft.json"
-  log = tmp_path / "log.txt"
-  with open(log, "w") as f:
-    result = subprocess.run(
-      [sys.executable, "-m", "benchmarks.peft", "--quick", "--modes=all,lora:2", "--out", str(out)],
-      cwd=REPO,
-      stdout=f,
-      stderr=subprocess.STDOUT,
-      timeout=1200,
-    )
-  assert result.returncode == 0, log.read_text()[-3000:]
+  _run_benchmark(tmp_path, "peft", "--quick", "--modes=all,lora:2", "--out", str(out))
   rows = {row["mode"]: row for row in json.loads(out.read_text())["rows"]}
   assert set(rows) == {"all", "lora:2"}
   whole, lora = rows["all"], rows["lora:2"]
@@ -77,14 +74,7 @@ def test_quick_peft_benchmark_compares_modes(tmp_path):
 @pytest.mark.slow
 def test_round_cost_splits_the_fixed_cost_by_process(tmp_path):
   out = tmp_path / "round_cost.json"
-  result = subprocess.run(
-    [sys.executable, "-m", "benchmarks.round_cost", "--rounds=2", "--repeats=1", "--out", str(out)],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=1200,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
+  _run_benchmark(tmp_path, "round_cost", "--rounds=2", "--repeats=1", "--out", str(out))
   figures = json.loads(out.read_text())
   rounds, loops = figures["empty_rounds"], figures["central_loops"]
   assert rounds["rounds"] == 2 and rounds["s_per_round"] > 0
@@ -97,14 +87,7 @@ def test_round_cost_splits_the_fixed_cost_by_process(tmp_path):
 def test_build_time_benchmark_sees_gpt2_built_without_autograph(tmp_path):
   """The build benchmark runs, and the project's GPT-2 leaves AutoGraph far fewer functions to convert."""
   out = tmp_path / "build.json"
-  result = subprocess.run(
-    [sys.executable, "-m", "benchmarks.build_time", "--model_sizes=tiny", "--repeats=1", f"--out={out}"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
+  _run_benchmark(tmp_path, "build_time", "--model_sizes=tiny", "--repeats=1", f"--out={out}", timeout=900)
   median = json.loads(out.read_text())["tiny"]["median"]
   with_autograph, without = median["autograph"], median["without_autograph"]
   assert without["autograph_conversions"] < with_autograph["autograph_conversions"] / 3
@@ -114,18 +97,10 @@ def test_build_time_benchmark_sees_gpt2_built_without_autograph(tmp_path):
 
 @pytest.mark.slow
 def test_quick_central_baseline_trains_every_configuration_centrally(tmp_path):
-  out, plot, log = tmp_path / "central.json", tmp_path / "central.png", tmp_path / "log.txt"
-  with open(log, "w") as f:
-    result = subprocess.run(
-      [sys.executable, "-m", "benchmarks.central_baseline", "--quick", "--factors=0.5,1"]
-      + ["--out", str(out), "--plot", str(plot)],
-      cwd=REPO,
-      stdout=f,
-      stderr=subprocess.STDOUT,
-      timeout=1200,
-    )
-  text = log.read_text()
-  assert result.returncode == 0, text[-3000:]
+  out, plot = tmp_path / "central.json", tmp_path / "central.png"
+  text = _run_benchmark(
+    tmp_path, "central_baseline", "--quick", "--factors=0.5,1", "--out", str(out), "--plot", str(plot)
+  )
   assert "| configuration | federated: client lr |" in text and plot.stat().st_size > 0
   results = json.loads(out.read_text())["results"]
   assert set(results) == {"gpt2_tiny"}
