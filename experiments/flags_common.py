@@ -21,6 +21,9 @@ _HELP = {
   "sequence_length": "Tokens per training sequence.",
   "client_optimizer": "Client optimizer (Mime Lite's base optimizer).",
   "client_learning_rate": "Client learning rate (the first round's, with a schedule).",
+  "client_lr_multipliers": "GPT-2 only: group=factor pairs that scale the client learning rate of a group of "
+  "weights (embeddings, attention_qk, attention_vo, feedforward, layer_norm), for example "
+  "attention_vo=0.125,attention_qk=0.5; empty = one rate for all.",
   "server_learning_rate": "Server learning rate; unset = the algorithm's default "
   + ", ".join(f"{k} {v.server_learning_rate:g}" for k, v in algorithms.ALGORITHMS.items())
   + ".",

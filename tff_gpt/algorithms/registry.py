@@ -16,8 +16,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_gpt import errors
+from tff_gpt.algorithms import optimizers
 from tff_gpt.algorithms.aggregators import AGGREGATORS
-from tff_gpt.algorithms.optimizers import OPTIMIZERS
 
 # How clients iterate over their batches. TFF's default, DATASET_REDUCE, runs
 # the client loop as `tf.data.Dataset.reduce`; DATASET_ITERATOR's Python-style
@@ -145,6 +145,11 @@ def check_combination(config) -> None:
       f"contribution), but --algorithm={config.algorithm} weights them by examples. Add "
       "--client_weighting=uniform, or use --algorithm=fedavg_unweighted."
     )
+  if getattr(config, "client_lr_multipliers", "") and algorithm.family == "fed_sgd":
+    raise UnsupportedCombinationError(
+      f"--client_lr_multipliers scales the client optimizer's steps, and --algorithm={config.algorithm} "
+      "has no client optimizer (clients send gradients). Drop --client_lr_multipliers or use fedavg."
+    )
   if weighting == "uniform" and algorithm.family == "fed_sgd":
     raise UnsupportedCombinationError(
       f"--algorithm={config.algorithm} (tff.learning.algorithms.build_fed_sgd) has no unweighted "
@@ -164,7 +169,9 @@ def check_combination(config) -> None:
     )
 
 
-def build_process(config, model_fn, *, client_model_fn=None) -> tff.learning.templates.LearningProcess:
+def build_process(
+  config, model_fn, *, client_model_fn=None, client_lr_multipliers=None
+) -> tff.learning.templates.LearningProcess:
   """The learning process of `config`'s algorithm, aggregator and schedule.
 
   Args:
@@ -174,19 +181,27 @@ def build_process(config, model_fn, *, client_model_fn=None) -> tff.learning.tem
       the model with it: one that skips work whose result the server's weights
       overwrite, such as drawing initial values (`tff_model.client_model_fn`).
       `initialize()` still draws its weights with `model_fn`.
+    client_lr_multipliers: One factor per trained weight, in the model's
+      order, that scales the client optimizer's steps (`optimizers.ScaledSteps`,
+      `--client_lr_multipliers`); None: the optimizer as it is.
 
   Raises:
     UnsupportedCombinationError: The settings name a combination TFF cannot
       build; the message names both settings and a fix.
   """
   if client_model_fn is not None:
-    return initialized_with(build_process(config, client_model_fn), model_fn)
+    process = build_process(config, client_model_fn, client_lr_multipliers=client_lr_multipliers)
+    return initialized_with(process, model_fn)
   check_combination(config)
   algorithm = ALGORITHMS[config.algorithm]
   weighted = client_weighting(config) == "num_examples"
   aggregator = AGGREGATORS[config.aggregator].build(config, weighted)
   server_optimizer = algorithm.server_optimizer(config, server_learning_rate(config))
-  client_optimizer = OPTIMIZERS[config.client_optimizer](config.client_learning_rate)
+
+  def client_optimizer_fn(learning_rate):
+    return optimizers.build(config.client_optimizer, learning_rate, client_lr_multipliers)
+
+  client_optimizer = client_optimizer_fn(config.client_learning_rate)
   algorithms = tff.learning.algorithms
   common = dict(model_aggregator=aggregator, loop_implementation=LOOP_IMPLEMENTATION)
 
@@ -194,7 +209,7 @@ def build_process(config, model_fn, *, client_model_fn=None) -> tff.learning.tem
     return algorithms.build_weighted_fed_avg_with_optimizer_schedule(
       model_fn,
       client_learning_rate_fn=client_learning_rate_fn(config),
-      client_optimizer_fn=OPTIMIZERS[config.client_optimizer],
+      client_optimizer_fn=client_optimizer_fn,
       server_optimizer_fn=server_optimizer,
       **common,
     )

@@ -13,8 +13,9 @@ import functools
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_gpt import errors
 from tff_gpt.data import preprocessing
-from tff_gpt.models import char_lstm, frozen, gpt2_lm, metrics
+from tff_gpt.models import char_lstm, frozen, gpt2_lm, metrics, parameter_groups
 from tff_gpt.models import trainable as trainable_lib
 
 DEFAULT_LORA_ALPHA = trainable_lib.DEFAULT_LORA_ALPHA
@@ -134,6 +135,28 @@ def frozen_layout(config: dict, *, trainable: str, lora_alpha: float = DEFAULT_L
   with tf.Graph().as_default():
     _, trained, log = build_lm(config, trainable=trainable, lora_alpha=lora_alpha)
     return log.layout(trained)
+
+
+def learning_rate_multipliers(
+  config: dict, spec: str, *, trainable: str = "all", lora_alpha: float = DEFAULT_LORA_ALPHA
+) -> list[float] | None:
+  """One client learning-rate factor per trained variable, in the TFF model's order; None for an empty `spec`.
+
+  `spec` is `--client_lr_multipliers` ("attention_vo=0.25,...", `parameter_groups`). The variables are
+  found by building the model in a throwaway graph (no weights drawn).
+  """
+  spec = parameter_groups.parse(spec)
+  if not spec:
+    return None
+  if config.get("architecture") == char_lstm.ARCHITECTURE:
+    raise errors.UserInputError(
+      "--client_lr_multipliers names GPT-2's parameter groups; --model=char_lstm has none. Leave it empty."
+    )
+  with tf.Graph().as_default():
+    model, trained, _ = build_lm(config, trainable=trainable, lora_alpha=lora_alpha)
+    if not _is_subset(config, trainable):
+      trained = model.trainable_variables  # What `from_keras_model` reports, in its order.
+    return parameter_groups.multipliers_for(gpt2_lm.backbone_of(model), trained, spec)
 
 
 def _is_subset(config: dict, trainable: str) -> bool:

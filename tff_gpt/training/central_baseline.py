@@ -25,7 +25,7 @@ import tensorflow_federated as tff
 import tqdm
 
 from tff_gpt import algorithms, errors
-from tff_gpt.algorithms.optimizers import OPTIMIZERS
+from tff_gpt.algorithms import optimizers
 from tff_gpt.models import metrics, tff_model
 
 
@@ -59,7 +59,7 @@ def train(experiment, learning_rate: float, *, rounds: int | None = None, progre
   rounds = c.total_rounds if rounds is None else rounds
   model = tff_model.keras_model_with_weights(experiment.model_config, experiment.initial_weights())
   variables = model.trainable_variables
-  optimizer = OPTIMIZERS[c.client_optimizer](learning_rate)
+  optimizer = optimizers.build(c.client_optimizer, learning_rate, experiment.client_lr_multipliers)
   specs = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
   state = tf.nest.map_structure(tf.Variable, optimizer.initialize(specs))
   loss_fn = metrics.lm_loss()

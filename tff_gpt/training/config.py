@@ -7,7 +7,7 @@ from tff_gpt import errors
 from tff_gpt.algorithms import aggregators, registry
 from tff_gpt.algorithms.optimizers import OPTIMIZERS
 from tff_gpt.data import datasets, partitions, tff_datasets
-from tff_gpt.models import gpt2_lm
+from tff_gpt.models import gpt2_lm, parameter_groups
 from tff_gpt.models import trainable as trainable_lib
 
 MODELS = ("gpt2", "char_lstm")
@@ -48,6 +48,7 @@ RESUME_KEYS = (
   "max_elements_per_client",
   "client_optimizer",
   "client_learning_rate",
+  "client_lr_multipliers",
   "server_learning_rate",
   "algorithm",
   "aggregator",
@@ -82,6 +83,7 @@ class ExperimentConfig:
   sequence_length: int = 80
   client_optimizer: str = "adam"
   client_learning_rate: float = 0.003
+  client_lr_multipliers: str = ""
   server_learning_rate: float | None = None
   algorithm: str = "fedavg"
   aggregator: str = "mean"
@@ -251,6 +253,12 @@ class ExperimentConfig:
           name,
           "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
         )
+    if parameter_groups.parse(self.client_lr_multipliers):
+      _require(
+        self.model == "gpt2",
+        "client_lr_multipliers",
+        "names GPT-2's parameter groups; --model=char_lstm has none",
+      )
     # A preset's depth is known once its config is read (FederatedExperiment checks K against it).
     layers = None if self.preset else size["num_layers"]
     trainable_lib.parse(self.trainable, num_layers=layers)

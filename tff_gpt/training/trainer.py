@@ -99,8 +99,17 @@ class FederatedExperiment:
     self.model_fn = tff_model.build_model_fn(
       self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
+    self.client_lr_multipliers = tff_model.learning_rate_multipliers(  # None unless the flag is set.
+      self.model_config,
+      config.client_lr_multipliers,
+      trainable=config.trainable,
+      lora_alpha=config.lora_alpha,
+    )
     self.process = algorithms.build_process(
-      config, self.model_fn, client_model_fn=tff_model.client_model_fn(self.model_fn)
+      config,
+      self.model_fn,
+      client_model_fn=tff_model.client_model_fn(self.model_fn),
+      client_lr_multipliers=self.client_lr_multipliers,
     )
     self._sample_clients = tff.simulation.build_uniform_sampling_fn(
       self.train_data.client_ids, replace=False, random_seed=config.seed
