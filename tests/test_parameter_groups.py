@@ -58,7 +58,7 @@ def test_multipliers_follow_the_tff_models_trained_variables_in_every_mode():
   # LoRA trains adapters on query and value: each takes its projection's group.
   lora = tff_model.learning_rate_multipliers(TINY, spec, trainable="lora:2")
   assert lora == [0.5, 0.5, 0.25, 0.25] * TINY["num_layers"]
-  assert tff_model.learning_rate_multipliers(TINY, "") is None
+  assert tff_model.learning_rate_multipliers(TINY, None) is None
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_bad_multipliers_are_refused_naming_the_pair(spec, message):
 def test_parse_reads_every_group():
   spec = ",".join(f"{g}={i + 1}.5" for i, g in enumerate(parameter_groups.GROUPS))
   assert parameter_groups.parse(spec) == {g: i + 1.5 for i, g in enumerate(parameter_groups.GROUPS)}
-  assert parameter_groups.parse(" ") == {}
+  assert parameter_groups.parse(" ") == parameter_groups.parse(None) == {}
 
 
 def test_scaled_steps_are_tffs_optimizer_at_each_weights_own_rate():
@@ -128,11 +128,14 @@ def _one_step_round(tmp_path, name, **overrides):
   return [a - b for a, b in zip(after.trainable, start.trainable, strict=True)], experiment
 
 
-def test_a_federated_round_moves_each_group_by_its_factor(tmp_path):
+# TFF builds a scheduled client rate (here a warmup) with another builder, which calls the optimizer's
+# builder every round.
+@pytest.mark.parametrize("schedule", [{}, {"client_lr_warmup_rounds": 2}], ids=["constant", "warmup"])
+def test_a_federated_round_moves_each_group_by_its_factor(tmp_path, schedule):
   """One client, one step from the same weights: the same gradient, so each move is the plain one x factor."""
-  plain, _ = _one_step_round(tmp_path, "plain")
+  plain, _ = _one_step_round(tmp_path, "plain", **schedule)
   moves, experiment = _one_step_round(
-    tmp_path, "scaled", client_lr_multipliers="attention_vo=0.25,embeddings=2"
+    tmp_path, "scaled", client_lr_multipliers="attention_vo=0.25,embeddings=2", **schedule
   )
   model = experiment.keras_model(experiment.initial_weights())
   paths = {id(v): p for p, v in trainable_lib.named_weights(gpt2_lm.backbone_of(model)).items()}

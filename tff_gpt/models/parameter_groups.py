@@ -43,13 +43,15 @@ def group_of(path: str) -> str:
   raise ValueError(f"No parameter group for GPT-2 weight {path!r}.")
 
 
-def parse(spec: str) -> dict[str, float]:
-  """Parses `--client_lr_multipliers`: "group=factor,..." (groups in `GROUPS`), "" for none.
+def parse(spec: str | None) -> dict[str, float]:
+  """Parses `--client_lr_multipliers`: "group=factor,..." (groups in `GROUPS`); "" or None for none.
 
   Raises:
     UserInputError: naming the bad pair and what is accepted.
   """
   multipliers = {}
+  if not spec:
+    return multipliers
   for pair in filter(None, (p.strip() for p in str(spec).split(","))):
     match = _PAIR.match(pair)
     factor = None
@@ -69,8 +71,8 @@ def parse(spec: str) -> dict[str, float]:
   return multipliers
 
 
-def multipliers_for(backbone, trained, spec: dict[str, float] | str) -> list[float]:
+def multipliers_for(backbone, trained, spec: dict[str, float] | str | None) -> list[float]:
   """One learning-rate factor per variable of `trained` (in its order): its group's, 1 if not named."""
-  spec = parse(spec) if isinstance(spec, str) else spec
+  spec = spec if isinstance(spec, dict) else parse(spec)
   path_of = {id(v): path for path, v in trainable_lib.named_weights(backbone).items()}
   return [spec.get(group_of(path_of[id(v)]), 1.0) for v in trained]

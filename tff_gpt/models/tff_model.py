@@ -138,9 +138,9 @@ def frozen_layout(config: dict, *, trainable: str, lora_alpha: float = DEFAULT_L
 
 
 def learning_rate_multipliers(
-  config: dict, spec: str, *, trainable: str = "all", lora_alpha: float = DEFAULT_LORA_ALPHA
+  config: dict, spec: str | None, *, trainable: str = "all", lora_alpha: float = DEFAULT_LORA_ALPHA
 ) -> list[float] | None:
-  """One client learning-rate factor per trained variable, in the TFF model's order; None for an empty `spec`.
+  """One client learning-rate factor per trained variable, in the TFF model's order; None for no `spec`.
 
   `spec` is `--client_lr_multipliers` ("attention_vo=0.25,...", `parameter_groups`). The variables are
   found by building the model in a throwaway graph (no weights drawn).

@@ -83,7 +83,7 @@ class ExperimentConfig:
   sequence_length: int = 80
   client_optimizer: str = "adam"
   client_learning_rate: float = 0.003
-  client_lr_multipliers: str = ""
+  client_lr_multipliers: str | None = None
   server_learning_rate: float | None = None
   algorithm: str = "fedavg"
   aggregator: str = "mean"
