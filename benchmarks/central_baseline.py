@@ -16,7 +16,9 @@ configuration's client rate times each of `--factors`: a round of central
 training makes `clients_per_round` times the sequential steps of a client,
 so it usually wants a smaller rate. Prints a table, writes every evaluation
 to `--out` and the curves to `--plot`. With `--out` naming a file written
-before, central runs already in it are kept, not run again.
+before, central runs already in it are kept, not run again; `--configurations`
+trains only the configurations it names (the others in `--out` are kept and
+reported as they are).
 """
 
 import argparse
@@ -150,6 +152,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--quick", action="store_true", help="Tiny model and 2 rounds (for tests).")
   parser.add_argument("--out", default="", help="Write the results as JSON here (and reuse those in it).")
   parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
+  parser.add_argument(
+    "--configurations", default="", help="Comma-separated names: train only these centrally (default: all)."
+  )
   args = parser.parse_args(argv)
   extra = []
   flagfile = args.flagfile
@@ -161,6 +166,12 @@ def main(argv=None) -> dict:
     extra = [f"--root_output_dir={work}/runs"]
   factors = [float(x) for x in args.factors.split(",")]
   base, configurations, comparison_dir = _comparison(flagfile, extra)
+  if args.configurations:
+    wanted = args.configurations.split(",")
+    unknown = sorted(set(wanted) - {c.name for c in configurations})
+    if unknown:
+      parser.error(f"--configurations: {unknown} not in {[c.name for c in configurations]}")
+    configurations = [c for c in configurations if c.name in wanted]
   records = comparison.run_comparison(base, configurations, comparison_dir=comparison_dir)
   previous = {}
   if args.out and os.path.exists(args.out):
@@ -192,6 +203,7 @@ def main(argv=None) -> dict:
             json.dump(
               {"flagfile": args.flagfile, "factors": factors, "results": previous | results}, f, indent=1
             )
+  results = previous | results  # The report covers every configuration in --out, run now or before.
   print("\n" + table(results))
   if args.plot:
     plot(results, args.plot)
