@@ -145,7 +145,7 @@ def check_combination(config) -> None:
       f"contribution), but --algorithm={config.algorithm} weights them by examples. Add "
       "--client_weighting=uniform, or use --algorithm=fedavg_unweighted."
     )
-  if getattr(config, "client_lr_multipliers", "") and algorithm.family == "fed_sgd":
+  if config.client_lr_multipliers and algorithm.family == "fed_sgd":
     raise UnsupportedCombinationError(
       f"--client_lr_multipliers scales the client optimizer's steps, and --algorithm={config.algorithm} "
       "has no client optimizer (clients send gradients). Drop --client_lr_multipliers or use fedavg."

@@ -18,6 +18,7 @@ quarter of it reaches 1.97, and the other groups make no such difference
 (BENCHMARKS.md section 12, the sixth pass).
 """
 
+import math
 import re
 
 from tff_gpt import errors
@@ -32,7 +33,6 @@ _PATTERNS = (
   ("attention_vo", re.compile(r"/self_attention/(value|attention_output)/")),
   ("feedforward", re.compile(r"/feedforward_(intermediate|output)_dense/")),
 )
-_PAIR = re.compile(r"^([a-z_]+)=([0-9.eE+-]+)$")
 
 
 def group_of(path: str) -> str:
@@ -50,24 +50,20 @@ def parse(spec: str | None) -> dict[str, float]:
     UserInputError: naming the bad pair and what is accepted.
   """
   multipliers = {}
-  if not spec:
-    return multipliers
-  for pair in filter(None, (p.strip() for p in str(spec).split(","))):
-    match = _PAIR.match(pair)
-    factor = None
-    if match:
-      try:
-        factor = float(match[2])
-      except ValueError:
-        pass
-    if not match or match[1] not in GROUPS or factor is None or not factor > 0:
+  for pair in filter(None, (p.strip() for p in str(spec or "").split(","))):
+    group, _, value = pair.partition("=")
+    try:
+      factor = float(value)
+    except ValueError:
+      factor = 0.0
+    if group not in GROUPS or not (factor > 0 and math.isfinite(factor)):
       raise errors.UserInputError(
         f"--client_lr_multipliers: {pair!r} is not group=factor with a group in {', '.join(GROUPS)} "
         "and a factor > 0; for example attention_vo=0.25,attention_qk=0.5."
       )
-    if match[1] in multipliers:
-      raise errors.UserInputError(f"--client_lr_multipliers names {match[1]} twice.")
-    multipliers[match[1]] = factor
+    if group in multipliers:
+      raise errors.UserInputError(f"--client_lr_multipliers names {group} twice.")
+    multipliers[group] = factor
   return multipliers
 
 
