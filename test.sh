@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up .venv (and .venv-colab, for the notebook tests) when missing or stale, then runs the linter, the formatter check
-# and the whole test suite. Extra arguments go to pytest (e.g. -m "not slow").
+# and the whole test suite in two pytest processes (pytest-xdist; TFF_GPT_TEST_PROCESSES sets how many, 0 runs
+# them in this process). Extra arguments go to pytest (e.g. -m "not slow", or a test file).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 scripts/setup_venv.sh
@@ -8,4 +9,5 @@ scripts/setup_colab_venv.sh
 export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest "$@"
+# Whole files go to one process each (--dist loadfile), so a module's shared fixture is built once.
+.venv/bin/python -m pytest -n "${TFF_GPT_TEST_PROCESSES:-2}" --dist loadfile "$@"

@@ -1,6 +1,7 @@
 """Bring-your-own corpora and every bad input, on real files."""
 
 import json
+import os
 
 import pytest
 
@@ -121,3 +122,23 @@ def test_client_with_no_text(tmp_path, cache_dir):
 def test_unknown_dataset(cache_dir):
   with pytest.raises(client_data.CorpusError, match="Unknown dataset 'wiki'"):
     datasets.load_corpus("wiki", cache_dir=cache_dir)
+
+
+def test_a_corpus_built_twice_at_once_keeps_the_first_copy(cache_dir):
+  """Runs parsing into one cache at once: the last to finish keeps the first's files, never deletes them."""
+  clients = {"a": ["one", "two", "three"], "b": ["four", "five", "six"]}
+  first = {}
+
+  def parse_while_another_run_finishes():
+    # Another run builds the same corpus and starts reading it while this one is still parsing.
+    first["corpus"] = client_data.load_or_build("race", "key", lambda: clients, cache_dir=cache_dir)
+    first["inode"] = os.stat(os.path.join(first["corpus"].cache_path, "train.sqlite")).st_ino
+    return clients
+
+  second = client_data.load_or_build("race", "key", parse_while_another_run_finishes, cache_dir=cache_dir)
+  assert second.cache_path == first["corpus"].cache_path
+  assert os.stat(os.path.join(second.cache_path, "train.sqlite")).st_ino == first["inode"]  # Not replaced.
+  want = {"a": ["one", "two"], "b": ["four", "five"]}
+  assert second.texts("train") == first["corpus"].texts("train") == want
+  # No staging directory is left behind.
+  assert os.listdir(os.path.dirname(second.cache_path)) == [os.path.basename(second.cache_path)]

@@ -238,11 +238,26 @@ def load_or_build(
       _write_sql(test, os.path.join(staging, _TEST_FILE))
       with open(os.path.join(staging, _SUMMARY_FILE), "w") as f:
         json.dump(dict(partition_summary(train, test), **summary_extra), f, indent=1)
-      shutil.rmtree(path, ignore_errors=True)
-      os.replace(staging, path)
+      _publish(staging, path)
     finally:
       shutil.rmtree(staging, ignore_errors=True)
   return FederatedCorpus(name, path)
+
+
+def _publish(staging: str, path: str) -> None:
+  """Renames the finished `staging` directory to `path`, unless another process got there first.
+
+  Runs that share a cache can parse the same corpus at once (parallel tests, two experiments started
+  together). The first rename wins and later ones keep it, so no process deletes files another one is
+  reading. A `path` without a summary is an unfinished leftover and is replaced.
+  """
+  try:
+    os.rename(staging, path)  # Atomic; fails when `path` exists and is not empty.
+  except OSError:
+    if os.path.exists(os.path.join(path, _SUMMARY_FILE)):
+      return
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(staging, path)
 
 
 def _deal(parsed: ParsedCorpus, partition: partitions.Partition, name: str):
