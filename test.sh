@@ -9,5 +9,6 @@ scripts/setup_colab_venv.sh
 export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Whole files go to one process each (--dist loadfile), so a module's shared fixture is built once.
-.venv/bin/python -m pytest -n "${TFF_GPT_TEST_PROCESSES:-2}" --dist loadfile "$@"
+# Tests go to whichever process is free (--dist loadgroup); a file with module-scoped fixtures marks itself
+# as one xdist group, so its shared run is built once.
+.venv/bin/python -m pytest -n "${TFF_GPT_TEST_PROCESSES:-2}" --dist loadgroup "$@"

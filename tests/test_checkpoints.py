@@ -26,6 +26,10 @@ def _reference(*args):
   return helpers.colab([os.path.join(helpers.REPO, "tests", "reference_gpt2.py"), *map(str, args)])
 
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
+
 @pytest.fixture(scope="module")
 def refs(tmp_path_factory):
   """Checkpoints by transformers (safetensors, pytorch_model.bin) and keras-hub, with their outputs."""

@@ -16,6 +16,9 @@ from tff_gpt.export import portable
 from tff_gpt.models import tff_model
 from tff_gpt.training import trainer
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -14,6 +14,9 @@ from tff_gpt.data import client_data, datasets
 from tff_gpt.models import checkpoints, gpt2_lm, trainable
 from tff_gpt.training import trainer
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):

@@ -22,6 +22,9 @@ from tff_gpt import algorithms, runtime
 from tff_gpt.runtime import compilation
 from tff_gpt.training import trainer
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):

@@ -25,6 +25,10 @@ from tff_gpt.training import trainer
 TOPICS = ["sports", "science", "arts"]
 
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
+
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):
   """A TFDS dataset `tiny_posts` (text, author, topic) prepared by TFDS in a local data directory."""

@@ -161,6 +161,10 @@ def _lora_config(tmp_path, **overrides):
   return helpers.tiny_config(tmp_path, **values)
 
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
+
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("lora")

@@ -18,6 +18,10 @@ def _rows(config):
   return outputs.read_metrics(outputs.RunDirs.of(config.root_output_dir, config.experiment_name))
 
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   """A 4-round run evaluated and checkpointed every round."""

@@ -52,6 +52,10 @@ class Worker:
     return self.proc.wait(timeout=60)
 
 
+# Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
+pytestmark = pytest.mark.xdist_group(__name__)
+
+
 @pytest.fixture(scope="module")
 def two_workers():
   workers = [Worker(), Worker()]
