@@ -1,5 +1,6 @@
 """The set-up script: wrong Python is refused clearly, a ready venv is reused."""
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -8,6 +9,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = os.path.join(REPO, "scripts", "setup_venv.sh")
+LOCKS = ("requirements.txt", "requirements-nodeps.txt")
 
 
 def test_wrong_python_gets_a_clear_message(tmp_path):
@@ -27,6 +29,11 @@ def test_ready_venv_is_not_reinstalled():
   venv = os.path.join(REPO, ".venv")
   if not os.path.exists(os.path.join(venv, ".requirements.sha256")):
     pytest.skip("tests run outside the project's .venv")
+  # The stamp setup_venv.sh writes; a stale venv would be deleted and rebuilt under the running suite.
+  locks = b"".join(open(os.path.join(REPO, name), "rb").read() for name in LOCKS)
+  stamp = open(os.path.join(venv, ".requirements.sha256")).read().strip()
+  if stamp != hashlib.sha256(locks).hexdigest():
+    pytest.fail("the lock files changed since .venv was installed: run scripts/setup_venv.sh, then the tests")
   result = subprocess.run([SETUP, venv], capture_output=True, text=True, timeout=60)
   assert result.returncode == 0
   assert result.stdout == "" and "Setting up" not in result.stderr
