@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import pathlib
 import stat
 import subprocess
 
@@ -26,13 +27,13 @@ def test_wrong_python_gets_a_clear_message(tmp_path):
 
 
 def test_ready_venv_is_not_reinstalled():
-  venv = os.path.join(REPO, ".venv")
-  if not os.path.exists(os.path.join(venv, ".requirements.sha256")):
+  venv = pathlib.Path(REPO, ".venv")
+  stamp = venv / ".requirements.sha256"  # What setup_venv.sh writes after an install.
+  if not stamp.exists():
     pytest.skip("tests run outside the project's .venv")
-  # The stamp setup_venv.sh writes; a stale venv would be deleted and rebuilt under the running suite.
-  locks = b"".join(open(os.path.join(REPO, name), "rb").read() for name in LOCKS)
-  stamp = open(os.path.join(venv, ".requirements.sha256")).read().strip()
-  if stamp != hashlib.sha256(locks).hexdigest():
+  # A stale venv would be deleted and rebuilt under the running suite.
+  locks = b"".join(pathlib.Path(REPO, name).read_bytes() for name in LOCKS)
+  if stamp.read_text().strip() != hashlib.sha256(locks).hexdigest():
     pytest.fail("the lock files changed since .venv was installed: run scripts/setup_venv.sh, then the tests")
   result = subprocess.run([SETUP, venv], capture_output=True, text=True, timeout=60)
   assert result.returncode == 0
