@@ -16,7 +16,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
-from tff_gpt.training import trainer  # noqa: E402
+from tff_gpt.training import outputs, trainer  # noqa: E402
 
 flags_common.define_experiment_flags()
 flags.DEFINE_string("sample_prompt", "ROMEO:", "Prompt of the sample printed at the end; empty for none.")
@@ -34,7 +34,7 @@ def run() -> dict:
     experiment = trainer.FederatedExperiment(config)
     print(experiment.corpus.summary_text())
     summary = experiment.run()
-  print(trainer.format_summary(summary))
+  print(outputs.format_summary(summary))
   if FLAGS.sample_prompt and config.model == "gpt2":
     model = experiment.keras_model(summary["model_weights"])
     text = generation.generate(model, experiment.tokenizer, FLAGS.sample_prompt, seed=config.seed)

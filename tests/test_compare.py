@@ -73,36 +73,47 @@ def test_grid_names_and_values(tmp_path):
     comparison.grid_configs(base, bad, str(tmp_path / "cmp"))
 
 
-def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd):
+def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd, bpe_files):
   config = helpers.tiny_config(tmp_path, clients_per_round=2)
   values = {k: v for k, v in config.to_dict().items() if v is not None}
-  configurations = ["fedavg", "prox: --algorithm=fedprox --client_learning_rate=0.3,0.5", "char_lstm"]
+  bpe = f"bpe: --tokenizer=bpe --vocab_file={bpe_files[0]} --merges_file={bpe_files[1]}"
+  configurations = ["fedavg", "prox: --algorithm=fedprox --client_learning_rate=0.3,0.5", "char_lstm", bpe]
   with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="cmp", target_loss=10.0):
     report = compare_algorithms.run()
   root = os.path.join(values["root_output_dir"], "cmp")
-  runs = ["fedavg", "prox_clr0.3", "prox_clr0.5", "char_lstm"]
+  runs = ["fedavg", "prox_clr0.3", "prox_clr0.5", "char_lstm", "bpe"]
   sampled = [outputs.read_sampled_clients(outputs.RunDirs.of(root, run)) for run in runs]
   sample = tff.simulation.build_uniform_sampling_fn(sorted(helpers.PATTERNS), replace=False, random_seed=0)
   assert sampled[0] == {1: sample(1, 2), 2: sample(2, 2)}
   for other in sampled[1:]:
     assert other == sampled[0]
 
-  assert [r["configuration"] for r in report["rows"]] == ["fedavg", "prox", "char_lstm"]
-  assert len(report["grid"]) == 4
+  assert [r["configuration"] for r in report["rows"]] == ["fedavg", "prox", "char_lstm", "bpe"]
+  assert len(report["grid"]) == 5
   prox_losses = [g["final_eval_loss"] for g in report["grid"] if g["configuration"] == "prox"]
   assert report["rows"][1]["final_eval_loss"] == min(prox_losses)
   assert report["rows"][2]["model"] == "char_lstm"
   assert all(r["rounds_to_target"] == 1 for r in report["rows"])
   with open(report["markdown"]) as f:
     table = f.read()
-  assert sum(line.startswith("| ") for line in table.splitlines()) == 4  # Header and three configurations.
+  assert sum(line.startswith("| ") for line in table.splitlines()) == 5  # Header and four configurations.
   assert os.path.getsize(report["plot"]) > 20_000
+
+  # Two tokenizers: the report compares by loss per character, which is the loss itself for characters.
+  assert "final_loss_per_char" in table.splitlines()[0] and "different tokenizers (bpe, char)" in table
+  rows = {r["configuration"]: r for r in report["rows"]}
+  for name in ("fedavg", "prox", "char_lstm"):
+    assert rows[name]["final_loss_per_char"] == rows[name]["final_eval_loss"]
+  assert rows["bpe"]["tokenizer"] == "bpe"
+  bpe_summary = outputs.read_json(outputs.RunDirs.of(root, "bpe").summary)
+  assert rows["bpe"]["final_loss_per_char"] == round(bpe_summary["eval_loss_per_char"], 4)
+  assert rows["bpe"]["final_loss_per_char"] < rows["bpe"]["final_eval_loss"]
 
   capfd.readouterr()
   with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="cmp"):
     compare_algorithms.run()
   out = capfd.readouterr().out
-  assert out.count("finished before, skipped") == 4
+  assert out.count("finished before, skipped") == 5
 
 
 def test_comparison_of_trainable_modes(tmp_path):
@@ -123,6 +134,8 @@ def test_comparison_of_trainable_modes(tmp_path):
   assert lora["final_eval_loss"] > 0 and whole["final_eval_loss"] > 0
   assert os.path.isdir(outputs.RunDirs.of(root, "lora").frozen_weights)
   assert not os.path.exists(outputs.RunDirs.of(root, "whole").frozen_weights)
+  with open(report["markdown"]) as f:
+    assert "per_char" not in f.readline()  # One tokenizer: losses per token only.
 
 
 def test_a_comparison_across_partitions_reports_their_heterogeneity(tmp_path):

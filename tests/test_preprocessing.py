@@ -109,3 +109,15 @@ def test_clients_keep_compact_token_streams():
   assert preprocessing.stream_dtype(257) == np.uint16
   assert preprocessing.stream_dtype(50257) == np.uint16
   assert preprocessing.stream_dtype(70000) == np.uint32
+
+
+@pytest.mark.parametrize(
+  "examples",
+  [[], ["a"], ["to be", "or not"], ["café — naïve", "", "x\ny"]],
+  ids=["none", "one", "two", "unicode"],
+)
+def test_num_characters_counts_the_char_tokenizers_labels(examples):
+  """What per-character losses divide by: the labels the `char` tokenizer's packed stream has."""
+  data = preprocessing.TokenizedClients({"c": examples}, tokenizers.CharTokenizer(), sequence_length=4)
+  labels = data.sequences("c")["labels"]
+  assert preprocessing.num_characters(examples) == int((labels != preprocessing.IGNORE_LABEL).sum())

@@ -65,6 +65,9 @@ def test_metrics_columns_and_summary(uninterrupted):
   assert float(row["eval_perplexity"]) == pytest.approx(np.exp(float(row["eval_loss"])), rel=1e-6)
   assert 0 < float(row["eval_accuracy"]) < 1
   assert summary["eval_loss"] == pytest.approx(float(row["eval_loss"]))
+  # One label a character: the per-character loss is the loss itself.
+  assert summary["tokenizer"] == "char"
+  assert float(row["eval_loss_per_char"]) == pytest.approx(float(row["eval_loss"]), rel=1e-6)
   dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
   hparams = list(csv.DictReader(open(os.path.join(dirs.results, outputs.HPARAMS_FILE))))
   assert hparams[0]["client_learning_rate"] == "0.01"

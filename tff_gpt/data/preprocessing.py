@@ -80,6 +80,18 @@ def pack_sequences(
   return pack_stream(stream, sequence_length=sequence_length, pad_id=pad_id)
 
 
+def num_characters(examples: Sequence[str]) -> int:
+  """Labels a character model has on a client's examples: what per-character losses divide by.
+
+  Every character of every example, and each `[BOS]` and `[EOS]` between
+  them but the first `[BOS]` (no token predicts it): the labels the `char`
+  tokenizer's stream of these examples has. Any tokenizer's total loss on
+  the same examples, divided by this, is in nats per character, comparable
+  across tokenizers; for the `char` tokenizer it is the loss itself.
+  """
+  return max(0, sum(len(text) + 2 for text in examples) - 1)
+
+
 def stream_dtype(vocabulary_size: int):
   """The smallest unsigned integer type that holds every token id (uint16 for GPT-2's 50,257)."""
   for dtype in (np.uint8, np.uint16, np.uint32):

@@ -131,17 +131,43 @@ def _curve(rows: list[dict], key: str) -> list[tuple[int, float, float]]:
   ]
 
 
-def _row(record: dict, comparison_dir: str, target_loss: float | None) -> dict:
+PER_TOKEN, PER_CHAR = "eval_loss", "eval_loss_per_char"
+
+
+def _tokenizer(record: dict) -> str:
+  return record["summary"].get("tokenizer", "char")  # Runs from before the field: char.
+
+
+def loss_key(records: list[dict]) -> str:
+  """The loss a report compares by: per character when the runs' tokenizers differ, else per token.
+
+  Losses per token of different tokenizers are not comparable (a BPE token
+  covers several characters); the same totals per character of the held-out
+  text are (`preprocessing.num_characters`).
+  """
+  return PER_CHAR if len({_tokenizer(r) for r in records}) > 1 else PER_TOKEN
+
+
+def _loss_curve(rows: list[dict], key: str, tokenizer: str) -> list[tuple[int, float, float]]:
+  if key == PER_CHAR and tokenizer == "char" and not _curve(rows, key):
+    key = PER_TOKEN  # The same number for characters (runs from before the per-character metric).
+  return _curve(rows, key)
+
+
+def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str = PER_TOKEN) -> dict:
   summary = record["summary"]
   heterogeneity = summary.get("heterogeneity") or {}
   rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, record["run"]))
   losses = _curve(rows, "eval_loss")
   best_round, _, best_loss = min(losses, key=lambda x: x[2])
-  reached = [r for r, _, loss in losses if target_loss is not None and loss <= target_loss]
+  per_char = _loss_curve(rows, PER_CHAR, _tokenizer(record))
+  compared = per_char if key == PER_CHAR else losses
+  reached = [r for r, _, loss in compared if target_loss is not None and loss <= target_loss]
   return {
     "configuration": record["configuration"],
     "run": record["run"],
     "model": summary.get("model", "gpt2"),
+    "tokenizer": _tokenizer(record),
     "algorithm": summary["algorithm"],
     "aggregator": summary["aggregator"],
     "client_lr": summary["client_learning_rate"],
@@ -150,6 +176,8 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None) -> dict:
     "final_eval_loss": round(summary["eval_loss"], 4),
     "best_eval_loss": round(best_loss, 4),
     "best_round": best_round,
+    "final_loss_per_char": round(per_char[-1][2], 4) if per_char else "",
+    "best_loss_per_char": round(min(loss for _, _, loss in per_char), 4) if per_char else "",
     "final_perplexity": round(summary["eval_perplexity"], 3),
     "final_accuracy": round(summary["eval_accuracy"], 4),
     "rounds_to_target": reached[0] if reached else "",
@@ -183,6 +211,8 @@ _MD_COLUMNS = [
   "server_lr",
   "final_eval_loss",
   "best_eval_loss",
+  "final_loss_per_char",
+  "best_loss_per_char",
   "final_perplexity",
   "final_accuracy",
   "rounds_to_target",
@@ -203,7 +233,8 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   """
   report_dir = os.path.join(comparison_dir, "report")
   os.makedirs(report_dir, exist_ok=True)
-  grid = [_row(r, comparison_dir, target_loss) for r in records]
+  key = loss_key(records)
+  grid = [_row(r, comparison_dir, target_loss, key) for r in records]
   best = {}
   for row in grid:
     current = best.get(row["configuration"])
@@ -219,9 +250,19 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   _write_csv(paths["csv"], rows)
   _write_csv(paths["grid_csv"], grid)
   columns = [c for c in _MD_COLUMNS if any(r[c] != "" for r in rows)]
+  if key == PER_TOKEN:  # One tokenizer: the per-token losses say it all.
+    columns = [c for c in columns if not c.endswith("_per_char")]
   if len({r["partition"] for r in rows}) == 1:  # One partition: said once below the table.
     columns = [c for c in columns if c not in ("partition", "size_gini", "mean_label_tv")]
-  target = f" Rounds to target: first evaluation with loss <= {target_loss}." if target_loss else ""
+  unit = " per character" if key == PER_CHAR else ""
+  target = f" Rounds to target: first evaluation with loss{unit} <= {target_loss}." if target_loss else ""
+  if key == PER_CHAR:
+    tokenizers = ", ".join(sorted({r["tokenizer"] for r in rows}))
+    target = (
+      f" The runs use different tokenizers ({tokenizers}): eval losses and perplexities are per token of "
+      "each run's own tokenizer; compare them by the per-character losses (nats per character of the "
+      f"same held-out text), which the plot shows.{target}"
+    )
   data = ""
   if "partition" not in columns and rows[0]["partition"]:
     data = f" Data: {rows[0]['partition']}" + (
@@ -234,24 +275,41 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
       f"{markdown_table(rows, columns)}\n\nEvaluation on held-out text of the evaluation clients; "
       f"each configuration at its best grid point (by final eval loss).{target}{data}\n"
     )
-  plot_curves([(r["configuration"], r["run"]) for r in rows], comparison_dir, paths["plot"])
+  plot_curves(
+    [(r["configuration"], r["run"]) for r in rows],
+    comparison_dir,
+    paths["plot"],
+    loss=key,
+    tokenizers=[r["tokenizer"] for r in rows],
+  )
   if len({r["partition"] for r in rows}) > 1 and all(r["mean_label_tv"] != "" for r in rows):
     paths["heterogeneity_plot"] = os.path.join(report_dir, "heterogeneity.png")
     plot_heterogeneity(rows, paths["heterogeneity_plot"])
   return {"rows": rows, "grid": grid, **paths}
 
 
-def plot_curves(runs: list[tuple[str, str]], comparison_dir: str, path: str) -> None:
-  """Eval loss and accuracy against rounds and against MB communicated, one line per run."""
+def plot_curves(
+  runs: list[tuple[str, str]],
+  comparison_dir: str,
+  path: str,
+  *,
+  loss: str = PER_TOKEN,
+  tokenizers: list[str] | None = None,
+) -> None:
+  """Eval loss (`loss`: per token or per character) and accuracy against rounds and MB, one line per run."""
   fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-  for label, run in runs:
+  tokenizers = tokenizers or ["char"] * len(runs)
+  for (label, run), tokenizer in zip(runs, tokenizers, strict=True):
     rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, run))
-    for row_axes, key in zip(axes, ("eval_loss", "eval_accuracy"), strict=True):
-      points = _curve(rows, key)
+    for row_axes, points in zip(
+      axes, (_loss_curve(rows, loss, tokenizer), _curve(rows, "eval_accuracy")), strict=True
+    ):
       rounds, sent, values = zip(*points, strict=True)
       row_axes[0].plot(rounds, values, marker="o", markersize=3, label=label)
       row_axes[1].plot([b / 2**20 for b in sent], values, marker="o", markersize=3, label=label)
-  for row_axes, name in zip(axes, ("eval loss", "eval next-token accuracy"), strict=True):
+  loss_name = "eval loss (nats per character)" if loss == PER_CHAR else "eval loss"
+  accuracy_name = "eval next-token accuracy" + (" (own tokens)" if loss == PER_CHAR else "")
+  for row_axes, name in zip(axes, (loss_name, accuracy_name), strict=True):
     row_axes[0].set(xlabel="round", ylabel=name)
     row_axes[1].set(xlabel="MB communicated (all clients, both directions)", ylabel=name)
     row_axes[1].set_xscale("log")

@@ -287,7 +287,11 @@ class FederatedExperiment:
     start = time.perf_counter()
     output = self.eval_process.next(eval_state, client_datasets)
     values = output.metrics["client_work"]["eval"]["current_round_metrics"]
-    return dict(_lm_metrics("eval", values), eval_seconds=time.perf_counter() - start)
+    metrics = dict(_lm_metrics("eval", values), eval_seconds=time.perf_counter() - start)
+    # The same total loss per character of the held-out text: comparable across tokenizers.
+    characters = sum(preprocessing.num_characters(self.test_data.texts[cid]) for cid in client_ids)
+    metrics["eval_loss_per_char"] = metrics["eval_loss"] * metrics["eval_tokens"] / max(characters, 1)
+    return metrics
 
   def unigram_perplexity(self) -> float:
     """Test perplexity of token frequencies alone, on the evaluation clients."""
@@ -376,6 +380,7 @@ class FederatedExperiment:
       algorithm=c.algorithm,
       aggregator=c.aggregator,
       model=c.model,
+      tokenizer=c.tokenizer,
       client_weighting=algorithms.client_weighting(c),
       client_learning_rate=c.client_learning_rate,
       server_learning_rate=algorithms.server_learning_rate(c),
@@ -426,22 +431,3 @@ class FederatedExperiment:
         f"{dirs.checkpoints} holds a run with other settings ({details}). Use a new "
         "--experiment_name, or the same flags to resume it."
       )
-
-
-def format_summary(summary: dict) -> str:
-  """The end-of-run summary a person reads."""
-  lines = [
-    f"Finished {summary['rounds']} rounds of {summary['algorithm']} ({summary['aggregator']} aggregator), "
-    f"{summary['bytes_communicated'] / 2**20:.1f} MB communicated.",
-    f"  test loss {summary['eval_loss']:.4f}, perplexity {summary['eval_perplexity']:.2f} "
-    f"(unigram baseline {summary['unigram_perplexity']:.2f}), next-token accuracy "
-    f"{summary['eval_accuracy']:.4f}, on {summary['eval_clients']} clients' held-out text",
-  ]
-  if "dp_epsilon" in summary:
-    lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")
-  lines.append(f"  checkpoints: {summary['checkpoints']}")
-  if "export" in summary:
-    lines.append(f"  export:      {summary['export']}")
-  lines.append(f"  metrics:     {summary['metrics_csv']}")
-  lines.append(f"  tensorboard: {summary['logdir']}")
-  return "\n".join(lines)
