@@ -165,3 +165,17 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   assert summary["eval_loss_per_char"] == pytest.approx(total_nats / characters, rel=1e-4)
   assert summary["eval_loss_per_char"] < summary["eval_loss"]
   assert "nats per character" in outputs.format_summary(summary)
+
+
+def test_shipped_shakespeare_bpe_is_what_make_bpe_vocab_makes(tmp_path):
+  """configs/bpe/shakespeare_384 (the README comparison's BPE row) is reproducible from its command."""
+  from experiments import make_bpe_vocab
+
+  shipped = os.path.join(helpers.REPO, "configs", "bpe", "shakespeare_384")
+  with flagsaver.flagsaver(
+    dataset="shakespeare", cache_dir=str(tmp_path / "cache"), vocab_size=384, output_dir=str(tmp_path / "bpe")
+  ):
+    made = make_bpe_vocab.make_vocab()
+  for path in made:
+    with open(path, "rb") as new, open(os.path.join(shipped, os.path.basename(path)), "rb") as old:
+      assert new.read() == old.read(), os.path.basename(path)
