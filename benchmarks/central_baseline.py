@@ -63,38 +63,53 @@ def _comparison(flagfile: str, extra: list[str]):
   return base, configurations, os.path.join(base.root_output_dir, flags.FLAGS.comparison_name)
 
 
+def per_char(evaluation: dict) -> float:
+  """Held-out loss per character: what rows of different tokenizers compare by.
+
+  Evaluations recorded before `eval_loss_per_char` existed are all of
+  character runs, whose loss per token is the same number.
+  """
+  value = evaluation.get("eval_loss_per_char")
+  return float(evaluation["eval_loss"] if value in (None, "") else value)
+
+
 def _federated(record: dict, config) -> dict:
   rows = outputs.read_metrics(outputs.RunDirs.of(config.root_output_dir, config.experiment_name))
+  evals = [
+    dict(
+      round_num=int(r["round_num"]),
+      eval_loss=float(r["eval_loss"]),
+      eval_loss_per_char=per_char(r),
+      eval_accuracy=float(r["eval_accuracy"]),
+    )
+    for r in rows
+    if r.get("eval_loss")
+  ]
   return dict(
     run=record["run"],
+    tokenizer=config.tokenizer,
     client_learning_rate=config.client_learning_rate,
     final_eval_loss=record["summary"]["eval_loss"],
+    final_loss_per_char=evals[-1]["eval_loss_per_char"],
     train_sequences=sum(int(r["train_sequences"]) for r in rows),
-    evals=[
-      dict(
-        round_num=int(r["round_num"]),
-        eval_loss=float(r["eval_loss"]),
-        eval_accuracy=float(r["eval_accuracy"]),
-      )
-      for r in rows
-      if r.get("eval_loss")
-    ],
+    evals=evals,
   )
 
 
 def _central(experiment, learning_rate: float) -> dict:
   result = central_baseline.train(experiment, learning_rate)
   result.pop("model_weights")
-  result["evals"] = [
-    {k: e[k] for k in ("round_num", "eval_loss", "eval_accuracy", "eval_perplexity")} for e in result["evals"]
-  ]
+  keys = ("round_num", "eval_loss", "eval_loss_per_char", "eval_accuracy", "eval_perplexity")
+  result["evals"] = [{k: e[k] for k in keys} for e in result["evals"]]
   result["final_eval_loss"] = result["evals"][-1]["eval_loss"]
+  result["final_loss_per_char"] = result["evals"][-1]["eval_loss_per_char"]
   return result
 
 
 def table(results: dict) -> str:
   lines = [
-    "| configuration | federated: client lr | final loss | central: lr | final loss | steps | seconds |",
+    "| configuration | federated: client lr | final loss per char | central: lr | final loss per char "
+    "| steps | seconds |",
     "|---|---|---|---|---|---|---|",
   ]
   for name, r in results.items():
@@ -102,7 +117,7 @@ def table(results: dict) -> str:
     for i, c in enumerate(sorted(r["central"], key=lambda c: c["learning_rate"])):
       best = " (best)" if c["learning_rate"] == r["best_central_learning_rate"] else ""
       lead = (
-        [name, f"{fed['client_learning_rate']:g}", f"{fed['final_eval_loss']:.4f}"]
+        [name, f"{fed['client_learning_rate']:g}", f"{per_char(fed['evals'][-1]):.4f}"]
         if i == 0
         else ["", "", ""]
       )
@@ -112,7 +127,7 @@ def table(results: dict) -> str:
           [
             *lead,
             f"{c['learning_rate']:g}{best}",
-            f"{c['final_eval_loss']:.4f}",
+            f"{per_char(c['evals'][-1]):.4f}",
             str(c["steps"]),
             f"{c['seconds']:.0f}",
           ]
@@ -126,18 +141,18 @@ def plot(results: dict, path: str) -> None:
   fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
   for ax, (name, r) in zip(axes[0], results.items(), strict=True):
     fed = r["federated"]["evals"]
-    ax.plot([e["round_num"] for e in fed], [e["eval_loss"] for e in fed], "o-", color="k", label="federated")
+    ax.plot([e["round_num"] for e in fed], [per_char(e) for e in fed], "o-", color="k", label="federated")
     for c in sorted(r["central"], key=lambda c: c["learning_rate"]):
       style = "s-" if c["learning_rate"] == r["best_central_learning_rate"] else "x--"
       ax.plot(
         [e["round_num"] for e in c["evals"]],
-        [e["eval_loss"] for e in c["evals"]],
+        [per_char(e) for e in c["evals"]],
         style,
         label=f"central lr {c['learning_rate']:g}",
       )
     ax.set_title(name)
     ax.set_xlabel("round (central: the same batches)")
-    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_ylabel("held-out loss (nats per character)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()

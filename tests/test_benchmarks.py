@@ -112,5 +112,6 @@ def test_quick_central_baseline_trains_every_configuration_centrally(tmp_path):
       assert [e["round_num"] for e in c["evals"]] == [1, 2] and c["steps"] > 0
       assert c["examples"] == r["federated"]["train_sequences"]  # Every batch the clients trained on.
       assert all(math.isfinite(e["eval_loss"]) for e in c["evals"])
+      assert c["final_loss_per_char"] == pytest.approx(c["final_eval_loss"], rel=1e-6)  # Characters.
     best = next(c for c in r["central"] if c["learning_rate"] == r["best_central_learning_rate"])
     assert best["evals"][1]["eval_loss"] < best["evals"][0]["eval_loss"]  # It learns.
