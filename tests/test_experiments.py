@@ -145,18 +145,10 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   # Per character: the run's total held-out loss, recomputed by Keras, over the labels the char
   # tokenizer has on the same text.
   from tff_gpt.data import preprocessing, tokenizers
-  from tff_gpt.models import metrics as lm_metrics
-  from tff_gpt.models import tff_model
   from tff_gpt.training import outputs
 
-  model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
-  loss, tokens = lm_metrics.TokenLoss(), lm_metrics.NumTokens()
-  for client in experiment.eval_client_ids:
-    for x, y in experiment.test_data.eval_dataset(client, batch_size=16):
-      logits = model(x)
-      loss.update_state(y, logits)
-      tokens.update_state(y, logits)
-  total_nats = float(loss.result()) * int(tokens.result())
+  loss, tokens = helpers.keras_held_out_loss(experiment, summary["model_weights"])
+  total_nats = loss * tokens
   texts = experiment.test_data.texts
   chars = preprocessing.TokenizedClients(texts, tokenizers.CharTokenizer(), sequence_length=8)
   characters = sum(int((chars.sequences(c)["labels"] >= 0).sum()) for c in experiment.eval_client_ids)

@@ -78,19 +78,10 @@ def test_metrics_columns_and_summary(uninterrupted):
 
 def test_evaluation_matches_a_direct_keras_evaluation(uninterrupted):
   """Federated evaluation sums over clients what Keras computes on each."""
-  from tff_gpt.models import metrics as lm_metrics
-  from tff_gpt.models import tff_model
-
   experiment, config, summary = uninterrupted
-  model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
-  loss, tokens = lm_metrics.TokenLoss(), lm_metrics.NumTokens()
-  for client in experiment.eval_client_ids:
-    for x, y in experiment.test_data.eval_dataset(client, batch_size=16):
-      logits = model(x)
-      loss.update_state(y, logits)
-      tokens.update_state(y, logits)
-  assert summary["eval_tokens"] == int(tokens.result().numpy())
-  assert summary["eval_loss"] == pytest.approx(float(loss.result().numpy()), rel=1e-4)
+  loss, tokens = helpers.keras_held_out_loss(experiment, summary["model_weights"])
+  assert summary["eval_tokens"] == tokens
+  assert summary["eval_loss"] == pytest.approx(loss, rel=1e-4)
 
 
 def test_resume_after_kill_equals_uninterrupted_run(uninterrupted, tmp_path):

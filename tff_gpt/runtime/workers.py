@@ -8,6 +8,7 @@ change. When this process itself dies without stopping its workers (kill -9,
 an out-of-memory kill), a small watchdog process kills them.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -153,7 +154,9 @@ class LocalWorker:
   def stop(self) -> None:
     """Stops the worker (bounded); a no-op when it never started or has ended."""
     if self.process is not None and self.process.poll() is None:
-      _stop([psutil.Process(self.process.pid)])
+      # It can end between poll() and here: Ctrl-C reaches the worker too.
+      with contextlib.suppress(psutil.NoSuchProcess):
+        _stop([psutil.Process(self.process.pid)])
       self.process.wait()
 
   def replace(self) -> None:
