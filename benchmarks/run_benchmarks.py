@@ -44,7 +44,7 @@ from tff_gpt.data import datasets, preprocessing, tokenizers  # noqa: E402
 from tff_gpt.models import gpt2_lm, metrics, tff_model  # noqa: E402
 from tff_gpt.runtime import contexts  # noqa: E402
 from tff_gpt.runtime import workers as workers_lib  # noqa: E402
-from tff_gpt.training import trainer  # noqa: E402
+from tff_gpt.training import memory  # noqa: E402
 
 LOOPS = {
   "dataset_reduce": tff.learning.LoopImplementation.DATASET_REDUCE,
@@ -56,7 +56,7 @@ class PeakMemory:
   """Samples the process tree's resident memory every 20 ms while active."""
 
   def __enter__(self):
-    self.peak = trainer.process_tree_rss_mb()
+    self.peak = memory.process_tree_rss_mb()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._sample, daemon=True)
     self._thread.start()
@@ -64,7 +64,7 @@ class PeakMemory:
 
   def _sample(self):
     while not self._stop.wait(0.02):
-      self.peak = max(self.peak, trainer.process_tree_rss_mb())
+      self.peak = max(self.peak, memory.process_tree_rss_mb())
 
   def __exit__(self, *exc):
     self._stop.set()
@@ -346,14 +346,14 @@ def scaling(task: Task, client_counts, rounds: int) -> dict:
   for n in client_counts:
     client_datasets = task.client_datasets(n)
     data_mb = sum(ds.reduce(0, lambda a, b: a + tf.size(b[1])).numpy() for ds in client_datasets) * 12 / 2**20
-    before = trainer.process_tree_rss_mb()
-    with PeakMemory() as memory:
+    before = memory.process_tree_rss_mb()
+    with PeakMemory() as peak:
       seconds = timed(lambda ds=client_datasets: process.next(state, ds), rounds)
     out[n] = {
       "s_per_round": seconds,
       "s_per_client": seconds / n,
-      "peak_mb": memory.peak,
-      "peak_minus_before_mb": memory.peak - before,
+      "peak_mb": peak.peak,
+      "peak_minus_before_mb": peak.peak - before,
       "client_data_mb": data_mb,
     }
   return out
@@ -365,7 +365,7 @@ def memory_over_rounds(task: Task, clients: int, rounds: int) -> dict:
   rss = []
   for round_num in range(1, rounds + 1):
     state = process.next(state, task.client_datasets(clients, round_num=round_num)).state
-    rss.append(trainer.process_tree_rss_mb())
+    rss.append(memory.process_tree_rss_mb())
   settle = min(5, rounds // 2)  # Allocators settle during the first rounds.
   return {
     "rounds": rounds,

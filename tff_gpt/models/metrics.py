@@ -1,5 +1,8 @@
 """Language-model metrics that ignore padded labels (label -1)."""
 
+import math
+
+import numpy as np
 import tensorflow as tf
 
 from tff_gpt.data.preprocessing import IGNORE_LABEL
@@ -51,3 +54,14 @@ def lm_metrics():
 def lm_loss():
   """Cross-entropy from logits, averaged over non-pad tokens of a batch."""
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_LABEL)
+
+
+def as_row(prefix: str, values) -> dict:
+  """The finalized metrics of a TFF round or evaluation (`values`) as a metrics row's `<prefix>_*` floats."""
+  loss = float(np.asarray(values["token_loss"]))
+  return {
+    f"{prefix}_loss": loss,
+    f"{prefix}_perplexity": math.exp(min(loss, 50.0)),
+    f"{prefix}_accuracy": float(np.asarray(values["token_accuracy"])),
+    f"{prefix}_tokens": int(np.asarray(values["num_tokens"])),
+  }

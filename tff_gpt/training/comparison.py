@@ -5,7 +5,9 @@ model, seed, rounds and clients per round), so all see the same clients in the
 same rounds (`tff.simulation.build_uniform_sampling_fn` of the seed). A
 configuration may carry a grid of client and server learning rates; as in
 Reddi et al. 2021, each configuration is reported at its best grid point,
-chosen by the final evaluation loss.
+chosen by the final evaluation loss. A grid point whose global model diverged
+(`divergence`) is recorded as such and the comparison goes on; it is never
+a configuration's best unless all of its grid points diverged.
 
 Layout under `<root_output_dir>/<comparison_name>/`: `checkpoints/`,
 `results/` and `logdir/` of every run (named `<configuration>` or
@@ -16,6 +18,7 @@ Layout under `<root_output_dir>/<comparison_name>/`: `checkpoints/`,
 import csv
 import dataclasses
 import itertools
+import math
 import os
 import time
 
@@ -26,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tff_gpt import errors, runtime  # noqa: E402
 from tff_gpt.training import config as config_lib  # noqa: E402
-from tff_gpt.training import outputs, trainer  # noqa: E402
+from tff_gpt.training import divergence, outputs, trainer  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -78,7 +81,8 @@ def grid_configs(base: config_lib.ExperimentConfig, configuration: Configuration
 def _finished(config: config_lib.ExperimentConfig) -> dict | None:
   dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
   if not os.path.exists(dirs.summary):
-    return None
+    diverged = divergence.read(dirs.results)  # Diverged before this round count: it would again.
+    return diverged if diverged and diverged["diverged_round"] <= config.total_rounds else None
   summary = outputs.read_json(dirs.summary)
   return summary if summary.get("rounds") == config.total_rounds else None
 
@@ -107,17 +111,24 @@ def run_comparison(
         if progress:
           print(f"\n=== {config.experiment_name} ===", flush=True)
         start = time.perf_counter()
-        with runtime.execution_context(**runtime.context_args(config)):
-          summary = trainer.FederatedExperiment(config).run(progress=progress)
-        summary.pop("model_weights")
-        if progress:
-          print(
-            f"{config.experiment_name}: eval loss {summary['eval_loss']:.4f} "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-          )
+        try:
+          with runtime.execution_context(**runtime.context_args(config)):
+            summary = trainer.FederatedExperiment(config).run(progress=progress)
+        except divergence.DivergedError as e:  # The rest of the grid still runs.
+          summary = _finished(config)
+          if progress:
+            print(f"{config.experiment_name}: {e}", flush=True)
+        else:
+          summary.pop("model_weights")
+          if progress:
+            print(
+              f"{config.experiment_name}: eval loss {summary['eval_loss']:.4f} "
+              f"({time.perf_counter() - start:.0f} s)",
+              flush=True,
+            )
       elif progress:
-        print(f"{config.experiment_name}: finished before, skipped.", flush=True)
+        state = "diverged" if "diverged_round" in summary else "finished"
+        print(f"{config.experiment_name}: {state} before, skipped.", flush=True)
       records.append({"configuration": configuration.name, "run": config.experiment_name, "summary": summary})
   return records
 
@@ -155,14 +166,24 @@ def _loss_curve(rows: list[dict], key: str, tokenizer: str) -> list[tuple[int, f
 
 
 def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str = PER_TOKEN) -> dict:
+  """A report row; a diverged run's losses and final figures are blank, its round in `diverged_round`."""
   summary = record["summary"]
   heterogeneity = summary.get("heterogeneity") or {}
   rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, record["run"]))
   losses = _curve(rows, "eval_loss")
-  best_round, _, best_loss = min(losses, key=lambda x: x[2])
-  per_char = _loss_curve(rows, PER_CHAR, _tokenizer(record))
-  compared = per_char if key == PER_CHAR else losses
+  finite = [x for x in losses if math.isfinite(x[2])]  # A diverged run's last evaluation may be NaN.
+  best_round, _, best_loss = min(finite, key=lambda x: x[2]) if finite else ("", "", "")
+  per_char = [x for x in _loss_curve(rows, PER_CHAR, _tokenizer(record)) if math.isfinite(x[2])]
+  compared = per_char if key == PER_CHAR else finite
   reached = [r for r, _, loss in compared if target_loss is not None and loss <= target_loss]
+  diverged = "diverged_round" in summary
+  final = {k: "" if diverged else summary[k] for k in ("eval_loss", "eval_perplexity", "eval_accuracy")}
+  spent = summary  # A diverged run's time and bytes: up to the round it stopped.
+  if diverged:
+    spent = {
+      "train_seconds": sum(float(r["round_seconds"]) + float(r.get("eval_seconds") or 0) for r in rows),
+      "bytes_communicated": sum(float(r["round_bytes"]) for r in rows),
+    }
   return {
     "configuration": record["configuration"],
     "run": record["run"],
@@ -173,16 +194,17 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str 
     "client_lr": summary["client_learning_rate"],
     "server_lr": summary["server_learning_rate"],
     "rounds": summary["rounds"],
-    "final_eval_loss": round(summary["eval_loss"], 4),
-    "best_eval_loss": round(best_loss, 4),
+    "final_eval_loss": _round(final["eval_loss"], 4),
+    "best_eval_loss": _round(best_loss, 4),
     "best_round": best_round,
-    "final_loss_per_char": round(per_char[-1][2], 4) if per_char else "",
-    "best_loss_per_char": round(min(loss for _, _, loss in per_char), 4) if per_char else "",
-    "final_perplexity": round(summary["eval_perplexity"], 3),
-    "final_accuracy": round(summary["eval_accuracy"], 4),
+    "final_loss_per_char": round(per_char[-1][2], 4) if per_char and not diverged else "",
+    "best_loss_per_char": round(min(x[2] for x in per_char), 4) if per_char else "",
+    "final_perplexity": _round(final["eval_perplexity"], 3),
+    "final_accuracy": _round(final["eval_accuracy"], 4),
     "rounds_to_target": reached[0] if reached else "",
-    "train_seconds": round(summary["train_seconds"], 1),
-    "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
+    "diverged_round": summary.get("diverged_round", ""),
+    "train_seconds": round(spent["train_seconds"], 1),
+    "mb_communicated": round(spent["bytes_communicated"] / 2**20, 1),
     "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
     "partition": summary.get("partition", ""),
     "partition_alpha": (summary.get("partition_settings") or {}).get("alpha") or "",
@@ -190,6 +212,16 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str 
     "size_gini": heterogeneity.get("size_gini", ""),
     "mean_label_tv": heterogeneity.get("mean_label_tv", ""),
   }
+
+
+def _round(value, digits: int):
+  return "" if value == "" else round(value, digits)
+
+
+def _rank(row: dict) -> tuple:
+  """Best grid point first: lowest final eval loss; diverged (or NaN) runs last."""
+  loss = row["final_eval_loss"]
+  return (loss == "" or math.isnan(loss), 0.0 if loss == "" or math.isnan(loss) else loss)
 
 
 def _write_csv(path: str, rows: list[dict]) -> None:
@@ -216,6 +248,7 @@ _MD_COLUMNS = [
   "final_perplexity",
   "final_accuracy",
   "rounds_to_target",
+  "diverged_round",
   "train_seconds",
   "mb_communicated",
   "dp_epsilon",
@@ -238,7 +271,7 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   best = {}
   for row in grid:
     current = best.get(row["configuration"])
-    if current is None or row["final_eval_loss"] < current["final_eval_loss"]:
+    if current is None or _rank(row) < _rank(current):
       best[row["configuration"]] = row
   rows = list(best.values())
   paths = {
@@ -270,6 +303,9 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
       if rows[0]["mean_label_tv"] != ""
       else f" (size Gini {rows[0]['size_gini']})."
     )
+  diverged = [f"{r['run']} (round {r['diverged_round']})" for r in grid if r["diverged_round"] != ""]
+  if diverged:
+    data += f" Diverged (global weights no longer finite, stopped; see grid.csv): {', '.join(diverged)}."
   with open(paths["markdown"], "w") as f:
     f.write(
       f"{markdown_table(rows, columns)}\n\nEvaluation on held-out text of the evaluation clients; "
@@ -304,6 +340,8 @@ def plot_curves(
     for row_axes, points in zip(
       axes, (_loss_curve(rows, loss, tokenizer), _curve(rows, "eval_accuracy")), strict=True
     ):
+      if not points:  # Diverged before its first evaluation.
+        continue
       rounds, sent, values = zip(*points, strict=True)
       row_axes[0].plot(rounds, values, marker="o", markersize=3, label=label)
       row_axes[1].plot([b / 2**20 for b in sent], values, marker="o", markersize=3, label=label)
@@ -328,6 +366,8 @@ def plot_heterogeneity(rows: list[dict], path: str) -> None:
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
   by_algorithm = {}
   for row in rows:
+    if row["final_eval_loss"] == "":  # Diverged.
+      continue
     by_algorithm.setdefault(f"{row['algorithm']} ({row['aggregator']})", []).append(row)
   for ax, key in zip(axes[0], panels, strict=True):
     for label, group in by_algorithm.items():

@@ -28,6 +28,19 @@ import psutil
 from tff_gpt import errors
 from tff_gpt.algorithms import communication
 
+
+def process_tree_rss_mb() -> float:
+  """Resident memory of this process and its children (the TFF worker), in MB."""
+  me = psutil.Process()
+  total = me.memory_info().rss
+  for child in me.children(recursive=True):
+    try:
+      total += child.memory_info().rss
+    except psutil.Error:
+      pass
+  return total / 2**20
+
+
 MB = 2**20
 WORKER_BASE = 300 * MB
 TRAINING_COPIES = 22

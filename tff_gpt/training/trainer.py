@@ -15,12 +15,10 @@ carries the throughput and memory figures.
 
 import asyncio
 import functools
-import math
 import os
 import time
 
 import numpy as np
-import psutil
 import tensorflow_federated as tff
 import tqdm
 
@@ -28,43 +26,18 @@ from tff_gpt import algorithms, errors, export, runtime
 from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.data import datasets, preprocessing, tokenizers
 from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
+from tff_gpt.models import metrics as metrics_lib
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import config as config_lib
-from tff_gpt.training import memory, outputs
+from tff_gpt.training import divergence, memory, outputs
 
 
 class ResumeError(errors.UserInputError):
   """Raised when an output directory holds a run with a different configuration."""
 
 
-def _as_float(value) -> float:
-  return float(np.asarray(value))
-
-
-def _lm_metrics(prefix: str, values) -> dict:
-  loss = _as_float(values["token_loss"])
-  return {
-    f"{prefix}_loss": loss,
-    f"{prefix}_perplexity": math.exp(min(loss, 50.0)),
-    f"{prefix}_accuracy": _as_float(values["token_accuracy"]),
-    f"{prefix}_tokens": int(np.asarray(values["num_tokens"])),
-  }
-
-
 async def _release(managers, value, key):
   await asyncio.gather(*[m.release(value, key=key) for m in managers])
-
-
-def process_tree_rss_mb() -> float:
-  """Resident memory of this process and its children (the TFF worker), in MB."""
-  me = psutil.Process()
-  total = me.memory_info().rss
-  for child in me.children(recursive=True):
-    try:
-      total += child.memory_info().rss
-    except psutil.Error:
-      pass
-  return total / 2**20
 
 
 class FederatedExperiment:
@@ -118,9 +91,11 @@ class FederatedExperiment:
     self.bytes_per_client = communication.bytes_per_client(config, self.process)
     self.eval_client_ids = self._choose_eval_clients()
     self._check_data_matches_model()
-    self.memory_estimate = memory.of_experiment(self, process_bytes=int(process_tree_rss_mb() * memory.MB))
+    self.memory_estimate = memory.of_experiment(
+      self, process_bytes=int(memory.process_tree_rss_mb() * memory.MB)
+    )
     if not (config.ignore_memory_estimate or config.workers):  # Remote workers' memory is their hosts'.
-      memory.check(self.memory_estimate, process_mb=process_tree_rss_mb())
+      memory.check(self.memory_estimate, process_mb=memory.process_tree_rss_mb())
 
   @functools.cached_property
   def eval_process(self):
@@ -261,7 +236,7 @@ class FederatedExperiment:
     result = self.process.next(state, client_datasets)
     seconds = time.perf_counter() - start
     train = result.metrics["client_work"]["train"]
-    metrics = _lm_metrics("train", train)
+    metrics = metrics_lib.as_row("train", train)
     round_bytes = len(client_ids) * sum(self.bytes_per_client.values())
     metrics.update(
       clients=len(client_ids),
@@ -287,7 +262,7 @@ class FederatedExperiment:
     start = time.perf_counter()
     output = self.eval_process.next(eval_state, client_datasets)
     values = output.metrics["client_work"]["eval"]["current_round_metrics"]
-    metrics = dict(_lm_metrics("eval", values), eval_seconds=time.perf_counter() - start)
+    metrics = dict(metrics_lib.as_row("eval", values), eval_seconds=time.perf_counter() - start)
     # The same total loss per character of the held-out text: comparable across tokenizers.
     characters = sum(preprocessing.num_characters(self.test_data.texts[cid]) for cid in client_ids)
     metrics["eval_loss_per_char"] = metrics["eval_loss"] * metrics["eval_tokens"] / max(characters, 1)
@@ -316,6 +291,7 @@ class FederatedExperiment:
   def _run(self, *, progress: bool) -> dict:
     c = self.config
     dirs = self.dirs.create_all()
+    divergence.clear(dirs.results)  # Going again: a divergence recorded before no longer holds.
     outputs.write_json(dirs.run_config, self.run_config())
     outputs.write_hparams(dirs, c.to_dict())
     state_manager, metrics_managers, clients_manager = outputs.create_managers(dirs)
@@ -327,7 +303,7 @@ class FederatedExperiment:
         state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
       if version == 0:
         state = self.initial_state()
-      replaced = version  # When the local worker was last replaced (see runtime.REPLACE_WORKER_ROUNDS).
+      replaced = saved = version  # When the local worker was last replaced (runtime.REPLACE_WORKER_ROUNDS).
       last_metrics = {}
       bar = tqdm.tqdm(
         total=c.total_rounds,
@@ -341,14 +317,26 @@ class FederatedExperiment:
       with bar:
         for round_num in range(version + 1, c.total_rounds + 1):
           state, metrics = self.train_round(state, round_num)
-          if round_num % c.rounds_per_eval == 0 or round_num == c.total_rounds:
+          diverged = divergence.diagnose(metrics, state.global_model_weights)
+          if (round_num % c.rounds_per_eval == 0 or round_num == c.total_rounds) and not diverged:
             metrics.update(self.evaluate(self.process.get_model_weights(state)))
-          metrics["memory_mb"] = process_tree_rss_mb()
+            diverged = divergence.diagnose(metrics)
+          metrics["memory_mb"] = memory.process_tree_rss_mb()
           loop.run(_release(metrics_managers, metrics, round_num))
           clients = {"client_ids": " ".join(self.clients_for_round(round_num))}
           loop.run(clients_manager.release(clients, key=round_num))
+          if diverged:
+            raise divergence.stop(
+              c,
+              round_num,
+              diverged,
+              (last_metrics, metrics),
+              last_checkpoint=saved,
+              about=self.settings_summary(),
+            )
           if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
             loop.run(state_manager.save(state, round_num))
+            saved = round_num
             if round_num - replaced >= runtime.REPLACE_WORKER_ROUNDS and runtime.replace_local_worker():
               replaced = round_num
           bar.update(1)
@@ -376,23 +364,13 @@ class FederatedExperiment:
     rows = outputs.read_metrics(dirs)
     summary = dict(
       final,
-      rounds=c.total_rounds,
-      algorithm=c.algorithm,
-      aggregator=c.aggregator,
-      model=c.model,
-      tokenizer=c.tokenizer,
-      client_weighting=algorithms.client_weighting(c),
-      client_learning_rate=c.client_learning_rate,
-      server_learning_rate=algorithms.server_learning_rate(c),
+      **self.settings_summary(),
       bytes_communicated=c.total_rounds * self.clients_per_round * sum(self.bytes_per_client.values()),
       train_seconds=sum(float(r["round_seconds"]) + float(r.get("eval_seconds") or 0) for r in rows),
       unigram_perplexity=self.unigram_perplexity(),
       memory_estimate_mb=round(self.memory_estimate.total_mb),
       memory_peak_mb=round(max((float(r["memory_mb"]) for r in rows if r.get("memory_mb")), default=0.0)),
       eval_clients=len(self.eval_client_ids),
-      partition=self.corpus.summary.get("partition", "natural clients"),
-      partition_settings=self.corpus.summary.get("partition_settings"),
-      heterogeneity=self.corpus.summary.get("heterogeneity"),
       checkpoints=dirs.checkpoints,
       metrics_csv=dirs.metrics_csv,
       logdir=dirs.logdir,
@@ -403,6 +381,23 @@ class FederatedExperiment:
       summary["export"] = export.export_run(self, weights, c.total_rounds)
     outputs.write_json(dirs.summary, summary)
     return dict(summary, model_weights=weights)
+
+  def settings_summary(self) -> dict:
+    """The settings a summary (and a divergence record) names the run by."""
+    c = self.config
+    return dict(
+      rounds=c.total_rounds,
+      algorithm=c.algorithm,
+      aggregator=c.aggregator,
+      model=c.model,
+      tokenizer=c.tokenizer,
+      client_weighting=algorithms.client_weighting(c),
+      client_learning_rate=c.client_learning_rate,
+      server_learning_rate=algorithms.server_learning_rate(c),
+      partition=self.corpus.summary.get("partition", "natural clients"),
+      partition_settings=self.corpus.summary.get("partition_settings"),
+      heterogeneity=self.corpus.summary.get("heterogeneity"),
+    )
 
   def latest_state(self):
     """`(state, round_num)` of the run's latest checkpoint."""

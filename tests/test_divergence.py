@@ -1,0 +1,87 @@
+"""A diverging run stops at the round it diverged, says which rate to lower, and keeps what it finished."""
+
+import os
+
+import numpy as np
+import pytest
+from absl.testing import flagsaver
+
+from experiments import compare_algorithms
+from tests import helpers
+from tff_gpt import errors
+from tff_gpt.training import divergence, outputs, trainer
+
+# The tiny model's client SGD at 0.5 trains; at 100 round 1 ends with finite weights so large that every
+# client's round-2 update is NaN (TFF drops them all).
+SANE, DIVERGING = 0.5, 100.0
+
+
+def test_diagnose_names_non_finite_weights_an_empty_round_and_a_non_finite_evaluation():
+  finite = [np.ones((2, 3), np.float32), [np.zeros(4, np.float32)]]
+  trained = {"train_sequences": 12, "train_loss": 3.2}
+  assert divergence.diagnose(trained, finite) is None
+  assert divergence.diagnose(dict(trained, eval_loss=3.1), finite) is None
+  for bad in (np.nan, np.inf, -np.inf):
+    weights = [np.ones((2, 3), np.float32), [np.array([0.0, bad, 0.0, 0.0], np.float32)]]
+    assert "weights are no longer finite" in divergence.diagnose(trained, weights)
+    assert f"held-out loss is {bad}" in divergence.diagnose(dict(trained, eval_loss=bad))
+  assert "trained nothing" in divergence.diagnose({"train_sequences": 0, "train_loss": 0.0}, finite)
+
+
+def test_a_diverging_run_stops_there_names_the_rate_and_keeps_what_it_finished(tmp_path):
+  # Not evaluated after round 1 (its evaluation would be NaN already, and stop the run there, as below).
+  config = helpers.tiny_config(
+    tmp_path, client_learning_rate=DIVERGING, total_rounds=6, rounds_per_eval=5, rounds_per_checkpoint=1
+  )
+  with pytest.raises(divergence.DivergedError) as raised:
+    trainer.FederatedExperiment(config).run(progress=False)
+  error = raised.value
+  assert isinstance(error, errors.RunFailure)  # Entry points: "error: <message>", exit status 1.
+  assert error.round_num == 2
+  message = str(error)
+  assert "Round 2 diverged: every sampled client's update was not finite" in message
+  assert "--client_learning_rate (100 here)" in message and "--server_learning_rate" not in message
+  assert "round 1's checkpoint are kept" in message and "train loss round 1 " in message
+  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+  rows = outputs.read_metrics(dirs)
+  assert [int(r["round_num"]) for r in rows] == [1, 2]
+  assert int(rows[1]["train_sequences"]) == 0
+  assert sorted(f for f in os.listdir(dirs.checkpoints) if f.startswith("program_state")) == [
+    "program_state_1"
+  ]
+  record = divergence.read(dirs.results)
+  assert record["diverged_round"] == 2 and record["client_learning_rate"] == DIVERGING
+  assert record["message"] == message and not os.path.exists(dirs.summary)
+
+
+def test_a_comparison_reports_diverged_grid_points_and_goes_on(tmp_path, capfd):
+  config = helpers.tiny_config(tmp_path, total_rounds=3)
+  values = {k: v for k, v in config.to_dict().items() if v is not None}
+  configurations = [
+    f"grid: --client_learning_rate={SANE},{DIVERGING}",
+    f"bad: --client_learning_rate={DIVERGING}",
+  ]
+  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="lrs"):
+    report = compare_algorithms.run()
+    out = capfd.readouterr().out
+    # Evaluated every round: the round-1 model's held-out loss is NaN already.
+    assert "grid_clr100: Round 1 diverged: the held-out loss is nan" in out and "bad: Round 1 diverged" in out
+    grid, bad = report["rows"]
+    assert grid["run"] == "grid_clr0.5" and grid["final_eval_loss"] > 0 and grid["diverged_round"] == ""
+    assert bad["diverged_round"] == 1 and bad["final_eval_loss"] == bad["best_eval_loss"] == ""
+    assert bad["mb_communicated"] == pytest.approx(grid["mb_communicated"] / 3, abs=0.05)  # 1 round of 3.
+    assert {r["run"]: r["diverged_round"] for r in report["grid"]} == {
+      "grid_clr0.5": "",
+      "grid_clr100": 1,
+      "bad": 1,
+    }
+    with open(report["markdown"]) as f:
+      markdown = f.read()
+    assert "diverged_round" in markdown.splitlines()[0]
+    assert "see grid.csv): grid_clr100 (round 1), bad (round 1)." in markdown
+    assert os.path.getsize(report["plot"]) > 0
+    # Run again: the diverged grid points are not run again.
+    again = compare_algorithms.run()
+    out = capfd.readouterr().out
+    assert "grid_clr100: diverged before, skipped." in out and "bad: diverged before, skipped." in out
+    assert again["grid"] == report["grid"]
