@@ -77,9 +77,18 @@ def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd,
   config = helpers.tiny_config(tmp_path, clients_per_round=2)
   values = {k: v for k, v in config.to_dict().items() if v is not None}
   bpe = f"bpe: --tokenizer=bpe --vocab_file={bpe_files[0]} --merges_file={bpe_files[1]}"
-  configurations = ["fedavg", "prox: --algorithm=fedprox --client_learning_rate=0.3,0.5", "char_lstm", bpe]
+  # A client rate of 100 diverges (tests/test_divergence.py has the run itself): prox's third grid point,
+  # whose round-2 train loss is NaN.
+  configurations = [
+    "fedavg",
+    "prox: --algorithm=fedprox --client_learning_rate=0.3,0.5,100",
+    "char_lstm",
+    bpe,
+  ]
   with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="cmp", target_loss=10.0):
     report = compare_algorithms.run()
+  out = capfd.readouterr().out
+  assert "prox_clr100: Round 2 diverged: the round's train loss is nan" in out
   root = os.path.join(values["root_output_dir"], "cmp")
   runs = ["fedavg", "prox_clr0.3", "prox_clr0.5", "char_lstm", "bpe"]
   sampled = [outputs.read_sampled_clients(outputs.RunDirs.of(root, run)) for run in runs]
@@ -89,14 +98,18 @@ def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd,
     assert other == sampled[0]
 
   assert [r["configuration"] for r in report["rows"]] == ["fedavg", "prox", "char_lstm", "bpe"]
-  assert len(report["grid"]) == 5
+  assert {g["run"]: g["diverged_round"] for g in report["grid"] if g["diverged_round"] != ""} == {
+    "prox_clr100": 2
+  }
+  assert len(report["grid"]) == 6
   prox_losses = [g["final_eval_loss"] for g in report["grid"] if g["configuration"] == "prox"]
-  assert report["rows"][1]["final_eval_loss"] == min(prox_losses)
+  assert report["rows"][1]["final_eval_loss"] == min(x for x in prox_losses if x != "")  # Not the diverged.
   assert report["rows"][2]["model"] == "char_lstm"
   assert all(r["rounds_to_target"] == 1 for r in report["rows"])
   with open(report["markdown"]) as f:
     table = f.read()
   assert sum(line.startswith("| ") for line in table.splitlines()) == 5  # Header and four configurations.
+  assert "no longer finite, stopped; see grid.csv): prox_clr100 (round 2)." in table
   assert os.path.getsize(report["plot"]) > 20_000
 
   # Two tokenizers: the report compares by loss per character, which is the loss itself for characters.
@@ -113,7 +126,7 @@ def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd,
   with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="cmp"):
     compare_algorithms.run()
   out = capfd.readouterr().out
-  assert out.count("finished before, skipped") == 5
+  assert out.count("finished before, skipped") == 5 and out.count("diverged before, skipped") == 1
 
 
 def test_comparison_of_trainable_modes(tmp_path):

@@ -1,19 +1,20 @@
-"""A diverging run stops at the round it diverged, says which rate to lower, and keeps what it finished."""
+"""A diverging run stops at the round it diverged, says which rate to lower, and keeps what it finished.
+
+A comparison with diverging grid points: `tests/test_compare.py`.
+"""
 
 import os
 
 import numpy as np
 import pytest
-from absl.testing import flagsaver
 
-from experiments import compare_algorithms
 from tests import helpers
 from tff_gpt import errors
 from tff_gpt.training import divergence, outputs, trainer
 
 # The tiny model's client SGD at 0.5 trains; at 100 round 1 ends with finite weights so large that every
 # client's round-2 update is NaN (TFF drops them all).
-SANE, DIVERGING = 0.5, 100.0
+DIVERGING = 100.0
 
 
 def test_diagnose_names_non_finite_weights_an_empty_round_and_a_non_finite_evaluation():
@@ -26,6 +27,7 @@ def test_diagnose_names_non_finite_weights_an_empty_round_and_a_non_finite_evalu
     assert "weights are no longer finite" in divergence.diagnose(trained, weights)
     assert f"held-out loss is {bad}" in divergence.diagnose(dict(trained, eval_loss=bad))
   assert "trained nothing" in divergence.diagnose({"train_sequences": 0, "train_loss": 0.0}, finite)
+  assert "train loss is nan" in divergence.diagnose({"train_sequences": 12, "train_loss": np.nan}, finite)
 
 
 def test_a_diverging_run_stops_there_names_the_rate_and_keeps_what_it_finished(tmp_path):
@@ -52,36 +54,3 @@ def test_a_diverging_run_stops_there_names_the_rate_and_keeps_what_it_finished(t
   record = divergence.read(dirs.results)
   assert record["diverged_round"] == 2 and record["client_learning_rate"] == DIVERGING
   assert record["message"] == message and not os.path.exists(dirs.summary)
-
-
-def test_a_comparison_reports_diverged_grid_points_and_goes_on(tmp_path, capfd):
-  config = helpers.tiny_config(tmp_path, total_rounds=3)
-  values = {k: v for k, v in config.to_dict().items() if v is not None}
-  configurations = [
-    f"grid: --client_learning_rate={SANE},{DIVERGING}",
-    f"bad: --client_learning_rate={DIVERGING}",
-  ]
-  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="lrs"):
-    report = compare_algorithms.run()
-    out = capfd.readouterr().out
-    # Evaluated every round: the round-1 model's held-out loss is NaN already.
-    assert "grid_clr100: Round 1 diverged: the held-out loss is nan" in out and "bad: Round 1 diverged" in out
-    grid, bad = report["rows"]
-    assert grid["run"] == "grid_clr0.5" and grid["final_eval_loss"] > 0 and grid["diverged_round"] == ""
-    assert bad["diverged_round"] == 1 and bad["final_eval_loss"] == bad["best_eval_loss"] == ""
-    assert bad["mb_communicated"] == pytest.approx(grid["mb_communicated"] / 3, abs=0.05)  # 1 round of 3.
-    assert {r["run"]: r["diverged_round"] for r in report["grid"]} == {
-      "grid_clr0.5": "",
-      "grid_clr100": 1,
-      "bad": 1,
-    }
-    with open(report["markdown"]) as f:
-      markdown = f.read()
-    assert "diverged_round" in markdown.splitlines()[0]
-    assert "see grid.csv): grid_clr100 (round 1), bad (round 1)." in markdown
-    assert os.path.getsize(report["plot"]) > 0
-    # Run again: the diverged grid points are not run again.
-    again = compare_algorithms.run()
-    out = capfd.readouterr().out
-    assert "grid_clr100: diverged before, skipped." in out and "bad: diverged before, skipped." in out
-    assert again["grid"] == report["grid"]

@@ -43,8 +43,9 @@ def diagnose(row: dict, model_weights=None) -> str | None:
   """How the round of metrics row `row` (that left `model_weights`, when given) diverged; None if it did not.
 
   Diverged: weights that are not finite; a round whose clients all had their
-  updates dropped (no training sequence counted); an evaluation whose loss
-  is not finite (weights so large that the logits overflow).
+  updates dropped (FedAvg counts no training sequence); a train loss that is
+  not finite (FedProx keeps a dropped client's metrics); an evaluation whose
+  loss is not finite (weights so large that the logits overflow).
   """
   if model_weights is not None and not is_finite(model_weights):
     return "the global model's weights are no longer finite"
@@ -52,6 +53,8 @@ def diagnose(row: dict, model_weights=None) -> str | None:
     return (
       "every sampled client's update was not finite, so TFF dropped them all and the round trained nothing"
     )
+  if not math.isfinite(row["train_loss"]):  # Algorithms whose clients keep their metrics (FedProx).
+    return f"the round's train loss is {row['train_loss']} (a client's update was not finite)"
   if "eval_loss" in row and not math.isfinite(row["eval_loss"]):
     return f"the held-out loss is {row['eval_loss']} (the weights are so large that the logits overflow)"
   return None
