@@ -10,7 +10,7 @@ import pytest
 
 from tests import helpers
 from tff_gpt import errors
-from tff_gpt.training import divergence, outputs, trainer
+from tff_gpt.training import comparison, divergence, outputs, trainer
 
 # The tiny model's client SGD at 0.5 trains; at 100 round 1 ends with finite weights so large that every
 # client's round-2 update is NaN (TFF drops them all).
@@ -54,3 +54,13 @@ def test_a_diverging_run_stops_there_names_the_rate_and_keeps_what_it_finished(t
   record = divergence.read(dirs.results)
   assert record["diverged_round"] == 2 and record["client_learning_rate"] == DIVERGING
   assert record["message"] == message and not os.path.exists(dirs.summary)
+
+  # A comparison whose only configuration diverged before its first evaluation still gets a table and a plot.
+  record = {"configuration": "tiny", "run": config.experiment_name, "summary": record}
+  report = comparison.write_report([record], config.root_output_dir)
+  (row,) = report["rows"]
+  assert row["diverged_round"] == 2 and row["final_eval_loss"] == row["best_eval_loss"] == ""
+  assert row["mb_communicated"] > 0 and row["client_lr"] == DIVERGING
+  with open(report["markdown"]) as f:
+    assert "see grid.csv): tiny (round 2)." in f.read()
+  assert os.path.getsize(report["plot"]) > 0

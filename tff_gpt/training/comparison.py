@@ -353,7 +353,8 @@ def plot_curves(
     row_axes[1].set_xscale("log")
     for ax in row_axes:
       ax.grid(alpha=0.3)
-  axes[0][0].legend()
+  if axes[0][0].get_legend_handles_labels()[0]:  # Not when every run diverged before its first evaluation.
+    axes[0][0].legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
