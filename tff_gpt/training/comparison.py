@@ -178,12 +178,6 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str 
   reached = [r for r, _, loss in compared if target_loss is not None and loss <= target_loss]
   diverged = "diverged_round" in summary
   final = {k: "" if diverged else summary[k] for k in ("eval_loss", "eval_perplexity", "eval_accuracy")}
-  spent = summary  # A diverged run's time and bytes: up to the round it stopped.
-  if diverged:
-    spent = {
-      "train_seconds": sum(float(r["round_seconds"]) + float(r.get("eval_seconds") or 0) for r in rows),
-      "bytes_communicated": sum(float(r["round_bytes"]) for r in rows),
-    }
   return {
     "configuration": record["configuration"],
     "run": record["run"],
@@ -203,8 +197,8 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str 
     "final_accuracy": _round(final["eval_accuracy"], 4),
     "rounds_to_target": reached[0] if reached else "",
     "diverged_round": summary.get("diverged_round", ""),
-    "train_seconds": round(spent["train_seconds"], 1),
-    "mb_communicated": round(spent["bytes_communicated"] / 2**20, 1),
+    "train_seconds": round(summary["train_seconds"], 1),  # A diverged run's: up to the round it stopped.
+    "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
     "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
     "partition": summary.get("partition", ""),
     "partition_alpha": (summary.get("partition_settings") or {}).get("alpha") or "",
@@ -221,7 +215,8 @@ def _round(value, digits: int):
 def _rank(row: dict) -> tuple:
   """Best grid point first: lowest final eval loss; diverged (or NaN) runs last."""
   loss = row["final_eval_loss"]
-  return (loss == "" or math.isnan(loss), 0.0 if loss == "" or math.isnan(loss) else loss)
+  last = loss == "" or math.isnan(loss)
+  return (last, 0.0 if last else loss)
 
 
 def _write_csv(path: str, rows: list[dict]) -> None:

@@ -68,7 +68,8 @@ def stop(config, round_num: int, why: str, recent: tuple, *, last_checkpoint: in
   clients trained, the rates to lower with their values in this run (the
   server's too when it is not 1), and what is kept: every metrics row and the
   checkpoint of `last_checkpoint` (0: none). `about` is the run's settings
-  (`FederatedExperiment.settings_summary`).
+  (`FederatedExperiment.settings_summary`); the record adds the seconds and
+  bytes of the rounds run, as a summary has them.
   """
   rates = {"--client_learning_rate": config.client_learning_rate}
   if algorithms.server_learning_rate(config) != 1.0:
@@ -87,7 +88,13 @@ def stop(config, round_num: int, why: str, recent: tuple, *, last_checkpoint: in
     f"the metrics of every round so far{kept}.",
     round_num,
   )
-  write(outputs.RunDirs.of(config.root_output_dir, config.experiment_name).results, error, about)
+  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+  rows = outputs.read_metrics(dirs)
+  spent = {
+    "train_seconds": outputs.seconds_spent(rows),
+    "bytes_communicated": sum(float(r["round_bytes"]) for r in rows),
+  }
+  write(dirs.results, error, dict(about, **spent))
   return error
 
 

@@ -272,6 +272,11 @@ def read_metrics(dirs: RunDirs) -> list[dict]:
   return read_csv(dirs.metrics_csv)
 
 
+def seconds_spent(rows: list[dict]) -> float:
+  """Seconds of training and evaluation over metrics rows."""
+  return sum(float(r["round_seconds"]) + float(r.get("eval_seconds") or 0) for r in rows)
+
+
 def read_sampled_clients(dirs: RunDirs) -> dict[int, list[str]]:
   """`{round_num: client ids}` as the run recorded them."""
   return {int(r["round_num"]): r["client_ids"].split() for r in read_csv(dirs.clients_csv)}

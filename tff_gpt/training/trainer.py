@@ -303,7 +303,7 @@ class FederatedExperiment:
         state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
       if version == 0:
         state = self.initial_state()
-      replaced = saved = version  # When the local worker was last replaced (runtime.REPLACE_WORKER_ROUNDS).
+      replaced = saved = version  # Last worker replacement (runtime.REPLACE_WORKER_ROUNDS), last checkpoint.
       last_metrics = {}
       bar = tqdm.tqdm(
         total=c.total_rounds,
@@ -366,7 +366,7 @@ class FederatedExperiment:
       final,
       **self.settings_summary(),
       bytes_communicated=c.total_rounds * self.clients_per_round * sum(self.bytes_per_client.values()),
-      train_seconds=sum(float(r["round_seconds"]) + float(r.get("eval_seconds") or 0) for r in rows),
+      train_seconds=outputs.seconds_spent(rows),
       unigram_perplexity=self.unigram_perplexity(),
       memory_estimate_mb=round(self.memory_estimate.total_mb),
       memory_peak_mb=round(max((float(r["memory_mb"]) for r in rows if r.get("memory_mb")), default=0.0)),
