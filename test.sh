@@ -4,8 +4,16 @@
 # them in this process). Extra arguments go to pytest (e.g. -m "not slow", or a test file).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+# The two environments install side by side (mostly downloads and unpacking). A failure of either stops here;
+# the Colab install runs in its own process group so that an early exit stops all of it.
+set -m
+scripts/setup_colab_venv.sh &
+colab=$!
+set +m
+trap 'kill -- -"$colab" 2>/dev/null || true' EXIT
 scripts/setup_venv.sh
-scripts/setup_colab_venv.sh
+wait "$colab"
+trap - EXIT
 export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

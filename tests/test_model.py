@@ -1,5 +1,7 @@
 """The GPT-2 LM: shapes, tied head, masked loss, trainable choice, presets."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -191,3 +193,35 @@ def test_bpe_generation_continues_past_the_prompt(tmp_path, bpe_files):
   for sampler in ("greedy", "top_k"):
     text = generation.generate(model, tok, "the cat", sampler=sampler, max_length=12, seed=0)
     assert text.startswith("the cat") and len(tok.encode([text])[0]) > len(tok.encode(["the cat"])[0]), text
+
+
+def _graph_logits(keep_constants: bool, calls: list):
+  """Builds the tiny GPT-2 in a fresh graph (as TFF does), sets seeded weights, returns its logits."""
+  keras_function = tf.keras.backend.function
+
+  def counted(*args, **kwargs):
+    calls.append(args)
+    return keras_function(*args, **kwargs)
+
+  config = gpt2_lm.model_config("tiny", vocabulary_size=40, max_sequence_length=16)
+  batch = helpers.token_batch(vocabulary_size=40, batch=2, length=16)
+  rng = np.random.default_rng(3)
+  with tf.Graph().as_default():
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr("keras.src.backend.function", counted)
+      if not keep_constants:
+        patch.setattr(gpt2_lm, "constants_kept_in_graph", contextlib.nullcontext)
+      model = gpt2_lm.build_gpt2_lm(config)
+    logits = model(batch)
+    # The initializers' draws depend on how many ops the graph holds; the function is the same.
+    assigns = [v.assign(rng.normal(0, 0.2, v.shape).astype(np.float32)) for v in model.weights]
+    with tf.compat.v1.Session() as session:
+      session.run(assigns)
+      return session.run(logits)
+
+
+def test_graph_mode_build_evaluates_no_constant_in_a_session_and_gives_the_same_model():
+  """Keras 2's default evaluates each op layer's constants in a session while a functional model is built."""
+  kept, evaluated = [], []
+  np.testing.assert_array_equal(_graph_logits(True, kept), _graph_logits(False, evaluated))
+  assert not kept and len(evaluated) >= 10, (len(kept), len(evaluated))

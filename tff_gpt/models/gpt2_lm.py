@@ -8,10 +8,12 @@ to the token embedding (`token_embedding(h, reverse=True)`), as in GPT-2
 Which weights train (`--trainable`) is `trainable.py`'s concern.
 """
 
+import contextlib
 import re
 
 import keras_nlp
 import tensorflow as tf
+from keras.src.engine import base_layer_utils
 from keras_nlp.src.utils import preset_utils
 
 # GPT2Backbone keyword arguments. `vocabulary_size` and `max_sequence_length`
@@ -116,6 +118,31 @@ def lm_from_backbone(backbone: keras_nlp.models.GPT2Backbone) -> tf.keras.Model:
   return GPT2LM(backbone)
 
 
+@contextlib.contextmanager
+def constants_kept_in_graph():
+  """Builds Keras functional models in graph mode without evaluating their constants in a session.
+
+  `GPT2Backbone` is a functional model, and TFF builds models in graph mode.
+  There Keras 2 wraps every TensorFlow op applied to its symbolic inputs in a
+  `TensorFlowOpLayer` and, by default, evaluates each of the op's constant
+  inputs in a Keras session, which first runs the initializers of every
+  variable in the graph: 28 session calls for each GPT-2 built, 1.3 of the
+  1.9 s of building the tiny model, 20 of the 23 s of GPT-2 124M, and TFF
+  builds the model about 9 times per experiment (BENCHMARKS.md section 13).
+  Keras's own switch, `_UNSAFE_GRAPH_OP_LAYER_CREATION` (what it does under
+  XLA and distribution strategies), keeps those constants as graph tensors
+  instead: the same ops and the same values. What it gives up, the op
+  layers' own `get_config`, is never used: `GPT2Backbone.get_config` returns
+  its constructor arguments and saving goes through presets and weights.
+  """
+  previous = base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION
+  base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION = True
+  try:
+    yield
+  finally:
+    base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION = previous
+
+
 @without_autograph
 def build_gpt2_lm(config: dict) -> tf.keras.Model:
   """Returns a fresh, uncompiled GPT-2 language model.
@@ -133,7 +160,8 @@ def build_gpt2_lm(config: dict) -> tf.keras.Model:
 @without_autograph
 def new_backbone(config: dict) -> keras_nlp.models.GPT2Backbone:
   """A freshly initialized `GPT2Backbone` of `config` (its keyword arguments)."""
-  return keras_nlp.models.GPT2Backbone(**config)
+  with constants_kept_in_graph():
+    return keras_nlp.models.GPT2Backbone(**config)
 
 
 # The stddev a fresh GPT-2's embeddings are drawn with unless `--embedding_init_stddev` says otherwise
@@ -183,7 +211,8 @@ def load_preset(preset: str) -> keras_nlp.models.GPT2Backbone:
   A local directory is one written by `save_to_preset`; a hub name such as
   "gpt2_base_en" is passed to KerasNLP unchanged and needs network.
   """
-  return keras_nlp.models.GPT2Backbone.from_preset(preset)
+  with constants_kept_in_graph():
+    return keras_nlp.models.GPT2Backbone.from_preset(preset)
 
 
 def preset_config(preset: str) -> dict:
