@@ -127,7 +127,7 @@ def constants_kept_in_graph():
   `TensorFlowOpLayer` and, by default, evaluates each of the op's constant
   inputs in a Keras session, which first runs the initializers of every
   variable in the graph: 28 session calls for each GPT-2 built, 1.3 of the
-  1.9 s of building the tiny model, 20 of the 23 s of GPT-2 124M, and TFF
+  1.9 s of building the tiny model, 20 of the 23 s of a fresh 12x768 one, and TFF
   builds the model about 9 times per experiment (BENCHMARKS.md section 13).
   Keras's own switch, `_UNSAFE_GRAPH_OP_LAYER_CREATION` (what it does under
   XLA and distribution strategies), keeps those constants as graph tensors
