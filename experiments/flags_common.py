@@ -77,8 +77,9 @@ _HELP = {
   "vocab_file": "GPT-2 vocab.json for --tokenizer=bpe; a word-count file for --tokenizer=word.",
   "merges_file": "GPT-2 merges.txt for --tokenizer=bpe.",
   "word_vocab_size": "Words kept by --tokenizer=word (TFF's Stack Overflow task: 10000).",
-  "model_size": "GPT-2 shape: tiny, small (2x128), gpt2_124m, or LxD[hH] (L layers of width D, H heads "
-  "(default D/32), feed-forward 4D), for example 4x128.",
+  "model_size": "GPT-2 shape: tiny, small (2x128), gpt2_124m, or LxD[hH][dP] (L layers of width D, H heads "
+  "(default D/32), feed-forward 4D, dropout P in client training (default 0)), for example 4x128 or "
+  "2x128h2d0.1.",
   "embedding_init_stddev": "Draw a fresh GPT-2's token and position embeddings from N(0, this^2); unset: "
   "0.05, which learns far faster at small widths than keras-nlp's own 0.01 and 0.02 (sized for width 768); "
   "0: keras-nlp's.",

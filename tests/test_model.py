@@ -85,7 +85,7 @@ def test_unknown_size():
     gpt2_lm.model_config("huge", vocabulary_size=10, max_sequence_length=8)
 
 
-@pytest.mark.parametrize("bad", ["4x", "0x128", "2x100h3", "4X128"])
+@pytest.mark.parametrize("bad", ["4x", "0x128", "2x100h3", "4X128", "2x128d1.5", "2x128d0.1h2"])
 def test_bad_size_spec(bad):
   with pytest.raises(ValueError, match="Unknown model size|heads must divide"):
     gpt2_lm.model_config(bad, vocabulary_size=10, max_sequence_length=8)
@@ -105,10 +105,25 @@ def test_size_spec_builds_that_shape():
   )
   assert gpt2_lm.size_config("4x128")["num_heads"] == 4
   assert gpt2_lm.size_config("small") == gpt2_lm.size_config("2x128")
+  assert gpt2_lm.size_config("2x128h2d0.1") == dict(gpt2_lm.size_config("2x128h2"), dropout=0.1)
   model = gpt2_lm.build_gpt2_lm(config)
   d = 64
   block = 4 * (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 2 * 2 * d  # attention, MLP, 2 norms
   assert model.count_params() == 90 * d + 80 * d + 3 * block + 2 * d  # embeddings, blocks, final norm
+
+
+def test_size_spec_dropout_applies_in_training_only():
+  """`d0.5`: two training calls drop different units; inference (evaluation, generation) drops none."""
+  config = gpt2_lm.model_config("2x16h2d0.5", vocabulary_size=12, max_sequence_length=8)
+  model = gpt2_lm.build_gpt2_lm(config)
+  batch = dict(token_ids=tf.constant([[1, 2, 3, 4]]), padding_mask=tf.ones([1, 4], tf.bool))
+  plain = gpt2_lm.build_gpt2_lm(dict(config, dropout=0.0))
+  plain.set_weights(model.get_weights())
+  np.testing.assert_array_equal(model(batch, training=False), plain(batch, training=False))
+  np.testing.assert_array_equal(model(batch), plain(batch))  # Keras's default: inference.
+  first, second = model(batch, training=True), model(batch, training=True)
+  assert not np.allclose(first, second)
+  np.testing.assert_array_equal(plain(batch, training=True), plain(batch, training=False))
 
 
 def test_embedding_init_stddev_redraws_only_the_embeddings():

@@ -40,15 +40,18 @@ BACKBONE_KEYS = (
 )
 
 
-_SIZE_SPEC = re.compile(r"(\d+)x(\d+)(?:h(\d+))?")
+_SIZE_SPEC = re.compile(r"(\d+)x(\d+)(?:h(\d+))?(?:d(0?\.\d+))?")
 SIZE_HELP = (
-  f"one of {sorted(MODEL_SIZES)}, or LxD[hH]: L layers of width D (H heads, default D/32; feed-forward 4D), "
-  "for example 4x128"
+  f"one of {sorted(MODEL_SIZES)}, or LxD[hH][dP]: L layers of width D (H heads, default D/32; feed-forward "
+  "4D; dropout P in training, default 0), for example 4x128 or 2x128h2d0.1"
 )
 
 
 def size_config(size: str) -> dict:
-  """The `GPT2Backbone` shape of a named size or an `LxD[hH]` spec (`4x128`, `2x192h6`).
+  """The `GPT2Backbone` shape of a named size or an `LxD[hH][dP]` spec (`4x128`, `2x192h6`, `2x128h2d0.1`).
+
+  P is keras-nlp's `dropout` (embeddings, attention and feed-forward outputs),
+  applied in client training only; evaluation and generation run without it.
 
   Raises:
     ValueError: An unknown name, or a spec whose width the heads do not divide.
@@ -60,15 +63,18 @@ def size_config(size: str) -> dict:
     raise ValueError(f"Unknown model size {size!r}; expected {SIZE_HELP}.")
   layers, width = int(match[1]), int(match[2])
   heads = int(match[3]) if match[3] else max(1, width // 32)
+  dropout = float(match[4]) if match[4] else 0.0
   if layers < 1 or width < 1 or heads < 1 or width % heads:
     raise ValueError(
       f"Model size {size!r}: layers, width and heads must be >= 1 and heads must divide the width."
     )
-  return dict(num_layers=layers, num_heads=heads, hidden_dim=width, intermediate_dim=4 * width, dropout=0.0)
+  return dict(
+    num_layers=layers, num_heads=heads, hidden_dim=width, intermediate_dim=4 * width, dropout=dropout
+  )
 
 
 def model_config(size: str, *, vocabulary_size: int, max_sequence_length: int) -> dict:
-  """Returns the `GPT2Backbone` arguments of the named size or `LxD[hH]` spec."""
+  """Returns the `GPT2Backbone` arguments of the named size or `LxD[hH][dP]` spec."""
   return dict(size_config(size), vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length)
 
 
