@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tests import helpers
 from tff_gpt.data import tokenizers
-from tff_gpt.models import gpt2_lm, metrics, tff_model
+from tff_gpt.models import gpt2_lm, metrics, seeded_dropout, tff_model
 
 CONFIG = gpt2_lm.model_config("tiny", vocabulary_size=50, max_sequence_length=16)
 
@@ -112,18 +112,45 @@ def test_size_spec_builds_that_shape():
   assert model.count_params() == 90 * d + 80 * d + 3 * block + 2 * d  # embeddings, blocks, final norm
 
 
-def test_size_spec_dropout_applies_in_training_only():
-  """`d0.5`: two training calls drop different units; inference (evaluation, generation) drops none."""
+def test_size_spec_dropout_applies_in_training_only_with_masks_drawn_from_the_batch():
+  """`d0.5`: training drops units, with masks that depend on the batch only; inference drops none."""
   config = gpt2_lm.model_config("2x16h2d0.5", vocabulary_size=12, max_sequence_length=8)
   model = gpt2_lm.build_gpt2_lm(config)
   batch = dict(token_ids=tf.constant([[1, 2, 3, 4]]), padding_mask=tf.ones([1, 4], tf.bool))
+  other = dict(token_ids=tf.constant([[1, 2, 3, 5]]), padding_mask=tf.ones([1, 4], tf.bool))
   plain = gpt2_lm.build_gpt2_lm(dict(config, dropout=0.0))
   plain.set_weights(model.get_weights())
   np.testing.assert_array_equal(model(batch, training=False), plain(batch, training=False))
   np.testing.assert_array_equal(model(batch), plain(batch))  # Keras's default: inference.
-  first, second = model(batch, training=True), model(batch, training=True)
-  assert not np.allclose(first, second)
   np.testing.assert_array_equal(plain(batch, training=True), plain(batch, training=False))
+  trained = model(batch, training=True)
+  assert not np.allclose(trained, plain(batch, training=True))
+  # The same batch gets the same masks, in another model with the same weights and inside tf.function;
+  # another batch gets others (compared on the first three positions, whose tokens are the same).
+  again = gpt2_lm.build_gpt2_lm(config)
+  again.set_weights(model.get_weights())
+  np.testing.assert_array_equal(again(batch, training=True), trained)
+  traced = tf.function(lambda b: model(b, training=True), autograph=False)
+  np.testing.assert_allclose(traced(batch), trained, atol=1e-6)
+  assert not np.allclose(model(other, training=True)[:, :3], trained[:, :3])
+
+
+def test_seeded_dropout_drops_at_its_rate_and_keeps_the_expected_value():
+  """Against Keras's own `Dropout` at the same rate: the same fraction dropped, the same scaling."""
+  layer = tf.keras.layers.Dropout(0.3)
+  slot = seeded_dropout.install(tf.keras.Sequential([tf.keras.Input([4000]), layer]))
+  assert isinstance(layer, seeded_dropout.SeededDropout)
+  ones = tf.ones([8, 4000])
+  slot.seed = seeded_dropout.batch_seed(tf.constant([[3, 1, 4]]))
+  seeded = layer(ones, training=True).numpy()
+  slot.seed = None  # Keras's own stateful draw.
+  keras = layer(ones, training=True).numpy()
+  for out in (seeded, keras):
+    assert np.mean(out == 0) == pytest.approx(0.3, abs=0.01)
+    np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.7], rtol=1e-6)
+  assert seeded_dropout.batch_seed(tf.constant([[3, 1, 4]])) != seeded_dropout.batch_seed(
+    tf.constant([[3, 4, 1]])
+  )
 
 
 def test_embedding_init_stddev_redraws_only_the_embeddings():

@@ -118,3 +118,32 @@ def test_resume_with_other_settings_fails_before_building_anything(uninterrupted
   changed = dataclasses.replace(config, client_learning_rate=0.02)
   with pytest.raises(trainer.ResumeError, match="--client_learning_rate was 0.01, now 0.02"):
     trainer.FederatedExperiment(changed)
+
+
+def test_a_run_with_dropout_repeats_and_resumes_exactly(tmp_path):
+  """Dropout masks come from the batches (seeded_dropout.py): no unseeded state decides a run."""
+
+  def run(name, rounds, model_size="2x16h2d0.3"):
+    config = helpers.tiny_config(
+      tmp_path,
+      experiment_name=name,
+      model_size=model_size,
+      total_rounds=rounds,
+      client_optimizer="adam",
+      client_learning_rate=0.01,
+      rounds_per_eval=rounds,
+    )
+    return config, trainer.FederatedExperiment(config).run(progress=False)
+
+  config, uninterrupted = run("dropout", 3)
+  resumed_config, _ = run("dropout_resumed", 2)  # Then "killed": run again with more rounds.
+  _, resumed = run("dropout_resumed", 3)
+  for got, want in zip(
+    resumed["model_weights"].trainable, uninterrupted["model_weights"].trainable, strict=True
+  ):
+    np.testing.assert_array_equal(got, want)
+  assert [int(r["round_num"]) for r in _rows(resumed_config)] == [1, 2, 3]
+  assert [r["train_loss"] for r in _rows(resumed_config)] == [r["train_loss"] for r in _rows(config)]
+  # The same run without dropout (same shape and initial weights) trains differently from round 1.
+  plain_config, _ = run("no_dropout", 1, model_size="2x16h2")
+  assert _rows(plain_config)[0]["train_loss"] != _rows(config)[0]["train_loss"]

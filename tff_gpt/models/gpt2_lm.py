@@ -16,6 +16,8 @@ import tensorflow as tf
 from keras.src.engine import base_layer_utils
 from keras_nlp.src.utils import preset_utils
 
+from tff_gpt.models import seeded_dropout
+
 # GPT2Backbone keyword arguments. `vocabulary_size` and `max_sequence_length`
 # are filled from the tokenizer and the data.
 MODEL_SIZES = {
@@ -105,10 +107,19 @@ class GPT2LM(tf.keras.Model):
     super().__init__(name="gpt2_lm", **kwargs)
     self.backbone = backbone
     self.built = True  # No weights of its own; the backbone is built.
+    # Dropout masks drawn from each training batch, not from unseeded state (seeded_dropout.py).
+    self._dropout_seed = seeded_dropout.install(backbone)
 
   @without_autograph
   def call(self, inputs, training=None):
-    hidden = self.backbone(inputs, training=training)
+    if self._dropout_seed is None or training is None or training is False:
+      hidden = self.backbone(inputs, training=training)
+    else:
+      self._dropout_seed.seed = seeded_dropout.batch_seed(inputs["token_ids"])
+      try:
+        hidden = self.backbone(inputs, training=training)
+      finally:
+        self._dropout_seed.seed = None
     return self.backbone.token_embedding(hidden, reverse=True)
 
   def get_config(self):
