@@ -56,7 +56,9 @@ imported = time.perf_counter()
 config = config_lib.ExperimentConfig(
   root_output_dir=sys.argv[3], experiment_name="build", model_size=sys.argv[2], total_rounds=1,
   clients_per_round=10, clients_per_eval=10, export=False)
-with runtime.execution_context():
+if sys.argv[2] == "gpt2_124m":  # One client computation at a time, as 124M runs need on 24 GB (README).
+  config.max_concurrent_computation_calls = 1
+with runtime.execution_context(**runtime.context_args(config)):
   experiment = trainer.FederatedExperiment(config)
   built = time.perf_counter()
   if sys.argv[4] == "round":
