@@ -63,7 +63,9 @@ def install(backbone: tf.keras.Model) -> _SeedSlot | None:
 
   Returns None when the backbone has no dropout (then nothing changes).
   """
-  layers = [layer for layer in _sublayers(backbone) if isinstance(layer, tf.keras.layers.Dropout)]
+  # Keras's own walk over the sublayers: each once, in a fixed (depth-first, tracking) order.
+  sublayers = backbone._flatten_layers(include_self=False)
+  layers = [layer for layer in sublayers if isinstance(layer, tf.keras.layers.Dropout)]
   if not any(layer.rate for layer in layers):
     return None
   slot = _SeedSlot()
@@ -72,18 +74,3 @@ def install(backbone: tf.keras.Model) -> _SeedSlot | None:
     layer._seed_slot = slot
     layer._seed_index = index
   return slot
-
-
-def _sublayers(layer: tf.keras.layers.Layer):
-  """Every layer under `layer` once, in a fixed order (depth first, in tracking order)."""
-  seen, order = set(), []
-
-  def visit(current):
-    for child in current._flatten_layers(include_self=False, recursive=False):
-      if id(child) not in seen:
-        seen.add(id(child))
-        order.append(child)
-        visit(child)
-
-  visit(layer)
-  return order
