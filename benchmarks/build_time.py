@@ -58,7 +58,7 @@ config = config_lib.ExperimentConfig(
   clients_per_round=10, clients_per_eval=10, export=False)
 if sys.argv[2] == "gpt2_124m":  # One client computation at a time, as 124M runs need on 24 GB (README).
   config.max_concurrent_computation_calls = 1
-with runtime.execution_context(**runtime.context_args(config)):
+with runtime.execution_context(**config.context_args()):
   experiment = trainer.FederatedExperiment(config)
   built = time.perf_counter()
   if sys.argv[4] == "round":
@@ -88,7 +88,7 @@ def measure(setting: str, model_size: str, build_only: bool = False) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model_sizes", nargs="+", default=["tiny", "small"])
+  parser.add_argument("--model_sizes", nargs="+", default=["tiny", "2x128"])
   parser.add_argument(
     "--build_only", action="store_true", help="Time the import and build only, no round (GPT-2 124M)."
   )

@@ -200,7 +200,7 @@ def main(argv=None) -> dict:
     federated = _federated(best, config)
     done = previous.get(configuration.name, {}).get("central", [])
     central, experiment = [], None
-    with runtime.execution_context(**runtime.context_args(config)):
+    with runtime.execution_context(**config.context_args()):
       for rate in (config.client_learning_rate * factor for factor in factors):
         kept = next((c for c in done if math.isclose(c["learning_rate"], rate, rel_tol=1e-9)), None)
         if kept is None:

@@ -33,9 +33,12 @@ import sys
 import tempfile
 import time
 
-from tff_gpt import runtime  # First: sets TensorFlow's thread environment, which the worker inherits.
+from tff_gpt import runtime
+from tff_gpt.runtime import host
 
-THREADS = {k: os.environ[k] for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+# Before TensorFlow runs anything: the central loops here and TFF's worker get the same thread pools.
+host.configure()
+THREADS = {k: os.environ.get(k) for k in (host.INTRA_OP, host.INTER_OP)}
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -54,7 +54,7 @@ def settings(quick: bool) -> dict:
     )
   return dict(
     groups=HISTORIES,
-    model_size="small",
+    model_size="2x128",
     bpe_vocab_size=2000,
     epochs=6,
     sequence_length=64,

@@ -21,7 +21,10 @@ import time
 import psutil
 
 from benchmarks import run_benchmarks  # noqa: E402
-from tff_gpt import runtime  # First: sets TensorFlow's thread environment, which the worker inherits.
+from tff_gpt import runtime
+from tff_gpt.runtime import host
+
+host.configure()  # Before TensorFlow runs anything; the worker(s) inherit the environment.
 
 
 def empty_rounds(task: run_benchmarks.Task, clients: int, rounds: int) -> dict:
@@ -62,7 +65,7 @@ def main():
   parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
   args = parser.parse_args()
   with runtime.execution_context():
-    task = run_benchmarks.Task("small")
+    task = run_benchmarks.Task("2x128")
     results = {
       "central_loops": client_loops(task, 10, args.repeats),  # Before any TFF process (see STACK_NOTES).
       "empty_rounds": empty_rounds(task, 10, args.rounds),

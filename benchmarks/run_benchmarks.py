@@ -30,9 +30,12 @@ import statistics
 import threading
 import time
 
-from tff_gpt import runtime  # First: sets TensorFlow's thread environment, which the worker inherits.
+from tff_gpt import runtime
+from tff_gpt.runtime import host
 
-THREADS = {k: os.environ[k] for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+# Before TensorFlow runs anything: the central loops here and TFF's worker get the same thread pools.
+host.configure()
+THREADS = {k: os.environ.get(k) for k in (host.INTRA_OP, host.INTER_OP)}
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -399,7 +402,7 @@ def main():
   parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
   args = parser.parse_args()
   quick = args.quick
-  size = "tiny" if quick else "small"
+  size = "tiny" if quick else "2x128"
   repeats = 1 if quick else 3
   started = time.perf_counter()
   results = {"mode": "quick" if quick else "full", "model": size, "cpus": os.cpu_count(), **THREADS}

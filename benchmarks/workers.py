@@ -28,7 +28,10 @@ import time
 import portpicker
 
 from benchmarks.run_benchmarks import Task  # noqa: E402
-from tff_gpt import runtime  # First: sets TensorFlow's thread environment, which the workers inherit.
+from tff_gpt import runtime
+from tff_gpt.runtime import host
+
+host.configure()  # Before TensorFlow runs anything; the worker(s) inherit the environment.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,7 +78,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--clients", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--model_size", default="small")
+  parser.add_argument("--model_size", default="2x128")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   task = Task(args.model_size)

@@ -28,7 +28,7 @@ def export_latest() -> str:
   if not os.path.exists(dirs.run_config):
     raise app.UsageError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
   config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
-  with runtime.execution_context(**runtime.context_args(config)):
+  with runtime.execution_context(**config.context_args()):
     experiment = trainer.FederatedExperiment(config)
     state, round_num = experiment.latest_state()
     path = export.export_run(

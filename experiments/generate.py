@@ -13,7 +13,7 @@ from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
 from tff_gpt.training import restore  # noqa: E402
 
-flags_common.define_experiment_flags(["root_output_dir", "experiment_name", "seed"])
+flags_common.define_experiment_flags(names=("root_output_dir", "experiment_name", "seed"))
 flags.DEFINE_string("prompt", "ROMEO:", "Text to continue.")
 flags.DEFINE_enum("sampler", "top_k", list(generation.SAMPLERS), "KerasNLP sampler.")
 flags.DEFINE_integer("top_k", 10, "k of the top_k sampler.")

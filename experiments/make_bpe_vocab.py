@@ -15,8 +15,9 @@ from absl import flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt.data import bpe_training, tokenizers  # noqa: E402
+from tff_gpt.data.settings import CorpusSettings  # noqa: E402
 
-flags_common.define_experiment_flags(flags_common.CORPUS_FLAGS)
+flags_common.define_experiment_flags(CorpusSettings)
 flags.DEFINE_integer("vocab_size", 8000, "Tokens in the vocabulary, bytes and <|endoftext|> included.")
 flags.DEFINE_integer("min_frequency", 2, "Pairs seen fewer times are not merged.")
 flags.DEFINE_string("output_dir", "runs/bpe", "Where vocab.json and merges.txt are written.")

@@ -23,18 +23,12 @@ from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt.data import bpe_training, client_data, tokenizers  # noqa: E402
+from tff_gpt.data.settings import CorpusSettings  # noqa: E402
 from tff_gpt.training import central  # noqa: E402
 
 # Shared with the other entry points (defined once when several are imported, as in tests).
 flags_common.define_experiment_flags(
-  [
-    *flags_common.CORPUS_FLAGS,
-    "vocab_file",
-    "merges_file",
-    "seed",
-    "model_size",
-    "sequence_length",
-  ]
+  CorpusSettings, names=("vocab_file", "merges_file", "seed", "model_size", "sequence_length")
 )
 _D = central.PretrainConfig(preset_dir="")
 flags.DEFINE_string(

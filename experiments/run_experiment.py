@@ -30,7 +30,7 @@ def run() -> dict:
     config.validate()
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  with runtime.execution_context(**runtime.context_args(config)):
+  with runtime.execution_context(**config.context_args()):
     experiment = trainer.FederatedExperiment(config)
     print(experiment.corpus.summary_text())
     summary = experiment.run()

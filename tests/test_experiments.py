@@ -1,14 +1,16 @@
 """The absl entry points, run as a researcher runs them (main under flagsaver)."""
 
 import csv
+import dataclasses
 import os
 
 import pytest
-from absl import app
+from absl import app, flags
 from absl.testing import flagsaver
 
 from experiments import generate, run_experiment
 from tests import helpers
+from tff_gpt.training import config as config_lib
 
 
 def _flags(tmp_path, **overrides):
@@ -106,7 +108,8 @@ def test_unknown_optimizer_is_rejected_by_the_flag():
 def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
   """--preset starts from the preset's weights and trains with its BPE tokenizer."""
   preset, _, tok = helpers.write_preset(tmp_path / "preset", bpe_files)
-  values = _flags(tmp_path, total_rounds=1, experiment_name="from_preset", preset=preset, tokenizer="bpe")
+  values = _flags(tmp_path, total_rounds=1, experiment_name="from_preset", preset=preset)
+  del values["tokenizer"]  # Implied by --preset: its BPE.
   with flagsaver.flagsaver(**values, sample_prompt="the"):
     run_experiment.main(["run_experiment"])
   out = capfd.readouterr().out
@@ -171,3 +174,22 @@ def test_shipped_shakespeare_bpe_is_what_make_bpe_vocab_makes(tmp_path):
   for path in made:
     with open(path, "rb") as new, open(os.path.join(shipped, os.path.basename(path)), "rb") as old:
       assert new.read() == old.read(), os.path.basename(path)
+
+
+def test_settings_written_by_earlier_code_still_resume():
+  """A run directory's run_config from before the settings groups (old names, fewer fields) resumes."""
+  saved = {"model_size": "small", "tokenizer": "char", "seed": 0, "total_rounds": 300, "retired_flag": 1}
+  assert config_lib.ExperimentConfig().resume_changes(saved) == []
+  assert config_lib.ExperimentConfig(model_size="small", total_rounds=10).resume_changes(saved) == []
+  assert config_lib.ExperimentConfig(seed=1).resume_changes(saved) == ["--seed was 0, now 1"]
+
+
+def test_flags_are_derived_from_the_settings_declarations():
+  """Every setting is a flag with its declared help; enums list their choices; nothing else is listed."""
+  for field in dataclasses.fields(config_lib.ExperimentConfig):
+    flag = flags.FLAGS[field.name]
+    assert flag.help.endswith(field.metadata["help"])
+    if field.metadata["choices"]:
+      assert list(flag.parser.enum_values) == list(field.metadata["choices"])
+  assert set(config_lib.RESUME_KEYS) < {f.name for f in dataclasses.fields(config_lib.ExperimentConfig)}
+  assert "seed" in config_lib.RESUME_KEYS and "total_rounds" not in config_lib.RESUME_KEYS

@@ -203,10 +203,13 @@ def test_bad_init_stddev(tmp_path, overrides):
 
 
 def test_embedding_init_stddev_default_and_zero(tmp_path):
-  assert helpers.tiny_config(tmp_path).initial_embedding_stddev == gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV
-  assert helpers.tiny_config(tmp_path, embedding_init_stddev=0.0).initial_embedding_stddev is None
-  assert helpers.tiny_config(tmp_path, embedding_init_stddev=0.1).initial_embedding_stddev == 0.1
-  assert helpers.tiny_config(tmp_path, model="char_lstm").initial_embedding_stddev is None
+  def embedding(**overrides):
+    return helpers.tiny_config(tmp_path, **overrides).initial_draws["embedding_init_stddev"]
+
+  assert embedding() == gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV
+  assert embedding(embedding_init_stddev=0.0) is None
+  assert embedding(embedding_init_stddev=0.1) == 0.1
+  assert embedding(model="char_lstm") is None
   # What the experiment passes to `tff_model.initial_weights`.
   assert helpers.tiny_config(tmp_path, attention_init_stddev=0.09).initial_draws == dict(
     embedding_init_stddev=gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV, attention_init_stddev=0.09

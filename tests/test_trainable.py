@@ -208,7 +208,7 @@ def _seeded_like(experiment):
   """The run's starting model, drawn the way `tff_model.initial_weights` draws it (embeddings included)."""
   tf.keras.utils.set_random_seed(experiment.config.seed)
   built = tff_model.build_lm(experiment.model_config, trainable=experiment.config.trainable, lora_alpha=4.0)
-  stddev = experiment.config.initial_embedding_stddev
+  stddev = experiment.config.initial_draws["embedding_init_stddev"]
   if stddev is not None:
     gpt2_lm.reinitialize_embeddings(gpt2_lm.backbone_of(built[0]), stddev)
   return built

@@ -23,11 +23,21 @@ from tff_gpt.models import seeded_dropout
 MODEL_SIZES = {
   # For tests: runs a TFF round in well under a second.
   "tiny": dict(num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, dropout=0.0),
-  # The default: trains on Shakespeare in minutes on 2 CPU cores.
-  "small": dict(num_layers=2, num_heads=4, hidden_dim=128, intermediate_dim=512, dropout=0.0),
   # GPT-2 124M (Radford et al. 2019).
   "gpt2_124m": dict(num_layers=12, num_heads=12, hidden_dim=768, intermediate_dim=3072, dropout=0.1),
 }
+
+
+# Names that earlier runs used, kept so that their flags, flagfiles and run directories still work. "small"
+# was the default 2x128 shape (0.4M parameters), not the published GPT-2 small (124M: `gpt2_124m`).
+ALIASES = {"small": "2x128"}
+# The default: 2 layers of width 128, 4 heads; trains on Shakespeare in minutes on 2 CPU cores.
+DEFAULT_SIZE = "2x128"
+
+
+def canonical_size(size: str) -> str:
+  """The name a size is recorded under (an alias's shape spec; anything else as given)."""
+  return ALIASES.get(size, size)
 
 
 # The `GPT2Backbone` arguments a model config holds.
@@ -44,8 +54,9 @@ BACKBONE_KEYS = (
 
 _SIZE_SPEC = re.compile(r"(\d+)x(\d+)(?:h(\d+))?(?:d(0?\.\d+))?")
 SIZE_HELP = (
-  f"one of {sorted(MODEL_SIZES)}, or LxD[hH][dP]: L layers of width D (H heads, default D/32; feed-forward "
-  "4D; dropout P in training, default 0), for example 4x128 or 2x128h2d0.1"
+  f"one of {sorted(MODEL_SIZES)} ('small' is kept as another name for 2x128), or LxD[hH][dP]: L layers of "
+  "width D (H heads, default D/32; feed-forward 4D; dropout P in training, default 0), for example 4x128 or "
+  "2x128h2d0.1"
 )
 
 
@@ -58,6 +69,7 @@ def size_config(size: str) -> dict:
   Raises:
     ValueError: An unknown name, or a spec whose width the heads do not divide.
   """
+  size = canonical_size(size)
   if size in MODEL_SIZES:
     return dict(MODEL_SIZES[size])
   match = _SIZE_SPEC.fullmatch(size)

@@ -12,63 +12,20 @@ out-of-memory kill).
 
 import atexit
 import contextlib
-import ctypes
 import gc
-import logging
 import os
 
-# Set before TensorFlow starts its thread pools (the worker inherits them).
-# They cut a round's time by 20-40% on 2 cores; callers may override them.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "2")
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-
-
-def _limit_malloc_arenas(arenas: int) -> None:
-  """glibc's `mallopt(M_ARENA_MAX, arenas)` for this process (a no-op without glibc)."""
-  try:
-    ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX.
-  except (OSError, AttributeError):
-    pass
-
-
-# glibc gives threads that allocate at once arenas of their own (up to 8 per core). TensorFlow's, gRPC's
-# and TFF's threads then spread the freed memory over many arenas, and the Python process grew by 56 MB
-# over 1,000 rounds of the tiny model; with 2 arenas it stays flat, for about 4% of a round's time
-# (BENCHMARKS.md s.8; MALLOC_ARENA_MAX=16 restores glibc's default). The worker reads
-# the variable when it starts; this process, already started, is told through `mallopt`.
-os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-_limit_malloc_arenas(int(os.environ["MALLOC_ARENA_MAX"]))
-
-import psutil  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_federated.python.core.impl.context_stack import (  # noqa: E402
-  context_stack_impl,  # noqa: E402
-  set_default_context,  # noqa: E402
+import psutil
+import tensorflow as tf
+from tensorflow_federated.python.core.impl.context_stack import (
+  context_stack_impl,
+  set_default_context,
 )
 
-from tff_gpt import errors  # noqa: E402
-from tff_gpt.algorithms import aggregators  # noqa: E402
-from tff_gpt.runtime import contexts  # noqa: E402
-from tff_gpt.runtime import workers as workers_lib  # noqa: E402
-from tff_gpt.runtime.workers import WorkerDiedError  # noqa: E402, F401
-
-
-class _DropKnownNoise(logging.Filter):
-  """Drops log lines that every traced computation repeats and that need no action.
-
-  Our inputs carry an explicit `padding_mask`, which is what keras-nlp asks
-  for; the warning says the Keras mask is then ignored, which is intended.
-  """
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    message = record.getMessage()
-    return "explicitly setting `padding_mask`" not in message and "Object was never used" not in message
-
-
-logging.getLogger("absl").addFilter(_DropKnownNoise())
-# TFF's secure aggregator builds asserts whose results TF reports as unused, at ERROR.
-logging.getLogger("tensorflow").addFilter(_DropKnownNoise())
+from tff_gpt import errors
+from tff_gpt.runtime import contexts, host
+from tff_gpt.runtime import workers as workers_lib
+from tff_gpt.runtime.workers import WorkerDiedError  # noqa: F401
 
 _worker: workers_lib.LocalWorker | None = None
 _factory: contexts.WorkerExecutorFactory | None = None
@@ -95,7 +52,7 @@ def shutdown() -> None:
   gc.collect()
 
 
-atexit.register(shutdown)
+_exit_hook_installed = False
 
 
 def replace_local_worker() -> bool:
@@ -146,8 +103,16 @@ def set_up(
   secure_aggregation: bool = False,
   workers: str | None = None,
   optimize_for_cpu: bool | None = None,
+  intra_op_threads: int | None = None,
+  inter_op_threads: int | None = None,
+  malloc_arenas: int | None = None,
 ) -> None:
-  """Installs the context that runs TFF computations.
+  """Sizes this process for the host and installs the context that runs TFF computations.
+
+  Importing `tff_gpt` changes nothing in the process; this call does: TF's
+  thread pools and glibc's malloc arenas (`host.configure`, for this process
+  and the worker it starts), log filters for known noise, and an exit hook
+  that stops the worker.
 
   Args:
     max_concurrent_computation_calls: How many client computations the local
@@ -164,19 +129,30 @@ def set_up(
       CPU rewrites; rounds of the small GPT-2 5-14% faster here,
       BENCHMARKS.md s.1) or with TFF's native compiler. None: for the local
       worker when this machine has no GPU, never for remote workers.
+    intra_op_threads, inter_op_threads, malloc_arenas: Override
+      `host.for_host`'s sizing and the environment (None: do not override).
 
   Raises:
     errors.UserInputError: A malformed address, or secure aggregation with
       several workers.
     WorkerDiedError: A worker does not answer (names it).
   """
-  global _worker, _factory
+  global _worker, _factory, _exit_hook_installed
   workers_ = [workers_lib.RemoteWorker(a) for a in parse_workers(workers)] if workers is not None else None
   if workers_ and len(workers_) > 1 and secure_aggregation:
     raise errors.UserInputError(
       "secure aggregation runs on one worker only here (TFF lowers it to plain sums in simulation); use "
       "one --workers address or another --aggregator."
     )
+  host.configure(
+    intra_op_threads=intra_op_threads,
+    inter_op_threads=inter_op_threads,
+    malloc_arenas=malloc_arenas,
+    concurrent_calls=max_concurrent_computation_calls,
+  )
+  if not _exit_hook_installed:
+    atexit.register(shutdown)
+    _exit_hook_installed = True
   workers_lib.start_watchdog()
   shutdown()
   for worker in workers_ or []:
@@ -206,12 +182,3 @@ def execution_context(**set_up_args):
     yield
   finally:
     shutdown()
-
-
-def context_args(config) -> dict:
-  """`execution_context` arguments for an `ExperimentConfig`."""
-  return dict(
-    max_concurrent_computation_calls=config.max_concurrent_computation_calls,
-    secure_aggregation=aggregators.AGGREGATORS[config.aggregator].secure,
-    workers=config.workers,
-  )

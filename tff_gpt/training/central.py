@@ -31,7 +31,7 @@ class PretrainConfig:
   """Settings of one central pretraining run (experiments/pretrain.py's flags)."""
 
   preset_dir: str
-  model_size: str = "small"
+  model_size: str = gpt2_lm.DEFAULT_SIZE
   sequence_length: int = 64
   batch_size: int = 16
   learning_rate: float = 1e-3

@@ -112,7 +112,7 @@ def run_comparison(
           print(f"\n=== {config.experiment_name} ===", flush=True)
         start = time.perf_counter()
         try:
-          with runtime.execution_context(**runtime.context_args(config)):
+          with runtime.execution_context(**config.context_args()):
             summary = trainer.FederatedExperiment(config).run(progress=progress)
         except divergence.DivergedError as e:  # The rest of the grid still runs.
           summary = _finished(config)

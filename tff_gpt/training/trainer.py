@@ -24,7 +24,7 @@ import tqdm
 
 from tff_gpt import algorithms, errors, export, runtime
 from tff_gpt.algorithms import aggregators, communication, privacy
-from tff_gpt.data import datasets, preprocessing, tokenizers
+from tff_gpt.data import preprocessing, tokenizers
 from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
 from tff_gpt.models import metrics as metrics_lib
 from tff_gpt.models import trainable as trainable_lib
@@ -61,7 +61,7 @@ class FederatedExperiment:
     self.tokenizer = tokenizers.build_tokenizer(
       config.tokenizer, preset=self.preset, **config.tokenizer_kwargs()
     )
-    self.corpus = datasets.load_corpus(config.dataset, **config.corpus_kwargs())
+    self.corpus = config.load_corpus()
     self.model_config = self._model_config()
     self.train_data = preprocessing.TokenizedClients(
       self.corpus.texts("train"), self.tokenizer, sequence_length=config.sequence_length
@@ -414,14 +414,9 @@ class FederatedExperiment:
     dirs = self.dirs
     if not os.path.exists(dirs.run_config):
       return
-    # Through the dataclass, so fields added since the run started compare as their defaults.
-    previous = config_lib.ExperimentConfig.from_dict(
-      outputs.read_json(dirs.run_config)["experiment"]
-    ).to_dict()
-    current = self.config.to_dict()
-    changed = [k for k in config_lib.RESUME_KEYS if previous.get(k) != current.get(k)]
+    changed = self.config.resume_changes(outputs.read_json(dirs.run_config)["experiment"])
     if changed:
-      details = ", ".join(f"--{k} was {previous.get(k)!r}, now {current.get(k)!r}" for k in changed)
+      details = ", ".join(changed)
       raise ResumeError(
         f"{dirs.checkpoints} holds a run with other settings ({details}). Use a new "
         "--experiment_name, or the same flags to resume it."
