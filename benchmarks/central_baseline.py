@@ -96,8 +96,8 @@ def _federated(record: dict, config) -> dict:
   )
 
 
-def _central(experiment, learning_rate: float) -> dict:
-  result = central_baseline.train(experiment, learning_rate)
+def _central(loop, learning_rate: float) -> dict:
+  result = central_baseline.train(loop, learning_rate)
   result.pop("model_weights")
   keys = ("round_num", "eval_loss", "eval_loss_per_char", "eval_accuracy", "eval_perplexity")
   result["evals"] = [{k: e[k] for k in keys} for e in result["evals"]]
@@ -206,7 +206,7 @@ def main(argv=None) -> dict:
         if kept is None:
           print(f"\n=== {configuration.name}: central, learning rate {rate:g} ===", flush=True)
           # Built once per configuration, so that its evaluation compiles once.
-          experiment = experiment or trainer.FederatedExperiment(config)
+          experiment = experiment or trainer.FederatedExperiment(config).loop
         central.append(kept or _central(experiment, rate))
         results[configuration.name] = dict(
           federated=federated,

@@ -139,10 +139,12 @@ def _unchanged(s: dict, work: str) -> dict:
   )
   with runtime.execution_context(max_concurrent_computation_calls=1):
     experiment = trainer.FederatedExperiment(config)
-    weights = tff_model.initial_weights(experiment.model_config, seed=config.seed, preset=experiment.preset)
-    result = experiment.evaluate(weights)
-    model = experiment.keras_model(weights)
-    sample = generation.generate(model, experiment.tokenizer, PROMPT, seed=config.seed)
+    weights = tff_model.initial_weights(
+      experiment.task.model_config, seed=config.seed, preset=experiment.task.preset
+    )
+    result = experiment.loop.evaluate(weights)
+    model = experiment.task.keras_model(weights)
+    sample = generation.generate(model, experiment.task.tokenizer, PROMPT, seed=config.seed)
   return {
     "eval_loss": result["eval_loss"],
     "eval_perplexity": result["eval_perplexity"],

@@ -105,7 +105,7 @@ def _final_weights(root: str, name: str):
   from tff_gpt.training import trainer
 
   config = config_lib.ExperimentConfig(root_output_dir=root, experiment_name=name, **KILL_SETTINGS)
-  state, version = trainer.FederatedExperiment(config).latest_state()
+  state, version = trainer.FederatedExperiment(config).loop.latest_state()
   return version, state.global_model_weights.trainable
 
 

@@ -30,9 +30,9 @@ def export_latest() -> str:
   config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
   with runtime.execution_context(**config.context_args()):
     experiment = trainer.FederatedExperiment(config)
-    state, round_num = experiment.latest_state()
+    state, round_num = experiment.loop.latest_state()
     path = export.export_run(
-      experiment, experiment.process.get_model_weights(state), round_num, FLAGS.export_dir
+      experiment.task, experiment.process.get_model_weights(state), round_num, FLAGS.export_dir
     )
   print(f"Exported round {round_num} of {config.experiment_name} to {path}")
   return path

@@ -1,5 +1,6 @@
 """absl flags of federated GPT-2 runs, named as google-research/federated's."""
 
+import atexit
 import dataclasses
 import sys
 
@@ -100,8 +101,14 @@ def run(main) -> None:
   (corpus, tokenizer, checkpoint, resume mismatch, ...) prints
   `error: <what> <fix>` to stderr and exits 2; a `tff_gpt.errors.RunFailure`
   (a TFF worker died, the experiment directory is in use) prints the same way
-  and exits 1; any other exception keeps its traceback.
+  and exits 1; any other exception keeps its traceback. At exit, however it
+  comes, TFF's contexts are dropped and the worker stopped (`runtime.shutdown`).
   """
+  from tff_gpt import runtime
+
+  # Also before any `set_up`: TFF installs a context when imported, which prints a traceback if it is
+  # only torn down with the interpreter.
+  atexit.register(runtime.shutdown)
 
   def guarded(argv):
     try:

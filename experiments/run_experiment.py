@@ -32,12 +32,12 @@ def run() -> dict:
     raise app.UsageError(str(e)) from None
   with runtime.execution_context(**config.context_args()):
     experiment = trainer.FederatedExperiment(config)
-    print(experiment.corpus.summary_text())
+    print(experiment.task.corpus.summary_text())
     summary = experiment.run()
   print(outputs.format_summary(summary))
   if FLAGS.sample_prompt and config.model == "gpt2":
-    model = experiment.keras_model(summary["model_weights"])
-    text = generation.generate(model, experiment.tokenizer, FLAGS.sample_prompt, seed=config.seed)
+    model = experiment.task.keras_model(summary["model_weights"])
+    text = generation.generate(model, experiment.task.tokenizer, FLAGS.sample_prompt, seed=config.seed)
     print(f"Sample (top-k, prompt {FLAGS.sample_prompt!r}):\n{text}")
     summary["sample"] = text
   return summary

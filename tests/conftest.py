@@ -11,6 +11,10 @@ from tests import helpers  # noqa: E402
 from tff_gpt import runtime  # noqa: E402
 
 
+def pytest_unconfigure(config):
+  runtime.shutdown()  # Also TFF's import-time context, in the process that only collects (xdist).
+
+
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a test that takes more than about a minute")
   # absl flags are parsed by app.run in the scripts; tests set them with flagsaver.

@@ -17,8 +17,8 @@ from tff_gpt.training import outputs, trainer
 
 def _one_round(tmp_path, **overrides):
   experiment = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, **overrides))
-  start = experiment.initial_state()
-  state, metrics = experiment.train_round(start, 1)
+  start = experiment.loop.initial_state()
+  state, metrics = experiment.loop.train_round(start, 1)
   return experiment, start, state, metrics
 
 
@@ -112,7 +112,7 @@ def test_warmup_process_trains_at_the_warmed_up_rate(tmp_path):
   """Round 1 of a 2-round warmup trains at half the rate; the metrics row says so."""
   config = helpers.tiny_config(tmp_path, client_learning_rate=0.5, client_lr_warmup_rounds=2)
   experiment = trainer.FederatedExperiment(config)
-  _, metrics1 = experiment.train_round(experiment.initial_state(), 1)
+  _, metrics1 = experiment.loop.train_round(experiment.loop.initial_state(), 1)
   assert metrics1["client_learning_rate"] == pytest.approx(0.25)
 
 
@@ -122,8 +122,8 @@ def test_scheduled_process_uses_the_schedule(tmp_path):
     tmp_path, client_lr_schedule="exp_decay", client_lr_decay_rate=1e-30, client_lr_decay_rounds=1
   )
   experiment = trainer.FederatedExperiment(config)
-  state1, metrics1 = experiment.train_round(experiment.initial_state(), 1)
-  state2, metrics2 = experiment.train_round(state1, 2)
+  state1, metrics1 = experiment.loop.train_round(experiment.loop.initial_state(), 1)
+  state2, metrics2 = experiment.loop.train_round(state1, 2)
   assert metrics1["client_learning_rate"] == pytest.approx(0.5)
   assert metrics2["client_learning_rate"] < 1e-20
   assert _moved(experiment, state1, state2) < 1e-6
@@ -135,7 +135,7 @@ def test_dp_run_reports_the_epsilon_dp_accounting_computes(tmp_path):
   )
   experiment = trainer.FederatedExperiment(config)
   summary = experiment.run(progress=False)
-  num_clients = len(experiment.train_data.client_ids)
+  num_clients = len(experiment.task.train_data.client_ids)
 
   def direct(rounds, noise=1.3):
     accountant = rdp.RdpAccountant()
@@ -168,12 +168,12 @@ def test_quantized_bytes_follow_tffs_threshold():
 def test_metrics_rows_carry_bytes_learning_rate_and_clients(tmp_path):
   config = helpers.tiny_config(tmp_path, algorithm="fedavgm")
   experiment = trainer.FederatedExperiment(config)
-  model = tff_model.build_keras_model(experiment.model_config)
-  assert experiment.bytes_per_client["client_download_bytes"] == 4 * model.count_params()
-  assert experiment.bytes_per_client["client_upload_bytes"] == 4 * model.count_params() + 4
+  model = tff_model.build_keras_model(experiment.task.model_config)
+  assert experiment.loop.bytes_per_client["client_download_bytes"] == 4 * model.count_params()
+  assert experiment.loop.bytes_per_client["client_upload_bytes"] == 4 * model.count_params() + 4
   summary = experiment.run(progress=False)
   rows = outputs.read_metrics(experiment.dirs)
-  per_round = 3 * sum(experiment.bytes_per_client.values())
+  per_round = 3 * sum(experiment.loop.bytes_per_client.values())
   assert [int(r["bytes_communicated"]) for r in rows] == [per_round, 2 * per_round]
   assert summary["bytes_communicated"] == 2 * per_round
   assert summary["algorithm"] == "fedavgm" and summary["server_learning_rate"] == 1.0

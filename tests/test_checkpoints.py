@@ -197,7 +197,7 @@ def test_export_loads_in_keras_hub_transformers_and_peft_with_one_call(refs, lor
   experiment, summary = lora_from_hf
   export_dir = summary["export"]
   probe = refs["probe"]
-  ours = experiment.keras_model(summary["model_weights"])(probe).numpy()
+  ours = experiment.task.keras_model(summary["model_weights"])(probe).numpy()
   _reference("load", export_dir, refs["probe_file"])
   loaded = np.load(refs["probe_file"] + ".load.npz")
   for name in ("keras_hub", "huggingface", "peft"):
@@ -206,7 +206,7 @@ def test_export_loads_in_keras_hub_transformers_and_peft_with_one_call(refs, lor
   pretrained = refs["hf_safetensors"][1]["logits"]
   assert _masked_max_diff(loaded["peft_base"], pretrained, probe["padding_mask"]) < 1e-5
   assert _masked_max_diff(loaded["peft"], pretrained, probe["padding_mask"]) > 1e-3
-  ids = experiment.tokenizer.encode([TEXT])[0].tolist()
+  ids = experiment.task.tokenizer.encode([TEXT])[0].tolist()
   assert loaded["hf_ids"].tolist() == ids and loaded["keras_hub_ids"].tolist() == ids
   adapter = json.load(open(os.path.join(export_dir, "peft", "adapter_config.json")))
   assert (adapter["r"], adapter["lora_alpha"], adapter["target_modules"]) == (4, 8.0, ["c_attn"])
@@ -220,5 +220,5 @@ def test_a_run_restarts_from_its_own_keras_hub_export(lora_from_hf, tmp_path):
   state = again.initial_state()
   model = again.keras_model(again.process.get_model_weights(state))
   probe = helpers.token_batch(vocabulary_size=again.tokenizer.vocabulary_size)
-  want = experiment.keras_model(summary["model_weights"])(probe).numpy()
+  want = experiment.task.keras_model(summary["model_weights"])(probe).numpy()
   np.testing.assert_allclose(model(probe).numpy(), want, atol=1e-5)

@@ -140,8 +140,8 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   from tff_gpt.training import trainer
 
   experiment = trainer.FederatedExperiment(config)
-  assert experiment.tokenizer.vocabulary_size <= 280
-  assert experiment.model_config["vocabulary_size"] == experiment.tokenizer.vocabulary_size
+  assert experiment.task.tokenizer.vocabulary_size <= 280
+  assert experiment.task.model_config["vocabulary_size"] == experiment.task.tokenizer.vocabulary_size
   helpers.ensure_tff_context()  # make_vocab's corpus loading leaves none.
   summary = experiment.run(progress=False)
 
@@ -152,9 +152,9 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
 
   loss, tokens = helpers.keras_held_out_loss(experiment, summary["model_weights"])
   total_nats = loss * tokens
-  texts = experiment.test_data.texts
+  texts = experiment.task.test_data.texts
   chars = preprocessing.TokenizedClients(texts, tokenizers.CharTokenizer(), sequence_length=8)
-  characters = sum(int((chars.sequences(c)["labels"] >= 0).sum()) for c in experiment.eval_client_ids)
+  characters = sum(int((chars.sequences(c)["labels"] >= 0).sum()) for c in experiment.task.eval_client_ids)
   assert summary["tokenizer"] == "bpe"
   assert summary["eval_tokens"] < characters  # Merges: fewer tokens than characters.
   assert summary["eval_loss_per_char"] == pytest.approx(total_nats / characters, rel=1e-4)

@@ -37,8 +37,8 @@ def test_export_files(run):
     assert os.path.isfile(os.path.join(export_dir, name)), name
   assert os.path.isfile(os.path.join(export_dir, "saved_model", "saved_model.pb"))
   config = portable.read_config(export_dir)
-  assert config["backbone"] == experiment.model_config and config["run"]["round"] == 2
-  assert set(portable.read_heldout(export_dir)) == set(experiment.eval_client_ids)
+  assert config["backbone"] == experiment.task.model_config and config["run"]["round"] == 2
+  assert set(portable.read_heldout(export_dir)) == set(experiment.task.eval_client_ids)
 
 
 def test_portable_packing_and_tokenizer_equal_training(run):
@@ -59,8 +59,8 @@ def test_portable_packing_and_tokenizer_equal_training(run):
 
 def test_keras3_model_has_the_trained_models_logits(run, tmp_path):
   experiment, summary = run
-  model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
-  probe = experiment.test_data.sequences(experiment.eval_client_ids[0])
+  model = tff_model.keras_model_with_weights(experiment.task.model_config, summary["model_weights"])
+  probe = experiment.task.test_data.sequences(experiment.task.eval_client_ids[0])
   inputs = {k: probe[k][:4] for k in ("token_ids", "padding_mask")}
   diffs = helpers.keras3_logit_diffs(summary["export"], inputs, model(inputs).numpy(), tmp_path)
   assert diffs["keras_hub"] < 1e-4, diffs
@@ -104,9 +104,9 @@ def test_bpe_export_tokenizes_and_predicts_the_same_in_keras3(tmp_path, bpe_file
   summary = experiment.run(progress=False)
   assert os.path.isfile(os.path.join(summary["export"], "merges.txt"))
   text = "the cat sat on the mat"
-  ours = experiment.tokenizer.encode([text])[0]
-  model = tff_model.keras_model_with_weights(experiment.model_config, summary["model_weights"])
-  probe = experiment.test_data.sequences(experiment.eval_client_ids[0])
+  ours = experiment.task.tokenizer.encode([text])[0]
+  model = tff_model.keras_model_with_weights(experiment.task.model_config, summary["model_weights"])
+  probe = experiment.task.test_data.sequences(experiment.task.eval_client_ids[0])
   inputs = {k: probe[k][:2] for k in ("token_ids", "padding_mask")}
   np.savez(tmp_path / "probe.npz", **inputs, logits=model(inputs).numpy(), ids=ours)
   script = """

@@ -70,7 +70,7 @@ def test_a_worker_killed_mid_run_fails_the_round_with_advice_then_resumes(tmp_pa
 
 
 def _weights_of(config):
-  state, version = trainer.FederatedExperiment(config).latest_state()
+  state, version = trainer.FederatedExperiment(config).loop.latest_state()
   return version, state.global_model_weights.trainable
 
 

@@ -26,17 +26,19 @@ def test_one_round_equals_example_weighted_mean_of_keras_training(tmp_path):
     client_batch_size=3,
   )
   experiment = trainer.FederatedExperiment(config)
-  clients = experiment.clients_for_round(1)
+  clients = experiment.loop.clients_for_round(1)
   assert len(clients) == 3
-  start = tff_model.initial_weights(experiment.model_config, seed=config.seed)
+  start = tff_model.initial_weights(experiment.task.model_config, seed=config.seed)
   datasets = [
-    experiment.train_data.train_dataset(c, round_num=1, seed=config.seed, batch_size=config.client_batch_size)
+    experiment.task.train_data.train_dataset(
+      c, round_num=1, seed=config.seed, batch_size=config.client_batch_size
+    )
     for c in clients
   ]
 
   local_weights, sizes = [], []
   for dataset in datasets:
-    model = gpt2_lm.build_gpt2_lm(experiment.model_config)
+    model = gpt2_lm.build_gpt2_lm(experiment.task.model_config)
     start.assign_weights_to(model)
     model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.3), loss=metrics.lm_loss())
     model.fit(dataset, epochs=1, verbose=0, shuffle=False)

@@ -15,7 +15,8 @@ import keras_nlp, tensorflow as tf, tensorflow_federated  # Third-party imports 
 def snapshot():
   threads = tf.config.threading
   filters = {n: list(logging.getLogger(n).filters) for n in ("absl", "tensorflow")}
-  return dict(os.environ), threads.get_intra_op_parallelism_threads(), threads.get_inter_op_parallelism_threads(), filters
+  pools = threads.get_intra_op_parallelism_threads(), threads.get_inter_op_parallelism_threads()
+  return dict(os.environ), pools, filters
 before = snapshot()
 import tff_gpt.runtime, tff_gpt.training, tff_gpt.training.trainer, tff_gpt.training.comparison
 after = snapshot()

@@ -121,8 +121,8 @@ def _one_step_round(tmp_path, name, **overrides):
     **overrides,
   )
   experiment = trainer.FederatedExperiment(config)
-  start = experiment.initial_weights()
-  state, metrics = experiment.train_round(experiment.initial_state(), 1)
+  start = experiment.task.initial_weights()
+  state, metrics = experiment.loop.train_round(experiment.loop.initial_state(), 1)
   assert metrics["train_sequences"] == 4  # One batch, one step.
   after = experiment.process.get_model_weights(state)
   return [a - b for a, b in zip(after.trainable, start.trainable, strict=True)], experiment
@@ -137,7 +137,7 @@ def test_a_federated_round_moves_each_group_by_its_factor(tmp_path, schedule):
   moves, experiment = _one_step_round(
     tmp_path, "scaled", client_lr_multipliers="attention_vo=0.25,embeddings=2", **schedule
   )
-  model = experiment.keras_model(experiment.initial_weights())
+  model = experiment.task.keras_model(experiment.task.initial_weights())
   paths = {id(v): p for p, v in trainable_lib.named_weights(gpt2_lm.backbone_of(model)).items()}
   factors = {"attention_vo": 0.25, "embeddings": 2.0}
   checked = set()

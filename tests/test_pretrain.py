@@ -74,7 +74,7 @@ def test_federated_fine_tuning_starts_from_the_pretrained_weights(pretrained, tm
     trainable="bitfit",
   )
   experiment = trainer.FederatedExperiment(config)
-  model = experiment.keras_model(experiment.process.get_model_weights(experiment.initial_state()))
+  model = experiment.task.keras_model(experiment.process.get_model_weights(experiment.loop.initial_state()))
   want = gpt2_lm.lm_from_backbone(keras_nlp.models.GPT2Backbone.from_preset(values["preset_dir"]))
   got_values = trainable.merged_values(gpt2_lm.backbone_of(model))
   for key, value in trainable.merged_values(gpt2_lm.backbone_of(want)).items():

@@ -60,7 +60,7 @@ def test_the_gelu_power_becomes_multiplications_and_no_device_is_left(experiment
   )
   ours_nodes = nodes(compilation.compile_for_cpu(experiment.process.next))
   ours = collections.Counter(n.op for n in ours_nodes)
-  layers = experiment.model_config["num_layers"]
+  layers = experiment.task.model_config["num_layers"]
   # One x ** 3 per block's GELU: TFF's compilation keeps it as Pow, which Grappler rewrites only on a CPU.
   assert native["Pow"] - ours["Pow"] == layers
   assert ours["Mul"] > native["Mul"]
@@ -70,10 +70,10 @@ def test_the_gelu_power_becomes_multiplications_and_no_device_is_left(experiment
 def round_datasets(experiment, round_num=1):
   config = experiment.config
   return [
-    experiment.train_data.train_dataset(
+    experiment.task.train_data.train_dataset(
       c, round_num=round_num, seed=config.seed, batch_size=config.client_batch_size
     )
-    for c in experiment.clients_for_round(round_num)
+    for c in experiment.loop.clients_for_round(round_num)
   ]
 
 
@@ -121,12 +121,14 @@ def graph_bytes(comp) -> int:
 
 
 def test_rounds_and_evaluations_draw_no_initial_values_and_give_the_same_results(experiment):
-  drawing = algorithms.build_process(experiment.config, experiment.model_fn)  # TFF's process as such.
-  drawing_eval = algorithms.build_eval_process(experiment.model_fn)
+  drawing = algorithms.build_process(experiment.config, experiment.task.model_fn)  # TFF's process as such.
+  drawing_eval = algorithms.build_eval_process(experiment.task.model_fn)
   # Grappler folds the draws into constants: TFF's graphs carry a model's worth of random values.
   model_bytes = 4 * sum(w.size for w in drawing.initialize().global_model_weights.trainable)
   assert graph_bytes(drawing.next) - graph_bytes(experiment.process.next) > 0.9 * model_bytes
-  assert graph_bytes(drawing_eval.next) - graph_bytes(experiment.eval_process.next) > 0.9 * model_bytes
+  assert (
+    graph_bytes(drawing_eval.next) - graph_bytes(experiment.loop.evaluate.process.next) > 0.9 * model_bytes
+  )
   assert experiment.process.initialize.type_signature == drawing.initialize.type_signature
 
   # `initialize()` still draws as TFF's does: the same spread, kernel by kernel.
@@ -143,7 +145,7 @@ def test_rounds_and_evaluations_draw_no_initial_values_and_give_the_same_results
   weights = drawing.get_model_weights(state)
   ours, theirs = (
     p.next(p.set_model_weights(p.initialize(), weights), datasets).metrics["client_work"]["eval"]
-    for p in (experiment.eval_process, drawing_eval)
+    for p in (experiment.loop.evaluate.process, drawing_eval)
   )
   assert ours["current_round_metrics"]["loss"] == pytest.approx(
     theirs["current_round_metrics"]["loss"], rel=1e-6

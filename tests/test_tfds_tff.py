@@ -229,7 +229,7 @@ def test_a_federated_run_on_tff_stackoverflow_with_words_and_on_a_tfds_partition
   # The export carries the word vocabulary: the same ids, and text back.
   exported = portable.Tokenizer(summary["export"])
   text = "is a zzzunknown median"
-  np.testing.assert_array_equal(exported.encode([text])[0], experiment.tokenizer.encode([text])[0])
+  np.testing.assert_array_equal(exported.encode([text])[0], experiment.task.tokenizer.encode([text])[0])
   assert exported.decode(exported.encode([text])[0]) == "is a median"
   config = helpers.tiny_config(
     tmp_path,

@@ -181,7 +181,7 @@ def test_tff_state_holds_only_the_adapters(lora_run):
   assert [tuple(t.shape) for t in weights_type.trainable] == [(16, 2), (2, 16)] * 4
   assert len(weights_type.non_trainable) == 0
   adapter_bytes = 4 * 4 * (16 * 2 + 2 * 16)
-  assert experiment.bytes_per_client == {
+  assert experiment.loop.bytes_per_client == {
     "client_download_bytes": adapter_bytes,
     "client_upload_bytes": adapter_bytes + 4,
   }
@@ -191,11 +191,11 @@ def test_tff_state_holds_only_the_adapters(lora_run):
 
 def test_frozen_weights_are_bit_identical_after_training(lora_run):
   experiment, config, summary = lora_run
-  frozen.check(experiment.dirs.frozen_weights, experiment.model_fn.frozen_layout)  # Checksum included.
+  frozen.check(experiment.dirs.frozen_weights, experiment.task.model_fn.frozen_layout)  # Checksum included.
   initial, _, _ = _seeded_like(experiment)
   before = trainable.merged_values(gpt2_lm.backbone_of(initial))
   exported = np.load(os.path.join(summary["export"], "weights.npz"))
-  after = trainable.merged_values(gpt2_lm.backbone_of(experiment.keras_model(summary["model_weights"])))
+  after = trainable.merged_values(gpt2_lm.backbone_of(experiment.task.keras_model(summary["model_weights"])))
   changed = {k for k in before if not np.array_equal(before[k], after[k])}
   # Only the kernels that carry adapters differ (adapters folded in); every other weight is the initial one.
   assert changed == {
@@ -207,7 +207,9 @@ def test_frozen_weights_are_bit_identical_after_training(lora_run):
 def _seeded_like(experiment):
   """The run's starting model, drawn the way `tff_model.initial_weights` draws it (embeddings included)."""
   tf.keras.utils.set_random_seed(experiment.config.seed)
-  built = tff_model.build_lm(experiment.model_config, trainable=experiment.config.trainable, lora_alpha=4.0)
+  built = tff_model.build_lm(
+    experiment.task.model_config, trainable=experiment.config.trainable, lora_alpha=4.0
+  )
   stddev = experiment.config.initial_draws["embedding_init_stddev"]
   if stddev is not None:
     gpt2_lm.reinitialize_embeddings(gpt2_lm.backbone_of(built[0]), stddev)
@@ -217,9 +219,9 @@ def _seeded_like(experiment):
 def test_export_is_whole_with_adapters_alone_beside(lora_run, tmp_path):
   experiment, _, summary = lora_run
   export_dir = summary["export"]
-  model = experiment.keras_model(summary["model_weights"], merged=False)
+  model = experiment.task.keras_model(summary["model_weights"], merged=False)
   assert adapters.adapters_of(gpt2_lm.backbone_of(model))
-  probe = experiment.test_data.sequences(experiment.eval_client_ids[0])
+  probe = experiment.task.test_data.sequences(experiment.task.eval_client_ids[0])
   inputs = {k: probe[k][:4] for k in ("token_ids", "padding_mask")}
   diffs = helpers.keras3_logit_diffs(export_dir, inputs, model(inputs).numpy(), tmp_path)
   assert diffs["keras_hub"] < 1e-4 and diffs["saved_model"] < 1e-4, diffs
@@ -288,7 +290,7 @@ def test_resume_refuses_other_trainable_and_bad_frozen_weights(lora_run, tmp_pat
   shutil.rmtree(frozen_dir)
   with pytest.raises(frozen.FrozenWeightsError, match="are missing. The run's checkpoints need"):
     trainer.FederatedExperiment(copy).run(progress=False)
-  tff_model.initial_weights(experiment.model_config, seed=0, trainable="bitfit", frozen_dir=frozen_dir)
+  tff_model.initial_weights(experiment.task.model_config, seed=0, trainable="bitfit", frozen_dir=frozen_dir)
   with pytest.raises(frozen.FrozenWeightsError, match="do not match the model"):
     trainer.FederatedExperiment(copy).run(progress=False)
   with open(os.path.join(frozen_dir, "frozen.json")) as f:
@@ -315,13 +317,13 @@ def test_each_mode_trains_with_algorithms_and_aggregators(tmp_path, mode, overri
     runtime.set_up(secure_aggregation=True)
   try:
     experiment = trainer.FederatedExperiment(config)
-    start = experiment.initial_state()
-    state, metrics = experiment.train_round(start, 1)
-    evaluation = experiment.evaluate(experiment.process.get_model_weights(state))
+    start = experiment.loop.initial_state()
+    state, metrics = experiment.loop.train_round(start, 1)
+    evaluation = experiment.loop.evaluate(experiment.process.get_model_weights(state))
   finally:
     if secure:
       runtime.set_up()
-  _, trained, _ = tff_model.build_lm(experiment.model_config, trainable=mode)
+  _, trained, _ = tff_model.build_lm(experiment.task.model_config, trainable=mode)
   weights_type = experiment.process.get_model_weights.type_signature.result
   assert [tuple(t.shape) for t in weights_type.trainable] == [tuple(v.shape) for v in trained]
   assert len(weights_type.non_trainable) == 0
@@ -330,4 +332,4 @@ def test_each_mode_trains_with_algorithms_and_aggregators(tmp_path, mode, overri
   assert max(float(np.max(np.abs(a - b))) for a, b in zip(after, before, strict=True)) > 1e-6
   assert np.isfinite(metrics["train_loss"]) and np.isfinite(evaluation["eval_loss"])
   assert ("dp_epsilon" in metrics) == (overrides.get("aggregator") == "dp_adaptive")
-  frozen.check(experiment.dirs.frozen_weights, experiment.model_fn.frozen_layout)
+  frozen.check(experiment.dirs.frozen_weights, experiment.task.model_fn.frozen_layout)

@@ -163,15 +163,15 @@ def export_model(
   return out_dir
 
 
-def export_run(experiment, model_weights, round_num: int, out_dir: str | None = None) -> str:
-  """Exports a `FederatedExperiment`'s model into `results/<name>/export` (or `out_dir`).
+def export_run(task, model_weights, round_num: int, out_dir: str | None = None) -> str:
+  """Exports the model of a run's `training.task.FederatedTask` into `results/<name>/export` (or `out_dir`).
 
   The export holds the whole model, adapters folded in; with a trained
   subset, trained_subset.npz also holds that subset alone.
   """
-  c = experiment.config
-  heldout = {cid: experiment.test_data.texts[cid] for cid in experiment.eval_client_ids}
-  model = experiment.keras_model(model_weights, merged=False)
+  c = task.config
+  heldout = {cid: task.test_data.texts[cid] for cid in task.eval_client_ids}
+  model = task.keras_model(model_weights, merged=False)
   subset = lora = None
   mode = trainable.parse(c.trainable)
   if mode.is_subset:
@@ -188,10 +188,10 @@ def export_run(experiment, model_weights, round_num: int, out_dir: str | None = 
       "alpha": c.lora_alpha,
     }
   return export_model(
-    out_dir or os.path.join(experiment.dirs.results, EXPORT_DIR),
-    model_config=experiment.model_config,
-    model=tff_model.merged_model(model, experiment.model_config),
-    tokenizer=experiment.tokenizer,
+    out_dir or os.path.join(task.dirs.results, EXPORT_DIR),
+    model_config=task.model_config,
+    model=tff_model.merged_model(model, task.model_config),
+    tokenizer=task.tokenizer,
     sequence_length=c.sequence_length,
     heldout=heldout,
     run_info={"experiment_name": c.experiment_name, "round": round_num},

@@ -3,8 +3,8 @@
 Federated learning papers report how far a federated model is from one
 trained centrally on the union of the clients' data. The fair version of
 that baseline trains on exactly the batches the federated run trains on: the
-clients `FederatedExperiment.clients_for_round` samples, each one's dataset
-of that round (`FederatedExperiment.client_datasets`: the same epochs, batch
+clients `rounds.RoundLoop.clients_for_round` samples, each one's dataset
+of that round (`RoundLoop.client_datasets`: the same epochs, batch
 size, cap and shuffle), one client after another, through one model and one
 optimizer that persist over the whole run, from the run's initial weights.
 The optimizer is the clients' own (`tff.learning.optimizers`, by
@@ -38,12 +38,12 @@ def check(config) -> None:
     )
 
 
-def train(experiment, learning_rate: float, *, rounds: int | None = None, progress: bool = True) -> dict:
-  """Trains `experiment`'s model centrally on its rounds' batches; evaluates like the federated run.
+def train(loop, learning_rate: float, *, rounds: int | None = None, progress: bool = True) -> dict:
+  """Trains a run's model centrally on its rounds' batches; evaluates like the federated run.
 
   Args:
-    experiment: A `trainer.FederatedExperiment` (its data, clients, initial
-      weights, evaluation and settings are used; its process is not run).
+    loop: The run's `rounds.RoundLoop` (its task's data and initial weights,
+      its clients, evaluation and settings are used; its process is not run).
     learning_rate: The central optimizer's rate. With a client learning-rate
       schedule, it is scaled by the schedule's factor of each round.
     rounds: How many of the run's rounds to go through (default: all).
@@ -54,12 +54,12 @@ def train(experiment, learning_rate: float, *, rounds: int | None = None, progre
     [{"round_num", "eval_loss", "eval_accuracy", ...}], "model_weights"}`,
     evaluated every `rounds_per_eval` rounds and after the last.
   """
-  c = experiment.config
+  c, task = loop.config, loop.task
   check(c)
   rounds = c.total_rounds if rounds is None else rounds
-  model = tff_model.keras_model_with_weights(experiment.model_config, experiment.initial_weights())
+  model = tff_model.keras_model_with_weights(task.model_config, task.initial_weights())
   variables = model.trainable_variables
-  optimizer = optimizers.build(c.client_optimizer, learning_rate, experiment.client_lr_multipliers)
+  optimizer = optimizers.build(c.client_optimizer, learning_rate, task.client_lr_multipliers())
   specs = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
   state = tf.nest.map_structure(tf.Variable, optimizer.initialize(specs))
   loss_fn = metrics.lm_loss()
@@ -82,14 +82,14 @@ def train(experiment, learning_rate: float, *, rounds: int | None = None, progre
     if "learning_rate" in state:  # The client schedule's factor of this round, if there is one.
       factor = algorithms.client_learning_rate(c, round_num) / c.client_learning_rate
       state["learning_rate"].assign(learning_rate * factor)
-    for dataset in experiment.client_datasets(round_num):
+    for dataset in loop.client_datasets(round_num):
       for x, y in dataset:
         step(x, y)
         steps += 1
         examples += int(y.shape[0])
     if round_num % c.rounds_per_eval == 0 or round_num == rounds:
       weights = tff.learning.models.ModelWeights.from_model(model)
-      evals.append(dict(round_num=round_num, **experiment.evaluate(weights)))
+      evals.append(dict(round_num=round_num, **loop.evaluate(weights)))
       if progress:
         tqdm.tqdm.write(
           f"central lr {learning_rate:g} round {round_num}: eval loss {evals[-1]['eval_loss']:.4f}"

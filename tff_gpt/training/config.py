@@ -169,13 +169,15 @@ class ExperimentConfig(
     return group(**settings.values_of(self, group))
 
   def resume_changes(self, saved: dict) -> list[str]:
-    """`--name was X, now Y` for each setting that must match on resume and differs from `saved` (a `to_dict`).
+    """`--name was X, now Y` for each setting that must match on resume but differs in `saved` (a `to_dict`).
 
     `saved` goes through `from_dict`, so settings added since it was written compare as their defaults, and
     old names (`--model_size=small`) as what they name now.
     """
     previous, current = ExperimentConfig.from_dict(saved).to_dict(), self.to_dict()
-    return [f"--{k} was {previous[k]!r}, now {current[k]!r}" for k in RESUME_KEYS if previous[k] != current[k]]
+    return [
+      f"--{k} was {previous[k]!r}, now {current[k]!r}" for k in RESUME_KEYS if previous[k] != current[k]
+    ]
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

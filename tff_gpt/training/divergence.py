@@ -68,7 +68,7 @@ def stop(config, round_num: int, why: str, recent: tuple, *, last_checkpoint: in
   clients trained, the rates to lower with their values in this run (the
   server's too when it is not 1), and what is kept: every metrics row and the
   checkpoint of `last_checkpoint` (0: none). `about` is the run's settings
-  (`FederatedExperiment.settings_summary`); the record adds the seconds and
+  (`report.settings_summary`); the record adds the seconds and
   bytes of the rounds run, as a summary has them.
   """
   rates = {"--client_learning_rate": config.client_learning_rate}

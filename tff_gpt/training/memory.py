@@ -114,19 +114,19 @@ def estimate(
   )
 
 
-def of_experiment(experiment, *, process_bytes: int) -> Estimate:
-  """The estimate for a `trainer.FederatedExperiment`, from what it has built."""
-  c = experiment.config
-  trained, non_trainable = communication.weight_bytes(experiment.process)
-  layout = getattr(experiment.model_fn, "frozen_layout", None)
+def of_run(task, process, *, clients_per_round: int, process_bytes: int) -> Estimate:
+  """The estimate for a run of `process` on `task` (a `training.task.FederatedTask`), from what they hold."""
+  c = task.config
+  trained, non_trainable = communication.weight_bytes(process)
+  layout = getattr(task.model_fn, "frozen_layout", None)
   return estimate(
     process_bytes=process_bytes,
     weights_bytes=trained + non_trainable + (layout.nbytes() if layout is not None else 0),
     trained_bytes=trained,
     activations_bytes=activation_bytes(
-      experiment.model_config, batch_size=c.client_batch_size, sequence_length=c.sequence_length
+      task.model_config, batch_size=c.client_batch_size, sequence_length=c.sequence_length
     ),
-    clients_per_round=experiment.clients_per_round,
+    clients_per_round=clients_per_round,
     max_concurrent_computation_calls=c.max_concurrent_computation_calls,
   )
 

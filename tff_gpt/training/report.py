@@ -1,0 +1,54 @@
+"""What a finished run reports: its summary (results/<name>/summary.json) and its export."""
+
+from tff_gpt import algorithms, export
+from tff_gpt.training import outputs
+
+
+def settings_summary(config, corpus) -> dict:
+  """The settings a summary (and a divergence record) names the run by."""
+  return dict(
+    rounds=config.total_rounds,
+    algorithm=config.algorithm,
+    aggregator=config.aggregator,
+    model=config.model,
+    tokenizer=config.tokenizer,
+    client_weighting=algorithms.client_weighting(config),
+    client_learning_rate=config.client_learning_rate,
+    server_learning_rate=algorithms.server_learning_rate(config),
+    partition=corpus.summary.get("partition", "natural clients"),
+    partition_settings=corpus.summary.get("partition_settings"),
+    heterogeneity=corpus.summary.get("heterogeneity"),
+  )
+
+
+def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: float) -> dict:
+  """Writes and returns the summary of a run that `loop` (a `rounds.RoundLoop`) has finished.
+
+  The held-out figures are the last round's, or, when every round had run
+  before, a fresh evaluation of the final weights. With `--export`, a GPT-2
+  run also writes its export and names it. The returned summary also holds
+  the final weights under "model_weights" (not written).
+  """
+  config, task, dirs = loop.config, loop.task, loop.dirs
+  weights = loop.process.get_model_weights(final_state)
+  final = {k: v for k, v in last_metrics.items() if k.startswith("eval_")} or loop.evaluate(weights)
+  rows = outputs.read_metrics(dirs)
+  summary = dict(
+    final,
+    **settings_summary(config, task.corpus),
+    bytes_communicated=config.total_rounds * loop.clients_per_round * sum(loop.bytes_per_client.values()),
+    train_seconds=outputs.seconds_spent(rows),
+    unigram_perplexity=task.unigram_perplexity(),
+    memory_estimate_mb=round(memory_estimate_mb),
+    memory_peak_mb=round(max((float(r["memory_mb"]) for r in rows if r.get("memory_mb")), default=0.0)),
+    eval_clients=len(task.eval_client_ids),
+    checkpoints=dirs.checkpoints,
+    metrics_csv=dirs.metrics_csv,
+    logdir=dirs.logdir,
+  )
+  if config.differentially_private:
+    summary.update(dp_epsilon=loop.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
+  if config.export and config.model == "gpt2":
+    summary["export"] = export.export_run(task, weights, config.total_rounds)
+  outputs.write_json(dirs.summary, summary)
+  return dict(summary, model_weights=weights)

@@ -1,0 +1,200 @@
+"""The round loop: sample clients, train a round, evaluate, record, checkpoint, resume.
+
+It has the shape of `tff.learning.programs.train_model` and uses the same
+`tff.program` managers (a `FileProgramStateManager` for checkpoints, CSV and
+TensorBoard release managers for metrics), but is the project's own because a
+run here needs what `train_model` does not do:
+
+- the first state holds seeded (or pretrained) weights, where `train_model`
+  starts from the process's unseeded initializer;
+- the last round is always evaluated and checkpointed, and evaluation runs
+  in line on the round's weights (`train_model`'s evaluation manager runs it
+  beside training, on TFF's own context);
+- a round whose weights or loss are no longer finite stops the run, names the
+  rate to lower and keeps every metric and checkpoint (`divergence`);
+- the local TFF worker is replaced at a checkpoint every
+  `runtime.REPLACE_WORKER_ROUNDS` rounds, which bounds its memory growth;
+- every metrics row carries throughput, bytes communicated, the process tree's
+  memory and, with DP, the epsilon spent;
+- Ctrl-C waits until a checkpoint or a metrics row is written (`OutputLoop`).
+"""
+
+import asyncio
+import sys
+import time
+
+import numpy as np
+import tensorflow_federated as tff
+import tqdm
+
+from tff_gpt import algorithms, runtime
+from tff_gpt.algorithms import communication, privacy
+from tff_gpt.models import metrics as metrics_lib
+from tff_gpt.training import divergence, evaluation, memory, outputs
+
+
+async def _release(managers, value, key):
+  await asyncio.gather(*[m.release(value, key=key) for m in managers])
+
+
+class RoundLoop:
+  """Runs the rounds of `process` on `task`, resuming after the last readable checkpoint.
+
+  Args:
+    config: The run's `config.ExperimentConfig` (client, run and privacy settings are read).
+    task: The run's `task.FederatedTask`.
+    process: The `tff.learning.templates.LearningProcess` built for `task`.
+    progress: Show progress bars and a line at each evaluation.
+  """
+
+  def __init__(self, config, task, process, *, progress: bool = True):
+    self.config, self.task, self.process, self.dirs = config, task, process, task.dirs
+    clients = task.train_data.client_ids
+    self.clients_per_round = min(config.clients_per_round, len(clients))
+    if config.clients_per_round > len(clients):
+      print(
+        f"note: --clients_per_round={config.clients_per_round} but the corpus has {len(clients):,} training "
+        f"clients: every round trains all {len(clients):,}.",
+        file=sys.stderr,
+      )
+    self._sample = tff.simulation.build_uniform_sampling_fn(clients, replace=False, random_seed=config.seed)
+    self.bytes_per_client = communication.bytes_per_client(config, process)
+    self.evaluate = evaluation.Evaluation(task, progress=progress)
+    self.progress = progress
+
+  def clients_for_round(self, round_num: int) -> list[str]:
+    """The clients of `round_num`: a function of the seed and the round only."""
+    return list(self._sample(round_num, self.clients_per_round))
+
+  def client_datasets(self, round_num: int) -> list:
+    """What each client of `round_num` trains on, in the order of `clients_for_round`."""
+    return self.task.train_datasets(self.clients_for_round(round_num), round_num)
+
+  def initial_state(self):
+    """A state holding the task's initial weights (in subset modes, those write the frozen weights first)."""
+    weights = self.task.initial_weights()
+    return self.process.set_model_weights(self.process.initialize(), weights)
+
+  def dp_epsilon(self, rounds: int) -> float:
+    """Client-level epsilon at `--dp_delta` spent by `rounds` rounds."""
+    return privacy.epsilon(
+      noise_multiplier=self.config.dp_noise_multiplier,
+      sampling_rate=self.clients_per_round / len(self.task.train_data.client_ids),
+      rounds=rounds,
+      delta=self.config.dp_delta,
+    )
+
+  def train_round(self, state, round_num: int):
+    """Runs round `round_num`; returns the new state and the round's metrics row."""
+    client_ids = self.clients_for_round(round_num)
+    client_datasets = runtime.largest_first(self.client_datasets(round_num))
+    start = time.perf_counter()
+    result = self.process.next(state, client_datasets)
+    seconds = time.perf_counter() - start
+    train = result.metrics["client_work"]["train"]
+    metrics = metrics_lib.as_row("train", train)
+    round_bytes = len(client_ids) * sum(self.bytes_per_client.values())
+    metrics.update(
+      clients=len(client_ids),
+      train_sequences=int(np.asarray(train["num_examples"])),
+      round_seconds=seconds,
+      tokens_per_second=metrics["train_tokens"] / seconds,
+      client_learning_rate=algorithms.client_learning_rate(self.config, round_num),
+      **self.bytes_per_client,
+      round_bytes=round_bytes,
+      bytes_communicated=round_num * round_bytes,  # Every round has the same clients count.
+    )
+    if self.config.differentially_private:
+      metrics["dp_epsilon"] = self.dp_epsilon(round_num)
+    return result.state, metrics
+
+  def latest_state(self):
+    """`(state, round_num)` of the run's latest checkpoint."""
+    state_manager = tff.program.FileProgramStateManager(self.dirs.checkpoints)
+    if not asyncio.run(state_manager.get_versions()):
+      raise FileNotFoundError(f"{self.dirs.checkpoints} has no checkpoint yet.")
+    self.task.check_frozen_weights()
+    return asyncio.run(
+      outputs.load_latest_readable(state_manager, self.process.initialize(), set_aside=False)
+    )
+
+  def run(self, *, about: dict) -> tuple:
+    """Trains to `--total_rounds` from the last readable checkpoint (or the initial state).
+
+    Args:
+      about: The run's settings summary, recorded if the run diverges.
+
+    Returns:
+      `(final state, the last round's metrics row)`; the row is empty when
+      every round had run before.
+    """
+    managers = outputs.create_managers(self.dirs)
+    loop = outputs.OutputLoop()
+    try:
+      state, version = self._start(managers[0], loop)
+      return self._rounds(state, version, managers, loop, about)
+    finally:
+      loop.close()
+
+  def _start(self, state_manager, loop) -> tuple:
+    state, version = None, 0
+    if loop.run(state_manager.get_versions()):
+      self.task.check_frozen_weights()  # `initialize()` reads them in subset modes: only once they exist.
+      state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
+    if version == 0:
+      state = self.initial_state()
+    elif self.progress:
+      tqdm.tqdm.write(
+        f"Resuming {self.config.experiment_name} after round {version} ({self.dirs.checkpoints})."
+      )
+    return state, version
+
+  def _rounds(self, state, version: int, managers, loop, about: dict) -> tuple:
+    c = self.config
+    state_manager, metrics_managers, clients_manager = managers
+    replaced = saved = version  # Last worker replacement (runtime.REPLACE_WORKER_ROUNDS), last checkpoint.
+    metrics = {}
+    bar = tqdm.tqdm(
+      total=c.total_rounds,
+      initial=min(version, c.total_rounds),
+      unit="round",
+      disable=not self.progress,
+      dynamic_ncols=True,
+    )
+    with bar:
+      for round_num in range(version + 1, c.total_rounds + 1):
+        last, (state, metrics) = metrics, self.train_round(state, round_num)
+        diverged = divergence.diagnose(metrics, state.global_model_weights)
+        if (round_num % c.rounds_per_eval == 0 or round_num == c.total_rounds) and not diverged:
+          metrics.update(self.evaluate(self.process.get_model_weights(state)))
+          diverged = divergence.diagnose(metrics)
+        metrics["memory_mb"] = memory.process_tree_rss_mb()
+        loop.run(_release(metrics_managers, metrics, round_num))
+        clients = {"client_ids": " ".join(self.clients_for_round(round_num))}
+        loop.run(clients_manager.release(clients, key=round_num))
+        if diverged:
+          raise divergence.stop(c, round_num, diverged, (last, metrics), last_checkpoint=saved, about=about)
+        if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
+          loop.run(state_manager.save(state, round_num))
+          saved = round_num
+          if round_num - replaced >= runtime.REPLACE_WORKER_ROUNDS and runtime.replace_local_worker():
+            replaced = round_num
+        self._show(bar, round_num, metrics)
+    return state, metrics
+
+  def _show(self, bar, round_num: int, metrics: dict) -> None:
+    bar.update(1)
+    bar.set_postfix(
+      loss=f"{metrics['train_loss']:.3f}",
+      acc=f"{metrics['train_accuracy']:.3f}",
+      s_per_round=f"{metrics['round_seconds']:.2f}",
+      tok_per_s=f"{metrics['tokens_per_second']:.0f}",
+    )
+    if "eval_loss" in metrics and self.progress:
+      tqdm.tqdm.write(
+        f"round {round_num:>4}: train loss {metrics['train_loss']:.3f} acc "
+        f"{metrics['train_accuracy']:.3f} | eval loss {metrics['eval_loss']:.3f} ppl "
+        f"{metrics['eval_perplexity']:.2f} acc {metrics['eval_accuracy']:.3f} | "
+        f"{metrics['round_seconds']:.2f} s/round, {metrics['tokens_per_second']:.0f} tok/s, "
+        f"{metrics['memory_mb']:.0f} MB"
+      )

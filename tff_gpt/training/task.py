@@ -1,0 +1,178 @@
+"""What a researcher changes to study other text or another model: the federated task.
+
+In the spirit of `tff.simulation.baselines.BaselineTask`: the tokenizer, the
+federated train and test data, the model function and the evaluation clients,
+built from the data and model settings of a config and checked against each
+other before any round runs. The learning process (`algorithms.build_process`),
+the round loop (`rounds.py`) and the report (`report.py`) take a task; none
+builds one of its own.
+"""
+
+import numpy as np
+import tensorflow_federated as tff
+
+from tff_gpt import errors
+from tff_gpt.data import preprocessing, tokenizers
+from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
+from tff_gpt.models import trainable as trainable_lib
+from tff_gpt.training import outputs
+
+
+class FederatedTask:
+  """The data and model of a run, built and checked before any round runs.
+
+  Args:
+    config: The run's `config.ExperimentConfig` (data and model settings are read).
+    dirs: The run's `outputs.RunDirs`: a pretrained checkpoint is converted
+      into it once, and a trained subset's frozen weights live in it.
+
+  Raises:
+    errors.UserInputError: A corpus, tokenizer or checkpoint that cannot be
+      used, named with the fix.
+  """
+
+  def __init__(self, config, dirs: outputs.RunDirs):
+    self.config = config
+    self.dirs = dirs
+    # keras-hub and Hugging Face checkpoints are converted once into the run's directory.
+    self.preset = checkpoints.resolve(config.preset, dirs.pretrained) if config.preset else None
+    self.tokenizer = tokenizers.build_tokenizer(
+      config.tokenizer, preset=self.preset, **config.tokenizer_kwargs()
+    )
+    self.corpus = config.load_corpus()
+    self.model_config = self._model_config()
+    self.train_data, self.test_data = (
+      preprocessing.TokenizedClients(
+        self.corpus.texts(split), self.tokenizer, sequence_length=config.sequence_length
+      )
+      for split in ("train", "test")
+    )
+    self.model_fn = tff_model.build_model_fn(
+      self.model_config, sequence_length=config.sequence_length, **self.model_settings
+    )
+    self.eval_client_ids = self._choose_eval_clients()
+
+  def _model_config(self) -> dict:
+    c = self.config
+    if c.model == char_lstm.ARCHITECTURE:
+      return char_lstm.model_config(
+        vocabulary_size=self.tokenizer.vocabulary_size, sequence_length=c.sequence_length
+      )
+    if c.preset:
+      model_config = checkpoints.backbone_config(self.preset)
+      if model_config["vocabulary_size"] != self.tokenizer.vocabulary_size:
+        raise errors.UserInputError(
+          f"--preset {c.preset!r}: the model has {model_config['vocabulary_size']} tokens but its "
+          f"tokenizer {self.tokenizer.vocabulary_size}; use the tokenizer saved with these weights."
+        )
+      if c.sequence_length > model_config["max_sequence_length"]:
+        raise errors.UserInputError(
+          f"--sequence_length {c.sequence_length} exceeds the checkpoint's "
+          f"{model_config['max_sequence_length']} positions; pass --sequence_length="
+          f"{model_config['max_sequence_length']} or less."
+        )
+    else:
+      model_config = gpt2_lm.model_config(
+        c.model_size, vocabulary_size=self.tokenizer.vocabulary_size, max_sequence_length=c.sequence_length
+      )
+    trainable_lib.parse(c.trainable, num_layers=model_config["num_layers"])
+    return model_config
+
+  @property
+  def model_settings(self) -> dict:
+    """Which weights train, and where the frozen rest lives (`tff_model`)."""
+    return dict(
+      trainable=self.config.trainable, lora_alpha=self.config.lora_alpha, frozen_dir=self.dirs.frozen_weights
+    )
+
+  @property
+  def client_model_fn(self):
+    """The model function clients build (no initial values drawn: they receive the server's)."""
+    return tff_model.client_model_fn(self.model_fn)
+
+  def client_lr_multipliers(self):
+    """Per-variable client learning-rate factors of `--client_lr_multipliers` (None when unset)."""
+    c = self.config
+    return tff_model.learning_rate_multipliers(
+      self.model_config, c.client_lr_multipliers, trainable=c.trainable, lora_alpha=c.lora_alpha
+    )
+
+  def keras_model(self, model_weights, *, merged: bool = True):
+    """The whole Keras model holding `model_weights` (GPT-2's adapters folded in when `merged`)."""
+    model = tff_model.keras_model_with_weights(self.model_config, model_weights, **self.model_settings)
+    if merged and self.config.model == "gpt2":
+      model = tff_model.merged_model(model, self.model_config)
+    return model
+
+  def initial_weights(self) -> tff.learning.models.ModelWeights:
+    """The seeded (or pretrained) starting weights; with a trained subset, writes the frozen rest too."""
+    return tff_model.initial_weights(
+      self.model_config,
+      seed=self.config.seed,
+      preset=self.preset,
+      **self.config.initial_draws,
+      **self.model_settings,
+    )
+
+  def check_frozen_weights(self) -> None:
+    """Fails unless the run's frozen-weights file is there and matches the model (subset modes)."""
+    layout = getattr(self.model_fn, "frozen_layout", None)
+    if layout is not None:
+      frozen.check(self.dirs.frozen_weights, layout)
+
+  def check_fits(self, process) -> None:
+    """Fails before round 1 when client datasets do not fit what `process` expects."""
+    expected = process.next.type_signature.parameter[1].member
+    client = self.train_data.client_ids[0]
+    actual = tff.types.SequenceType(
+      tff.types.tensorflow_to_type(
+        self.train_data.train_dataset(client, round_num=0, seed=0, batch_size=1).element_spec
+      )
+    )
+    if not expected.is_assignable_from(actual):
+      raise ValueError(f"Client datasets have type {actual} but the model expects {expected}.")
+
+  def _choose_eval_clients(self) -> list[str]:
+    ids = self.test_data.client_ids
+    n = self.config.clients_per_eval
+    if n is None or n >= len(ids):
+      return ids
+    rng = np.random.default_rng(self.config.seed)
+    return sorted(rng.choice(ids, size=n, replace=False).tolist())
+
+  def train_datasets(self, client_ids: list[str], round_num: int) -> list:
+    """What each client trains on in `round_num` (seeded shuffles, epochs, the per-round cap)."""
+    c = self.config
+    return [
+      self.train_data.train_dataset(
+        cid,
+        round_num=round_num,
+        seed=c.seed,
+        batch_size=c.client_batch_size,
+        epochs=c.client_epochs_per_round,
+        max_elements=c.max_elements_per_client,
+      )
+      for cid in client_ids
+    ]
+
+  def eval_datasets(self, client_ids: list[str]) -> list:
+    """Each client's held-out sequences, in batches of `--eval_batch_size`."""
+    return [self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size) for cid in client_ids]
+
+  def characters(self, client_ids: list[str]) -> int:
+    """Characters of the clients' held-out text (for a loss per character that compares tokenizers)."""
+    return sum(preprocessing.num_characters(self.test_data.texts[cid]) for cid in client_ids)
+
+  def unigram_perplexity(self) -> float:
+    """Test perplexity of token frequencies alone, on the evaluation clients."""
+    train = [self.train_data.sequences(cid)["labels"] for cid in self.train_data.client_ids]
+    test = [self.test_data.sequences(cid)["labels"] for cid in self.eval_client_ids]
+    return preprocessing.unigram_perplexity(train, test, self.tokenizer.vocabulary_size)
+
+  def run_config(self) -> dict:
+    """What is stored beside the checkpoints: enough to rebuild the model."""
+    return {
+      "experiment": self.config.to_dict(),
+      "model": self.model_config,
+      "tokenizer": self.tokenizer.config(),
+    }
