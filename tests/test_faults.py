@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import subprocess
 import time
 
 import numpy as np
@@ -195,3 +196,35 @@ def test_kill_9_before_between_and_during_checkpoints_loses_nothing(tmp_path):
   assert got_round == want_round == 7
   for a, b in zip(got, want, strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 400 KB tmpfs (root and mount(8) needed, as on CI here); skipped with the reason elsewhere."""
+  mount = tmp_path / "small_disk"
+  mount.mkdir()
+  result = subprocess.run(
+    ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
+  )
+  if result.returncode:
+    pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip() or 'not root'}")
+  try:
+    yield mount
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_keeping_every_row(tmp_path, small_disk):
+  """A disk that fills during the rounds: exit 1, one last `error:` line, no traceback, rows 1..N kept."""
+  log = tmp_path / "run.log"
+  run = dict(total_rounds=40, rounds_per_eval=40, root_output_dir=str(small_disk))
+  with open(log, "w") as out:
+    proc = helpers.start_run(tmp_path, stdout=out, **run)
+    text = helpers.wait_for_exit(proc, log, 600, "the run on a full disk did not end")
+  lines = [line for line in text.splitlines() if line.strip()]
+  assert proc.returncode == 1, text[-3000:]
+  assert [line for line in lines if line.startswith("error:")] == lines[-1:], text[-3000:]
+  assert "no space left on the device" in lines[-1] and "run the same command again" in lines[-1]
+  assert "Traceback" not in text and "never awaited" not in text and "never retrieved" not in text
+  rows = outputs.read_metrics(outputs.RunDirs.of(str(small_disk), "tiny"))
+  assert 0 < len(rows) < 40 and [int(r["round_num"]) for r in rows] == list(range(1, len(rows) + 1))

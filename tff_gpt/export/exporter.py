@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tff_gpt.data import tokenizers
 from tff_gpt.export import portable
-from tff_gpt.models import adapters, checkpoints, gpt2_lm, huggingface, tff_model, trainable
+from tff_gpt.models import adapters, checkpoints, gpt2_lm, huggingface, presets, tff_model, trainable
 
 EXPORT_DIR = "export"
 FORMAT = "tff_gpt.export/1"
@@ -90,7 +90,8 @@ def _save_logits_model(model: tf.keras.Model, path: str) -> None:
       return {"logits": self.model({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)}
 
   module = LogitsModule()
-  tf.saved_model.save(module, path, signatures={"serving_default": module.logits})
+  with presets.saving_quietly():
+    tf.saved_model.save(module, path, signatures={"serving_default": module.logits})
 
 
 def export_model(

@@ -7,11 +7,25 @@ layout (`config.json`, `metadata.json`, `model.weights.h5`, `tokenizer.json`,
 handed on as a preset and a run can start from one.
 """
 
+import contextlib
 import json
 import os
+import warnings
 
 import tensorflow as tf
 from keras_nlp.src.utils import preset_utils
+
+
+@contextlib.contextmanager
+def saving_quietly():
+  """Saves without the warnings Keras 2 prints when saving walks keras-nlp's `Backbone.__dir__`.
+
+  That walk reads Keras 2's deprecated `updates` properties, which warn on
+  every save; nothing is wrong with what is saved.
+  """
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"`(Model\.state_updates|layer\.updates)` will be removed", UserWarning)
+    yield
 
 
 def _write_config(layer, preset_dir: str, filename: str) -> None:
@@ -33,7 +47,8 @@ def save_preset(backbone, tokenizer, preset_dir: str) -> None:
   preset_utils.make_preset_dir(preset_dir)
   _write_config(backbone, preset_dir, preset_utils.CONFIG_FILE)
   preset_utils.save_metadata(backbone, preset_dir)
-  backbone.save_weights(os.path.join(preset_dir, preset_utils.MODEL_WEIGHTS_FILE))
+  with saving_quietly():
+    backbone.save_weights(os.path.join(preset_dir, preset_utils.MODEL_WEIGHTS_FILE))
   if tokenizer is not None:
     _write_config(tokenizer, preset_dir, preset_utils.TOKENIZER_CONFIG_FILE)
     preset_utils.save_tokenizer_assets(tokenizer, preset_dir)

@@ -52,6 +52,7 @@ class Evaluation:
       unit="client",
       desc="evaluating",
       leave=False,
+      delay=3,  # Only an evaluation that takes a while shows a bar.
       disable=not self.progress or len(groups) < 2,
       dynamic_ncols=True,
     )

@@ -1,7 +1,7 @@
 """What a finished run reports: its summary (results/<name>/summary.json) and its export."""
 
 from tff_gpt import algorithms, export
-from tff_gpt.training import outputs
+from tff_gpt.training import outputs, write_failures
 
 
 def settings_summary(config, corpus) -> dict:
@@ -49,6 +49,8 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   if config.differentially_private:
     summary.update(dp_epsilon=loop.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
   if config.export and config.model == "gpt2":
-    summary["export"] = export.export_run(task, weights, config.total_rounds)
-  outputs.write_json(dirs.summary, summary)
+    with write_failures.guard("the export", dirs.results, resume_after=config.total_rounds):
+      summary["export"] = export.export_run(task, weights, config.total_rounds)
+  with write_failures.guard("the summary", dirs.summary, resume_after=config.total_rounds):
+    outputs.write_json(dirs.summary, summary)
   return dict(summary, model_weights=weights)

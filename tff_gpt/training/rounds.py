@@ -30,7 +30,7 @@ import tqdm
 from tff_gpt import algorithms, runtime
 from tff_gpt.algorithms import communication, privacy
 from tff_gpt.models import metrics as metrics_lib
-from tff_gpt.training import divergence, evaluation, memory, outputs
+from tff_gpt.training import divergence, evaluation, memory, outputs, write_failures
 
 
 async def _release(managers, value, key):
@@ -169,18 +169,27 @@ class RoundLoop:
           metrics.update(self.evaluate(self.process.get_model_weights(state)))
           diverged = divergence.diagnose(metrics)
         metrics["memory_mb"] = memory.process_tree_rss_mb()
-        loop.run(_release(metrics_managers, metrics, round_num))
-        clients = {"client_ids": " ".join(self.clients_for_round(round_num))}
-        loop.run(clients_manager.release(clients, key=round_num))
+        self._record(round_num, metrics, (metrics_managers, clients_manager), loop, saved)
         if diverged:
           raise divergence.stop(c, round_num, diverged, (last, metrics), last_checkpoint=saved, about=about)
         if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
-          loop.run(state_manager.save(state, round_num))
+          with write_failures.guard(
+            f"round {round_num}'s checkpoint", self.dirs.checkpoints, resume_after=saved
+          ):
+            loop.run(state_manager.save(state, round_num))
           saved = round_num
           if round_num - replaced >= runtime.REPLACE_WORKER_ROUNDS and runtime.replace_local_worker():
             replaced = round_num
         self._show(bar, round_num, metrics)
     return state, metrics
+
+  def _record(self, round_num: int, metrics: dict, managers, loop, saved: int) -> None:
+    """Releases the round's metrics row and its clients to the CSV and TensorBoard managers."""
+    metrics_managers, clients_manager = managers
+    clients = {"client_ids": " ".join(self.clients_for_round(round_num))}
+    with write_failures.guard(f"round {round_num}'s metrics", self.dirs.results, resume_after=saved):
+      loop.run(_release(metrics_managers, metrics, round_num))
+      loop.run(clients_manager.release(clients, key=round_num))
 
   def _show(self, bar, round_num: int, metrics: dict) -> None:
     bar.update(1)

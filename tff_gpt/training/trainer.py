@@ -16,7 +16,7 @@ import os
 
 from tff_gpt import algorithms, errors
 from tff_gpt.training import config as config_lib
-from tff_gpt.training import divergence, memory, outputs, report, rounds
+from tff_gpt.training import divergence, memory, outputs, report, rounds, write_failures
 from tff_gpt.training.task import FederatedTask
 
 
@@ -80,8 +80,9 @@ class FederatedExperiment:
     with outputs.run_lock(self.dirs.create_all()):
       outputs.remove_partial_writes(self.dirs)
       divergence.clear(self.dirs.results)  # Going again: a divergence recorded before no longer holds.
-      outputs.write_json(self.dirs.run_config, self.task.run_config())
-      outputs.write_hparams(self.dirs, self.config.to_dict())
+      with write_failures.guard("the run's settings", self.dirs.checkpoints):
+        outputs.write_json(self.dirs.run_config, self.task.run_config())
+        outputs.write_hparams(self.dirs, self.config.to_dict())
       state, last_metrics = self.loop.run(about=report.settings_summary(self.config, self.task.corpus))
       return report.summarize(
         self.loop, state, last_metrics, memory_estimate_mb=self.memory_estimate.total_mb
