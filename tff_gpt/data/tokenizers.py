@@ -19,14 +19,9 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from tensorflow_federated.python.simulation.baselines.shakespeare import (
-  char_prediction_preprocessing as tff_shakespeare,
-)
-from tensorflow_federated.python.simulation.baselines.stackoverflow import (
-  word_prediction_preprocessing as tff_stackoverflow,
-)
 
 from tff_gpt import errors
+from tff_gpt.internals import tff_shakespeare, tff_stackoverflow
 
 
 class TokenizerError(errors.UserInputError):

@@ -7,7 +7,8 @@ model, so it trains on exactly the same batches with the same masked loss.
 """
 
 import tensorflow as tf
-from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_models
+
+from tff_gpt.internals import char_prediction_models
 
 ARCHITECTURE = "char_lstm"
 

@@ -13,9 +13,8 @@ import re
 
 import keras_nlp
 import tensorflow as tf
-from keras.src.engine import base_layer_utils
-from keras_nlp.src.utils import preset_utils
 
+from tff_gpt import internals
 from tff_gpt.models import seeded_dropout
 
 # GPT2Backbone keyword arguments. `vocabulary_size` and `max_sequence_length`
@@ -164,12 +163,8 @@ def constants_kept_in_graph():
   layers' own `get_config`, is never used: `GPT2Backbone.get_config` returns
   its constructor arguments and saving goes through presets and weights.
   """
-  previous = base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION
-  base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION = True
-  try:
+  with internals.graph_op_layers_kept_in_graph():
     yield
-  finally:
-    base_layer_utils._UNSAFE_GRAPH_OP_LAYER_CREATION = previous
 
 
 @without_autograph
@@ -246,5 +241,5 @@ def load_preset(preset: str) -> keras_nlp.models.GPT2Backbone:
 
 def preset_config(preset: str) -> dict:
   """The `GPT2Backbone` arguments of a preset, read from its config.json alone."""
-  config = preset_utils.load_config(preset, preset_utils.CONFIG_FILE)["config"]
+  config = internals.preset_utils.load_config(preset, internals.preset_utils.CONFIG_FILE)["config"]
   return {k: config[k] for k in BACKBONE_KEYS}

@@ -13,7 +13,8 @@ import os
 import warnings
 
 import tensorflow as tf
-from keras_nlp.src.utils import preset_utils
+
+from tff_gpt import internals
 
 
 @contextlib.contextmanager
@@ -31,7 +32,7 @@ def saving_quietly():
 def _write_config(layer, preset_dir: str, filename: str) -> None:
   config = tf.keras.saving.serialize_keras_object(layer)
   for key in ("compile_config", "build_config"):
-    preset_utils.recursive_pop(config, key)
+    internals.preset_utils.recursive_pop(config, key)
   with open(os.path.join(preset_dir, filename), "w") as f:
     json.dump(config, f, indent=2)
 
@@ -44,11 +45,11 @@ def save_preset(backbone, tokenizer, preset_dir: str) -> None:
     tokenizer: A `keras_nlp.models.GPT2Tokenizer`, or `None` for none.
     preset_dir: Directory to write; created if missing.
   """
-  preset_utils.make_preset_dir(preset_dir)
-  _write_config(backbone, preset_dir, preset_utils.CONFIG_FILE)
-  preset_utils.save_metadata(backbone, preset_dir)
+  internals.preset_utils.make_preset_dir(preset_dir)
+  _write_config(backbone, preset_dir, internals.preset_utils.CONFIG_FILE)
+  internals.preset_utils.save_metadata(backbone, preset_dir)
   with saving_quietly():
-    backbone.save_weights(os.path.join(preset_dir, preset_utils.MODEL_WEIGHTS_FILE))
+    backbone.save_weights(os.path.join(preset_dir, internals.preset_utils.MODEL_WEIGHTS_FILE))
   if tokenizer is not None:
-    _write_config(tokenizer, preset_dir, preset_utils.TOKENIZER_CONFIG_FILE)
-    preset_utils.save_tokenizer_assets(tokenizer, preset_dir)
+    _write_config(tokenizer, preset_dir, internals.preset_utils.TOKENIZER_CONFIG_FILE)
+    internals.preset_utils.save_tokenizer_assets(tokenizer, preset_dir)

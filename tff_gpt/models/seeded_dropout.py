@@ -20,6 +20,8 @@ the same masks again.
 
 import tensorflow as tf
 
+from tff_gpt import internals
+
 # Large primes for the batch hash; all arithmetic stays inside int64.
 _PRIME = 2_147_483_647
 _MULTIPLIER = 1_000_003
@@ -64,7 +66,7 @@ def install(backbone: tf.keras.Model) -> _SeedSlot | None:
   Returns None when the backbone has no dropout (then nothing changes).
   """
   # Keras's own walk over the sublayers: each once, in a fixed (depth-first, tracking) order.
-  sublayers = backbone._flatten_layers(include_self=False)
+  sublayers = internals.flatten_layers(backbone, include_self=False)
   layers = [layer for layer in sublayers if isinstance(layer, tf.keras.layers.Dropout)]
   if not any(layer.rate for layer in layers):
     return None

@@ -18,7 +18,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tff_gpt import errors
+from tff_gpt import errors, internals
 from tff_gpt.models import adapters
 
 DEFAULT_LORA_ALPHA = 16.0
@@ -63,7 +63,7 @@ def parse(spec: str, *, num_layers: int | None = None) -> Mode:
 
 
 def _leaf_layers(layer):
-  return [sub for sub in layer._flatten_layers(include_self=True, recursive=True) if sub._trainable_weights]
+  return [sub for sub in internals.flatten_layers(layer) if internals.own_weights(sub)]
 
 
 def select(backbone, mode: Mode, *, lora_alpha: float = DEFAULT_LORA_ALPHA) -> list[tf.Variable]:
@@ -116,9 +116,9 @@ def named_weights(backbone) -> dict[str, tf.Variable]:
   named = {}
 
   def visit(layer, path):
-    for weight in layer._trainable_weights + layer._non_trainable_weights:
+    for weight in internals.own_weights(layer, non_trainable=True):
       named[f"{path}/{weight.name.split('/')[-1].split(':')[0]}"] = weight
-    for child in layer._flatten_layers(include_self=False, recursive=False):
+    for child in internals.flatten_layers(layer, include_self=False, recursive=False):
       if isinstance(layer, adapters.LoraEinsumDense):
         visit(child, path)  # The base projection: same path as its adapter.
       else:

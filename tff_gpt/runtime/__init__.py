@@ -13,16 +13,14 @@ out-of-memory kill).
 import atexit
 import contextlib
 import gc
+import logging
 import os
 
 import psutil
 import tensorflow as tf
-from tensorflow_federated.python.core.impl.context_stack import (
-  context_stack_impl,
-  set_default_context,
-)
 
-from tff_gpt import errors
+from tff_gpt import errors, internals
+from tff_gpt.internals import context_stack_impl, set_default_context
 from tff_gpt.runtime import contexts, host
 from tff_gpt.runtime import workers as workers_lib
 from tff_gpt.runtime.workers import WorkerDiedError  # noqa: F401
@@ -153,6 +151,8 @@ def set_up(
   if not _exit_hook_installed:
     atexit.register(shutdown)
     _exit_hook_installed = True
+    for moved in internals.check_versions():
+      logging.warning("%s: tff_gpt.internals' private uses may no longer hold.", moved)
   workers_lib.start_watchdog()
   shutdown()
   for worker in workers_ or []:

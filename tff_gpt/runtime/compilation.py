@@ -18,20 +18,19 @@ before. Use it only for a worker without accelerators.
 """
 
 import tensorflow as tf
-from tensorflow_federated.python.core.backends.native import compiler as native_compiler
-from tensorflow_federated.python.core.backends.test import compiler as test_compiler
-from tensorflow_federated.python.core.environments.tensorflow_backend import (
-  compiled_computation_transformations,
-  tensorflow_tree_transformations,
-)
-from tensorflow_federated.python.core.impl.compiler import (
+
+from tff_gpt.internals import (
   building_blocks,
+  compiled_computation_transformations,
+  computation_impl,
+  context_stack_impl,
+  native_compiler,
+  serialization_utils,
+  tensorflow_tree_transformations,
+  test_compiler,
   transformation_utils,
   transformations,
 )
-from tensorflow_federated.python.core.impl.computation import computation_impl
-from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-from tensorflow_federated.python.tensorflow_libs import serialization_utils
 
 CPU = "/device:CPU:0"
 

@@ -16,21 +16,21 @@ self-restarting one:
 import asyncio
 import functools
 
-from tensorflow_federated.proto.v0 import executor_pb2
-from tensorflow_federated.python.core.backends.native import compiler as native_compiler
-from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
-from tensorflow_federated.python.core.backends.test import compiler as test_compiler
-from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
-from tensorflow_federated.python.core.impl.computation import computation_impl
-from tensorflow_federated.python.core.impl.execution_contexts import (
+from tff_gpt.internals import (
   async_execution_context,
+  computation_impl,
+  executor_pb2,
+  mergeable_comp_compiler,
   mergeable_comp_execution_context,
+  native_compiler,
+  placements,
+  python_executor_stacks,
+  remote_executor,
   sync_execution_context,
+  tensorflow_computation,
+  test_compiler,
+  value_serialization,
 )
-from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-from tensorflow_federated.python.core.impl.executors import remote_executor, value_serialization
-from tensorflow_federated.python.core.impl.types import placements
-
 from tff_gpt.runtime import compilation
 
 

@@ -20,10 +20,9 @@ import grpc
 import portpicker
 import psutil
 import tensorflow_federated as tff
-from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
-from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
-from tff_gpt import errors
+from tff_gpt import errors, internals
+from tff_gpt.internals import remote_executor_grpc_stub
 
 WORKER_NAME = "worker_binary"
 WORKER_BINARY = os.path.join(os.path.dirname(tff.__file__), "data", WORKER_NAME)
@@ -122,7 +121,7 @@ class LocalWorker:
       stderr=sys.stderr,
     )
     _register_with_watchdog(self.process.pid)
-    channel = grpc.insecure_channel(self.address, executor_factory._GRPC_CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(self.address, internals.grpc_channel_options())
     self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
     deadline = time.monotonic() + START_SECONDS
     while not self._stub.is_ready:
@@ -177,7 +176,7 @@ class RemoteWorker:
   def __init__(self, address: str, *, timeout: float = 30.0):
     self.address = address
     self.timeout = timeout
-    channel = grpc.insecure_channel(address, executor_factory._GRPC_CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(address, internals.grpc_channel_options())
     self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
 
   def check(self, *, during_run: bool = True) -> None:

@@ -20,7 +20,7 @@ import threading
 
 import tensorflow_federated as tff
 
-from tff_gpt import errors
+from tff_gpt import errors, internals
 
 METRICS_FILE = "experiment.metrics.csv"
 CLIENTS_FILE = "sampled_clients.csv"
@@ -209,7 +209,7 @@ async def load_latest_readable(state_manager, structure, *, set_aside: bool = Tr
       unreadable.append((version, e))
       continue
     for bad, error in unreadable:
-      path = state_manager._get_path_for_version(bad)
+      path = internals.checkpoint_path(state_manager, bad)
       logging.warning(
         "Checkpoint %s cannot be read (%s: %s); resuming from round %d instead.",
         path,
@@ -222,8 +222,9 @@ async def load_latest_readable(state_manager, structure, *, set_aside: bool = Tr
     return state, version
   if unreadable:
     version, error = unreadable[0]
+    directory = os.path.dirname(internals.checkpoint_path(state_manager, 0))
     raise NoReadableCheckpointError(
-      f"none of the {len(versions)} checkpoints in {os.path.dirname(state_manager._get_path_for_version(0))} "
+      f"none of the {len(versions)} checkpoints in {directory} "
       f"reads back (round {version}: {type(error).__name__}: {str(error).splitlines()[0][:200]}). Move them "
       "away to start over, or use another --experiment_name."
     )
