@@ -16,6 +16,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
+from tff_gpt.models import registry  # noqa: E402
 from tff_gpt.training import outputs, trainer  # noqa: E402
 
 flags_common.define_experiment_flags()
@@ -35,7 +36,7 @@ def run() -> dict:
     print(experiment.task.corpus.summary_text())
     summary = experiment.run()
   print(outputs.format_summary(summary))
-  if FLAGS.sample_prompt and config.model == "gpt2":
+  if FLAGS.sample_prompt and registry.MODELS[config.model].is_gpt2:
     model = experiment.task.keras_model(summary["model_weights"])
     text = generation.generate(model, experiment.task.tokenizer, FLAGS.sample_prompt, seed=config.seed)
     print(f"Sample (top-k, prompt {FLAGS.sample_prompt!r}):\n{text}")

@@ -25,7 +25,16 @@ import tensorflow as tf
 
 from tff_gpt.data import tokenizers
 from tff_gpt.export import portable
-from tff_gpt.models import adapters, checkpoints, gpt2_lm, huggingface, presets, tff_model, trainable
+from tff_gpt.models import (
+  adapters,
+  checkpoints,
+  gpt2_lm,
+  huggingface,
+  presets,
+  registry,
+  tff_model,
+  trainable,
+)
 
 EXPORT_DIR = "export"
 FORMAT = "tff_gpt.export/1"
@@ -127,7 +136,7 @@ def export_model(
   Returns:
     `out_dir`.
   """
-  if model_config.get("architecture", "gpt2") != "gpt2":
+  if not registry.kind_of(model_config).is_gpt2:
     raise ValueError(f"Only GPT-2 models export to keras_hub, not {model_config['architecture']!r}.")
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)

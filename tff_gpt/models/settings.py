@@ -2,11 +2,11 @@
 
 import dataclasses
 
-from tff_gpt.models import gpt2_lm, parameter_groups
+from tff_gpt.models import gpt2_lm, parameter_groups, registry
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.settings import POSITIVE, Check, check_declared, require, setting
 
-MODELS = ("gpt2", "char_lstm")
+MODELS = tuple(registry.MODELS)
 
 
 @dataclasses.dataclass
@@ -14,7 +14,7 @@ class ModelSettings:
   """The model (`tff_model.build_model_fn`) and its trained subset (`trainable`)."""
 
   model: str = setting(
-    "gpt2", "gpt2, or char_lstm (TFF's Shakespeare LSTM, the reference model).", choices=MODELS
+    "gpt2", "; ".join(f"{k}: {v.description}" for k, v in registry.MODELS.items()) + ".", choices=MODELS
   )
   model_size: str = setting(
     gpt2_lm.DEFAULT_SIZE,
@@ -63,12 +63,14 @@ class ModelSettings:
     except ValueError:
       size = None
     require(size is not None, "model_size", f"must be {gpt2_lm.SIZE_HELP}")
-    if self.model == "char_lstm":
-      require(self.trainable == "all", "trainable", "must be 'all' with --model=char_lstm")
+    gpt2 = registry.MODELS[self.model].is_gpt2
+    if not gpt2:
+      require(self.trainable == "all", "trainable", f"must be 'all' with --model={self.model}")
+      require(not self.preset, "preset", f"is a pretrained GPT-2; --model={self.model} has none")
     for name in ("embedding_init_stddev", "attention_init_stddev"):
       if getattr(self, name) is not None:
         require(
-          self.model == "gpt2" and not self.preset,
+          gpt2 and not self.preset,
           name,
           "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
         )
@@ -83,7 +85,7 @@ class ModelSettings:
     0 asks for keras-nlp's own initializers; a preset or the LSTM has nothing to draw.
     """
     embedding = None
-    if self.model == "gpt2" and not self.preset:
+    if registry.MODELS[self.model].is_gpt2 and not self.preset:
       embedding = self.embedding_init_stddev
       embedding = gpt2_lm.DEFAULT_EMBEDDING_INIT_STDDEV if embedding is None else embedding or None
     return dict(embedding_init_stddev=embedding, attention_init_stddev=self.attention_init_stddev)
@@ -92,7 +94,7 @@ class ModelSettings:
     """`--client_lr_multipliers` names GPT-2's parameter groups: refused for the LSTM."""
     if parameter_groups.parse(multipliers):
       require(
-        self.model == "gpt2",
+        registry.MODELS[self.model].is_gpt2,
         "client_lr_multipliers",
-        "names GPT-2's parameter groups; --model=char_lstm has none",
+        f"names GPT-2's parameter groups; --model={self.model} has none",
       )

@@ -15,7 +15,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import errors
 from tff_gpt.data import preprocessing
-from tff_gpt.models import char_lstm, frozen, gpt2_lm, metrics, parameter_groups
+from tff_gpt.models import frozen, gpt2_lm, metrics, parameter_groups, registry
 from tff_gpt.models import trainable as trainable_lib
 
 DEFAULT_LORA_ALPHA = trainable_lib.DEFAULT_LORA_ALPHA
@@ -148,7 +148,7 @@ def learning_rate_multipliers(
   spec = parameter_groups.parse(spec)
   if not spec:
     return None
-  if config.get("architecture") == char_lstm.ARCHITECTURE:
+  if not registry.kind_of(config).is_gpt2:
     raise errors.UserInputError(
       "--client_lr_multipliers names GPT-2's parameter groups; --model=char_lstm has none. Leave it empty."
     )
@@ -160,14 +160,12 @@ def learning_rate_multipliers(
 
 
 def _is_subset(config: dict, trainable: str) -> bool:
-  return config.get("architecture") != char_lstm.ARCHITECTURE and trainable_lib.parse(trainable).is_subset
+  return registry.kind_of(config).is_gpt2 and trainable_lib.parse(trainable).is_subset
 
 
 def build_keras_model(config: dict) -> tf.keras.Model:
   """A fresh language model of `config`, all weights trainable: GPT-2, or the char LSTM."""
-  if config.get("architecture") == char_lstm.ARCHITECTURE:
-    return char_lstm.build_char_lstm(config)
-  return gpt2_lm.build_gpt2_lm(config)
+  return registry.kind_of(config).build(config)
 
 
 def build_model_fn(
@@ -202,9 +200,9 @@ def build_model_fn(
   reader = frozen.Reader(frozen_dir, layout) if subset else None
 
   def model_fn(*, draw_initial_values: bool = True) -> tff.learning.models.VariableModel:
-    if config.get("architecture") == char_lstm.ARCHITECTURE:
+    if not registry.kind_of(config).is_gpt2:
       with _initial_values(draw_initial_values):
-        keras_model = char_lstm.build_char_lstm(config)
+        keras_model = build_keras_model(config)
     else:  # Through `build_lm` in every mode: its creation log keeps Keras from initializing in tracing.
       keras_model, trained, _ = build_lm(
         config,

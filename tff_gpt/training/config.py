@@ -15,6 +15,7 @@ from tff_gpt import settings
 from tff_gpt.algorithms import registry
 from tff_gpt.algorithms.settings import CLIENT_WEIGHTINGS, AggregationSettings, ClientSettings, ServerSettings
 from tff_gpt.data.settings import CorpusSettings, TokenizerSettings
+from tff_gpt.models import registry as models_registry
 from tff_gpt.models.settings import MODELS, ModelSettings
 from tff_gpt.settings import AT_LEAST_1, Check, ConfigError, check_declared, require, setting
 
@@ -131,8 +132,9 @@ class ExperimentConfig(
     self.partition_spec(self.seed).validate()
     self._check_tokenizer_fits()
     registry.check_combination(self)
-    if self.model == "char_lstm":
-      require(self.tokenizer == "char", "model", "char_lstm (TFF's Shakespeare LSTM) needs --tokenizer=char")
+    needs = models_registry.MODELS[self.model].needs_tokenizer
+    if needs:
+      require(self.tokenizer == needs, "model", f"{self.model} needs --tokenizer={needs}")
     self.check_lr_multipliers(self.client_lr_multipliers)
 
   def _check_tokenizer_fits(self) -> None:

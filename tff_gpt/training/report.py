@@ -1,6 +1,7 @@
 """What a finished run reports: its summary (results/<name>/summary.json) and its export."""
 
 from tff_gpt import algorithms, export
+from tff_gpt.models import registry
 from tff_gpt.training import outputs, write_failures
 
 
@@ -48,7 +49,7 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   )
   if config.differentially_private:
     summary.update(dp_epsilon=loop.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
-  if config.export and config.model == "gpt2":
+  if config.export and registry.MODELS[config.model].is_gpt2:
     with write_failures.guard("the export", dirs.results, resume_after=config.total_rounds):
       summary["export"] = export.export_run(task, weights, config.total_rounds)
   with write_failures.guard("the summary", dirs.summary, resume_after=config.total_rounds):

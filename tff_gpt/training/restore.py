@@ -7,7 +7,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import algorithms, errors
 from tff_gpt.data import tokenizers
-from tff_gpt.models import checkpoints, frozen, tff_model
+from tff_gpt.models import checkpoints, frozen, registry, tff_model
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
 
@@ -43,6 +43,6 @@ def load_latest_model(root_output_dir: str, experiment_name: str):
   )
   weights = process.get_model_weights(state)
   model = tff_model.keras_model_with_weights(run_config["model"], weights, **settings)
-  if run_config["model"].get("architecture", "gpt2") == "gpt2":
+  if registry.kind_of(run_config["model"]).is_gpt2:
     model = tff_model.merged_model(model, run_config["model"])
   return run_config, tokenizer, model, version

@@ -13,7 +13,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import errors
 from tff_gpt.data import preprocessing, tokenizers
-from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, tff_model
+from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, registry, tff_model
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import outputs
 
@@ -54,7 +54,7 @@ class FederatedTask:
 
   def _model_config(self) -> dict:
     c = self.config
-    if c.model == char_lstm.ARCHITECTURE:
+    if not registry.MODELS[c.model].is_gpt2:
       return char_lstm.model_config(
         vocabulary_size=self.tokenizer.vocabulary_size, sequence_length=c.sequence_length
       )
@@ -100,7 +100,7 @@ class FederatedTask:
   def keras_model(self, model_weights, *, merged: bool = True):
     """The whole Keras model holding `model_weights` (GPT-2's adapters folded in when `merged`)."""
     model = tff_model.keras_model_with_weights(self.model_config, model_weights, **self.model_settings)
-    if merged and self.config.model == "gpt2":
+    if merged and registry.MODELS[self.config.model].is_gpt2:
       model = tff_model.merged_model(model, self.model_config)
     return model
 

@@ -1,0 +1,44 @@
+"""The `--model` registry: each model kind, how its config is made and built, and what it supports.
+
+A model config (`run_config.json`'s "model") names its kind under
+"architecture"; GPT-2's configs are keras-nlp's `GPT2Backbone` arguments and
+carry no such key, so a config without one is GPT-2's.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from tff_gpt.models import char_lstm, gpt2_lm
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+  """One `--model` choice.
+
+  Attributes:
+    description: One line for help texts.
+    build: `model config -> fresh Keras model` (`{token_ids, padding_mask}` -> logits).
+    is_gpt2: GPT-2's features apply: shapes and presets, `--trainable` subsets
+      and adapters, parameter groups, generation and the export formats.
+    needs_tokenizer: The only `--tokenizer` it takes (None: any).
+  """
+
+  description: str
+  build: Callable[[dict], tf.keras.Model]
+  is_gpt2: bool
+  needs_tokenizer: str | None = None
+
+
+MODELS = {
+  "gpt2": ModelKind("GPT-2 (keras-nlp's GPT2Backbone with a tied LM head)", gpt2_lm.build_gpt2_lm, True),
+  char_lstm.ARCHITECTURE: ModelKind(
+    "TFF's Shakespeare character LSTM, the reference model", char_lstm.build_char_lstm, False, "char"
+  ),
+}
+
+
+def kind_of(model_config: dict) -> ModelKind:
+  """The kind a model config is of (GPT-2 when it names none)."""
+  return MODELS[model_config.get("architecture", "gpt2")]
