@@ -14,10 +14,7 @@ FLAGS is a grid; the report keeps each configuration's best point. Re-running
 the command skips finished runs and resumes interrupted ones.
 """
 
-import dataclasses
 import os
-import re
-import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
-from tff_gpt import algorithms, runtime  # noqa: E402
-from tff_gpt.training import comparison  # noqa: E402
+from tff_gpt import runtime  # noqa: E402
+from tff_gpt.training import comparison, comparison_configs  # noqa: E402
 
 flags_common.define_experiment_flags()
 flags.DEFINE_string(
@@ -40,57 +37,10 @@ flags.DEFINE_multi_string(
 flags.DEFINE_float("target_loss", None, "Report the first round whose eval loss is at or below this.")
 FLAGS = flags.FLAGS
 
-_GRID = re.compile(r"--(client|server)_learning_rate=(.+,.+)")
-
-
-def _shorthand(name: str) -> dict:
-  if name == "char_lstm":
-    return {"model": "char_lstm"}
-  algorithm, _, aggregator = name.partition("+")
-  if algorithm not in algorithms.ALGORITHMS or (aggregator and aggregator not in algorithms.AGGREGATORS):
-    raise app.UsageError(
-      f"--configuration={name!r}: a bare name must be an algorithm ({', '.join(algorithms.ALGORITHMS)}), "
-      f"algorithm+aggregator ({', '.join(algorithms.AGGREGATORS)}) or char_lstm; "
-      "write 'NAME: --flag=value ...' for anything else."
-    )
-  overrides = {"algorithm": algorithm}
-  if aggregator:
-    overrides["aggregator"] = aggregator
-    if not algorithms.AGGREGATORS[aggregator].weighted:
-      overrides["client_weighting"] = "uniform"
-  return overrides
-
-
-def parse_configuration(spec: str) -> comparison.Configuration:
-  """`NAME` or `NAME: FLAGS` -> a `comparison.Configuration`."""
-  name, colon, rest = (part.strip() for part in spec.partition(":"))
-  label = name.replace("+", "-")
-  if not colon:
-    return comparison.Configuration(label, _shorthand(name))
-  values = flags.FlagValues()
-  flags_common.define_experiment_flags(flag_values=values)
-  try:
-    args = values.read_flags_from_files(shlex.split(rest), force_gnu=False)
-    grids, plain = {}, []
-    for arg in args:
-      match = _GRID.fullmatch(arg)
-      if match:
-        grids[match.group(1)] = [float(x) for x in match.group(2).split(",")]
-      else:
-        plain.append(arg)
-    leftover = values(["configuration", *plain], known_only=False)[1:]
-    if leftover:
-      raise ValueError(f"{leftover} are not flags; write each setting as --flag=value")
-  except (flags.Error, ValueError) as e:
-    raise app.UsageError(f"--configuration={spec!r}: {e}") from None
-  parsed = dataclasses.asdict(flags_common.config_from_flags(values))
-  overrides = {k: v for k, v in parsed.items() if values[k].present}
-  return comparison.Configuration(label, overrides, grids.get("client", []), grids.get("server", []))
-
 
 def run() -> dict:
   """Runs the comparison the flags describe; returns the report's paths and rows."""
-  configurations = [parse_configuration(spec) for spec in FLAGS.configuration]
+  configurations = [comparison_configs.parse_configuration(spec) for spec in FLAGS.configuration]
   try:
     base = flags_common.config_from_flags()
     base.validate()

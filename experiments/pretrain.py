@@ -9,7 +9,7 @@
 The text is the training split of the corpus's clients (all of them, or those
 of `--groups`). Without `--vocab_file`, a byte-level BPE of `--bpe_vocab_size`
 tokens is learned from that same text. Interrupted, the same command resumes
-after its last finished epoch. The logic lives in `tff_gpt.training.central`.
+after its last finished epoch. The logic lives in `tff_gpt.training.pretraining`.
 """
 
 import os
@@ -24,13 +24,13 @@ from absl import app, flags  # noqa: E402
 from experiments import flags_common  # noqa: E402
 from tff_gpt.data import bpe_training, client_data, tokenizers  # noqa: E402
 from tff_gpt.data.settings import CorpusSettings  # noqa: E402
-from tff_gpt.training import central  # noqa: E402
+from tff_gpt.training import pretraining  # noqa: E402
 
 # Shared with the other entry points (defined once when several are imported, as in tests).
 flags_common.define_experiment_flags(
   CorpusSettings, names=("vocab_file", "merges_file", "seed", "model_size", "sequence_length")
 )
-_D = central.PretrainConfig(preset_dir="")
+_D = pretraining.PretrainConfig(preset_dir="")
 flags.DEFINE_string(
   "preset_dir", "runs/pretrained/gpt2", "Where the preset (weights and tokenizer) is written."
 )
@@ -58,8 +58,8 @@ FLAGS = flags.FLAGS
 
 
 def pretrain() -> dict:
-  """Runs the pretraining the flags describe; returns what `central.pretrain` reports."""
-  config = central.PretrainConfig(
+  """Runs the pretraining the flags describe; returns what `pretraining.pretrain` reports."""
+  config = pretraining.PretrainConfig(
     preset_dir=FLAGS.preset_dir,
     model_size=FLAGS.model_size,
     sequence_length=FLAGS.sequence_length,
@@ -100,7 +100,7 @@ def pretrain() -> dict:
     f"Pretraining GPT-2 ({config.model_size}) on {len(train)} clients of {corpus.name}, "
     f"BPE of {tokenizer.vocabulary_size} tokens, {config.epochs} epochs."
   )
-  info = central.pretrain(config, train, test, tokenizer)
+  info = pretraining.pretrain(config, train, test, tokenizer)
   last = info["epochs"][-1]
   print(
     f"Wrote {config.preset_dir}: {info['steps']} steps in {info['seconds']:.0f} s, "

@@ -5,26 +5,26 @@ import os
 
 import pytest
 import tensorflow_federated as tff
-from absl import app, flags
+from absl import flags
 from absl.testing import flagsaver
 
 from experiments import compare_algorithms, flags_common
 from tests import helpers
-from tff_gpt.training import comparison, outputs
+from tff_gpt.training import comparison, comparison_configs, outputs
 
 
 def test_parse_configuration_forms(tmp_path):
-  assert compare_algorithms.parse_configuration("fedyogi").overrides == {"algorithm": "fedyogi"}
-  dp = compare_algorithms.parse_configuration("fedavg_unweighted+dp_fixed")
+  assert comparison_configs.parse_configuration("fedyogi").overrides == {"algorithm": "fedyogi"}
+  dp = comparison_configs.parse_configuration("fedavg_unweighted+dp_fixed")
   assert dp.name == "fedavg_unweighted-dp_fixed"
   assert dp.overrides == {
     "algorithm": "fedavg_unweighted",
     "aggregator": "dp_fixed",
     "client_weighting": "uniform",
   }
-  assert compare_algorithms.parse_configuration("char_lstm").overrides == {"model": "char_lstm"}
+  assert comparison_configs.parse_configuration("char_lstm").overrides == {"model": "char_lstm"}
 
-  tuned = compare_algorithms.parse_configuration(
+  tuned = comparison_configs.parse_configuration(
     "adam: --algorithm=fedadam --server_learning_rate=0.01,0.1 --server_beta_2=0.9"
   )
   assert tuned.overrides == {"algorithm": "fedadam", "server_beta_2": 0.9}
@@ -32,13 +32,17 @@ def test_parse_configuration_forms(tmp_path):
 
   flagfile = tmp_path / "prox.cfg"
   flagfile.write_text("--algorithm=fedprox\n--proximal_strength=0.1\n--client_learning_rate=0.1,0.3\n")
-  prox = compare_algorithms.parse_configuration(f"prox: --flagfile={flagfile}")
+  prox = comparison_configs.parse_configuration(f"prox: --flagfile={flagfile}")
   assert prox.overrides == {"algorithm": "fedprox", "proximal_strength": 0.1}
   assert prox.client_learning_rates == [0.1, 0.3]
 
-  for bad in ("fedfoo", "x: --algorithm=fedfoo", "x: --no_such_flag=1"):
-    with pytest.raises(app.UsageError):
-      compare_algorithms.parse_configuration(bad)
+  assert comparison_configs.parse_configuration("q: --noexport --max_elements_per_client=0").overrides == {
+    "export": False,
+    "max_elements_per_client": None,
+  }
+  for bad in ("fedfoo", "x: --algorithm=fedfoo", "x: --no_such_flag=1", "x: --total_rounds=ten"):
+    with pytest.raises(comparison_configs.ConfigurationError):
+      comparison_configs.parse_configuration(bad)
 
 
 @pytest.mark.parametrize(
@@ -55,10 +59,14 @@ def test_every_shipped_comparison_flagfile_parses_and_validates(path, tmp_path):
     configs = [
       config
       for spec in specs
-      for config in comparison.grid_configs(base, compare_algorithms.parse_configuration(spec), str(tmp_path))
+      for config in comparison.grid_configs(base, comparison_configs.parse_configuration(spec), str(tmp_path))
     ]
   assert len(specs) >= 2 and len(configs) >= len(specs)
   assert len({c.experiment_name for c in configs}) == len(configs)
+  # Read without absl (as the studies do), the same base and configurations.
+  same_base, configurations, _ = comparison_configs.read_comparison(path)
+  assert same_base == base
+  assert configurations == [comparison_configs.parse_configuration(spec) for spec in specs]
 
 
 def test_grid_names_and_values(tmp_path):

@@ -16,66 +16,16 @@ Layout under `<root_output_dir>/<comparison_name>/`: `checkpoints/`,
 """
 
 import csv
-import dataclasses
-import itertools
 import math
 import os
 import time
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 from tff_gpt import errors, runtime  # noqa: E402
 from tff_gpt.training import config as config_lib  # noqa: E402
 from tff_gpt.training import divergence, outputs, trainer  # noqa: E402
-
-
-@dataclasses.dataclass
-class Configuration:
-  """One compared configuration: a name, its settings, and optional learning-rate grids.
-
-  Attributes:
-    name: Label in the report; letters, digits, '_', '-' and '.'.
-    overrides: `ExperimentConfig` fields that differ from the base.
-    client_learning_rates: Grid of client learning rates, or empty for the
-      base (or overridden) value.
-    server_learning_rates: Grid of server learning rates, or empty for the
-      algorithm's default (or overridden) value.
-  """
-
-  name: str
-  overrides: dict = dataclasses.field(default_factory=dict)
-  client_learning_rates: list[float] = dataclasses.field(default_factory=list)
-  server_learning_rates: list[float] = dataclasses.field(default_factory=list)
-
-
-def _fmt(x: float) -> str:
-  return f"{x:g}"
-
-
-def grid_configs(base: config_lib.ExperimentConfig, configuration: Configuration, root: str):
-  """The `ExperimentConfig` of each grid point of `configuration`, validated."""
-  values = dataclasses.asdict(base) | configuration.overrides | {"root_output_dir": root}
-  client_lrs = configuration.client_learning_rates or [values["client_learning_rate"]]
-  server_lrs = configuration.server_learning_rates or [values["server_learning_rate"]]
-  grid = len(client_lrs) * len(server_lrs) > 1
-  configs = []
-  for client_lr, server_lr in itertools.product(client_lrs, server_lrs):
-    name = configuration.name
-    if grid:
-      name += f"_clr{_fmt(client_lr)}" + (f"_slr{_fmt(server_lr)}" if server_lr is not None else "")
-    config = config_lib.ExperimentConfig(
-      **values
-      | {"client_learning_rate": client_lr, "server_learning_rate": server_lr, "experiment_name": name}
-    )
-    try:
-      config.validate()
-    except ValueError as e:
-      raise errors.UserInputError(f"Configuration {configuration.name!r}: {e}") from None
-    configs.append(config)
-  return configs
+from tff_gpt.training.comparison_configs import Configuration, grid_configs  # noqa: E402, F401
 
 
 def _finished(config: config_lib.ExperimentConfig) -> dict | None:
@@ -328,7 +278,8 @@ def plot_curves(
   tokenizers: list[str] | None = None,
 ) -> None:
   """Eval loss (`loss`: per token or per character) and accuracy against rounds and MB, one line per run."""
-  fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+  fig = Figure(figsize=(12, 8))  # Not pyplot: no global backend or figure state is touched.
+  axes = fig.subplots(2, 2)
   tokenizers = tokenizers or ["char"] * len(runs)
   for (label, run), tokenizer in zip(runs, tokenizers, strict=True):
     rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, run))
@@ -352,14 +303,14 @@ def plot_curves(
     axes[0][0].legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_heterogeneity(rows: list[dict], path: str) -> None:
   """Final eval loss against the Dirichlet alpha (when every row has one) and against mean label TV."""
   with_alpha = all(r["partition_alpha"] != "" for r in rows)
   panels = (["partition_alpha"] if with_alpha else []) + ["mean_label_tv"]
-  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+  fig = Figure(figsize=(6 * len(panels), 4.5))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   by_algorithm = {}
   for row in rows:
     if row["final_eval_loss"] == "":  # Diverged.
@@ -378,4 +329,3 @@ def plot_heterogeneity(rows: list[dict], path: str) -> None:
   axes[0][0].legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)

@@ -1,7 +1,7 @@
 """Pretrain centrally on some Shakespeare plays, fine-tune federatedly on the speakers of the others.
 
-  .venv/bin/python -m benchmarks.pretrain_finetune --out benchmarks/results_pretrain_finetune.json
-  .venv/bin/python -m benchmarks.pretrain_finetune --quick      # tiny model, few rounds (the tests run it)
+  .venv/bin/python -m studies.pretrain_finetune --out studies/results_pretrain_finetune.json
+  .venv/bin/python -m studies.pretrain_finetune --quick      # tiny model, few rounds (the tests run it)
 
 The seed's scenario, offline. `experiments.pretrain` trains GPT-2 centrally
 on the histories (public text, here), learns its BPE from them and writes a

@@ -8,7 +8,7 @@ import pytest
 
 from tests import helpers
 from tff_gpt import errors
-from tff_gpt.training import central_baseline, trainer
+from tff_gpt.training import replay, trainer
 
 
 @pytest.mark.parametrize("model", ["gpt2", "char_lstm"])  # The LSTM's embedding gradients are IndexedSlices.
@@ -26,7 +26,7 @@ def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, m
   experiment = trainer.FederatedExperiment(config)
   state, round_metrics = experiment.loop.train_round(experiment.loop.initial_state(), 1)
   federated = experiment.process.get_model_weights(state)
-  central = central_baseline.train(experiment.loop, rate, progress=False)
+  central = replay.train(experiment.loop, rate, progress=False)
   start = experiment.task.initial_weights()
   assert central["examples"] == round_metrics["train_sequences"] > 4
   assert central["steps"] == -(-central["examples"] // config.client_batch_size)
@@ -43,4 +43,4 @@ def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, m
 
 def test_a_trained_subset_is_refused_with_the_flag_to_change(tmp_path):
   with pytest.raises(errors.UserInputError, match="--trainable=all"):
-    central_baseline.check(helpers.tiny_config(tmp_path, trainable="bitfit"))
+    replay.check(helpers.tiny_config(tmp_path, trainable="bitfit"))

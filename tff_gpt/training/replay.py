@@ -15,7 +15,7 @@ What differs from the federated run is only what federation does: a round's
 clients are trained one after another on one model instead of from the
 same global weights and averaged, so a round makes `clients_per_round`
 times the sequential steps. A central run usually wants a smaller rate than
-the clients' (`benchmarks/central_baseline.py` runs a grid).
+the clients' (`studies/central_replay.py` runs a grid).
 """
 
 import time

@@ -1,15 +1,15 @@
 """Federated runs against their central baseline: the same batches, through one model.
 
-  .venv/bin/python -m benchmarks.central_baseline --out benchmarks/results_central_baseline.json \\
+  .venv/bin/python -m studies.central_replay --out studies/results_central_replay.json \\
       --plot docs/central_baseline_shakespeare.png
-  .venv/bin/python -m benchmarks.central_baseline --quick   # tiny GPT-2, 2 rounds (the tests run it)
+  .venv/bin/python -m studies.central_replay --quick   # tiny GPT-2, 2 rounds (the tests run it)
 
 Reads a comparison flagfile (default `configs/gpt2_vs_lstm_shakespeare.flags`:
 the sweep's best GPT-2 and the tuned LSTM) as `experiments.compare_algorithms`
 does and runs its federated runs there (finished ones are skipped, so after
 that command nothing is trained again). Then it trains each configuration
 (its best grid point) centrally on exactly the batches its federated run
-trained on (`tff_gpt.training.central_baseline`: the same clients, rounds,
+trained on (`tff_gpt.training.replay`: the same clients, rounds,
 batches and client optimizer, one model and one optimizer state throughout,
 the same initial weights and the same federated evaluation), at the
 configuration's client rate times each of `--factors`: a round of central
@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -34,11 +33,9 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from absl import flags  # noqa: E402
 
-from experiments import compare_algorithms, flags_common  # noqa: E402
 from tff_gpt import runtime  # noqa: E402
-from tff_gpt.training import central_baseline, comparison, outputs, trainer  # noqa: E402
+from tff_gpt.training import comparison, comparison_configs, outputs, replay, trainer  # noqa: E402
 
 FLAGFILE = "configs/gpt2_vs_lstm_shakespeare.flags"
 QUICK_FLAGS = """\
@@ -56,11 +53,8 @@ QUICK_FLAGS = """\
 
 def _comparison(flagfile: str, extra: list[str]):
   """The comparison the flagfile describes: (base config, configurations, its directory)."""
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS([sys.argv[0], f"--flagfile={flagfile}", *extra])
-  configurations = [compare_algorithms.parse_configuration(s) for s in flags.FLAGS.configuration]
-  base = flags_common.config_from_flags()
-  return base, configurations, os.path.join(base.root_output_dir, flags.FLAGS.comparison_name)
+  base, configurations, name = comparison_configs.read_comparison(flagfile, tuple(extra))
+  return base, configurations, os.path.join(base.root_output_dir, name)
 
 
 def per_char(evaluation: dict) -> float:
@@ -97,7 +91,7 @@ def _federated(record: dict, config) -> dict:
 
 
 def _central(loop, learning_rate: float) -> dict:
-  result = central_baseline.train(loop, learning_rate)
+  result = replay.train(loop, learning_rate)
   result.pop("model_weights")
   keys = ("round_num", "eval_loss", "eval_loss_per_char", "eval_accuracy", "eval_perplexity")
   result["evals"] = [{k: e[k] for k in keys} for e in result["evals"]]
