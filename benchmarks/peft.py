@@ -47,7 +47,8 @@ import tensorflow_federated as tff  # noqa: E402
 from benchmarks.run_benchmarks import PeakMemory, count_tokens  # noqa: E402
 from tff_gpt.algorithms import registry  # noqa: E402
 from tff_gpt.data import datasets, preprocessing, tokenizers  # noqa: E402
-from tff_gpt.models import frozen, gpt2_lm, metrics, presets, tff_model  # noqa: E402
+from tff_gpt.models import frozen, gpt2_lm, presets, tff_model  # noqa: E402
+from tff_gpt.training import central_step  # noqa: E402
 
 MODES = ("all", "last_blocks:1", "bitfit", "lora:8")
 QUICK_MODES = ("all", "last_blocks:1", "bitfit", "lora:2")
@@ -139,14 +140,7 @@ def central_seconds(s: dict, mode: str, preset: str, batches: list) -> tuple[flo
   """Seconds of a compiled train step over `batches` (after a one-batch warm-up); total parameters."""
   model, trained, _ = tff_model.build_lm(model_config(s), trainable=mode, preset=preset)
   optimizer = tf.keras.optimizers.Adam(3e-3)
-  loss_fn = metrics.lm_loss()
-
-  @tf.function
-  def step(x, y):
-    with tf.GradientTape() as tape:
-      loss = loss_fn(y, model(x, training=True))
-    optimizer.apply_gradients(zip(tape.gradient(loss, trained), trained, strict=True))
-    return loss
+  step = tf.function(central_step.train_step(model, trained, central_step.keras_update(optimizer, trained)))
 
   step(*batches[0]).numpy()  # Warm-up: tracing and the optimizer's slots.
   start = time.perf_counter()

@@ -47,7 +47,7 @@ from tff_gpt.data import datasets, preprocessing, tokenizers  # noqa: E402
 from tff_gpt.models import gpt2_lm, metrics, tff_model  # noqa: E402
 from tff_gpt.runtime import contexts  # noqa: E402
 from tff_gpt.runtime import workers as workers_lib  # noqa: E402
-from tff_gpt.training import memory  # noqa: E402
+from tff_gpt.training import central_step, memory  # noqa: E402
 
 LOOPS = {
   "dataset_reduce": tff.learning.LoopImplementation.DATASET_REDUCE,
@@ -183,16 +183,9 @@ def compiled_central_fns(task: Task, client_datasets) -> dict:
   """
   model = gpt2_lm.build_gpt2_lm(task.model_config)
   optimizer = tf.keras.optimizers.Adam(3e-3)
-  loss_fn = metrics.lm_loss()
   batches = _concatenated(client_datasets)
-
-  def train_step(x, y):
-    with tf.GradientTape() as tape:
-      loss = loss_fn(y, model(x, training=True))
-    optimizer.apply_gradients(
-      zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables, strict=False)
-    )
-    return loss
+  variables = model.trainable_variables
+  train_step = central_step.train_step(model, variables, central_step.keras_update(optimizer, variables))
 
   step = tf.function(train_step)
 
