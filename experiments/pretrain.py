@@ -22,7 +22,7 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(os.cpu_count() or 1))
 from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
-from tff_gpt.data import bpe_training, client_data, tokenizers  # noqa: E402
+from tff_gpt.data import bpe_training, client_groups, tokenizers  # noqa: E402
 from tff_gpt.data.settings import CorpusSettings  # noqa: E402
 from tff_gpt.training import pretraining  # noqa: E402
 
@@ -80,9 +80,9 @@ def pretrain() -> dict:
   train, test = corpus.texts("train"), corpus.texts("test")
   chosen = sorted(train)
   if FLAGS.groups:
-    chosen, rest = client_data.split_by_group(sorted(train), FLAGS.groups)
+    chosen, rest = client_groups.split_by_group(sorted(train), FLAGS.groups)
     if FLAGS.rest_jsonl:
-      lines = client_data.write_jsonl(corpus, rest, FLAGS.rest_jsonl)
+      lines = client_groups.write_jsonl(corpus, rest, FLAGS.rest_jsonl)
       print(f"Wrote {len(rest)} other clients ({lines} examples) to {FLAGS.rest_jsonl}.")
   elif FLAGS.rest_jsonl:
     raise app.UsageError("--rest_jsonl needs --groups (the clients not pretrained on).")

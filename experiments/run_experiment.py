@@ -17,7 +17,7 @@ from absl import app, flags  # noqa: E402
 from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
 from tff_gpt.models import registry  # noqa: E402
-from tff_gpt.training import outputs, trainer  # noqa: E402
+from tff_gpt.training import report, trainer  # noqa: E402
 
 flags_common.define_experiment_flags()
 flags.DEFINE_string("sample_prompt", "ROMEO:", "Prompt of the sample printed at the end; empty for none.")
@@ -35,7 +35,7 @@ def run() -> dict:
     experiment = trainer.FederatedExperiment(config)
     print(experiment.task.corpus.summary_text())
     summary = experiment.run()
-  print(outputs.format_summary(summary))
+  print(report.format_summary(summary))
   if FLAGS.sample_prompt and registry.MODELS[config.model].is_gpt2:
     model = experiment.task.keras_model(summary["model_weights"])
     text = generation.generate(model, experiment.task.tokenizer, FLAGS.sample_prompt, seed=config.seed)

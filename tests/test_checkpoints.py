@@ -16,7 +16,7 @@ import pytest
 
 from tests import helpers
 from tff_gpt.data import tokenizers
-from tff_gpt.models import checkpoints, gpt2_lm, huggingface
+from tff_gpt.models import checkpoints, gpt2_lm, torch_bin
 from tff_gpt.training import trainer
 
 TEXT = "the cat at the hat"
@@ -90,7 +90,7 @@ def test_bin_reader_refuses_pickles_that_run_code(tmp_path):
   with zipfile.ZipFile(path, "w") as archive:
     archive.writestr("archive/data.pkl", pickle.dumps(os.system))
   with pytest.raises(checkpoints.CheckpointError, match="asks to load posix.system.*refusing"):
-    huggingface.read_pytorch_bin(str(path))
+    torch_bin.read(str(path))
 
 
 def _broken_copy(refs, tmp_path, source="hf_safetensors"):

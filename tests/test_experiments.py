@@ -148,7 +148,7 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   # Per character: the run's total held-out loss, recomputed by Keras, over the labels the char
   # tokenizer has on the same text.
   from tff_gpt.data import preprocessing, tokenizers
-  from tff_gpt.training import outputs
+  from tff_gpt.training import report
 
   loss, tokens = helpers.keras_held_out_loss(experiment, summary["model_weights"])
   total_nats = loss * tokens
@@ -159,7 +159,7 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   assert summary["eval_tokens"] < characters  # Merges: fewer tokens than characters.
   assert summary["eval_loss_per_char"] == pytest.approx(total_nats / characters, rel=1e-4)
   assert summary["eval_loss_per_char"] < summary["eval_loss"]
-  assert "nats per character" in outputs.format_summary(summary)
+  assert "nats per character" in report.format_summary(summary)
 
 
 def test_shipped_shakespeare_bpe_is_what_make_bpe_vocab_makes(tmp_path):

@@ -10,7 +10,7 @@ from absl.testing import flagsaver
 
 from experiments import pretrain
 from tests import helpers
-from tff_gpt.data import client_data, datasets
+from tff_gpt.data import client_data, client_groups, datasets
 from tff_gpt.models import checkpoints, gpt2_lm, trainable
 from tff_gpt.training import trainer
 
@@ -83,6 +83,6 @@ def test_federated_fine_tuning_starts_from_the_pretrained_weights(pretrained, tm
 
 def test_unknown_group_is_named(tmp_path):
   with pytest.raises(client_data.CorpusError, match=r"No clients in group\(s\) \['nobody'\]"):
-    client_data.split_by_group(["a:X", "b:Y"], ["nobody"])
+    client_groups.split_by_group(["a:X", "b:Y"], ["nobody"])
   with pytest.raises(client_data.CorpusError, match="leave some groups for federated fine-tuning"):
-    client_data.split_by_group(["a:X", "b:Y"], ["a", "b"])
+    client_groups.split_by_group(["a:X", "b:Y"], ["a", "b"])

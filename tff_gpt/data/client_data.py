@@ -22,12 +22,11 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_gpt import errors
-from tff_gpt.data import partitions
+from tff_gpt.data import corpus_summary, partitions
 
 ELEMENT_SPEC = collections.OrderedDict(snippets=tf.TensorSpec(shape=(), dtype=tf.string))
 TRAIN_FRACTION = 0.8
@@ -101,52 +100,6 @@ def _write_sql(clients: Mapping[str, Sequence[str]], path: str) -> None:
   tff.simulation.datasets.save_to_sql_client_data(sorted(clients), dataset_fn, path, allow_overwrite=True)
 
 
-def _distribution(values: Sequence[int]) -> dict[str, float]:
-  values = np.asarray(values, dtype=np.float64)
-  return {
-    "min": int(values.min()),
-    "median": float(np.median(values)),
-    "p90": float(np.percentile(values, 90)),
-    "max": int(values.max()),
-  }
-
-
-def partition_summary(train: Mapping[str, Sequence[str]], test: Mapping[str, Sequence[str]]) -> dict:
-  """Counts clients, examples and characters per client for each split."""
-  summary = {}
-  for name, split in (("train", train), ("test", test)):
-    examples = [len(texts) for texts in split.values()]
-    chars = [sum(len(t) for t in texts) for texts in split.values()]
-    summary[name] = {
-      "clients": len(split),
-      "examples": int(sum(examples)),
-      "characters": int(sum(chars)),
-      "examples_per_client": _distribution(examples or [0]),
-      "characters_per_client": _distribution(chars or [0]),
-    }
-  return summary
-
-
-def format_summary(summary: Mapping, title: str) -> str:
-  """Renders a `partition_summary` as a small plain-text table."""
-  lines = [
-    f"{title}",
-    f"{'split':<6} {'clients':>8} {'examples':>9} {'chars':>10}   per client: min / median / p90 / max",
-  ]
-  for name in ("train", "test"):
-    s = summary[name]
-    e, c = s["examples_per_client"], s["characters_per_client"]
-    lines.append(
-      f"{name:<6} {s['clients']:>8} {s['examples']:>9} {s['characters']:>10}   "
-      f"examples {e['min']} / {e['median']:g} / {e['p90']:g} / {e['max']}; "
-      f"chars {c['min']} / {c['median']:g} / {c['p90']:g} / {c['max']}"
-    )
-  if "heterogeneity" in summary:
-    lines.append(f"partition: {summary['partition']}")
-    lines.append(partitions.format_heterogeneity(summary["heterogeneity"], summary.get("partition_label")))
-  return "\n".join(lines)
-
-
 class FederatedCorpus:
   """Train and test `tff.simulation.datasets.ClientData` of one corpus.
 
@@ -172,7 +125,7 @@ class FederatedCorpus:
     self._texts = {}
 
   def summary_text(self) -> str:
-    return format_summary(self.summary, f"Federated corpus '{self.name}' ({self.cache_path})")
+    return corpus_summary.format_summary(self.summary, f"Federated corpus '{self.name}' ({self.cache_path})")
 
   def texts(self, split: str) -> dict[str, list[str]]:
     """Returns `{client_id: [example, ...]}` of the 'train' or 'test' split.
@@ -237,7 +190,7 @@ def load_or_build(
       _write_sql(train, os.path.join(staging, _TRAIN_FILE))
       _write_sql(test, os.path.join(staging, _TEST_FILE))
       with open(os.path.join(staging, _SUMMARY_FILE), "w") as f:
-        json.dump(dict(partition_summary(train, test), **summary_extra), f, indent=1)
+        json.dump(dict(corpus_summary.partition_summary(train, test), **summary_extra), f, indent=1)
       _publish(staging, path)
     finally:
       shutil.rmtree(staging, ignore_errors=True)
@@ -300,47 +253,3 @@ def _deal(parsed: ParsedCorpus, partition: partitions.Partition, name: str):
     "heterogeneity": partitions.heterogeneity(dealt, dealt_labels),
   }
   return train, test, extra
-
-
-def split_by_group(client_ids: Sequence[str], groups: Sequence[str], *, separator: str = ":"):
-  """`(chosen, rest)`: the client ids whose group is in `groups`, and the others.
-
-  A client's group is the part of its id before `separator`: the play of a
-  Shakespeare role ("hamlet:HAMLET"), for example.
-
-  Raises:
-    CorpusError: A group with no clients, or no client left in `rest`.
-  """
-  group_of = {cid: cid.split(separator, 1)[0] for cid in client_ids}
-  unknown = sorted(set(groups) - set(group_of.values()))
-  if unknown:
-    raise CorpusError(
-      f"No clients in group(s) {unknown}: a group is the part of a client id before {separator!r}; "
-      f"this corpus has {sorted(set(group_of.values()))[:8]}..."
-    )
-  chosen = [cid for cid in client_ids if group_of[cid] in groups]
-  rest = [cid for cid in client_ids if group_of[cid] not in groups]
-  if not rest:
-    raise CorpusError("Every client is in the chosen groups: leave some groups for federated fine-tuning.")
-  return chosen, rest
-
-
-def write_jsonl(corpus: FederatedCorpus, client_ids: Sequence[str], path: str) -> int:
-  """Writes clients' examples as JSON Lines (`client_id`, `text`); returns the number of lines.
-
-  Each client's train examples come first, then its test examples, in their
-  original order, so `--dataset=jsonl` on the file splits them exactly as
-  `corpus` did. Written to a temporary file and renamed into place.
-  """
-  train, test = corpus.texts("train"), corpus.texts("test")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  lines = 0
-  with tempfile.NamedTemporaryFile(
-    "w", encoding="utf-8", dir=os.path.dirname(os.path.abspath(path)), delete=False, suffix=".tmp"
-  ) as f:
-    for cid in client_ids:
-      for text in train.get(cid, []) + test.get(cid, []):
-        f.write(json.dumps({"client_id": cid, "text": text}, ensure_ascii=False) + "\n")
-        lines += 1
-  os.replace(f.name, path)
-  return lines

@@ -29,7 +29,7 @@ from tff_gpt.models import (
   adapters,
   checkpoints,
   gpt2_lm,
-  huggingface,
+  huggingface_files,
   presets,
   registry,
   tff_model,
@@ -51,11 +51,11 @@ def _write_ecosystems(stage: str, model: tf.keras.Model, model_config: dict, tok
     bpe = {"vocabulary": keras_tokenizer.vocabulary, "merges": list(keras_tokenizer.merges)}
   checkpoints.write_keras_hub(backbone, keras_tokenizer, os.path.join(stage, KERAS_HUB_DIR))
   values = {key: w.numpy() for key, w in trainable.named_weights(backbone).items()}
-  huggingface.write_dir(os.path.join(stage, HUGGING_FACE_DIR), values, model_config, **bpe)
+  huggingface_files.write_dir(os.path.join(stage, HUGGING_FACE_DIR), values, model_config, **bpe)
   if lora:
     peft_dir = os.path.join(stage, PEFT_DIR)
-    huggingface.write_dir(os.path.join(peft_dir, "base"), lora["base"], model_config, **bpe)
-    huggingface.write_peft(
+    huggingface_files.write_dir(os.path.join(peft_dir, "base"), lora["base"], model_config, **bpe)
+    huggingface_files.write_peft(
       peft_dir, lora["adapters"], model_config, rank=lora["rank"], alpha=lora["alpha"], base="base"
     )
 

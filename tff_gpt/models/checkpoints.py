@@ -17,7 +17,7 @@ tokenizer's config carries Keras 3 fields. Everything else (the
 `model.weights.h5` tree, `assets/tokenizer/`) is the same, so weights move as
 h5 datasets, path for path, checked against the tree Keras 2 itself writes.
 
-Out: `write_keras_hub` and `huggingface.write_dir` write a trained backbone
+Out: `write_keras_hub` and `huggingface_files.write_dir` write a trained backbone
 where `keras_hub.models.GPT2CausalLM.from_preset(dir)` and
 `transformers.GPT2LMHeadModel.from_pretrained(dir)` load it with one call.
 """
@@ -32,7 +32,7 @@ import tempfile
 import h5py
 import numpy as np
 
-from tff_gpt.models import gpt2_lm, huggingface, presets
+from tff_gpt.models import gpt2_lm, huggingface, huggingface_files, presets
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.models.huggingface import CheckpointError
 
@@ -98,7 +98,7 @@ def backbone_config(path: str) -> dict:
   """The `GPT2Backbone` arguments of a checkpoint in any layout (reads config.json only)."""
   kind = detect(path)
   if kind == HUGGING_FACE:
-    return huggingface.read_config(path)
+    return huggingface_files.read_config(path)
   if kind == HUB_NAME:
     return gpt2_lm.preset_config(path)
   config = _read_json(os.path.join(path, CONFIG_FILE), "a preset starts with its config.json")["config"]
@@ -180,8 +180,8 @@ def convert(source: str, out_dir: str) -> str:
   stage = tempfile.mkdtemp(prefix=".preset-", dir=parent)
   try:
     if kind == HUGGING_FACE:
-      values = huggingface.to_keras(huggingface.read_weights(source), config, source)
-      tokenizer = _keras_tokenizer(*huggingface.read_tokenizer(source), config, source)
+      values = huggingface.to_keras(huggingface_files.read_weights(source), config, source)
+      tokenizer = _keras_tokenizer(*huggingface_files.read_tokenizer(source), config, source)
       backbone = gpt2_lm.new_backbone(config)
       for key, variable in trainable_lib.named_weights(backbone).items():
         variable.assign(values[key])

@@ -2,7 +2,7 @@
 
 With `trainable="all"` the model is `from_keras_model` of the whole GPT-2.
 Otherwise (`trainable.py`) the TFF model reports only the trained subset as
-its weights (`TrainedSubsetModel`), and the frozen rest takes its values from
+its weights (`subset_model.TrainedSubsetModel`), and the frozen rest takes its values from
 the run's frozen-weights file (`frozen.py`) where the computation runs: TFF's
 state, broadcast, aggregation, checkpoints and byte counts see the subset only.
 """
@@ -15,54 +15,10 @@ import tensorflow_federated as tff
 
 from tff_gpt import errors
 from tff_gpt.data import preprocessing
-from tff_gpt.models import frozen, gpt2_lm, metrics, parameter_groups, registry
+from tff_gpt.models import frozen, gpt2_lm, metrics, parameter_groups, registry, subset_model
 from tff_gpt.models import trainable as trainable_lib
 
 DEFAULT_LORA_ALPHA = trainable_lib.DEFAULT_LORA_ALPHA
-
-
-class TrainedSubsetModel(tff.learning.models.VariableModel):
-  """A `tff.learning` model whose weights are only the variables that train.
-
-  Everything else (forward pass, metrics, input spec) is the wrapped
-  `from_keras_model` model's. The frozen variables still exist in the client
-  graph, but TFF neither sets, sends nor aggregates them.
-  """
-
-  def __init__(self, model: tff.learning.models.VariableModel, trained: list[tf.Variable]):
-    self._model = model
-    self._trained = list(trained)
-
-  @property
-  def trainable_variables(self):
-    return self._trained
-
-  @property
-  def non_trainable_variables(self):
-    return []
-
-  @property
-  def local_variables(self):
-    return self._model.local_variables
-
-  @property
-  def input_spec(self):
-    return self._model.input_spec
-
-  def forward_pass(self, batch_input, training=True):
-    return self._model.forward_pass(batch_input, training=training)
-
-  def predict_on_batch(self, batch_input, training=True):
-    return self._model.predict_on_batch(batch_input, training=training)
-
-  def report_local_unfinalized_metrics(self):
-    return self._model.report_local_unfinalized_metrics()
-
-  def metric_finalizers(self):
-    return self._model.metric_finalizers()
-
-  def reset_metrics(self):
-    return self._model.reset_metrics()
 
 
 def _zeros_instead(next_creator, **kwargs):
@@ -214,7 +170,7 @@ def build_model_fn(
     model = tff.learning.models.from_keras_model(
       keras_model, loss=metrics.lm_loss(), input_spec=input_spec, metrics=metrics.lm_metrics()
     )
-    return TrainedSubsetModel(model, trained) if subset else model
+    return subset_model.TrainedSubsetModel(model, trained) if subset else model
 
   model_fn.frozen_layout = layout  # What `frozen.check` compares the file with; None for "all".
   return model_fn

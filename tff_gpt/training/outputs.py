@@ -281,24 +281,3 @@ def seconds_spent(rows: list[dict]) -> float:
 def read_sampled_clients(dirs: RunDirs) -> dict[int, list[str]]:
   """`{round_num: client ids}` as the run recorded them."""
   return {int(r["round_num"]): r["client_ids"].split() for r in read_csv(dirs.clients_csv)}
-
-
-def format_summary(summary: dict) -> str:
-  """The end-of-run summary a person reads."""
-  lines = [
-    f"Finished {summary['rounds']} rounds of {summary['algorithm']} ({summary['aggregator']} aggregator), "
-    f"{summary['bytes_communicated'] / 2**20:.1f} MB communicated.",
-    f"  test loss {summary['eval_loss']:.4f}, perplexity {summary['eval_perplexity']:.2f} "
-    f"(unigram baseline {summary['unigram_perplexity']:.2f}), next-token accuracy "
-    f"{summary['eval_accuracy']:.4f}, on {summary['eval_clients']} clients' held-out text",
-  ]
-  if summary.get("tokenizer", "char") != "char" and "eval_loss_per_char" in summary:
-    lines.append(f"  {summary['eval_loss_per_char']:.4f} nats per character (comparable across tokenizers)")
-  if "dp_epsilon" in summary:
-    lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")
-  lines.append(f"  checkpoints: {summary['checkpoints']}")
-  if "export" in summary:
-    lines.append(f"  export:      {summary['export']}")
-  lines.append(f"  metrics:     {summary['metrics_csv']}")
-  lines.append(f"  tensorboard: {summary['logdir']}")
-  return "\n".join(lines)

@@ -55,3 +55,24 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   with write_failures.guard("the summary", dirs.summary, resume_after=config.total_rounds):
     outputs.write_json(dirs.summary, summary)
   return dict(summary, model_weights=weights)
+
+
+def format_summary(summary: dict) -> str:
+  """The end-of-run summary a person reads."""
+  lines = [
+    f"Finished {summary['rounds']} rounds of {summary['algorithm']} ({summary['aggregator']} aggregator), "
+    f"{summary['bytes_communicated'] / 2**20:.1f} MB communicated.",
+    f"  test loss {summary['eval_loss']:.4f}, perplexity {summary['eval_perplexity']:.2f} "
+    f"(unigram baseline {summary['unigram_perplexity']:.2f}), next-token accuracy "
+    f"{summary['eval_accuracy']:.4f}, on {summary['eval_clients']} clients' held-out text",
+  ]
+  if summary.get("tokenizer", "char") != "char" and "eval_loss_per_char" in summary:
+    lines.append(f"  {summary['eval_loss_per_char']:.4f} nats per character (comparable across tokenizers)")
+  if "dp_epsilon" in summary:
+    lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")
+  lines.append(f"  checkpoints: {summary['checkpoints']}")
+  if "export" in summary:
+    lines.append(f"  export:      {summary['export']}")
+  lines.append(f"  metrics:     {summary['metrics_csv']}")
+  lines.append(f"  tensorboard: {summary['logdir']}")
+  return "\n".join(lines)
