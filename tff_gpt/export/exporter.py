@@ -103,6 +103,16 @@ def _save_logits_model(model: tf.keras.Model, path: str) -> None:
     tf.saved_model.save(module, path, signatures={"serving_default": module.logits})
 
 
+def _write_config_and_heldout(stage: str, config: dict, heldout: dict[str, list[str]] | None) -> None:
+  with open(os.path.join(stage, "config.json"), "w") as f:
+    json.dump(config, f, indent=1, sort_keys=True)
+  if heldout:
+    with open(os.path.join(stage, "heldout.jsonl"), "w", encoding="utf-8") as f:
+      for client, texts in heldout.items():
+        for text in texts:
+          f.write(json.dumps({"client_id": client, "text": text}, ensure_ascii=False) + "\n")
+
+
 def export_model(
   out_dir: str,
   *,
@@ -116,7 +126,7 @@ def export_model(
   trainable_info: dict | None = None,
   lora: dict | None = None,
 ) -> str:
-  """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically).
+  """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically); returns `out_dir`.
 
   Args:
     model_config: `GPT2Backbone` arguments.
@@ -132,9 +142,6 @@ def export_model(
       targets), stored in config.json beside the file's name.
     lora: With LoRA adapters, `{"base": weights by path without adapters,
       "adapters": lora_a/lora_b by path, "rank", "alpha"}`, written as peft/.
-
-  Returns:
-    `out_dir`.
   """
   if not registry.kind_of(model_config).is_gpt2:
     raise ValueError(f"Only GPT-2 models export to keras_hub, not {model_config['architecture']!r}.")
@@ -157,13 +164,7 @@ def export_model(
       "parameters": int(sum(v.size for v in trained_subset.values())),
       **(trainable_info or {}),
     }
-  with open(os.path.join(stage, "config.json"), "w") as f:
-    json.dump(config, f, indent=1, sort_keys=True)
-  if heldout:
-    with open(os.path.join(stage, "heldout.jsonl"), "w", encoding="utf-8") as f:
-      for client, texts in heldout.items():
-        for text in texts:
-          f.write(json.dumps({"client_id": client, "text": text}, ensure_ascii=False) + "\n")
+  _write_config_and_heldout(stage, config, heldout)
   _save_logits_model(model, os.path.join(stage, "saved_model"))
   _write_ecosystems(stage, model, model_config, tokenizer, lora)
   shutil.copy(portable.__file__, os.path.join(stage, "tff_gpt_export.py"))

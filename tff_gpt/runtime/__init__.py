@@ -107,10 +107,8 @@ def set_up(
 ) -> None:
   """Sizes this process for the host and installs the context that runs TFF computations.
 
-  Importing `tff_gpt` changes nothing in the process; this call does: TF's
-  thread pools and glibc's malloc arenas (`host.configure`, for this process
-  and the worker it starts), log filters for known noise, and an exit hook
-  that stops the worker.
+  Importing `tff_gpt` changes nothing in the process; this call does: thread
+  pools and malloc arenas (`host.configure`), log filters, an exit hook.
 
   Args:
     max_concurrent_computation_calls: How many client computations the local
@@ -135,7 +133,6 @@ def set_up(
       several workers.
     WorkerDiedError: A worker does not answer (names it).
   """
-  global _worker, _factory, _exit_hook_installed
   workers_ = [workers_lib.RemoteWorker(a) for a in parse_workers(workers)] if workers is not None else None
   if workers_ and len(workers_) > 1 and secure_aggregation:
     raise errors.UserInputError(
@@ -148,17 +145,30 @@ def set_up(
     malloc_arenas=malloc_arenas,
     concurrent_calls=max_concurrent_computation_calls,
   )
-  if not _exit_hook_installed:
-    atexit.register(shutdown)
-    _exit_hook_installed = True
-    for moved in internals.check_versions():
-      logging.warning("%s: tff_gpt.internals' private uses may no longer hold.", moved)
+  _install_exit_hook()
   workers_lib.start_watchdog()
   shutdown()
   for worker in workers_ or []:
     worker.check(during_run=False)  # Before round 1, naming the worker.
   if optimize_for_cpu is None:
     optimize_for_cpu = workers_ is None and not tf.config.list_physical_devices("GPU")
+  context = _context(workers_, max_concurrent_computation_calls, secure_aggregation, optimize_for_cpu)
+  context_stack_impl.context_stack.set_default_context(context)
+
+
+def _install_exit_hook() -> None:
+  """Once per process: `shutdown` at exit, and a warning if the private APIs' pins moved."""
+  global _exit_hook_installed
+  if not _exit_hook_installed:
+    atexit.register(shutdown)
+    _exit_hook_installed = True
+    for moved in internals.check_versions():
+      logging.warning("%s: tff_gpt.internals' private uses may no longer hold.", moved)
+
+
+def _context(workers_, max_concurrent_computation_calls: int, secure_aggregation: bool, optimize_for_cpu):
+  """The execution context over a local worker this process starts, one remote worker, or several."""
+  global _worker, _factory
   if workers_ is None:
     _worker = workers_lib.LocalWorker(max_concurrent_computation_calls=max_concurrent_computation_calls)
     _factory = contexts.WorkerExecutorFactory(_worker)
@@ -171,7 +181,7 @@ def set_up(
     )
   else:
     context = contexts.workers_context(workers_)
-  context_stack_impl.context_stack.set_default_context(context)
+  return context
 
 
 @contextlib.contextmanager

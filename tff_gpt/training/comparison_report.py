@@ -158,6 +158,24 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   }
   _write_csv(paths["csv"], rows)
   _write_csv(paths["grid_csv"], grid)
+  _write_markdown(paths["markdown"], rows, grid, key, target_loss)
+  plot_curves(
+    [(r["configuration"], r["run"]) for r in rows],
+    comparison_dir,
+    paths["plot"],
+    loss=key,
+    tokenizers=[r["tokenizer"] for r in rows],
+  )
+  if len({r["partition"] for r in rows}) > 1 and all(r["mean_label_tv"] != "" for r in rows):
+    paths["heterogeneity_plot"] = os.path.join(report_dir, "heterogeneity.png")
+    plot_heterogeneity(rows, paths["heterogeneity_plot"])
+  return {"rows": rows, "grid": grid, **paths}
+
+
+def _write_markdown(
+  path: str, rows: list[dict], grid: list[dict], key: str, target_loss: float | None
+) -> None:
+  """The best rows as a Markdown table and a paragraph: what was evaluated, the target, data, divergences."""
   columns = [c for c in _MD_COLUMNS if any(r[c] != "" for r in rows)]
   if key == PER_TOKEN:  # One tokenizer: the per-token losses say it all.
     columns = [c for c in columns if not c.endswith("_per_char")]
@@ -182,22 +200,11 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   diverged = [f"{r['run']} (round {r['diverged_round']})" for r in grid if r["diverged_round"] != ""]
   if diverged:
     data += f" Diverged (global weights no longer finite, stopped; see grid.csv): {', '.join(diverged)}."
-  with open(paths["markdown"], "w") as f:
+  with open(path, "w") as f:
     f.write(
       f"{markdown_table(rows, columns)}\n\nEvaluation on held-out text of the evaluation clients; "
       f"each configuration at its best grid point (by final eval loss).{target}{data}\n"
     )
-  plot_curves(
-    [(r["configuration"], r["run"]) for r in rows],
-    comparison_dir,
-    paths["plot"],
-    loss=key,
-    tokenizers=[r["tokenizer"] for r in rows],
-  )
-  if len({r["partition"] for r in rows}) > 1 and all(r["mean_label_tv"] != "" for r in rows):
-    paths["heterogeneity_plot"] = os.path.join(report_dir, "heterogeneity.png")
-    plot_heterogeneity(rows, paths["heterogeneity_plot"])
-  return {"rows": rows, "grid": grid, **paths}
 
 
 def plot_curves(

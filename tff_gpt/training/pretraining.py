@@ -101,25 +101,12 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
     )
   train = _packed(train_texts, tokenizer, config.sequence_length)
   test = _packed(test_texts, tokenizer, config.sequence_length)
-  steps_per_epoch = math.ceil(len(train["labels"]) / config.batch_size)
-  total_steps = steps_per_epoch * config.epochs
+  total_steps = math.ceil(len(train["labels"]) / config.batch_size) * config.epochs
   tf.keras.utils.set_random_seed(config.seed)
   model_config = gpt2_lm.model_config(
     config.model_size, vocabulary_size=tokenizer.vocabulary_size, max_sequence_length=config.sequence_length
   )
-  model = gpt2_lm.build_gpt2_lm(model_config)
-  warmup = int(config.warmup_fraction * total_steps)
-  schedule = tf.keras.optimizers.schedules.CosineDecay(
-    0.0 if warmup else config.learning_rate,
-    decay_steps=max(1, total_steps - warmup),
-    warmup_target=config.learning_rate if warmup else None,
-    warmup_steps=warmup,
-  )
-  model.compile(
-    optimizer=tf.keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-    loss=metrics.lm_loss(),
-    metrics=[metrics.TokenLoss(), metrics.TokenAccuracy()],
-  )
+  model = _compiled_model(model_config, config, total_steps)
   train_ds = _dataset(train, config.batch_size, seed=config.seed)
   callbacks = [tf.keras.callbacks.BackupAndRestore(os.path.join(config.work_dir, "backup"))]
   if progress:
@@ -149,6 +136,24 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
   _write_preset(gpt2_lm.backbone_of(model), tokenizer, config.preset_dir, info)
   shutil.rmtree(config.work_dir, ignore_errors=True)
   return info
+
+
+def _compiled_model(model_config: dict, config: PretrainConfig, total_steps: int) -> tf.keras.Model:
+  """A fresh GPT-2 compiled with AdamW over a linear warmup, then cosine decay, and the LM loss."""
+  model = gpt2_lm.build_gpt2_lm(model_config)
+  warmup = int(config.warmup_fraction * total_steps)
+  schedule = tf.keras.optimizers.schedules.CosineDecay(
+    0.0 if warmup else config.learning_rate,
+    decay_steps=max(1, total_steps - warmup),
+    warmup_target=config.learning_rate if warmup else None,
+    warmup_steps=warmup,
+  )
+  model.compile(
+    optimizer=tf.keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+    loss=metrics.lm_loss(),
+    metrics=[metrics.TokenLoss(), metrics.TokenAccuracy()],
+  )
+  return model
 
 
 def _write_preset(backbone, tokenizer, preset_dir: str, info: dict) -> None:
