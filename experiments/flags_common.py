@@ -2,7 +2,9 @@
 
 import atexit
 import dataclasses
+import os
 import sys
+import tempfile
 
 from absl import app, flags, logging
 
@@ -105,6 +107,7 @@ def run(main) -> None:
   comes, TFF's contexts are dropped and the worker stopped (`runtime.shutdown`).
   """
   from tff_gpt import runtime
+  from tff_gpt.runtime import quiet_exit
 
   # Also before any `set_up`: TFF installs a context when imported, which prints a traceback if it is
   # only torn down with the interpreter.
@@ -116,6 +119,8 @@ def run(main) -> None:
     except (errors.UserInputError, app.UsageError) as e:
       _user_error(str(e))
     except errors.RunFailure as e:
+      # TFF's contexts still hold the failed round's tasks: their teardown goes to a file, not the terminal.
+      quiet_exit.route_teardown_noise(os.path.join(tempfile.gettempdir(), f"tff_gpt-{os.getpid()}-exit.log"))
       print(f"error: {e}", file=sys.stderr)
       sys.exit(RUN_FAILURE_EXIT)
 

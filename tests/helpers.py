@@ -320,3 +320,13 @@ def wait_for_exit(proc: subprocess.Popen, log, timeout: float, what: str) -> str
     proc.kill()
     pytest.fail(f"{what}; its output:\n" + open(log).read()[-4000:])
   return open(log).read()
+
+
+def assert_ends_with_one_error_line(output: str) -> str:
+  """A handled failure's terminal: its last line is the only `error:` line; no traceback or asyncio noise."""
+  lines = [line for line in output.splitlines() if line.strip()]
+  errors_ = [line for line in lines if line.startswith("error: ")]
+  assert errors_ == lines[-1:], output[-3000:]
+  for noise in ("Traceback", "never awaited", "never retrieved", "Exception ignored"):
+    assert noise not in output, f"{noise!r} reached the terminal:\n{output[-3000:]}"
+  return errors_[0]

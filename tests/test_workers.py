@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_run_fails_the_round_then_the_run_resumes(tmp_path):
     workers[1].binary().kill()  # The host's worker dies; its wrapper notices and exits.
     output = helpers.wait_for_exit(proc, log, 180, "the run went on or hung after a worker died")
     assert proc.returncode == 1, output[-3000:]
-    [error] = [line for line in output.splitlines() if line.startswith("error: ")]
+    error = helpers.assert_ends_with_one_error_line(output)
     assert workers[1].address in error and "resumes after the last checkpoint" in error, error
     assert workers[0].proc.poll() is None, "the live worker is the user's: left running"
 
