@@ -3,9 +3,11 @@
 python -m experiments.start_worker --port=8000 [--max_concurrent_computation_calls=2]
 (or scripts/start_worker.sh, which sets up the venv first)
 
-Runs TFF's C++ `worker_binary` (from the installed wheel) with the project's
-thread settings. It answers anyone who can reach the port, unauthenticated:
-keep it on a private network.
+Runs TFF's C++ `worker_binary` (from the installed wheel) with the thread and
+malloc settings `runtime.host` sizes for this host (the environment's
+`TF_NUM_INTRAOP_THREADS`, `TF_NUM_INTEROP_THREADS` and `MALLOC_ARENA_MAX` win).
+It answers anyone who can reach the port, unauthenticated: keep it on a
+private network.
 """
 
 import os
@@ -17,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
-from tff_gpt.runtime import workers  # noqa: E402
+from tff_gpt.runtime import host, workers  # noqa: E402
 
 flags.DEFINE_integer("port", None, "Port to listen on (all interfaces).", lower_bound=1, upper_bound=65535)
 flags.DEFINE_integer(
@@ -34,6 +36,7 @@ def _stop_as_ctrl_c(signum, frame):
 
 def main(argv):
   flags_common.check_main_args(argv)
+  host.configure(concurrent_calls=FLAGS.max_concurrent_computation_calls)  # The worker inherits them.
   worker = workers.LocalWorker(
     max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls, port=FLAGS.port
   )
