@@ -16,7 +16,6 @@ def pytest_unconfigure(config):
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: a test that takes more than about a minute")
   # absl flags are parsed by app.run in the scripts; tests set them with flagsaver.
   flags.FLAGS.mark_as_parsed()
 

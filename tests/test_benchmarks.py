@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.full  # Subprocess runs or benchmarks: ./test.sh --full.
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -53,6 +53,7 @@ def _masked_max_diff(a, b, mask):
   return float(np.abs(np.asarray(a) - np.asarray(b))[mask.astype(bool)].max())
 
 
+@pytest.mark.full
 @pytest.mark.parametrize(
   ("source", "layout"),
   [
@@ -72,6 +73,7 @@ def test_checkpoint_in_has_the_reference_logits_and_tokens(refs, tmp_path, sourc
   assert tokenizers.from_preset(preset).encode([TEXT])[0].tolist() == reference["ids"].tolist()
 
 
+@pytest.mark.full
 def test_conversion_is_cached_until_the_checkpoint_changes(refs, tmp_path):
   path = str(tmp_path / "hf")
   shutil.copytree(refs["hf_safetensors"][0], path)
@@ -106,6 +108,7 @@ def _edit_json(path, inner=False, **changes):
   path.write_text(json.dumps(values))
 
 
+@pytest.mark.full
 @pytest.mark.parametrize(
   ("source", "damage", "message"),
   [
@@ -169,6 +172,7 @@ def _run_config(tmp_path, preset, **overrides):
   return helpers.tiny_config(tmp_path, preset=preset, tokenizer="bpe", **overrides)
 
 
+@pytest.mark.full
 def test_bad_preset_stops_a_run_before_round_one(refs, tmp_path):
   with pytest.raises(checkpoints.CheckpointError, match="does not exist"):
     trainer.FederatedExperiment(_run_config(tmp_path, str(tmp_path / "nowhere")))
@@ -193,6 +197,7 @@ def lora_from_hf(refs, tmp_path_factory):
   return experiment, experiment.run(progress=False)
 
 
+@pytest.mark.full
 def test_export_loads_in_keras_hub_transformers_and_peft_with_one_call(refs, lora_from_hf):
   experiment, summary = lora_from_hf
   export_dir = summary["export"]
@@ -212,6 +217,7 @@ def test_export_loads_in_keras_hub_transformers_and_peft_with_one_call(refs, lor
   assert (adapter["r"], adapter["lora_alpha"], adapter["target_modules"]) == (4, 8.0, ["c_attn"])
 
 
+@pytest.mark.full
 def test_a_run_restarts_from_its_own_keras_hub_export(lora_from_hf, tmp_path):
   """Trained weights out, and back in as the next run's --preset."""
   experiment, summary = lora_from_hf

@@ -11,6 +11,8 @@ import pytest
 
 from tests import helpers
 
+pytestmark = pytest.mark.full  # Subprocess runs or benchmarks: ./test.sh --full.
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -57,6 +57,7 @@ def test_portable_packing_and_tokenizer_equal_training(run):
       np.testing.assert_array_equal(a[key], b[key])
 
 
+@pytest.mark.full
 def test_keras3_model_has_the_trained_models_logits(run, tmp_path):
   experiment, summary = run
   model = tff_model.keras_model_with_weights(experiment.task.model_config, summary["model_weights"])
@@ -67,6 +68,7 @@ def test_keras3_model_has_the_trained_models_logits(run, tmp_path):
   assert diffs["saved_model"] < 1e-4, diffs
 
 
+@pytest.mark.full
 def test_notebook_runs_headless_with_figures(run, tmp_path):
   experiment, summary = run
   text = helpers.run_notebook(experiment.dirs.results, tmp_path)
@@ -95,6 +97,7 @@ def test_export_model_script_exports_the_latest_checkpoint(run, tmp_path):
     np.testing.assert_array_equal(original[key], again[key])
 
 
+@pytest.mark.full
 def test_bpe_export_tokenizes_and_predicts_the_same_in_keras3(tmp_path, bpe_files):
   vocab_file, merges_file = bpe_files
   config = helpers.tiny_config(

@@ -45,6 +45,7 @@ def _metrics_csv(tmp_path):
   return tmp_path / "runs" / "results" / "tiny" / "experiment.metrics.csv"
 
 
+@pytest.mark.full
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_fails_the_round_with_advice_then_resumes(tmp_path):
   """TFF's own context restarts a dead worker and retries without a word; ours stops and says why."""
@@ -119,6 +120,7 @@ def test_no_readable_checkpoint_is_an_error_that_keeps_them(tmp_path):
   assert os.listdir(dirs.checkpoints).count("program_state_1") == 1
 
 
+@pytest.mark.full
 @pytest.mark.slow
 def test_a_second_run_on_the_same_experiment_stops_at_start(tmp_path):
   log = tmp_path / "first.log"
@@ -154,6 +156,7 @@ def _kill_9_when(proc, ready, timeout: float = 300) -> list:
   return workers
 
 
+@pytest.mark.full
 @pytest.mark.slow
 def test_kill_9_before_between_and_during_checkpoints_loses_nothing(tmp_path):
   """Three kills of the Python process, then the same command to the end: as one uninterrupted run."""
@@ -213,6 +216,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.full
 def test_a_full_disk_ends_the_run_with_one_line_keeping_every_row(tmp_path, small_disk):
   """A disk that fills during the rounds: exit 1, one last `error:` line, no traceback, rows 1..N kept."""
   log = tmp_path / "run.log"

@@ -19,7 +19,7 @@ from tests import helpers
 from tff_gpt import runtime
 from tff_gpt.training import outputs, trainer
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(__name__)]
+pytestmark = [pytest.mark.full, pytest.mark.xdist_group(__name__)]
 PORT = 8000
 
 

@@ -96,6 +96,7 @@ def test_merged_model_has_the_adapted_models_logits():
   np.testing.assert_allclose(merged(_inputs()).numpy(), model(_inputs()).numpy(), atol=1e-5)
 
 
+@pytest.mark.full
 def test_lora_equals_keras3_dense_lora(tmp_path):
   """Our adapter's output and merged kernel equal Keras 3's own `Dense.enable_lora` with the same A and B."""
   tf.keras.utils.set_random_seed(3)

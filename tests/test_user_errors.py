@@ -113,6 +113,7 @@ def _run(module, args, tmp):
   )
 
 
+@pytest.mark.full
 def test_each_entry_point_reports_user_errors_in_one_line_with_status_2(tmp_path):
   cases = _cases(tmp_path)
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -144,6 +145,7 @@ def test_every_project_error_is_a_user_input_error():
     assert issubclass(error, errors.UserInputError) and issubclass(error, ValueError), error
 
 
+@pytest.mark.full
 def test_an_unexpected_error_keeps_its_traceback(tmp_path):
   """A corrupt run config is not a user mistake the code anticipates: it shows where it failed."""
   config = tmp_path / "runs" / "checkpoints" / "broken" / "run_config.json"

@@ -53,7 +53,7 @@ class Worker:
 
 
 # Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
-pytestmark = pytest.mark.xdist_group(__name__)
+pytestmark = [pytest.mark.full, pytest.mark.xdist_group(__name__)]
 
 
 @pytest.fixture(scope="module")
