@@ -16,14 +16,13 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Central training uses every core (tff_gpt.runtime would default to 1 intra-op thread, for TFF's clients).
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(os.cpu_count() or 1))
 
 from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt.data import bpe_training, client_groups, tokenizers  # noqa: E402
 from tff_gpt.data.settings import CorpusSettings  # noqa: E402
+from tff_gpt.runtime import host  # noqa: E402
 from tff_gpt.training import pretraining  # noqa: E402
 
 # Shared with the other entry points (defined once when several are imported, as in tests).
@@ -111,6 +110,10 @@ def pretrain() -> dict:
 
 def main(argv):
   flags_common.check_main_args(argv)
+  # Central training uses every core (TFF's clients get `cores // concurrent clients` each); the
+  # environment's TF_NUM_INTRAOP_THREADS still wins.
+  cores = None if os.environ.get(host.INTRA_OP) else len(os.sched_getaffinity(0))
+  host.configure(intra_op_threads=cores, concurrent_calls=1)
   try:
     pretrain()
   except KeyboardInterrupt:

@@ -223,8 +223,8 @@ def test_a_run_restarts_from_its_own_keras_hub_export(lora_from_hf, tmp_path):
   experiment, summary = lora_from_hf
   preset = os.path.join(summary["export"], "keras_hub")
   again = trainer.FederatedExperiment(_run_config(tmp_path, preset, trainable="bitfit", export=False))
-  state = again.initial_state()
-  model = again.keras_model(again.process.get_model_weights(state))
-  probe = helpers.token_batch(vocabulary_size=again.tokenizer.vocabulary_size)
+  state = again.loop.initial_state()
+  model = again.task.keras_model(again.process.get_model_weights(state))
+  probe = helpers.token_batch(vocabulary_size=again.task.tokenizer.vocabulary_size)
   want = experiment.task.keras_model(summary["model_weights"])(probe).numpy()
   np.testing.assert_allclose(model(probe).numpy(), want, atol=1e-5)

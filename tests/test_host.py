@@ -60,6 +60,7 @@ def test_host_sizing(cores, gpu, calls, expected):
 
 
 def test_an_argument_beats_the_environment_which_beats_the_host(monkeypatch):
+  monkeypatch.delenv(host.INTRA_OP, raising=False)
   monkeypatch.setenv(host.INTER_OP, "3")  # Set by the user.
   monkeypatch.setenv(host.ARENAS, "4")
   applied = host.configure(malloc_arenas=5, concurrent_calls=2)
