@@ -137,6 +137,7 @@ def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd,
   assert out.count("finished before, skipped") == 5 and out.count("diverged before, skipped") == 1
 
 
+@pytest.mark.full
 def test_comparison_of_trainable_modes(tmp_path):
   """Configurations may differ in --trainable; each run keeps its own frozen weights."""
   config = helpers.tiny_config(tmp_path, clients_per_round=2)
@@ -159,6 +160,7 @@ def test_comparison_of_trainable_modes(tmp_path):
     assert "per_char" not in f.readline()  # One tokenizer: losses per token only.
 
 
+@pytest.mark.full
 def test_a_comparison_across_partitions_reports_their_heterogeneity(tmp_path):
   config = helpers.tiny_config(
     tmp_path,

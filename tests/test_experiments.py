@@ -162,6 +162,7 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   assert "nats per character" in report.format_summary(summary)
 
 
+@pytest.mark.full
 def test_shipped_shakespeare_bpe_is_what_make_bpe_vocab_makes(tmp_path):
   """configs/bpe/shakespeare_384 (the README comparison's BPE row) is reproducible from its command."""
   from experiments import make_bpe_vocab

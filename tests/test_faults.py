@@ -82,6 +82,7 @@ def _truncate_checkpoint(dirs, round_num):
     f.truncate(os.path.getsize(data) // 2)  # As a disk that filled up during the save would leave it.
 
 
+@pytest.mark.full
 @pytest.mark.slow
 def test_a_truncated_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(tmp_path):
   reference = helpers.tiny_config(tmp_path, experiment_name="reference", total_rounds=4)

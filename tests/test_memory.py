@@ -73,6 +73,7 @@ def test_an_oversized_run_is_refused_before_round_1_and_the_flag_overrides(tmp_p
   assert experiment.memory_estimate.total_mb > 100 * 1024
 
 
+@pytest.mark.full
 def test_the_local_worker_is_replaced_every_few_rounds_without_changing_results(tmp_path, monkeypatch):
   """The worker's memory is bounded by replacing it at checkpoints; the rounds' results stay bit-identical."""
   import numpy as np

@@ -158,6 +158,7 @@ def test_text_dir_partitions_over_directories(tmp_path, cache_dir):
   assert corpus.summary["heterogeneity"]["labels"] == 2 and len(corpus.train.client_ids) == 4
 
 
+@pytest.mark.full
 @pytest.mark.slow
 def test_shakespeare_natural_roles_report_their_play_mix(cache_dir):
   corpus = datasets.load_corpus("shakespeare", cache_dir=cache_dir)

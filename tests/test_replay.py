@@ -11,7 +11,9 @@ from tff_gpt import errors
 from tff_gpt.training import replay, trainer
 
 
-@pytest.mark.parametrize("model", ["gpt2", "char_lstm"])  # The LSTM's embedding gradients are IndexedSlices.
+@pytest.mark.parametrize(
+  "model", ["gpt2", pytest.param("char_lstm", marks=pytest.mark.full)]
+)  # The LSTM's embedding gradients are IndexedSlices.
 def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, model):
   """With one client, FedAvg's round is that client's training: TFF's round is the reference."""
   rate = 0.01

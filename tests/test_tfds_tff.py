@@ -209,6 +209,7 @@ def test_word_tokenizer_matches_tffs_stackoverflow_ids(tff_dir):
   assert tokenizer.decode(tokenizer.encode(["is a zzzunknown"])[0]) == "is a <unk>"
 
 
+@pytest.mark.full
 @pytest.mark.slow
 def test_a_federated_run_on_tff_stackoverflow_with_words_and_on_a_tfds_partition(tff_dir, tfds_dir, tmp_path):
   config = helpers.tiny_config(

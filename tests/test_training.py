@@ -120,6 +120,7 @@ def test_resume_with_other_settings_fails_before_building_anything(uninterrupted
     trainer.FederatedExperiment(changed)
 
 
+@pytest.mark.full
 def test_a_run_with_dropout_repeats_and_resumes_exactly(tmp_path):
   """Dropout masks come from the batches (seeded_dropout.py): no unseeded state decides a run."""
 
