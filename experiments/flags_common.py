@@ -102,7 +102,7 @@ def run(main) -> None:
   A bad flag, an `app.UsageError`, or a `tff_gpt.errors.UserInputError`
   (corpus, tokenizer, checkpoint, resume mismatch, ...) prints
   `error: <what> <fix>` to stderr and exits 2; a `tff_gpt.errors.RunFailure`
-  (a TFF worker died, the experiment directory is in use) prints the same way
+  (a TFF worker died, the disk filled, the model diverged) prints the same way
   and exits 1; any other exception keeps its traceback. At exit, however it
   comes, TFF's contexts are dropped and the worker stopped (`runtime.shutdown`).
   """

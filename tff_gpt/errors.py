@@ -4,11 +4,11 @@
 Every such error names the problem and the fix. Entry points print it as one
 line, `error: <message>`, and exit with status 2 (`experiments.flags_common.run`).
 The project's specific errors (a corpus, a tokenizer, a checkpoint, a resume
-mismatch, ...) subclass it, and it subclasses `ValueError`, so code catching
-that still works.
+mismatch, another run holding the experiment directory, ...) subclass it, and
+it subclasses `ValueError`, so code catching that still works.
 
 `RunFailure`: the run could not go on for a reason outside the code (a TFF
-worker died, another run holds the experiment directory); the message says
+worker died, the disk filled, the model diverged); the message says
 what happened and what to change, and what was finished is kept. Entry points
 print it as `error: <message>` and exit with status 1.
 

@@ -1,0 +1,45 @@
+"""The docs agree with their sources: the README's headline table, its length, and every local link."""
+
+import glob
+import os
+import re
+
+from tests import helpers
+
+_LINK = re.compile(r"\]\(([^)\s#]+)(#[^)\s]*)?\)")
+
+
+def _read(path: str) -> str:
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def test_readme_headline_table_is_generated_from_its_results_file():
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("headline_table", f"{helpers.REPO}/scripts/headline_table.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  readme = _read(f"{helpers.REPO}/README.md")
+  assert module.readme_with_table(readme) == readme, "run: .venv/bin/python scripts/headline_table.py --write"
+
+
+def test_readme_reads_in_five_minutes_and_benchmarks_keep_to_speed():
+  assert len(_read(f"{helpers.REPO}/README.md").splitlines()) <= 250
+  assert len(_read(f"{helpers.REPO}/BENCHMARKS.md").splitlines()) <= 500
+
+
+def test_every_local_link_in_the_docs_points_at_a_file():
+  pages = [
+    f"{helpers.REPO}/README.md",
+    f"{helpers.REPO}/BENCHMARKS.md",
+    *glob.glob(f"{helpers.REPO}/docs/*.md"),
+  ]
+  broken = []
+  for page in pages:
+    for target, _ in _LINK.findall(_read(page)):
+      if target.startswith(("http://", "https://", "mailto:")):
+        continue
+      if not os.path.exists(os.path.normpath(os.path.join(os.path.dirname(page), target))):
+        broken.append(f"{os.path.relpath(page, helpers.REPO)} -> {target}")
+  assert not broken, broken
