@@ -94,7 +94,7 @@ def _cases(tmp):
     ("run_experiment", [runs, *huge_batches], "GB at its peak"),
     ("generate", [runs, "--experiment_name=none"], "No run at"),
     ("export_model", [runs, "--experiment_name=none"], "No run at"),
-    ("compare_algorithms", [runs, "--configuration=x: algorithm=fedadam"], "are not flags"),
+    ("compare_algorithms", [runs, "--configuration=x: algorithm=fedadam"], "is not a flag"),
     ("compare_algorithms", [runs, "--configuration=x: --algorithm=nothing"], "--algorithm"),
     ("make_bpe_vocab", ["--dataset=jsonl", f"--dataset_path={tmp}/missing.jsonl"], "does not exist"),
     ("pretrain", ["--dataset=jsonl", f"--dataset_path={bad_jsonl}", "--groups=a"], "bad.jsonl:2: not valid"),
