@@ -35,6 +35,12 @@ def test_export_files(run):
   assert export_dir == os.path.join(experiment.dirs.results, "export")
   for name in ("config.json", "weights.npz", "tokenizer.json", "heldout.jsonl", "tff_gpt_export.py"):
     assert os.path.isfile(os.path.join(export_dir, name)), name
+  readme = open(os.path.join(export_dir, "README.md")).read()
+  for entry in sorted(os.listdir(export_dir)):  # Each file or folder the export holds says who loads it.
+    assert (
+      entry == "README.md"
+      or f"`{entry.removesuffix('.json') if entry == 'tokenizer.json' else entry}" in readme
+    ), entry
   assert os.path.isfile(os.path.join(export_dir, "saved_model", "saved_model.pb"))
   config = portable.read_config(export_dir)
   assert config["backbone"] == experiment.task.model_config and config["run"]["round"] == 2

@@ -168,6 +168,7 @@ def export_model(
   _save_logits_model(model, os.path.join(stage, "saved_model"))
   _write_ecosystems(stage, model, model_config, tokenizer, lora)
   shutil.copy(portable.__file__, os.path.join(stage, "tff_gpt_export.py"))
+  shutil.copy(os.path.join(os.path.dirname(__file__), "EXPORT_README.md"), os.path.join(stage, "README.md"))
   if os.path.exists(out_dir):
     shutil.rmtree(out_dir)
   os.replace(stage, out_dir)
