@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import numpy as np
+import portpicker
 import psutil
 import pytest
 
@@ -230,3 +231,23 @@ def test_a_full_disk_ends_the_run_with_one_line_keeping_every_row(tmp_path, smal
   assert "no space left on the device" in error and "run the same command again" in error
   rows = outputs.read_metrics(outputs.RunDirs.of(str(small_disk), "tiny"))
   assert 0 < len(rows) < 40 and [int(r["round_num"]) for r in rows] == list(range(1, len(rows) + 1))
+
+
+@pytest.mark.full
+def test_divergence_and_an_unreachable_worker_end_the_command_with_one_line(tmp_path):
+  """The terminal of two more handled failures, as a user sees them: exit 1, one last `error:` line."""
+  unreachable = f"localhost:{portpicker.pick_unused_port()}"
+  runs = {
+    "diverged": dict(client_learning_rate=100.0, total_rounds=6, rounds_per_eval=5),
+    "unreachable": dict(workers=unreachable, total_rounds=2),
+  }
+  procs = {}
+  for name, overrides in runs.items():
+    (tmp_path / name).mkdir()
+    log = tmp_path / f"{name}.log"
+    procs[name] = (log, helpers.start_run(tmp_path / name, stdout=open(log, "w"), **overrides))
+  for name, (log, proc) in procs.items():
+    output = helpers.wait_for_exit(proc, log, 300, f"the {name} run did not end")
+    assert proc.returncode == 1, output[-3000:]
+    error = helpers.assert_ends_with_one_error_line(output)
+    assert ("diverged" in error) if name == "diverged" else (unreachable in error), error
