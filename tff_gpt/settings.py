@@ -78,11 +78,6 @@ def resume_keys(cls: type) -> tuple[str, ...]:
   return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume", True))
 
 
-def values_of(values, group: type) -> dict:
-  """`{field: value}` of `group`'s fields, read from `values` (an object that has them all)."""
-  return {f.name: getattr(values, f.name) for f in dataclasses.fields(group)}
-
-
 def require(ok: bool, name: str, message: str) -> None:
   """Raises `ConfigError("--name message.")` unless `ok`."""
   if not ok:

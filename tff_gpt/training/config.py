@@ -166,10 +166,6 @@ class ExperimentConfig(
     """`runtime.execution_context` arguments of this run."""
     return RunSettings.context_args(self, secure_aggregation=registry.AGGREGATORS[self.aggregator].secure)
 
-  def group(self, group: type):
-    """This config's values of one settings group, as that group's dataclass."""
-    return group(**settings.values_of(self, group))
-
   def resume_changes(self, saved: dict) -> list[str]:
     """`--name was X, now Y` for each setting that must match on resume but differs in `saved` (a `to_dict`).
 
