@@ -2,8 +2,9 @@
 
   python -m experiments.export_model --root_output_dir=runs --experiment_name=shakespeare_fedavg
 
-Writes `results/<name>/export/` (or --export_dir): config.json, weights.npz,
-tokenizer assets, heldout.jsonl, saved_model/ and tff_gpt_export.py. Runs
+Writes `results/<name>/export/` (or --export_dir): keras_hub/, huggingface/,
+peft/ (LoRA), saved_model/, config.json, tokenizer assets, heldout.jsonl and
+tff_gpt_export.py (its README.md says who loads each). Runs
 export themselves at the end; this is for checkpoints of unfinished runs.
 """
 

@@ -16,11 +16,16 @@ from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt import generation, runtime  # noqa: E402
+from tff_gpt.data import pairs  # noqa: E402
 from tff_gpt.models import registry  # noqa: E402
 from tff_gpt.training import report, trainer  # noqa: E402
 
 flags_common.define_experiment_flags()
-flags.DEFINE_string("sample_prompt", "ROMEO:", "Prompt of the sample printed at the end; empty for none.")
+flags.DEFINE_string(
+  "sample_prompt",
+  "ROMEO:",
+  "Prompt of the sample printed at the end; empty for none. Runs on pairs answer a held-out prompt.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -34,14 +39,30 @@ def run() -> dict:
   with runtime.execution_context(**config.context_args()):
     experiment = trainer.FederatedExperiment(config)
     print(experiment.task.corpus.summary_text())
+    if experiment.task.pair_summary():
+      print(report.format_pairs(experiment.task.pair_summary()))
     summary = experiment.run()
   print(report.format_summary(summary))
-  if FLAGS.sample_prompt and registry.MODELS[config.model].is_gpt2:
-    model = experiment.task.keras_model(summary["model_weights"])
-    text = generation.generate(model, experiment.task.tokenizer, FLAGS.sample_prompt, seed=config.seed)
-    print(f"Sample (top-k, prompt {FLAGS.sample_prompt!r}):\n{text}")
-    summary["sample"] = text
+  if registry.MODELS[config.model].is_gpt2:
+    summary["sample"] = _sample(experiment.task, summary["model_weights"], seed=config.seed)
   return summary
+
+
+def _sample(task, model_weights, *, seed: int) -> str | None:
+  """Prints (and returns) a sample: text after --sample_prompt, or a reply to a held-out prompt (pairs)."""
+  model = task.keras_model(model_weights)
+  if task.config.examples != "text":
+    prompt, truth = pairs.split(task.test_data.texts[task.eval_client_ids[0]][0])
+    text = generation.reply(model, task.tokenizer, prompt, task.config.example_format().separator, seed=seed)
+    print(
+      f"Reply to a held-out prompt (top-k):\n{prompt}\n--- reply:\n{text}\n--- held-out response:\n{truth}"
+    )
+    return text
+  if not FLAGS.sample_prompt:
+    return None
+  text = generation.generate(model, task.tokenizer, FLAGS.sample_prompt, seed=seed)
+  print(f"Sample (top-k, prompt {FLAGS.sample_prompt!r}):\n{text}")
+  return text
 
 
 def main(argv):

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from tests import helpers
 from tff_gpt.data import preprocessing, tokenizers
@@ -18,6 +19,7 @@ from tff_gpt.training import trainer
 
 # Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
 pytestmark = pytest.mark.xdist_group(__name__)
+HF_WEIGHTS = os.path.join("huggingface", "model.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def test_export_files(run):
   experiment, summary = run
   export_dir = summary["export"]
   assert export_dir == os.path.join(experiment.dirs.results, "export")
-  for name in ("config.json", "weights.npz", "tokenizer.json", "heldout.jsonl", "tff_gpt_export.py"):
+  for name in ("config.json", "tokenizer.json", "heldout.jsonl", "tff_gpt_export.py", "keras_hub/config.json"):
     assert os.path.isfile(os.path.join(export_dir, name)), name
   readme = open(os.path.join(export_dir, "README.md")).read()
   for entry in sorted(os.listdir(export_dir)):  # Each file or folder the export holds says who loads it.
@@ -42,6 +44,7 @@ def test_export_files(run):
       or f"`{entry.removesuffix('.json') if entry == 'tokenizer.json' else entry}" in readme
     ), entry
   assert os.path.isfile(os.path.join(export_dir, "saved_model", "saved_model.pb"))
+  assert not os.path.exists(os.path.join(export_dir, "weights.npz"))  # The notebook reads keras_hub/.
   config = portable.read_config(export_dir)
   assert config["backbone"] == experiment.task.model_config and config["run"]["round"] == 2
   assert set(portable.read_heldout(export_dir)) == set(experiment.task.eval_client_ids)
@@ -96,10 +99,10 @@ def test_export_model_script_exports_the_latest_checkpoint(run, tmp_path):
   ):
     assert export_model.export_latest() == out
   assert portable.read_config(out)["run"]["round"] == 2
-  original = np.load(os.path.join(experiment.dirs.results, "export", "weights.npz"))
-  again = np.load(os.path.join(out, "weights.npz"))
-  assert sorted(original.files) == sorted(again.files)
-  for key in original.files:
+  original = safetensors.numpy.load_file(os.path.join(experiment.dirs.results, "export", HF_WEIGHTS))
+  again = safetensors.numpy.load_file(os.path.join(out, HF_WEIGHTS))
+  assert sorted(original) == sorted(again)
+  for key in original:
     np.testing.assert_array_equal(original[key], again[key])
 
 

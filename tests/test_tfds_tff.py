@@ -81,7 +81,7 @@ def test_tfds_dirichlet_over_a_class_label(tfds_dir, cache_dir):
     (dict(tfds_name="imdb_reviews"), "not prepared in"),
     (dict(tfds_name="no_such_dataset_xyz"), "no such dataset"),
     (dict(tfds_name="tiny_posts", tfds_split="validation"), "'validation' is not a split"),
-    (dict(tfds_name="tiny_posts", text_field="body"), "--text_field='body' is not a feature"),
+    (dict(tfds_name="tiny_posts", text_field="body"), "--text_field 'body' is not a feature"),
     (dict(tfds_name="tiny_posts", client_field="user_id"), "--partition=iid"),
   ],
 )

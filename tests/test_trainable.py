@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tests import helpers
 from tff_gpt import generation, runtime
-from tff_gpt.models import adapters, frozen, gpt2_lm, tff_model, trainable
+from tff_gpt.models import adapters, frozen, gpt2_lm, huggingface, huggingface_files, tff_model, trainable
 from tff_gpt.training import restore, trainer
 
 CONFIG = gpt2_lm.model_config("tiny", vocabulary_size=50, max_sequence_length=16)
@@ -195,14 +195,17 @@ def test_frozen_weights_are_bit_identical_after_training(lora_run):
   frozen.check(experiment.dirs.frozen_weights, experiment.task.model_fn.frozen_layout)  # Checksum included.
   initial, _, _ = _seeded_like(experiment)
   before = trainable.merged_values(gpt2_lm.backbone_of(initial))
-  exported = np.load(os.path.join(summary["export"], "weights.npz"))
+  exported_hf = huggingface_files.read_weights(os.path.join(summary["export"], "huggingface"))
+  exported = huggingface.to_keras(exported_hf, experiment.task.model_config)
   after = trainable.merged_values(gpt2_lm.backbone_of(experiment.task.keras_model(summary["model_weights"])))
   changed = {k for k in before if not np.array_equal(before[k], after[k])}
   # Only the kernels that carry adapters differ (adapters folded in); every other weight is the initial one.
   assert changed == {
     f"transformer_layer_{i}/self_attention/{t}/kernel" for i in range(2) for t in ("query", "value")
   }
-  assert len(exported.files) == len(before)
+  assert set(exported) == set(after)  # The export holds the merged model, the trained kernels folded in.
+  for key, value in after.items():
+    np.testing.assert_allclose(exported[key], value, atol=1e-6, err_msg=key)
 
 
 def _seeded_like(experiment):

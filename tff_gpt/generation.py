@@ -45,10 +45,45 @@ def generate(
   Returns:
     The prompt and its continuation, up to the first end-of-text token.
   """
+  prompt_ids = np.concatenate([[tokenizer.bos_id], *tokenizer.encode([prompt])]).astype(np.int32)
+  ids = _complete(model, tokenizer, prompt_ids, max_length=max_length, sampler=sampler, k=k, p=p, seed=seed)
+  return tokenizer.decode(np.concatenate([prompt_ids[1:], ids]))
+
+
+def reply(
+  model: tf.keras.Model,
+  tokenizer,
+  prompt: str,
+  separator: str,
+  *,
+  max_new_tokens: int | None = None,
+  sampler: str = "top_k",
+  k: int = 10,
+  p: float = 0.9,
+  seed: int | None = 0,
+) -> str:
+  """The model's response to `prompt` in a run on prompt and response pairs (`--examples=pairs`).
+
+  The input is tokenized as in training, `[BOS] prompt separator`, the prompt
+  cut from its start when it leaves fewer than `max_new_tokens` (a quarter of
+  the model's positions when None) for the reply; the reply ends at the end token.
+  """
+  limit = gpt2_lm.backbone_of(model).max_sequence_length
+  room = max_new_tokens or max(1, limit // 4)
+  prompt_ids, separator_ids = (np.asarray(ids, np.int32) for ids in tokenizer.encode([prompt, separator]))
+  keep = max(0, limit - room - 1 - len(separator_ids))
+  prompt_ids = prompt_ids[max(0, len(prompt_ids) - keep) :] if keep else prompt_ids[:0]
+  ids = np.concatenate([[tokenizer.bos_id], prompt_ids, separator_ids]).astype(np.int32)
+  return tokenizer.decode(
+    _complete(model, tokenizer, ids, max_length=None, sampler=sampler, k=k, p=p, seed=seed)
+  )
+
+
+def _complete(model, tokenizer, prompt_ids, *, max_length, sampler, k, p, seed) -> np.ndarray:
+  """The ids sampled after `prompt_ids` (BOS included), up to the first end token."""
   backbone = gpt2_lm.backbone_of(model)
   limit = backbone.max_sequence_length
   max_length = min(max_length or limit, limit)
-  prompt_ids = np.concatenate([[tokenizer.bos_id], *tokenizer.encode([prompt])]).astype(np.int32)
   if len(prompt_ids) >= max_length:
     raise errors.UserInputError(
       f"The prompt has {len(prompt_ids)} tokens; max_length {max_length} leaves no room."
@@ -72,8 +107,8 @@ def generate(
     {"token_ids": token_ids, "padding_mask": padding_mask.astype(bool)},
     stop_token_ids=[tokenizer.eos_id],
   )
-  ids = np.asarray(output["token_ids"])[0, 1:]
-  mask = np.asarray(output["padding_mask"])[0, 1:].astype(bool)
+  ids = np.asarray(output["token_ids"])[0, len(prompt_ids) :]
+  mask = np.asarray(output["padding_mask"])[0, len(prompt_ids) :].astype(bool)
   ids = ids[mask]
   stops = np.flatnonzero(ids == tokenizer.eos_id)
-  return tokenizer.decode(ids[: stops[0]] if len(stops) else ids)
+  return ids[: stops[0]] if len(stops) else ids

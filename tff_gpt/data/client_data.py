@@ -51,12 +51,15 @@ class ParsedCorpus:
       partition names none (Shakespeare: "play").
     test: The source's own held-out split (TFF's datasets), kept as it is by
       the natural partition; None when examples are split here.
+    dropped: `{reason: records}` the parser left out with a counted reason
+      (prompt and response pairs: an empty response, the separator inside the text).
   """
 
   clients: dict[str, list[str]]
   labels: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
   default_label: str | None = None
   test: dict[str, list[str]] | None = None
+  dropped: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def default_cache_dir() -> str:
@@ -252,4 +255,6 @@ def _deal(parsed: ParsedCorpus, partition: partitions.Partition, name: str):
     "partition_label": label,
     "heterogeneity": partitions.heterogeneity(dealt, dealt_labels),
   }
+  if parsed.dropped:
+    extra["dropped"] = dict(parsed.dropped)
   return train, test, extra

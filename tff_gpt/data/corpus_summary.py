@@ -47,6 +47,9 @@ def format_summary(summary: Mapping, title: str) -> str:
       f"examples {e['min']} / {e['median']:g} / {e['p90']:g} / {e['max']}; "
       f"chars {c['min']} / {c['median']:g} / {c['p90']:g} / {c['max']}"
     )
+  if summary.get("dropped"):
+    dropped = sorted(summary["dropped"].items())
+    lines.append("dropped: " + ", ".join(f"{n} ({reason})" for reason, n in dropped))
   if "heterogeneity" in summary:
     lines.append(f"partition: {summary['partition']}")
     lines.append(partitions.format_heterogeneity(summary["heterogeneity"], summary.get("partition_label")))

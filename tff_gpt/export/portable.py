@@ -4,13 +4,13 @@ This file is copied into every export as `tff_gpt_export.py`, so a notebook
 (Colab) can `import tff_gpt_export` from the export directory. It imports only
 numpy at module level; `load_backbone` imports `keras_hub`.
 
-Export layout:
+Export layout (what this loader reads):
   config.json     model (GPT2Backbone arguments), tokenizer, sequence length, run
-  weights.npz     the backbone's weights, keyed "<layer name>/<index>" in the
-                  order of `layer.get_weights()`
+  keras_hub/      the backbone as a keras-hub preset; the weights are read from here
   tokenizer.json  (char, word) vocabulary and special ids; or vocab.json + merges.txt (bpe)
   heldout.jsonl   held-out text of the run's evaluation clients, when exported
-  saved_model/    TF SavedModel: serving_default(token_ids, padding_mask) -> logits
+Exports written before keras_hub/ held the notebook's weights have weights.npz
+(keyed "<layer name>/<index>" in `layer.get_weights()` order); it is read when present.
 """
 
 import json
@@ -36,12 +36,15 @@ def layer_arrays(arrays, layer_name: str) -> list[np.ndarray]:
 
 
 def load_backbone(export_dir: str):
-  """A `keras_hub.models.GPT2Backbone` holding the exported weights."""
+  """A `keras_hub.models.GPT2Backbone` with the exported weights (keras_hub/, or an older weights.npz)."""
   import keras_hub
 
+  npz = os.path.join(export_dir, "weights.npz")
+  if not os.path.exists(npz):
+    return keras_hub.models.GPT2Backbone.from_preset(os.path.join(export_dir, "keras_hub"))
   config = read_config(export_dir)
   backbone = keras_hub.models.GPT2Backbone(**config["backbone"])
-  arrays = np.load(os.path.join(export_dir, "weights.npz"))
+  arrays = np.load(npz)
   used = set()
   for layer in backbone.layers:
     expected = layer.get_weights()

@@ -47,6 +47,8 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
     metrics_csv=dirs.metrics_csv,
     logdir=dirs.logdir,
   )
+  if task.pair_summary():
+    summary["pairs"] = task.pair_summary()
   if config.differentially_private:
     summary.update(dp_epsilon=loop.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
   if config.export and registry.MODELS[config.model].is_gpt2:
@@ -55,6 +57,16 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   with write_failures.guard("the summary", dirs.summary, resume_after=config.total_rounds):
     outputs.write_json(dirs.summary, summary)
   return dict(summary, model_weights=weights)
+
+
+def format_pairs(counts: dict) -> str:
+  """One line: how the length rule treated each split's prompt and response pairs (loss on responses)."""
+  parts = [
+    f"{split} {c['pairs']} pairs ({c['prompts_cut']} prompts cut, {c['responses_cut']} responses cut, "
+    f"{c['responses_dropped']} dropped)"
+    for split, c in counts.items()
+  ]
+  return "prompt and response pairs, loss on responses: " + "; ".join(parts)
 
 
 def format_summary(summary: dict) -> str:
@@ -68,6 +80,8 @@ def format_summary(summary: dict) -> str:
   ]
   if summary.get("tokenizer", "char") != "char" and "eval_loss_per_char" in summary:
     lines.append(f"  {summary['eval_loss_per_char']:.4f} nats per character (comparable across tokenizers)")
+  if "pairs" in summary:
+    lines.append("  " + format_pairs(summary["pairs"]))
   if "dp_epsilon" in summary:
     lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")
   lines.append(f"  checkpoints: {summary['checkpoints']}")

@@ -8,11 +8,13 @@ the round loop (`rounds.py`) and the report (`report.py`) take a task; none
 builds one of its own.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow_federated as tff
 
 from tff_gpt import errors
-from tff_gpt.data import preprocessing, tokenizers
+from tff_gpt.data import pairs, preprocessing, tokenizers
 from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, registry, tff_model
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import outputs
@@ -42,15 +44,37 @@ class FederatedTask:
     self.corpus = config.load_corpus()
     self.model_config = self._model_config()
     self.train_data, self.test_data = (
-      preprocessing.TokenizedClients(
-        self.corpus.texts(split), self.tokenizer, sequence_length=config.sequence_length
-      )
-      for split in ("train", "test")
+      self._tokenized(self.corpus.texts(split)) for split in ("train", "test")
     )
     self.model_fn = tff_model.build_model_fn(
       self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
     self.eval_client_ids = self._choose_eval_clients()
+
+  def _tokenized(self, texts) -> preprocessing.TokenizedClients:
+    """Text as packed streams, or prompt and response pairs as one window each (`pairs`)."""
+    c = self.config
+    if c.examples == "text":
+      return preprocessing.TokenizedClients(texts, self.tokenizer, sequence_length=c.sequence_length)
+    try:
+      return pairs.TokenizedPairs(
+        texts,
+        self.tokenizer,
+        sequence_length=c.sequence_length,
+        separator=c.example_format().separator,
+        long_responses=c.long_responses,
+      )
+    except ValueError as e:
+      raise errors.UserInputError(str(e)) from None
+
+  def pair_summary(self) -> dict | None:
+    """How the length rule treated the pairs, by split (None for text)."""
+    if self.config.examples == "text":
+      return None
+    return {
+      split: dataclasses.asdict(data.counts())
+      for split, data in (("train", self.train_data), ("test", self.test_data))
+    }
 
   def _model_config(self) -> dict:
     c = self.config
@@ -161,7 +185,7 @@ class FederatedTask:
 
   def characters(self, client_ids: list[str]) -> int:
     """Characters of the clients' held-out text (for a loss per character that compares tokenizers)."""
-    return sum(preprocessing.num_characters(self.test_data.texts[cid]) for cid in client_ids)
+    return sum(self.test_data.num_characters(cid) for cid in client_ids)
 
   def unigram_perplexity(self) -> float:
     """Test perplexity of token frequencies alone, on the evaluation clients."""
