@@ -35,7 +35,13 @@ def test_export_files(run):
   experiment, summary = run
   export_dir = summary["export"]
   assert export_dir == os.path.join(experiment.dirs.results, "export")
-  for name in ("config.json", "tokenizer.json", "heldout.jsonl", "tff_gpt_export.py", "keras_hub/config.json"):
+  for name in (
+    "config.json",
+    "tokenizer.json",
+    "heldout.jsonl",
+    "tff_gpt_export.py",
+    "keras_hub/config.json",
+  ):
     assert os.path.isfile(os.path.join(export_dir, name)), name
   readme = open(os.path.join(export_dir, "README.md")).read()
   for entry in sorted(os.listdir(export_dir)):  # Each file or folder the export holds says who loads it.

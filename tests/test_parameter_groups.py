@@ -130,7 +130,11 @@ def _one_step_round(tmp_path, name, **overrides):
 
 # TFF builds a scheduled client rate (here a warmup) with another builder, which calls the optimizer's
 # builder every round.
-@pytest.mark.parametrize("schedule", [{}, {"client_lr_warmup_rounds": 2}], ids=["constant", "warmup"])
+@pytest.mark.parametrize(
+  "schedule",
+  [{}, pytest.param({"client_lr_warmup_rounds": 2}, marks=pytest.mark.full)],  # Warmup: the full tier.
+  ids=["constant", "warmup"],
+)
 def test_a_federated_round_moves_each_group_by_its_factor(tmp_path, schedule):
   """One client, one step from the same weights: the same gradient, so each move is the plain one x factor."""
   plain, _ = _one_step_round(tmp_path, "plain", **schedule)

@@ -220,6 +220,7 @@ def _seeded_like(experiment):
   return built
 
 
+@pytest.mark.full  # The Colab venv loads the export.
 def test_export_is_whole_with_adapters_alone_beside(lora_run, tmp_path):
   experiment, _, summary = lora_run
   export_dir = summary["export"]
@@ -250,6 +251,7 @@ def test_export_is_whole_with_adapters_alone_beside(lora_run, tmp_path):
     )
 
 
+@pytest.mark.full  # The Colab venv runs the notebook.
 def test_notebook_evaluates_a_lora_run(lora_run, tmp_path):
   experiment, _, _ = lora_run
   text = helpers.run_notebook(experiment.dirs.results, tmp_path)
@@ -307,11 +309,14 @@ def test_resume_refuses_other_trainable_and_bad_frozen_weights(lora_run, tmp_pat
     ("last_blocks:1", dict(algorithm="fedprox")),
     ("bitfit", dict(algorithm="mime_lite")),
     ("lora:2", dict(algorithm="fedadam")),
-    ("lora:2", dict(algorithm="fedavg_unweighted", aggregator="dp_adaptive")),
-    ("bitfit", dict(algorithm="fedavg", aggregator="compression")),
-    ("last_blocks:1", dict(algorithm="fedavg", aggregator="secure")),
-    ("bitfit", dict(algorithm="fedsgd")),
-    ("lora:2", dict(algorithm="fedyogi", aggregator="robust")),
+    # One round of each mode above stays in the everyday tier; the other pairings run in the full tier.
+    pytest.param(
+      "lora:2", dict(algorithm="fedavg_unweighted", aggregator="dp_adaptive"), marks=pytest.mark.full
+    ),
+    pytest.param("bitfit", dict(algorithm="fedavg", aggregator="compression"), marks=pytest.mark.full),
+    pytest.param("last_blocks:1", dict(algorithm="fedavg", aggregator="secure"), marks=pytest.mark.full),
+    pytest.param("bitfit", dict(algorithm="fedsgd"), marks=pytest.mark.full),
+    pytest.param("lora:2", dict(algorithm="fedyogi", aggregator="robust"), marks=pytest.mark.full),
   ],
 )
 def test_each_mode_trains_with_algorithms_and_aggregators(tmp_path, mode, overrides):
