@@ -1,0 +1,274 @@
+"""Federated dialogue: pretrain centrally, then federated LoRA on Shakespeare's dialogue, loss on responses.
+
+  .venv/bin/python -m studies.dialogue --out studies/results_dialogue.json --work_dir /tmp/dialogue
+  .venv/bin/python -m studies.dialogue --quick      # tiny model, few rounds (the tests run it)
+
+`experiments.pretrain` trains GPT-2 centrally on the histories' text (as
+`studies.pretrain_finetune` does, with longer sequences). The other plays'
+dialogue is written as JSON Lines: each speech a response, the speech before
+it (with its speaker's name) the prompt, the responding role the client
+(`shakespeare.dialogue_pairs`). The same pairs are also written as plain text,
+`prompt + separator + response` per example, so both files deal the same
+examples into the same train/test split. Rows, each scored on the same
+held-out pairs' response tokens (response perplexity, by Keras on the final
+weights; the pair runs' own federated evaluation agrees):
+
+- pretrained, unchanged;
+- federated LoRA on the pairs, loss on the responses (`--examples=pairs`);
+- federated LoRA on the same pairs as plain text, loss on every token;
+- federated full fine-tuning on the pairs (client Adam 3e-4).
+"""
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import tempfile
+
+from studies import pretrain_finetune
+
+SEPARATOR = "\n\n### Response:\n"
+
+
+def settings(quick: bool) -> dict:
+  if quick:
+    return dict(
+      groups="hamlet,macbeth",
+      plays=("othello", "king-lear"),
+      model_size="tiny",
+      bpe_vocab_size=400,
+      epochs=1,
+      sequence_length=48,
+      rounds=2,
+      clients=3,
+      rounds_per_eval=2,
+      clients_per_eval=5,
+      rank=2,
+    )
+  return dict(
+    groups=pretrain_finetune.HISTORIES,
+    plays=None,  # Every play not pretrained on.
+    model_size="2x128",
+    bpe_vocab_size=2000,
+    epochs=6,
+    sequence_length=128,
+    rounds=40,
+    clients=10,
+    rounds_per_eval=10,
+    clients_per_eval=60,
+    rank=8,
+  )
+
+
+def write_dialogue(s: dict, work: str) -> dict:
+  """The dialogue of the plays not pretrained on, as pairs and as plain text; counts."""
+  from tff_gpt.data import pairs, shakespeare
+
+  plays_dir = shakespeare.find_plays_dir()
+  skip = set(s["groups"].split(","))
+  pairs_rows, text_rows = [], []
+  for path in sorted(glob.glob(os.path.join(plays_dir, "**", "*.md"), recursive=True)):
+    play = shakespeare.play_name(path)
+    if play in skip or (s["plays"] and play not in s["plays"]):
+      continue
+    with open(path, encoding="utf-8") as f:
+      roles = shakespeare.dialogue_pairs(f.read(), SEPARATOR)
+    for role, examples in roles.items():
+      if len(examples) < 2:
+        continue
+      for example in examples:
+        prompt, response = pairs.split(example)
+        client = f"{play}:{role}"
+        pairs_rows.append({"client_id": client, "prompt": prompt, "response": response})
+        text_rows.append({"client_id": client, "text": prompt + SEPARATOR + response})
+  for name, rows in (("dialogue_pairs.jsonl", pairs_rows), ("dialogue_text.jsonl", text_rows)):
+    with open(os.path.join(work, name), "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+  return {"pairs": len(pairs_rows), "clients": len({r["client_id"] for r in pairs_rows})}
+
+
+def _common(s: dict, work: str) -> list[str]:
+  return [
+    f"--root_output_dir={work}/runs",
+    "--dataset=jsonl",
+    f"--preset={work}/preset",
+    f"--sequence_length={s['sequence_length']}",
+    f"--clients_per_eval={s['clients_per_eval']}",
+  ]
+
+
+def _run(name: str, s: dict, work: str, extra: list[str]) -> dict:
+  """One federated run (unless it finished before, in `work`); its summary figures and seconds per round."""
+  results = os.path.join(work, "runs", "results", name)
+  if os.path.exists(os.path.join(results, "summary.json")):
+    print(f"{name}: finished before, reused.")
+  else:
+    _launch(name, s, work, extra)
+  import csv
+
+  with open(os.path.join(results, "summary.json")) as f:
+    summary = json.load(f)
+  with open(os.path.join(results, "experiment.metrics.csv")) as f:
+    rows = list(csv.DictReader(f))
+  later = [float(r["round_seconds"]) for r in rows[1:]] or [float(rows[0]["round_seconds"])]
+  return {
+    "run_eval_perplexity": summary["eval_perplexity"],
+    "bytes_communicated": summary["bytes_communicated"],
+    "median_round_seconds": statistics.median(later),
+    "train_seconds": summary["train_seconds"],
+    "curve": [(int(r["round_num"]), float(r["eval_perplexity"])) for r in rows if r.get("eval_perplexity")],
+  }
+
+
+def _launch(name: str, s: dict, work: str, extra: list[str]) -> None:
+  pretrain_finetune._python(
+    "experiments.run_experiment",
+    [
+      *_common(s, work),
+      f"--experiment_name={name}",
+      f"--total_rounds={s['rounds']}",
+      f"--clients_per_round={s['clients']}",
+      f"--rounds_per_eval={s['rounds_per_eval']}",
+      f"--rounds_per_checkpoint={s['rounds']}",
+      "--max_concurrent_computation_calls=1",
+      "--sample_prompt=",
+      "--noexport",
+      *extra,
+    ],
+  )
+
+
+def score(s: dict, work: str, names: list[str]) -> dict:
+  """Response loss of the unchanged preset and of each run's final model on the same held-out pairs."""
+  import numpy as np
+
+  from tff_gpt import generation, runtime
+  from tff_gpt.data import pairs
+  from tff_gpt.models import metrics, tff_model
+  from tff_gpt.training import config as config_lib
+  from tff_gpt.training import restore, trainer
+
+  config = config_lib.ExperimentConfig(
+    root_output_dir=f"{work}/runs",
+    experiment_name="score",
+    dataset="jsonl",
+    dataset_path=f"{work}/dialogue_pairs.jsonl",
+    examples="pairs",
+    preset=f"{work}/preset",
+    sequence_length=s["sequence_length"],
+    clients_per_eval=s["clients_per_eval"],
+  )
+  out = {}
+  with runtime.execution_context(max_concurrent_computation_calls=1):
+    task = trainer.FederatedExperiment(config).task
+    models = {"unchanged": tff_model.keras_model_with_weights(task.model_config, task.initial_weights())}
+    for name in names:
+      models[name] = restore.load_latest_model(f"{work}/runs", name)[2]
+    held_out = [(pairs.split(task.test_data.texts[c][0])) for c in task.eval_client_ids[:3]]
+    for name, model in models.items():
+      loss, tokens = metrics.TokenLoss(), metrics.NumTokens()
+      for client in task.eval_client_ids:
+        for x, y in task.test_data.eval_dataset(client, batch_size=32):
+          logits = model(x)
+          loss.update_state(y, logits)
+          tokens.update_state(y, logits)
+      replies = [
+        generation.reply(model, task.tokenizer, p, SEPARATOR, max_new_tokens=48, seed=0) for p, _ in held_out
+      ]
+      out[name] = {
+        "response_loss": float(loss.result()),
+        "response_perplexity": float(np.exp(loss.result())),
+        "response_tokens": int(tokens.result()),
+        "replies": [
+          {"prompt": p, "truth": t, "reply": r} for (p, t), r in zip(held_out, replies, strict=True)
+        ],
+      }
+    out["pair_counts"] = task.pair_summary()
+  return out
+
+
+def table(rows: dict) -> str:
+  lines = [
+    "| row | held-out response perplexity | vs unchanged | MB communicated | s/round |",
+    "|---|---|---|---|---|",
+  ]
+  base = rows["pretrained, unchanged"]["response_perplexity"]
+  for name, r in rows.items():
+    mb = f"{r['bytes_communicated'] / 2**20:.1f}" if "bytes_communicated" in r else "0"
+    seconds = f"{r['median_round_seconds']:.2f}" if "median_round_seconds" in r else "-"
+    change = f"{100 * (r['response_perplexity'] / base - 1):+.1f}%"
+    lines.append(f"| {name} | {r['response_perplexity']:.2f} | {change} | {mb} | {seconds} |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (for tests).")
+  parser.add_argument("--out", default="", help="Write the results as JSON here.")
+  parser.add_argument(
+    "--work_dir", default="", help="Where the preset and runs go; reusing one skips what is done."
+  )
+  args = parser.parse_args(argv)
+  s = settings(args.quick)
+  work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
+  os.makedirs(work, exist_ok=True)
+  if not os.path.exists(f"{work}/preset/pretrain.json"):
+    pretrain_finetune._python(
+      "experiments.pretrain",
+      [
+        f"--groups={s['groups']}",
+        f"--bpe_vocab_size={s['bpe_vocab_size']}",
+        f"--model_size={s['model_size']}",
+        f"--sequence_length={s['sequence_length']}",
+        f"--epochs={s['epochs']}",
+        f"--preset_dir={work}/preset",
+      ],
+    )
+  with open(f"{work}/preset/pretrain.json") as f:
+    pretrained = json.load(f)
+  data = write_dialogue(s, work)
+  pairs_file, text_file = (
+    f"--dataset_path={work}/dialogue_pairs.jsonl",
+    f"--dataset_path={work}/dialogue_text.jsonl",
+  )
+  lora = f"--trainable=lora:{s['rank']}"
+  runs = {
+    "federated LoRA, loss on responses": ("lora_pairs", [pairs_file, "--examples=pairs", lora]),
+    "federated LoRA, same pairs as plain text": ("lora_text", [text_file, lora]),
+    "federated full fine-tuning, loss on responses": (
+      "all_pairs",
+      [pairs_file, "--examples=pairs", "--trainable=all", "--client_learning_rate=3e-4"],
+    ),
+  }
+  rows = {}
+  for label, (name, extra) in runs.items():
+    rows[label] = _run(name, s, work, extra)
+  scores = score(s, work, [name for name, _ in runs.values()])
+  result_rows = {"pretrained, unchanged": scores["unchanged"]}
+  for label, (name, _) in runs.items():
+    result_rows[label] = {**rows[label], **scores[name]}
+  print(table(result_rows))
+  for name, r in result_rows.items():
+    print(f"\n[{name}]")
+    for reply in r["replies"][:2]:
+      print(
+        f"  prompt {reply['prompt'][-80:]!r}\n  reply  {reply['reply'][:120]!r}\n"
+        f"  truth  {reply['truth'][:120]!r}"
+      )
+  result = {
+    "settings": {k: v for k, v in s.items()},
+    "pretraining": pretrained,
+    "dialogue": data,
+    "pair_counts": scores["pair_counts"],
+    "rows": result_rows,
+    "work_dir": work,
+  }
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+if __name__ == "__main__":
+  main()
