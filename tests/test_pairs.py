@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tff_gpt import generation
+from tff_gpt import export, generation
 from tff_gpt.data import client_data, pairs, preprocessing, shakespeare, text_corpus, tokenizers
+from tff_gpt.export import portable
 from tff_gpt.models import gpt2_lm, metrics, tff_model
 from tff_gpt.training import outputs, report, trainer
 
@@ -239,3 +240,36 @@ def test_a_reply_starts_after_the_separator_and_stops_at_the_end_token(pair_run)
   model = experiment.task.keras_model(summary["model_weights"])
   text = generation.reply(model, experiment.task.tokenizer, "say abc", "\n>", seed=0)
   assert isinstance(text, str) and "\n>" not in text and len(text) < 24
+
+
+def test_the_export_holds_the_pairs_and_the_portable_packing_equals_trainings(pair_run, tmp_path):
+  experiment, summary = pair_run
+  out = export.export_run(experiment.task, summary["model_weights"], 3, out_dir=str(tmp_path / "export"))
+  config = portable.read_config(out)
+  assert config["examples"] == {"kind": "pairs", "separator": "\n>"}
+  heldout = portable.read_heldout(out)
+  task = experiment.task
+  for cid in task.eval_client_ids:
+    assert heldout[cid] == [pairs.split(e) for e in task.test_data.texts[cid]]
+  tokenizer = portable.Tokenizer(out)
+  long = [("a prompt much longer than the window allows", "yes"), ("hi", "a response too long for it, cut")]
+  for examples in (heldout[task.eval_client_ids[0]], long):
+    ours = pairs.TokenizedPairs(
+      {"c": [pairs.join(p, r, "\n>")[0] for p, r in examples]},
+      task.tokenizer,
+      sequence_length=12,
+      separator="\n>",
+    )
+    theirs = portable.pack_pairs(
+      tokenizer, examples, sequence_length=12, separator=portable.separator(config)
+    )
+    for key, value in ours.sequences("c").items():
+      np.testing.assert_array_equal(theirs[key], value, err_msg=key)
+
+
+@pytest.mark.full
+def test_the_notebook_replies_to_held_out_prompts(pair_run, tmp_path):
+  experiment, summary = pair_run
+  export.export_run(experiment.task, summary["model_weights"], 3)
+  text = helpers.run_notebook(experiment.dirs.results, tmp_path)
+  assert text.count("  reply: ") == 3 and "held-out response: " in text, text[-3000:]

@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tff_gpt.data import tokenizers
+from tff_gpt.data import pairs, tokenizers
 from tff_gpt.export import portable
 from tff_gpt.models import (
   adapters,
@@ -104,7 +104,11 @@ def _write_config_and_heldout(stage: str, config: dict, heldout: dict[str, list[
     with open(os.path.join(stage, "heldout.jsonl"), "w", encoding="utf-8") as f:
       for client, texts in heldout.items():
         for text in texts:
-          f.write(json.dumps({"client_id": client, "text": text}, ensure_ascii=False) + "\n")
+          row = {"client_id": client, "text": text}
+          if "examples" in config:  # Prompt and response pairs.
+            prompt, response = pairs.split(text)
+            row = {"client_id": client, "prompt": prompt, "response": response}
+          f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def export_model(
@@ -119,6 +123,7 @@ def export_model(
   trained_subset: dict[str, np.ndarray] | None = None,
   trainable_info: dict | None = None,
   lora: dict | None = None,
+  examples: dict | None = None,
 ) -> str:
   """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically); returns `out_dir`.
 
@@ -136,6 +141,8 @@ def export_model(
       targets), stored in config.json beside the file's name.
     lora: With LoRA adapters, `{"base": weights by path without adapters,
       "adapters": lora_a/lora_b by path, "rank", "alpha"}`, written as peft/.
+    examples: For a run on prompt and response pairs, `{"kind", "separator"}`
+      (config.json; heldout.jsonl then holds prompt and response fields).
   """
   if not registry.kind_of(model_config).is_gpt2:
     raise ValueError(f"Only GPT-2 models export to keras_hub, not {model_config['architecture']!r}.")
@@ -150,6 +157,8 @@ def export_model(
     "sequence_length": sequence_length,
     "run": run_info or {},
   }
+  if examples:
+    config["examples"] = examples
   if trained_subset:
     np.savez(os.path.join(stage, TRAINED_SUBSET_FILE), **trained_subset)
     config["trained_subset"] = {
@@ -203,4 +212,7 @@ def export_run(task, model_weights, round_num: int, out_dir: str | None = None) 
     trained_subset=subset,
     trainable_info=trainable_info,
     lora=lora,
+    examples=None
+    if c.examples == "text"
+    else {"kind": c.examples, "separator": c.example_format().separator},
   )

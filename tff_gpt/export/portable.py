@@ -9,6 +9,7 @@ Export layout (what this loader reads):
   keras_hub/      the backbone as a keras-hub preset; the weights are read from here
   tokenizer.json  (char, word) vocabulary and special ids; or vocab.json + merges.txt (bpe)
   heldout.jsonl   held-out text of the run's evaluation clients, when exported
+                  (prompt and response fields for runs on pairs, whose separator is in config.json)
 Exports written before keras_hub/ held the notebook's weights have weights.npz
 (keyed "<layer name>/<index>" in `layer.get_weights()` order); it is read when present.
 """
@@ -132,27 +133,64 @@ def pack_sequences(token_ids, *, sequence_length: int, bos_id: int, eos_id: int,
   }
 
 
-def read_heldout(export_dir: str) -> dict[str, list[str]]:
-  """`{client_id: [text, ...]}` from `heldout.jsonl`."""
-  clients: dict[str, list[str]] = {}
+def pack_pairs(tokenizer, pairs, *, sequence_length: int, separator: str) -> dict:
+  """Prompt and response pairs, one window each, labels on the response (as `tff_gpt.data.pairs`).
+
+  `[BOS] prompt separator response [EOS]`; the response and its end token go
+  first, a prompt that does not fit is cut from its start, a response that does
+  not fit alone is cut (no end token).
+  """
+  budget, sep = sequence_length + 1, tokenizer.encode([separator])[0]
+  window = np.full((len(pairs), budget), IGNORE_LABEL, dtype=np.int32)
+  labels = np.full((len(pairs), sequence_length), IGNORE_LABEL, dtype=np.int32)
+  for i, (prompt, response) in enumerate(pairs):
+    p, r = tokenizer.encode([prompt, response])
+    r = np.concatenate([r, [tokenizer.eos_id]])[: budget - 1 - len(sep)]
+    room = budget - 1 - len(sep) - len(r)
+    p = p[max(0, len(p) - room) :] if room else p[:0]
+    tokens = np.concatenate([[tokenizer.bos_id], p, sep, r]).astype(np.int32)
+    window[i, : len(tokens)] = tokens
+    labels[i, len(tokens) - len(r) - 1 : len(tokens) - 1] = r
+  mask = (window[:, :-1] != IGNORE_LABEL).astype(np.int32)
+  return {
+    "token_ids": np.where(mask == 1, window[:, :-1], tokenizer.pad_id),
+    "padding_mask": mask,
+    "labels": labels,
+  }
+
+
+def separator(config: dict) -> str | None:
+  """The response separator of a run on prompt and response pairs; None for text."""
+  return config.get("examples", {}).get("separator")
+
+
+def read_heldout(export_dir: str) -> dict[str, list]:
+  """`{client_id: [text, ...]}` from `heldout.jsonl`; for a run on pairs, `[(prompt, response), ...]`."""
+  clients: dict[str, list] = {}
   with open(os.path.join(export_dir, "heldout.jsonl"), encoding="utf-8") as f:
     for line in f:
       row = json.loads(line)
-      clients.setdefault(row["client_id"], []).append(row["text"])
+      example = (row["prompt"], row["response"]) if "prompt" in row else row["text"]
+      clients.setdefault(row["client_id"], []).append(example)
   return clients
 
 
-def evaluate_clients(backbone, tokenizer, clients: dict[str, list[str]], sequence_length: int, batch_size=64):
-  """Per-client `{client: (loss sum, correct, tokens)}` of next-token prediction."""
+def evaluate_clients(
+  backbone, tokenizer, clients: dict[str, list], sequence_length: int, batch_size=64, separator=None
+):
+  """Per-client `{client: (loss sum, correct, tokens)}` of next-token prediction (responses, with pairs)."""
   out = {}
-  for client, texts in clients.items():
-    seqs = pack_sequences(
-      tokenizer.encode(texts),
-      sequence_length=sequence_length,
-      bos_id=tokenizer.bos_id,
-      eos_id=tokenizer.eos_id,
-      pad_id=tokenizer.pad_id,
-    )
+  for client, examples in clients.items():
+    if separator is not None:
+      seqs = pack_pairs(tokenizer, examples, sequence_length=sequence_length, separator=separator)
+    else:
+      seqs = pack_sequences(
+        tokenizer.encode(examples),
+        sequence_length=sequence_length,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+        pad_id=tokenizer.pad_id,
+      )
     loss_sum, correct, tokens = 0.0, 0, 0
     for start in range(0, len(seqs["labels"]), batch_size):
       sl = slice(start, start + batch_size)
@@ -167,3 +205,30 @@ def evaluate_clients(backbone, tokenizer, clients: dict[str, list[str]], sequenc
       tokens += int(keep.sum())
     out[client] = (loss_sum, correct, tokens)
   return out
+
+
+def reply(backbone, tokenizer, prompt: str, separator: str, *, max_new_tokens: int = 48, sampler=None) -> str:
+  """The model's response to `prompt` (runs on pairs): `[BOS] prompt separator`, then up to the end token."""
+  import keras_hub
+
+  limit = backbone.max_sequence_length
+  p, sep = tokenizer.encode([prompt, separator])
+  keep = max(0, limit - max_new_tokens - 1 - len(sep))
+  ids = np.concatenate([[tokenizer.bos_id], p[max(0, len(p) - keep) :] if keep else p[:0], sep]).astype(
+    np.int32
+  )
+  length = min(limit, len(ids) + max_new_tokens)
+  # The sampler stops once every position after the prompt holds a stop token: never fill with one.
+  fill = tokenizer.pad_id if tokenizer.pad_id != tokenizer.eos_id else int(tokenizer.eos_id == 0)
+  token_ids = np.full((1, length), fill, dtype=np.int32)
+  token_ids[0, : len(ids)] = ids
+  mask = np.zeros((1, length), dtype=bool)
+  mask[0, : len(ids)] = True
+  causal_lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+  causal_lm.compile(sampler=sampler or keras_hub.samplers.GreedySampler())
+  out = causal_lm.generate({"token_ids": token_ids, "padding_mask": mask}, stop_token_ids=[tokenizer.eos_id])
+  new = np.asarray(out["token_ids"])[0, len(ids) :][
+    np.asarray(out["padding_mask"])[0, len(ids) :].astype(bool)
+  ]
+  stops = np.flatnonzero(new == tokenizer.eos_id)
+  return tokenizer.decode(new[: stops[0]] if len(stops) else new)
