@@ -73,6 +73,11 @@ def pretrain() -> dict:
     config.validate()
     if bool(FLAGS.vocab_file) != bool(FLAGS.merges_file):
       raise ValueError("--vocab_file and --merges_file go together (or neither, to learn a BPE).")
+    if FLAGS.examples != "text":
+      raise ValueError(
+        f"pretraining reads text; --examples={FLAGS.examples} is for federated runs "
+        "(experiments.run_experiment)."
+      )
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   corpus = flags_common.load_corpus()

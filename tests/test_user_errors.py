@@ -98,6 +98,13 @@ def _cases(tmp):
     ("compare_algorithms", [runs, "--configuration=x: --algorithm=nothing"], "--algorithm"),
     ("make_bpe_vocab", ["--dataset=jsonl", f"--dataset_path={tmp}/missing.jsonl"], "does not exist"),
     ("pretrain", ["--dataset=jsonl", f"--dataset_path={bad_jsonl}", "--groups=a"], "bad.jsonl:2: not valid"),
+    ("pretrain", ["--examples=pairs"], "pretraining reads text; --examples=pairs"),
+    ("run_experiment", ["--examples=alpaca"], "--examples alpaca reads --dataset=jsonl or tfds"),
+    (
+      "run_experiment",
+      [runs, *jsonl, "--examples=pairs"],
+      "corpus.jsonl:1: missing field(s) ['prompt', 'response']",
+    ),
   ]
 
 

@@ -106,7 +106,7 @@ class CorpusSettings:
         "shakespeare",
       ),
       "examples",
-      f"={self.examples} reads --dataset=jsonl or tfds (pairs also shakespeare), not {self.dataset}",
+      f"{self.examples} reads --dataset=jsonl or tfds (pairs also shakespeare), not {self.dataset}",
     )
     require(bool(self.example_format().separator.strip()), "response_separator", "must hold visible text")
     require(
