@@ -71,7 +71,7 @@ def test_flagfile(tmp_path, capfd):
     (dict(dataset="shakespeare"), "--dataset_path is only for --dataset=text_dir or jsonl"),
     (dict(tokenizer="bpe"), "--vocab_file and --merges_file are required"),
     (dict(model_size="huge"), "--model_size must be one of"),
-    (dict(trainable="half"), "--trainable must be all, last_blocks:K, lora:R or bitfit"),
+    (dict(trainable="half"), "--trainable must be all, last_blocks:K, lora:R, ffa_lora:R or bitfit"),
     (dict(trainable="lora:0"), "--trainable=lora:0: the rank R must be >= 1"),
     (dict(lora_alpha=-2.0), "--lora_alpha must be > 0"),
     (dict(experiment_name="a/b"), "--experiment_name may hold"),

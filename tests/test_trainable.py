@@ -35,7 +35,7 @@ def _seeded(mode="all", seed=0):
     ("lora:0", "the rank R must be >= 1"),
     ("last_blocks:0", "K must be >= 1"),
     ("last_blocks:3", "the model has 2 blocks; use last_blocks:K with 1 <= K <= 2"),
-    ("half", "--trainable must be all, last_blocks:K, lora:R or bitfit, got 'half'"),
+    ("half", "--trainable must be all, last_blocks:K, lora:R, ffa_lora:R or bitfit, got 'half'"),
     ("lora", "--trainable must be all"),
     ("bitfit:2", "--trainable must be all"),
   ],
@@ -50,7 +50,7 @@ def test_bad_settings_fail_before_any_data_is_read(tmp_path):
     (dict(trainable="lora:0"), "the rank R must be >= 1"),
     (dict(trainable="last_blocks:3"), "the model has 2 blocks"),
     (dict(trainable="lora:2", lora_alpha=-1.0), "--lora_alpha must be > 0"),
-    (dict(trainable="adapters"), "--trainable must be all, last_blocks:K, lora:R or bitfit"),
+    (dict(trainable="adapters"), "--trainable must be all, last_blocks:K, lora:R, ffa_lora:R or bitfit"),
   ]:
     with pytest.raises(ValueError, match=message):
       trainer.FederatedExperiment(

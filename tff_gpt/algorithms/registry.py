@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_gpt import errors
+from tff_gpt.algorithms import lora_gap as lora_gap_lib
 from tff_gpt.algorithms import optimizers
 from tff_gpt.algorithms.aggregators import AGGREGATORS
 
@@ -170,7 +171,7 @@ def check_combination(config) -> None:
 
 
 def build_process(
-  config, model_fn, *, client_model_fn=None, client_lr_multipliers=None
+  config, model_fn, *, client_model_fn=None, client_lr_multipliers=None, lora_gap: str | None = None
 ) -> tff.learning.templates.LearningProcess:
   """The learning process of `config`'s algorithm, aggregator and schedule.
 
@@ -184,18 +185,24 @@ def build_process(
     client_lr_multipliers: One factor per trained weight, in the model's
       order, that scales the client optimizer's steps (`optimizers.ScaledSteps`,
       `--client_lr_multipliers`); None: the optimizer as it is.
+    lora_gap: "lora" or "ffa_lora": the aggregator also measures what the
+      round's LoRA exactness gap needs (`lora_gap.py`).
 
   Raises:
     UnsupportedCombinationError: The settings name a combination TFF cannot
       build; the message names both settings and a fix.
   """
   if client_model_fn is not None:
-    process = build_process(config, client_model_fn, client_lr_multipliers=client_lr_multipliers)
+    process = build_process(
+      config, client_model_fn, client_lr_multipliers=client_lr_multipliers, lora_gap=lora_gap
+    )
     return initialized_with(process, model_fn)
   check_combination(config)
   algorithm = ALGORITHMS[config.algorithm]
   weighted = client_weighting(config) == "num_examples"
   aggregator = AGGREGATORS[config.aggregator].build(config, weighted)
+  if lora_gap and algorithm.family != "fed_sgd":  # FedSGD aggregates gradients, not the clients' factors.
+    aggregator = lora_gap_lib.measured(aggregator, lora_gap, weighted)
   server_optimizer = algorithm.server_optimizer(config, server_learning_rate(config))
 
   def client_optimizer_fn(learning_rate):

@@ -192,12 +192,13 @@ def export_run(task, model_weights, round_num: int, out_dir: str | None = None) 
     backbone = gpt2_lm.backbone_of(model)
     subset = trainable.trained_values(backbone, trainable.trained_variables(backbone, c.trainable))
   trainable_info = {"trainable": c.trainable}
-  if mode.kind == "lora":
+  if mode.is_lora:
     trainable_info.update(lora_alpha=c.lora_alpha, lora_targets=list(adapters.TARGETS))
     named = trainable.named_weights(backbone)
+    is_adapter = lambda key: key.endswith(("/lora_a", "/lora_b"))  # noqa: E731 (FFA-LoRA: A is frozen)
     lora = {
-      "base": {k: w.numpy() for k, w in named.items() if not k.endswith(("/lora_a", "/lora_b"))},
-      "adapters": subset,
+      "base": {k: w.numpy() for k, w in named.items() if not is_adapter(k)},
+      "adapters": {k: w.numpy() for k, w in named.items() if is_adapter(k)},
       "rank": mode.value,
       "alpha": c.lora_alpha,
     }

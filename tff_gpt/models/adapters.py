@@ -25,9 +25,12 @@ class LoraEinsumDense(tf.keras.layers.Layer):
     base: The attention's projection, kernel `[in, heads, head_dim]`.
     rank: The adapter's rank.
     alpha: Scale numerator: the update is multiplied by `alpha / rank`.
+    train_a: False keeps `A` at its initial draw (FFA-LoRA): only `B` trains.
   """
 
-  def __init__(self, base: tf.keras.layers.EinsumDense, rank: int, alpha: float, **kwargs):
+  def __init__(
+    self, base: tf.keras.layers.EinsumDense, rank: int, alpha: float, train_a: bool = True, **kwargs
+  ):
     super().__init__(name=f"{base.name}_lora", **kwargs)
     if len(base.kernel.shape) != 3:
       raise ValueError(f"LoRA expects a [in, heads, head_dim] kernel; {base.name} has {base.kernel.shape}.")
@@ -38,7 +41,7 @@ class LoraEinsumDense(tf.keras.layers.Layer):
     in_dim, *out_shape = base.kernel.shape
     self.out_shape = list(out_shape)
     self.lora_a = self.add_weight(
-      "lora_a", shape=(in_dim, rank), initializer=tf.keras.initializers.HeUniform(), trainable=True
+      "lora_a", shape=(in_dim, rank), initializer=tf.keras.initializers.HeUniform(), trainable=train_a
     )
     self.lora_b = self.add_weight(
       "lora_b", shape=(rank, int(np.prod(out_shape))), initializer="zeros", trainable=True
@@ -65,8 +68,10 @@ def attention_layers(backbone):
   return [block._self_attention_layer for block in blocks]
 
 
-def add_lora(backbone, *, rank: int, alpha: float, targets=TARGETS) -> list[LoraEinsumDense]:
-  """Wraps the `targets` projections of every block with adapters, in place.
+def add_lora(
+  backbone, *, rank: int, alpha: float, targets=TARGETS, train_a: bool = True
+) -> list[LoraEinsumDense]:
+  """Wraps the `targets` projections of every block with adapters, in place (`A` frozen unless `train_a`).
 
   Returns:
     The adapters, first block first and, within a block, in `targets` order.
@@ -79,7 +84,7 @@ def add_lora(backbone, *, rank: int, alpha: float, targets=TARGETS) -> list[Lora
   for attention in attention_layers(backbone):
     for target in targets:
       attribute = _ATTRIBUTES[target]
-      adapter = LoraEinsumDense(getattr(attention, attribute), rank, alpha)
+      adapter = LoraEinsumDense(getattr(attention, attribute), rank, alpha, train_a=train_a)
       setattr(attention, attribute, adapter)
       added.append(adapter)
   return added

@@ -43,7 +43,8 @@ class ModelSettings:
   trainable: str = setting(
     "all",
     "Weights that train, travel and are aggregated: all; last_blocks:K (the last K blocks and the final "
-    "norm); lora:R (rank-R adapters on attention query and value); bitfit (biases and layer norms). Other "
+    "norm); lora:R (rank-R adapters on attention query and value); ffa_lora:R (the same, A frozen at its "
+    "seeded draw: only B trains and travels, and its mean is exact); bitfit (biases and layer norms). Other "
     "weights stay frozen on local disk, out of TFF's state.",
   )
   lora_alpha: float = setting(

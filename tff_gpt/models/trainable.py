@@ -4,6 +4,10 @@
   last_blocks:K  the last K transformer blocks and the final layer norm
   lora:R         rank-R adapters on every block's attention query and value
                  projections (`adapters.py`), scaled by `lora_alpha / R`
+  ffa_lora:R     the same adapters with A frozen at its seeded draw and only B
+                 trained and sent (FFA-LoRA, Sun et al. 2024): the mean of the
+                 clients' B times the shared A is exactly the mean of their
+                 products, and half the adapter bytes travel
   bitfit         every bias and layer-norm parameter (Ben Zaken et al. 2022)
 
 `select` returns the trained variables as objects, never by name: Keras names
@@ -22,8 +26,9 @@ from tff_gpt import errors, internals
 from tff_gpt.models import adapters
 
 DEFAULT_LORA_ALPHA = 16.0
-HELP = "all, last_blocks:K, lora:R or bitfit"
-_SPEC = re.compile(r"^(all|bitfit|last_blocks:(\d+)|lora:(\d+))$")
+HELP = "all, last_blocks:K, lora:R, ffa_lora:R or bitfit"
+_SPEC = re.compile(r"^(all|bitfit|last_blocks:(\d+)|(ffa_)?lora:(\d+))$")
+LORA_KINDS = ("lora", "ffa_lora")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +42,11 @@ class Mode:
   def is_subset(self) -> bool:
     """True when some weights are frozen (and kept out of TFF's state)."""
     return self.kind != "all"
+
+  @property
+  def is_lora(self) -> bool:
+    """True for the adapter modes (lora, ffa_lora)."""
+    return self.kind in LORA_KINDS
 
 
 def parse(spec: str, *, num_layers: int | None = None) -> Mode:
@@ -53,7 +63,7 @@ def parse(spec: str, *, num_layers: int | None = None) -> Mode:
   kind, value = spec.split(":")
   value = int(value)
   if value < 1:
-    what = "the rank R" if kind == "lora" else "K"
+    what = "the rank R" if kind in LORA_KINDS else "K"
     raise errors.UserInputError(f"--trainable={spec}: {what} must be >= 1.")
   if kind == "last_blocks" and num_layers is not None and value > num_layers:
     raise errors.UserInputError(
@@ -81,10 +91,10 @@ def select(backbone, mode: Mode, *, lora_alpha: float = DEFAULT_LORA_ALPHA) -> l
     for layer in backbone.layers:
       if layer.weights:
         layer.trainable = layer.name in train
-  elif mode.kind == "lora":
+  elif mode.is_lora:
     for layer in _leaf_layers(backbone):
       layer.trainable = False
-    adapters.add_lora(backbone, rank=mode.value, alpha=lora_alpha)
+    adapters.add_lora(backbone, rank=mode.value, alpha=lora_alpha, train_a=mode.kind == "lora")
   return trained_variables(backbone, mode)
 
 
@@ -93,8 +103,9 @@ def trained_variables(backbone, mode: Mode | str) -> list[tf.Variable]:
   mode = parse(mode) if isinstance(mode, str) else mode
   if mode.kind in ("all", "last_blocks"):
     return list(backbone.trainable_weights)
-  if mode.kind == "lora":
-    chosen = {id(v) for adapter in adapters.adapters_of(backbone) for v in (adapter.lora_a, adapter.lora_b)}
+  if mode.is_lora:
+    trained = ("lora_a", "lora_b") if mode.kind == "lora" else ("lora_b",)
+    chosen = {id(getattr(adapter, n)) for adapter in adapters.adapters_of(backbone) for n in trained}
   elif mode.kind == "bitfit":
     chosen = set()
     for layer in _leaf_layers(backbone):

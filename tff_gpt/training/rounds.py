@@ -28,7 +28,7 @@ import tensorflow_federated as tff
 import tqdm
 
 from tff_gpt import algorithms, runtime
-from tff_gpt.algorithms import communication, privacy
+from tff_gpt.algorithms import communication, lora_gap, privacy
 from tff_gpt.models import metrics as metrics_lib
 from tff_gpt.training import divergence, evaluation, memory, outputs, write_failures
 
@@ -61,6 +61,7 @@ class RoundLoop:
     self.bytes_per_client = communication.bytes_per_client(config, process)
     self.evaluate = evaluation.Evaluation(task, progress=progress)
     self.progress = progress
+    self._frozen_a = None  # ffa_lora's shared A, read once for the exactness gap.
 
   def clients_for_round(self, round_num: int) -> list[str]:
     """The clients of `round_num`: a function of the seed and the round only."""
@@ -106,6 +107,12 @@ class RoundLoop:
     )
     if self.config.differentially_private:
       metrics["dp_epsilon"] = self.dp_epsilon(round_num)
+    measured = result.metrics.get("aggregator", {})
+    if "lora_mean_delta" in measured:
+      before, after = state.global_model_weights.trainable, result.state.global_model_weights.trainable
+      if self.task.lora_kind == "ffa_lora" and self._frozen_a is None:
+        self._frozen_a = self.task.frozen_lora_a()
+      metrics["lora_gap"] = lora_gap.gap(self.task.lora_kind, before, after, measured, self._frozen_a)
     return result.state, metrics
 
   def latest_state(self):

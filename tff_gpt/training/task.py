@@ -15,7 +15,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import errors
 from tff_gpt.data import pairs, preprocessing, tokenizers
-from tff_gpt.models import char_lstm, checkpoints, frozen, gpt2_lm, registry, tff_model
+from tff_gpt.models import adapters, char_lstm, checkpoints, frozen, gpt2_lm, registry, tff_model
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import outputs
 
@@ -108,6 +108,17 @@ class FederatedTask:
     return dict(
       trainable=self.config.trainable, lora_alpha=self.config.lora_alpha, frozen_dir=self.dirs.frozen_weights
     )
+
+  @property
+  def lora_kind(self) -> str | None:
+    """ "lora" or "ffa_lora" for a GPT-2 with adapters (the round's exactness gap is measured), else None."""
+    mode = trainable_lib.parse(self.config.trainable)
+    return mode.kind if mode.is_lora and registry.MODELS[self.config.model].is_gpt2 else None
+
+  def frozen_lora_a(self) -> list:
+    """Each adapter's frozen `A` (ffa_lora: the seeded draw every client shares), first block first."""
+    model = self.keras_model(self.initial_weights(), merged=False)
+    return [adapter.lora_a.numpy() for adapter in adapters.adapters_of(gpt2_lm.backbone_of(model))]
 
   @property
   def client_model_fn(self):

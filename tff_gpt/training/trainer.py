@@ -52,6 +52,7 @@ class FederatedExperiment:
       self.task.model_fn,
       client_model_fn=self.task.client_model_fn,
       client_lr_multipliers=self.task.client_lr_multipliers(),
+      lora_gap=self.task.lora_kind,
     )
     self.task.check_fits(self.process)
     self.loop = rounds.RoundLoop(config, self.task, self.process, progress=progress)
