@@ -1,9 +1,13 @@
 """LoRA variants: FFA-LoRA (A frozen, B alone trained and sent) and the exactness gap of averaging factors."""
 
+import os
+
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from tests import helpers
+from tff_gpt import export
 from tff_gpt.algorithms import lora_gap
 from tff_gpt.training import outputs, trainer
 
@@ -73,3 +77,8 @@ def test_ffa_lora_sends_half_of_loras_bytes_keeps_a_and_writes_the_gap_each_roun
     np.testing.assert_array_equal(before, after)
   rows = outputs.read_metrics(ffa.dirs)
   assert [float(r["lora_gap"]) < 1e-6 for r in rows] == [True, True]
+  # The PEFT adapter holds the frozen A beside the trained B (the export takes both from the model).
+  out = export.export_run(ffa.task, summary["model_weights"], 2, out_dir=str(tmp_path / "export"))
+  peft = safetensors.numpy.load_file(os.path.join(out, "peft", "adapter_model.safetensors"))
+  a_query = peft["base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"][:2]
+  np.testing.assert_array_equal(a_query, a_before[0].T)
