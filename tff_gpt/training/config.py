@@ -17,7 +17,7 @@ from tff_gpt.algorithms.settings import CLIENT_WEIGHTINGS, AggregationSettings, 
 from tff_gpt.data.settings import CorpusSettings, TokenizerSettings
 from tff_gpt.models import registry as models_registry
 from tff_gpt.models.settings import MODELS, ModelSettings
-from tff_gpt.settings import AT_LEAST_1, Check, ConfigError, check_declared, require, setting
+from tff_gpt.settings import AT_LEAST_1, POSITIVE, Check, ConfigError, check_declared, require, setting
 
 __all__ = [
   "CLIENT_WEIGHTINGS",
@@ -63,6 +63,22 @@ class RunSettings:
     check=Check(AT_LEAST_1.accepts, "must be >= 1, or None for no limit"),
   )
   eval_batch_size: int = setting(64, "Sequences per evaluation batch.", resume=False, check=AT_LEAST_1)
+  personalization_clients: int | None = setting(
+    None,
+    "At every evaluation, this many evaluation clients each fine-tune the global model (what --trainable "
+    "trains) on their own training text and are evaluated again on their held-out text; 0 = none.",
+    resume=False,
+    check=AT_LEAST_1,
+  )
+  personalization_steps: int = setting(
+    20,
+    "Plain SGD steps of --client_batch_size sequences each personalizing client takes.",
+    resume=False,
+    check=AT_LEAST_1,
+  )
+  personalization_learning_rate: float = setting(
+    0.1, "Learning rate of the personalizing clients' plain SGD.", resume=False, check=POSITIVE
+  )
   seed: int = setting(0, "Seed of the initial weights, client sampling, client shuffling and partitions.")
   max_concurrent_computation_calls: int = setting(
     2, "Client computations TFF runs at once (1 for 124M).", resume=False, check=AT_LEAST_1

@@ -15,6 +15,7 @@ import tqdm
 
 from tff_gpt import algorithms, runtime
 from tff_gpt.models import metrics as metrics_lib
+from tff_gpt.training import personalization
 
 # About how many calls an evaluation is split into (fewer with few clients): enough for a bar that moves,
 # few enough that a call's fixed cost stays small against the tiny model's.
@@ -33,6 +34,19 @@ class Evaluation:
   def __init__(self, task, *, progress: bool = True):
     self.task = task
     self.progress = progress
+    self.personalized_clients: list[dict] = []  # The last evaluation's per-client personalization rows.
+
+  @functools.cached_property
+  def personalization(self) -> personalization.Personalization | None:
+    c = self.task.config
+    if not c.personalization_clients:
+      return None
+    return personalization.Personalization(
+      clients=c.personalization_clients,
+      steps=c.personalization_steps,
+      learning_rate=c.personalization_learning_rate,
+      batch_size=c.client_batch_size,
+    )
 
   @functools.cached_property
   def process(self):
@@ -67,6 +81,11 @@ class Evaluation:
     # The same total loss per character of the held-out text: comparable across tokenizers.
     characters = self.task.characters(client_ids)
     metrics["eval_loss_per_char"] = metrics["eval_loss"] * metrics["eval_tokens"] / max(characters, 1)
+    if self.personalization is not None:
+      summary, self.personalized_clients = personalization.evaluate(
+        self.task, model_weights, self.personalization
+      )
+      metrics.update({f"personalization_{k}": v for k, v in summary.items()})
     return metrics
 
 

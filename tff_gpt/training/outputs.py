@@ -71,6 +71,11 @@ class RunDirs:
     return os.path.join(self.results, CLIENTS_FILE)
 
   @property
+  def personalization_csv(self) -> str:
+    """Per-client global and personalized held-out loss of the last evaluation (`personalization.py`)."""
+    return os.path.join(self.results, "personalization.csv")
+
+  @property
   def run_config(self) -> str:
     return os.path.join(self.checkpoints, RUN_CONFIG_FILE)
 
@@ -232,12 +237,16 @@ async def load_latest_readable(state_manager, structure, *, set_aside: bool = Tr
 
 
 def write_hparams(dirs: RunDirs, hparams: dict) -> None:
-  """Writes the run's hyperparameters as one-row `hparams.csv` and as JSON."""
-  row = {k: ("" if v is None else v) for k, v in sorted(hparams.items())}
-  with open(os.path.join(dirs.results, HPARAMS_FILE), "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(row))
+  """Writes the run's hyperparameters as one-row `hparams.csv`."""
+  write_rows(os.path.join(dirs.results, HPARAMS_FILE), [{k: hparams[k] for k in sorted(hparams)}])
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+  """Writes rows with the same keys as a CSV file (None as empty)."""
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerow(row)
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
 
 
 def write_json(path: str, value: dict) -> None:

@@ -22,6 +22,9 @@ def settings_summary(config, corpus) -> dict:
   )
 
 
+_EVALUATED = ("eval_", "personalization_")  # What an evaluation adds to a metrics row.
+
+
 def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: float) -> dict:
   """Writes and returns the summary of a run that `loop` (a `rounds.RoundLoop`) has finished.
 
@@ -32,7 +35,8 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   """
   config, task, dirs = loop.config, loop.task, loop.dirs
   weights = loop.process.get_model_weights(final_state)
-  final = {k: v for k, v in last_metrics.items() if k.startswith("eval_")} or loop.evaluate(weights)
+  evaluated = {k: v for k, v in last_metrics.items() if k.startswith(_EVALUATED)} or loop.evaluate(weights)
+  final = {k: v for k, v in evaluated.items() if k.startswith("eval_")}
   rows = outputs.read_metrics(dirs)
   summary = dict(
     final,
@@ -49,6 +53,12 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   )
   if task.pair_summary():
     summary["pairs"] = task.pair_summary()
+  if loop.evaluate.personalized_clients:
+    summary["personalization"] = {
+      k.removeprefix("personalization_"): v for k, v in evaluated.items() if k.startswith("personalization_")
+    }
+    summary["personalization_csv"] = dirs.personalization_csv
+    outputs.write_rows(dirs.personalization_csv, loop.evaluate.personalized_clients)
   if config.differentially_private:
     summary.update(dp_epsilon=loop.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
   if config.export and registry.MODELS[config.model].is_gpt2:
@@ -82,6 +92,13 @@ def format_summary(summary: dict) -> str:
     lines.append(f"  {summary['eval_loss_per_char']:.4f} nats per character (comparable across tokenizers)")
   if "pairs" in summary:
     lines.append("  " + format_pairs(summary["pairs"]))
+  if "personalization" in summary:
+    p = summary["personalization"]
+    lines.append(
+      f"  personalized on {p['clients']} clients: held-out loss {p['global_loss_mean']:.4f} -> "
+      f"{p['personalized_loss_mean']:.4f}, median gain {p['gain_median']:.4f} nats/token, "
+      f"{100 * p['fraction_improved']:.0f}% of clients improved ({summary['personalization_csv']})"
+    )
   if "dp_epsilon" in summary:
     lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")
   lines.append(f"  checkpoints: {summary['checkpoints']}")
