@@ -70,10 +70,11 @@ nbformat.write(nb, sys.argv[2])
 """
 
 
-def run_notebook(results_dir: str, tmp_path) -> str:
+def run_notebook(results_dir: str, tmp_path, figures: int = 2) -> str:
   """Executes notebooks/evaluate.ipynb headless in the Colab-like venv on a run's results.
 
-  Fails on any cell error, or unless it draws its 2 figures; returns the printed text.
+  Fails on any cell error, or unless it draws its `figures` figures (learning curves and the per-client
+  loss histogram; a run with personalization also its gains); returns the printed text.
   """
   executed = os.path.join(str(tmp_path), "executed.ipynb")
   notebook = os.path.join(REPO, "notebooks", "evaluate.ipynb")
@@ -83,7 +84,7 @@ def run_notebook(results_dir: str, tmp_path) -> str:
   outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
   assert not [o for o in outputs if o["output_type"] == "error"]
   images = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
-  assert len(images) == 2  # Learning curves and the per-client loss histogram.
+  assert len(images) == figures
   assert all(len(image) > 10_000 for image in images)
   return "".join("".join(o.get("text", "")) for o in outputs)
 

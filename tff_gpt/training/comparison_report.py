@@ -81,6 +81,9 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str 
     "train_seconds": round(summary["train_seconds"], 1),  # A diverged run's: up to the round it stopped.
     "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
     "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
+    # With --personalization_clients: personalized held-out loss and the median per-client gain.
+    "personalized_loss": _round((summary.get("personalization") or {}).get("personalized_loss_mean", ""), 4),
+    "personalization_gain": _round((summary.get("personalization") or {}).get("gain_median", ""), 4),
     "partition": summary.get("partition", ""),
     "partition_alpha": (summary.get("partition_settings") or {}).get("alpha") or "",
     "clients": heterogeneity.get("clients", ""),
@@ -128,6 +131,8 @@ _MD_COLUMNS = [
   "train_seconds",
   "mb_communicated",
   "dp_epsilon",
+  "personalized_loss",
+  "personalization_gain",
   "partition",
   "size_gini",
   "mean_label_tv",
