@@ -10,7 +10,8 @@ from absl.testing import flagsaver
 
 from experiments import compare_algorithms, flags_common
 from tests import helpers
-from tff_gpt.training import comparison, comparison_configs, outputs
+from tff_gpt.training import comparison, comparison_configs, comparison_stats, outputs
+from tff_gpt.training import config as config_lib
 
 
 def test_parse_configuration_forms(tmp_path):
@@ -183,3 +184,78 @@ def test_a_comparison_across_partitions_reports_their_heterogeneity(tmp_path):
     header = f.readline()
   assert "mean_label_tv" in header and "size_gini" in header
   assert os.path.getsize(report["heterogeneity_plot"]) > 10_000
+
+
+def test_intervals_and_paired_differences_over_seeds():
+  mean, low, high = comparison_stats.interval([1.0, 2.0, 3.0, 4.0])
+  # Student's t with 3 degrees of freedom: t(0.975) = 3.1824; sd 1.2910, so the half-width is 2.0543.
+  assert (mean, round(low, 3), round(high, 3)) == (2.5, 0.446, 4.554)
+  assert comparison_stats.interval([2.0]) == (2.0, "", "")
+
+  def runs(configuration, losses):
+    return [
+      dict(configuration=configuration, seed=s, run=f"{configuration}_s{s}", final_eval_loss=loss)
+      for s, loss in enumerate(losses)
+    ]
+
+  best = {
+    "fedavg": ({}, runs("fedavg", [2.0, 2.1, 1.9])),
+    "better": ({}, runs("better", [1.9, 2.0, 1.8])),  # 0.1 lower on every seed: the interval excludes 0.
+    "same": ({}, runs("same", [2.2, 1.9, 1.95])),
+  }
+  diffs = {d["configuration"]: d for d in comparison_stats.paired_differences(best, "fedavg", "eval_loss")}
+  assert diffs["better"]["mean_difference"] == -0.1 and diffs["better"]["excludes_zero"]
+  assert not diffs["same"]["excludes_zero"]
+  text = comparison_stats.conclusions(list(diffs.values()), "fedavg")
+  assert "lower final test loss than fedavg: better" in text and "includes zero): same" in text
+
+
+@pytest.mark.full
+def test_seeds_pair_the_runs_and_validation_clients_choose_the_grid_point(tmp_path):
+  config = helpers.tiny_config(tmp_path, clients_per_round=2, total_rounds=1, validation_clients=2)
+  values = {k: v for k, v in config.to_dict().items() if v is not None}
+  configurations = ["fedavg", "prox: --algorithm=fedprox --client_learning_rate=0.1,0.5"]
+  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="seeds", seeds=["0", "1"]):
+    report = compare_algorithms.run()
+  root = os.path.join(values["root_output_dir"], "seeds")
+  sampled = {
+    run: outputs.read_sampled_clients(outputs.RunDirs.of(root, run))
+    for run in ("fedavg_s0", "fedavg_s1", "prox_clr0.1_s0", "prox_clr0.5_s1")
+  }
+  assert sampled["fedavg_s0"] != sampled["fedavg_s1"]  # Another seed, other clients.
+  assert (
+    sampled["fedavg_s0"] == sampled["prox_clr0.1_s0"] and sampled["fedavg_s1"] == sampled["prox_clr0.5_s1"]
+  )
+  summary = outputs.read_json(outputs.RunDirs.of(root, "fedavg_s0").summary)
+  assert summary["eval_clients"] == 2 and summary["validation_clients"] == 2 and "val_loss" in summary
+  rows = {r["configuration"]: r for r in report["rows"]}
+  assert rows["fedavg"]["seeds"] == 2 and rows["fedavg"]["final_eval_loss_ci"].startswith("[")
+  (difference,) = report["differences"]
+  assert difference["configuration"] == "prox" and difference["seeds"] == 2
+  with open(report["markdown"]) as f:
+    text = f.read()
+  assert "2 validation clients" in text and "Over 2 paired seeds" in text
+
+  # The grid point is chosen on validation clients: test losses that favour the other point change nothing.
+  chosen = rows["prox"]["grid_point"]
+  other = next(p for p in ("prox_clr0.1", "prox_clr0.5") if p != chosen)
+  for seed in (0, 1):
+    dirs = outputs.RunDirs.of(root, f"{other}_s{seed}")
+    metrics = outputs.read_metrics(dirs)
+    for row in metrics:
+      row["eval_loss"] = "0.001"
+    outputs.write_rows(dirs.metrics_csv, metrics)
+  records = comparison.run_comparison(
+    config_lib.ExperimentConfig(**values),
+    [comparison_configs.parse_configuration(c) for c in configurations],
+    comparison_dir=root,
+    seeds=[0, 1],
+    progress=False,
+  )
+  for record in records:  # The summaries too: the final test loss of the other point is the lowest now.
+    if record["grid_point"] == other:
+      record["summary"]["eval_loss"] = 0.001
+  again = comparison.write_report(records, root, select_on="validation")
+  assert {r["configuration"]: r for r in again["rows"]}["prox"]["grid_point"] == chosen
+  on_test = comparison.write_report(records, root, select_on="test")
+  assert {r["configuration"]: r for r in on_test["rows"]}["prox"]["grid_point"] == other

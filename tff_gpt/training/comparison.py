@@ -5,7 +5,10 @@ model, seed, rounds and clients per round), so all see the same clients in the
 same rounds (`tff.simulation.build_uniform_sampling_fn` of the seed). A
 configuration may carry a grid of client and server learning rates; as in
 Reddi et al. 2021, each configuration is reported at its best grid point,
-chosen by the final evaluation loss. A grid point whose global model diverged
+chosen by the final loss on the validation clients (`--validation_clients`),
+or, as literature tables often did, on the reported clients themselves. With
+several seeds every grid point runs once per seed and the report gives means,
+intervals and paired differences (`comparison_stats`). A grid point whose global model diverged
 (`divergence`) is recorded as such and the comparison goes on; it is never
 a configuration's best unless all of its grid points diverged.
 
@@ -41,17 +44,20 @@ def run_comparison(
   configurations: list[Configuration],
   *,
   comparison_dir: str,
+  seeds: list[int] = (),
   progress: bool = True,
 ) -> list[dict]:
-  """Runs every grid point of every configuration; returns one record per run.
+  """Runs every grid point of every configuration with each seed; returns one record per run.
 
-  Finished runs are skipped, interrupted ones resume after their last
-  checkpoint. All settings are checked before the first run starts.
+  Every configuration runs with the same seeds, so runs are paired: a seed
+  fixes the client sample of each round, the initial weights and the data
+  order. Finished runs are skipped (never rerun), interrupted ones resume
+  after their last checkpoint. All settings are checked before the first run.
   """
   names = [c.name for c in configurations]
   if len(set(names)) != len(names):
     raise errors.UserInputError(f"Configuration names must be unique, got {names}.")
-  plan = [(c, grid_configs(base, c, comparison_dir)) for c in configurations]
+  plan = [(c, grid_configs(base, c, comparison_dir, seeds)) for c in configurations]
   records = []
   for configuration, configs in plan:
     for config in configs:
@@ -78,5 +84,15 @@ def run_comparison(
       elif progress:
         state = "diverged" if "diverged_round" in summary else "finished"
         print(f"{config.experiment_name}: {state} before, skipped.", flush=True)
-      records.append({"configuration": configuration.name, "run": config.experiment_name, "summary": summary})
+      records.append(
+        {
+          "configuration": configuration.name,
+          "run": config.experiment_name,
+          "seed": config.seed,
+          "grid_point": config.experiment_name.removesuffix(f"_s{config.seed}")
+          if len(seeds) > 1
+          else config.experiment_name,
+          "summary": summary,
+        }
+      )
   return records

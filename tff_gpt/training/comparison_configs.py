@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import re
 import shlex
+from collections.abc import Sequence
 
 from tff_gpt import algorithms, errors, settings
 from tff_gpt.models import registry as models_registry
@@ -158,8 +159,13 @@ def _fmt(x: float) -> str:
   return f"{x:g}"
 
 
-def grid_configs(base: config_lib.ExperimentConfig, configuration: Configuration, root: str):
-  """The `ExperimentConfig` of each grid point of `configuration`, validated."""
+def grid_configs(
+  base: config_lib.ExperimentConfig, configuration: Configuration, root: str, seeds: Sequence[int] = ()
+):
+  """The `ExperimentConfig` of each grid point of `configuration` and each seed, validated.
+
+  With more than one seed, run names end in `_s<seed>`; a grid point's runs differ in their seed only.
+  """
   values = dataclasses.asdict(base) | configuration.overrides | {"root_output_dir": root}
   client_lrs = configuration.client_learning_rates or [values["client_learning_rate"]]
   server_lrs = configuration.server_learning_rates or [values["server_learning_rate"]]
@@ -169,13 +175,14 @@ def grid_configs(base: config_lib.ExperimentConfig, configuration: Configuration
     name = configuration.name
     if grid:
       name += f"_clr{_fmt(client_lr)}" + (f"_slr{_fmt(server_lr)}" if server_lr is not None else "")
-    config = config_lib.ExperimentConfig(
-      **values
-      | {"client_learning_rate": client_lr, "server_learning_rate": server_lr, "experiment_name": name}
-    )
-    try:
-      config.validate()
-    except ValueError as e:
-      raise errors.UserInputError(f"Configuration {configuration.name!r}: {e}") from None
-    configs.append(config)
+    for seed in seeds or [values["seed"]]:
+      point = {"client_learning_rate": client_lr, "server_learning_rate": server_lr, "seed": seed}
+      config = config_lib.ExperimentConfig(
+        **values | point | {"experiment_name": name + (f"_s{seed}" if len(seeds) > 1 else "")}
+      )
+      try:
+        config.validate()
+      except ValueError as e:
+        raise errors.UserInputError(f"Configuration {configuration.name!r}: {e}") from None
+      configs.append(config)
   return configs

@@ -1,29 +1,21 @@
 """The report of a comparison: CSV and Markdown tables, the grid, and plots against rounds and bytes.
 
-Each configuration is reported at its best grid point (the lowest final
-evaluation loss); a diverged grid point is reported as such and is never a
-configuration's best unless all of its points diverged.
+Each configuration is reported at its best grid point (`comparison_stats`:
+the lowest mean final loss on the selection clients); a diverged grid point
+is reported as such and is never a configuration's best unless all of its
+points diverged. With several seeds, figures are means with t-intervals,
+the curves means with a band, and `differences.csv` holds each
+configuration's paired difference from the reference.
 """
 
 import csv
 import math
 import os
 
-from matplotlib.figure import Figure
-
-from tff_gpt.training import outputs
-
-
-def _curve(rows: list[dict], key: str) -> list[tuple[int, float, float]]:
-  """`(round, bytes, value)` of every row where `key` was recorded."""
-  return [
-    (int(r["round_num"]), float(r["bytes_communicated"]), float(r[key]))
-    for r in rows
-    if r.get(key) not in (None, "")
-  ]
-
-
-PER_TOKEN, PER_CHAR = "eval_loss", "eval_loss_per_char"
+from tff_gpt.training import comparison_stats, outputs
+from tff_gpt.training.comparison_plots import PER_CHAR, PER_TOKEN, plot_curves, plot_heterogeneity
+from tff_gpt.training.comparison_plots import curve as _curve
+from tff_gpt.training.comparison_plots import loss_curve as _loss_curve
 
 
 def _tokenizer(record: dict) -> str:
@@ -40,14 +32,13 @@ def loss_key(records: list[dict]) -> str:
   return PER_CHAR if len({_tokenizer(r) for r in records}) > 1 else PER_TOKEN
 
 
-def _loss_curve(rows: list[dict], key: str, tokenizer: str) -> list[tuple[int, float, float]]:
-  if key == PER_CHAR and tokenizer == "char" and not _curve(rows, key):
-    key = PER_TOKEN  # The same number for characters (runs from before the per-character metric).
-  return _curve(rows, key)
+def _row(
+  record: dict, comparison_dir: str, target_loss: float | None, key: str = PER_TOKEN, select_on: str = "test"
+) -> dict:
+  """A run's report row; a diverged run's losses and final figures are blank, its round in `diverged_round`.
 
-
-def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str = PER_TOKEN) -> dict:
-  """A report row; a diverged run's losses and final figures are blank, its round in `diverged_round`."""
+  Rounds to target are counted on the selection clients' loss (validation or test).
+  """
   summary = record["summary"]
   heterogeneity = summary.get("heterogeneity") or {}
   rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, record["run"]))
@@ -56,12 +47,20 @@ def _row(record: dict, comparison_dir: str, target_loss: float | None, key: str 
   best_round, _, best_loss = min(finite, key=lambda x: x[2]) if finite else ("", "", "")
   per_char = [x for x in _loss_curve(rows, PER_CHAR, _tokenizer(record)) if math.isfinite(x[2])]
   compared = per_char if key == PER_CHAR else finite
+  if select_on == "validation":
+    compared = [
+      x for x in _curve(rows, "val_loss_per_char" if key == PER_CHAR else "val_loss") if math.isfinite(x[2])
+    ]
   reached = [r for r, _, loss in compared if target_loss is not None and loss <= target_loss]
   diverged = "diverged_round" in summary
   final = {k: "" if diverged else summary[k] for k in ("eval_loss", "eval_perplexity", "eval_accuracy")}
+  val_key = "val_loss_per_char" if key == PER_CHAR else "val_loss"
   return {
     "configuration": record["configuration"],
     "run": record["run"],
+    "grid_point": record.get("grid_point", record["run"]),
+    "seed": record.get("seed", summary.get("seed", "")),
+    "final_val_loss": "" if diverged or val_key not in summary else round(summary[val_key], 4),
     "model": summary.get("model", "gpt2"),
     "tokenizer": _tokenizer(record),
     "algorithm": summary["algorithm"],
@@ -96,13 +95,6 @@ def _round(value, digits: int):
   return "" if value == "" else round(value, digits)
 
 
-def _rank(row: dict) -> tuple:
-  """Best grid point first: lowest final eval loss; diverged (or NaN) runs last."""
-  loss = row["final_eval_loss"]
-  last = loss == "" or math.isnan(loss)
-  return (last, 0.0 if last else loss)
-
-
 def _write_csv(path: str, rows: list[dict]) -> None:
   with open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -120,9 +112,13 @@ _MD_COLUMNS = [
   "configuration",
   "client_lr",
   "server_lr",
+  "seeds",
+  "final_val_loss",
   "final_eval_loss",
+  "final_eval_loss_ci",
   "best_eval_loss",
   "final_loss_per_char",
+  "final_loss_per_char_ci",
   "best_loss_per_char",
   "final_perplexity",
   "final_accuracy",
@@ -139,33 +135,49 @@ _MD_COLUMNS = [
 ]
 
 
-def write_report(records: list[dict], comparison_dir: str, *, target_loss: float | None = None) -> dict:
-  """Writes the tables and the plot; returns their paths and the best rows.
+def write_report(
+  records: list[dict],
+  comparison_dir: str,
+  *,
+  target_loss: float | None = None,
+  select_on: str = "test",
+  reference: str | None = None,
+) -> dict:
+  """Writes the tables and the plot; returns their paths, the best rows and the paired differences.
 
-  Each configuration is represented by its grid point with the lowest final
-  evaluation loss; `grid.csv` lists every grid point.
+  Each configuration is represented by its grid point with the lowest mean
+  final loss on the `select_on` clients ("validation" or "test");
+  `grid.csv` lists every run (grid point and seed). `reference` (default:
+  fedavg when compared, else the first configuration) is what
+  `differences.csv` subtracts.
   """
   report_dir = os.path.join(comparison_dir, "report")
   os.makedirs(report_dir, exist_ok=True)
   key = loss_key(records)
-  grid = [_row(r, comparison_dir, target_loss, key) for r in records]
-  best = {}
+  grid = [_row(r, comparison_dir, target_loss, key, select_on) for r in records]
+  points = {}
   for row in grid:
-    current = best.get(row["configuration"])
-    if current is None or _rank(row) < _rank(current):
-      best[row["configuration"]] = row
-  rows = list(best.values())
+    points.setdefault(row["grid_point"], []).append(row)
+  best = comparison_stats.best_points(points, select_on, key)
+  rows = [row for row, _ in best.values()]
+  names = list(best)
+  reference = reference or ("fedavg" if "fedavg" in names else names[0])
+  differences = comparison_stats.paired_differences(best, reference, key) if reference in best else []
   paths = {
     "csv": os.path.join(report_dir, "comparison.csv"),
     "markdown": os.path.join(report_dir, "comparison.md"),
     "grid_csv": os.path.join(report_dir, "grid.csv"),
+    "differences_csv": os.path.join(report_dir, "differences.csv"),
     "plot": os.path.join(report_dir, "comparison.png"),
   }
   _write_csv(paths["csv"], rows)
   _write_csv(paths["grid_csv"], grid)
-  _write_markdown(paths["markdown"], rows, grid, key, target_loss)
+  if differences:
+    _write_csv(paths["differences_csv"], differences)
+  about = _selection_text(records, select_on, reference, differences)
+  _write_markdown(paths["markdown"], rows, grid, key, target_loss, about)
   plot_curves(
-    [(r["configuration"], r["run"]) for r in rows],
+    [(name, [r["run"] for r in runs]) for name, (_, runs) in best.items()],
     comparison_dir,
     paths["plot"],
     loss=key,
@@ -174,11 +186,31 @@ def write_report(records: list[dict], comparison_dir: str, *, target_loss: float
   if len({r["partition"] for r in rows}) > 1 and all(r["mean_label_tv"] != "" for r in rows):
     paths["heterogeneity_plot"] = os.path.join(report_dir, "heterogeneity.png")
     plot_heterogeneity(rows, paths["heterogeneity_plot"])
-  return {"rows": rows, "grid": grid, **paths}
+  return {"rows": rows, "grid": grid, "differences": differences, **paths}
+
+
+def _selection_text(records: list[dict], select_on: str, reference: str, differences: list[dict]) -> str:
+  """What chose each grid point and what is reported, and the conclusions the paired differences allow."""
+  summary = records[0]["summary"]
+  test, validation = summary.get("eval_clients", ""), summary.get("validation_clients", 0)
+  if select_on == "validation":
+    text = (
+      f" Each configuration at its grid point with the lowest mean final loss on {validation} validation "
+      f"clients; losses reported on {test} other (test) clients, never used to choose."
+    )
+  else:
+    text = (
+      f" Each configuration at its grid point with the lowest mean final loss on the same {test} clients "
+      "it is reported on (--select_on=test: tuned on test, as many published tables were; this flatters "
+      "large grids)."
+    )
+  if differences:
+    text += " " + comparison_stats.conclusions(differences, reference)
+  return text
 
 
 def _write_markdown(
-  path: str, rows: list[dict], grid: list[dict], key: str, target_loss: float | None
+  path: str, rows: list[dict], grid: list[dict], key: str, target_loss: float | None, about: str = ""
 ) -> None:
   """The best rows as a Markdown table and a paragraph: what was evaluated, the target, data, divergences."""
   columns = [c for c in _MD_COLUMNS if any(r[c] != "" for r in rows)]
@@ -207,68 +239,6 @@ def _write_markdown(
     data += f" Diverged (global weights no longer finite, stopped; see grid.csv): {', '.join(diverged)}."
   with open(path, "w") as f:
     f.write(
-      f"{markdown_table(rows, columns)}\n\nEvaluation on held-out text of the evaluation clients; "
-      f"each configuration at its best grid point (by final eval loss).{target}{data}\n"
+      f"{markdown_table(rows, columns)}\n\nEvaluation on held-out text of the evaluation clients.{about}"
+      f"{target}{data}\n"
     )
-
-
-def plot_curves(
-  runs: list[tuple[str, str]],
-  comparison_dir: str,
-  path: str,
-  *,
-  loss: str = PER_TOKEN,
-  tokenizers: list[str] | None = None,
-) -> None:
-  """Eval loss (`loss`: per token or per character) and accuracy against rounds and MB, one line per run."""
-  fig = Figure(figsize=(12, 8))  # Not pyplot: no global backend or figure state is touched.
-  axes = fig.subplots(2, 2)
-  tokenizers = tokenizers or ["char"] * len(runs)
-  for (label, run), tokenizer in zip(runs, tokenizers, strict=True):
-    rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, run))
-    for row_axes, points in zip(
-      axes, (_loss_curve(rows, loss, tokenizer), _curve(rows, "eval_accuracy")), strict=True
-    ):
-      if not points:  # Diverged before its first evaluation.
-        continue
-      rounds, sent, values = zip(*points, strict=True)
-      row_axes[0].plot(rounds, values, marker="o", markersize=3, label=label)
-      row_axes[1].plot([b / 2**20 for b in sent], values, marker="o", markersize=3, label=label)
-  loss_name = "eval loss (nats per character)" if loss == PER_CHAR else "eval loss"
-  accuracy_name = "eval next-token accuracy" + (" (own tokens)" if loss == PER_CHAR else "")
-  for row_axes, name in zip(axes, (loss_name, accuracy_name), strict=True):
-    row_axes[0].set(xlabel="round", ylabel=name)
-    row_axes[1].set(xlabel="MB communicated (all clients, both directions)", ylabel=name)
-    row_axes[1].set_xscale("log")
-    for ax in row_axes:
-      ax.grid(alpha=0.3)
-  if axes[0][0].get_legend_handles_labels()[0]:  # Not when every run diverged before its first evaluation.
-    axes[0][0].legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-
-
-def plot_heterogeneity(rows: list[dict], path: str) -> None:
-  """Final eval loss against the Dirichlet alpha (when every row has one) and against mean label TV."""
-  with_alpha = all(r["partition_alpha"] != "" for r in rows)
-  panels = (["partition_alpha"] if with_alpha else []) + ["mean_label_tv"]
-  fig = Figure(figsize=(6 * len(panels), 4.5))
-  axes = fig.subplots(1, len(panels), squeeze=False)
-  by_algorithm = {}
-  for row in rows:
-    if row["final_eval_loss"] == "":  # Diverged.
-      continue
-    by_algorithm.setdefault(f"{row['algorithm']} ({row['aggregator']})", []).append(row)
-  for ax, key in zip(axes[0], panels, strict=True):
-    for label, group in by_algorithm.items():
-      group = sorted(group, key=lambda r: r[key])
-      ax.plot([r[key] for r in group], [r["final_eval_loss"] for r in group], marker="o", label=label)
-    if key == "partition_alpha":
-      ax.set(xscale="log", xlabel="Dirichlet alpha over the label (small = each client holds few labels)")
-    else:
-      ax.set(xlabel="mean TV distance of client label mixes from the global mix (0 = IID)")
-    ax.set(ylabel="final eval loss")
-    ax.grid(alpha=0.3)
-  axes[0][0].legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)

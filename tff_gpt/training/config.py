@@ -63,6 +63,13 @@ class RunSettings:
     check=Check(AT_LEAST_1.accepts, "must be >= 1, or None for no limit"),
   )
   eval_batch_size: int = setting(64, "Sequences per evaluation batch.", resume=False, check=AT_LEAST_1)
+  validation_clients: int | None = setting(
+    None,
+    "Of the evaluation clients, this many (drawn by --seed) are validation clients, evaluated apart (val_* "
+    "columns) for choosing settings; the rest are the test clients that eval_* reports. 0 = none.",
+    resume=False,
+    check=AT_LEAST_1,
+  )
   personalization_clients: int | None = setting(
     None,
     "At every evaluation, this many evaluation clients each fine-tune the global model (what --trainable "

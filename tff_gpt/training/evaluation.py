@@ -54,8 +54,25 @@ class Evaluation:
     return algorithms.build_eval_process(self.task.model_fn, client_model_fn=self.task.client_model_fn)
 
   def __call__(self, model_weights, client_ids: list[str] | None = None) -> dict:
-    """`eval_*` metrics of `model_weights` on `client_ids` (default: the task's evaluation clients)."""
+    """`eval_*` metrics of `model_weights` on `client_ids` (default: the task's test clients).
+
+    With validation clients (`--validation_clients`) and no `client_ids`, also their `val_*` metrics.
+    """
+    if client_ids is None and self.task.validation_client_ids:
+      validation = self._evaluate(model_weights, self.task.validation_client_ids)
+      val = {f"val_{k.removeprefix('eval_')}": v for k, v in validation.items()}
+      return dict(self(model_weights, self.task.eval_client_ids), **val)
     client_ids = self.task.eval_client_ids if client_ids is None else client_ids
+    metrics = self._evaluate(model_weights, client_ids)
+    if self.personalization is not None:
+      summary, self.personalized_clients = personalization.evaluate(
+        self.task, model_weights, self.personalization
+      )
+      metrics.update({f"personalization_{k}": v for k, v in summary.items()})
+    return metrics
+
+  def _evaluate(self, model_weights, client_ids: list[str]) -> dict:
+    """`eval_*` metrics of `model_weights` on `client_ids`, in groups."""
     state = self.process.set_model_weights(self.process.initialize(), model_weights)
     size = max(MIN_CLIENTS_PER_GROUP, math.ceil(len(client_ids) / GROUPS))
     groups = [client_ids[i : i + size] for i in range(0, len(client_ids), size)]
@@ -81,11 +98,6 @@ class Evaluation:
     # The same total loss per character of the held-out text: comparable across tokenizers.
     characters = self.task.characters(client_ids)
     metrics["eval_loss_per_char"] = metrics["eval_loss"] * metrics["eval_tokens"] / max(characters, 1)
-    if self.personalization is not None:
-      summary, self.personalized_clients = personalization.evaluate(
-        self.task, model_weights, self.personalization
-      )
-      metrics.update({f"personalization_{k}": v for k, v in summary.items()})
     return metrics
 
 

@@ -22,7 +22,7 @@ def settings_summary(config, corpus) -> dict:
   )
 
 
-_EVALUATED = ("eval_", "personalization_")  # What an evaluation adds to a metrics row.
+_EVALUATED = ("eval_", "val_", "personalization_")  # What an evaluation adds to a metrics row.
 
 
 def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: float) -> dict:
@@ -36,7 +36,7 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   config, task, dirs = loop.config, loop.task, loop.dirs
   weights = loop.process.get_model_weights(final_state)
   evaluated = {k: v for k, v in last_metrics.items() if k.startswith(_EVALUATED)} or loop.evaluate(weights)
-  final = {k: v for k, v in evaluated.items() if k.startswith("eval_")}
+  final = {k: v for k, v in evaluated.items() if k.startswith(("eval_", "val_"))}
   rows = outputs.read_metrics(dirs)
   summary = dict(
     final,
@@ -47,6 +47,7 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
     memory_estimate_mb=round(memory_estimate_mb),
     memory_peak_mb=round(max((float(r["memory_mb"]) for r in rows if r.get("memory_mb")), default=0.0)),
     eval_clients=len(task.eval_client_ids),
+    validation_clients=len(task.validation_client_ids),
     checkpoints=dirs.checkpoints,
     metrics_csv=dirs.metrics_csv,
     logdir=dirs.logdir,

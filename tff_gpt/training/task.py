@@ -49,7 +49,7 @@ class FederatedTask:
     self.model_fn = tff_model.build_model_fn(
       self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
-    self.eval_client_ids = self._choose_eval_clients()
+    self.eval_client_ids, self.validation_client_ids = self._choose_eval_clients()
 
   def _tokenized(self, texts) -> preprocessing.TokenizedClients:
     """Text as packed streams, or prompt and response pairs as one window each (`pairs`)."""
@@ -167,13 +167,23 @@ class FederatedTask:
     if not expected.is_assignable_from(actual):
       raise ValueError(f"Client datasets have type {actual} but the model expects {expected}.")
 
-  def _choose_eval_clients(self) -> list[str]:
+  def _choose_eval_clients(self) -> tuple[list[str], list[str]]:
+    """`(test clients, validation clients)`: a seeded sample of `--clients_per_eval`, split by the seed."""
     ids = self.test_data.client_ids
     n = self.config.clients_per_eval
-    if n is None or n >= len(ids):
-      return ids
-    rng = np.random.default_rng(self.config.seed)
-    return sorted(rng.choice(ids, size=n, replace=False).tolist())
+    if n is not None and n < len(ids):
+      ids = sorted(np.random.default_rng(self.config.seed).choice(ids, size=n, replace=False).tolist())
+    k = self.config.validation_clients
+    if not k:
+      return ids, []
+    if k >= len(ids):
+      raise errors.UserInputError(
+        f"--validation_clients={k} leaves no test clients of the {len(ids)} evaluated; pass fewer, or raise "
+        "--clients_per_eval."
+      )
+    # Another stream of the seed than the sample's, so that the split does not depend on --clients_per_eval.
+    chosen = set(np.random.default_rng([self.config.seed, 1]).choice(ids, size=k, replace=False).tolist())
+    return [c for c in ids if c not in chosen], sorted(chosen)
 
   def train_datasets(self, client_ids: list[str], round_num: int) -> list:
     """What each client trains on in `round_num` (seeded shuffles, epochs, the per-round cap)."""
