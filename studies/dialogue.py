@@ -16,7 +16,9 @@ weights; the pair runs' own federated evaluation agrees):
 - pretrained, unchanged;
 - federated LoRA on the pairs, loss on the responses (`--examples=pairs`);
 - federated LoRA on the same pairs as plain text, loss on every token;
-- federated full fine-tuning on the pairs (client Adam 3e-4).
+- federated full fine-tuning on the pairs (client Adam 3e-4);
+- the LoRA recipe search, one change each: client rate, local epochs, rank,
+  server momentum, FFA-LoRA.
 """
 
 import argparse
@@ -233,14 +235,28 @@ def main(argv=None) -> dict:
     f"--dataset_path={work}/dialogue_text.jsonl",
   )
   lora = f"--trainable=lora:{s['rank']}"
+  e4 = "--client_epochs_per_round=4"
+  on_pairs = [pairs_file, "--examples=pairs"]
   runs = {
-    "federated LoRA, loss on responses": ("lora_pairs", [pairs_file, "--examples=pairs", lora]),
+    "federated LoRA, loss on responses": ("lora_pairs", [*on_pairs, lora]),
     "federated LoRA, same pairs as plain text": ("lora_text", [text_file, lora]),
     "federated full fine-tuning, loss on responses": (
       "all_pairs",
-      [pairs_file, "--examples=pairs", "--trainable=all", "--client_learning_rate=3e-4"],
+      [*on_pairs, "--trainable=all", "--client_learning_rate=3e-4"],
     ),
   }
+  if not args.quick:  # The recipe search: each row one change from the first.
+    runs |= {
+      "LoRA, client lr 1e-2": ("lora_pairs_lr01", [*on_pairs, lora, "--client_learning_rate=0.01"]),
+      "LoRA, client lr 1e-3": ("lora_pairs_lr001", [*on_pairs, lora, "--client_learning_rate=0.001"]),
+      "LoRA, 4 local epochs": ("lora_pairs_e4", [*on_pairs, lora, e4]),
+      "LoRA rank 16 (alpha 32), 4 local epochs": (
+        "lora16_e4",
+        [*on_pairs, "--trainable=lora:16", "--lora_alpha=32", e4],
+      ),
+      "LoRA, 4 local epochs, FedAvgM": ("lora8_e4_avgm", [*on_pairs, lora, e4, "--algorithm=fedavgm"]),
+      "FFA-LoRA, 4 local epochs": ("ffa_pairs_e4", [*on_pairs, f"--trainable=ffa_lora:{s['rank']}", e4]),
+    }
   rows = {}
   for label, (name, extra) in runs.items():
     rows[label] = _run(name, s, work, extra)
