@@ -120,3 +120,27 @@ def test_quick_central_replay_trains_every_configuration_centrally(tmp_path):
       assert c["final_loss_per_char"] == pytest.approx(c["final_eval_loss"], rel=1e-6)  # Characters.
     best = next(c for c in r["central"] if c["learning_rate"] == r["best_central_learning_rate"])
     assert best["evals"][1]["eval_loss"] < best["evals"][0]["eval_loss"]  # It learns.
+
+
+@pytest.mark.slow
+def test_quick_dialogue_study_scores_each_run_on_the_same_responses(tmp_path):
+  out = tmp_path / "dialogue.json"
+  _run_benchmark(
+    tmp_path, "studies.dialogue", "--quick", "--out", str(out), "--work_dir", str(tmp_path / "w")
+  )
+  result = json.loads(out.read_text())
+  rows = result["rows"]
+  assert set(rows) == {
+    "pretrained, unchanged",
+    "federated LoRA, loss on responses",
+    "federated LoRA, same pairs as plain text",
+    "federated full fine-tuning, loss on responses",
+  }
+  tokens = {r["response_tokens"] for r in rows.values()}
+  assert len(tokens) == 1  # Every model is scored on the same held-out response tokens.
+  for name in ("federated LoRA, loss on responses", "federated full fine-tuning, loss on responses"):
+    # The run's own federated evaluation and the Keras scoring agree: both count response tokens only.
+    assert rows[name]["run_eval_perplexity"] == pytest.approx(rows[name]["response_perplexity"], rel=1e-3)
+  plain = rows["federated LoRA, same pairs as plain text"]
+  assert plain["run_eval_perplexity"] != pytest.approx(plain["response_perplexity"], rel=1e-3)  # All tokens.
+  assert result["pair_counts"]["test"]["pairs"] > 0

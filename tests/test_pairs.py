@@ -273,3 +273,25 @@ def test_the_notebook_replies_to_held_out_prompts(pair_run, tmp_path):
   export.export_run(experiment.task, summary["model_weights"], 3)
   text = helpers.run_notebook(experiment.dirs.results, tmp_path)
   assert text.count("  reply: ") == 3 and "held-out response: " in text, text[-3000:]
+
+
+@pytest.mark.full
+def test_pairs_train_with_lora_and_differential_privacy(tmp_path):
+  """Pairs change only the data: a LoRA subset under a DP aggregator trains a round on them."""
+  rows = [{"client_id": c, "prompt": "q", "response": f"answer {c} {i}"} for c in "abcd" for i in range(4)]
+  helpers.ensure_tff_context()
+  config = helpers.tiny_config(
+    tmp_path,
+    dataset_path=_write(tmp_path / "pairs.jsonl", rows),
+    examples="pairs",
+    response_separator="\\n>",
+    sequence_length=24,
+    total_rounds=1,
+    trainable="lora:2",
+    algorithm="fedavg_unweighted",
+    aggregator="dp_adaptive",
+    clients_per_round=4,
+  )
+  summary = trainer.FederatedExperiment(config).run(progress=False)
+  assert summary["dp_epsilon"] > 0 and np.isfinite(summary["eval_loss"])
+  assert summary["pairs"]["train"]["pairs"] == 12
