@@ -204,6 +204,38 @@ def table(rows: dict) -> str:
   return "\n".join(lines)
 
 
+def _runs(s: dict, work: str, quick: bool) -> dict:
+  """`{row label: (run name, its flags)}`."""
+  pairs_file, text_file = (
+    f"--dataset_path={work}/dialogue_pairs.jsonl",
+    f"--dataset_path={work}/dialogue_text.jsonl",
+  )
+  lora = f"--trainable=lora:{s['rank']}"
+  e4 = "--client_epochs_per_round=4"
+  on_pairs = [pairs_file, "--examples=pairs"]
+  runs = {
+    "federated LoRA, loss on responses": ("lora_pairs", [*on_pairs, lora]),
+    "federated LoRA, same pairs as plain text": ("lora_text", [text_file, lora]),
+    "federated full fine-tuning, loss on responses": (
+      "all_pairs",
+      [*on_pairs, "--trainable=all", "--client_learning_rate=3e-4"],
+    ),
+  }
+  if not quick:  # The recipe search: each row one change from the first.
+    runs |= {
+      "LoRA, client lr 1e-2": ("lora_pairs_lr01", [*on_pairs, lora, "--client_learning_rate=0.01"]),
+      "LoRA, client lr 1e-3": ("lora_pairs_lr001", [*on_pairs, lora, "--client_learning_rate=0.001"]),
+      "LoRA, 4 local epochs": ("lora_pairs_e4", [*on_pairs, lora, e4]),
+      "LoRA rank 16 (alpha 32), 4 local epochs": (
+        "lora16_e4",
+        [*on_pairs, "--trainable=lora:16", "--lora_alpha=32", e4],
+      ),
+      "LoRA, 4 local epochs, FedAvgM": ("lora8_e4_avgm", [*on_pairs, lora, e4, "--algorithm=fedavgm"]),
+      "FFA-LoRA, 4 local epochs": ("ffa_pairs_e4", [*on_pairs, f"--trainable=ffa_lora:{s['rank']}", e4]),
+    }
+  return runs
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (for tests).")
@@ -230,33 +262,7 @@ def main(argv=None) -> dict:
   with open(f"{work}/preset/pretrain.json") as f:
     pretrained = json.load(f)
   data = write_dialogue(s, work)
-  pairs_file, text_file = (
-    f"--dataset_path={work}/dialogue_pairs.jsonl",
-    f"--dataset_path={work}/dialogue_text.jsonl",
-  )
-  lora = f"--trainable=lora:{s['rank']}"
-  e4 = "--client_epochs_per_round=4"
-  on_pairs = [pairs_file, "--examples=pairs"]
-  runs = {
-    "federated LoRA, loss on responses": ("lora_pairs", [*on_pairs, lora]),
-    "federated LoRA, same pairs as plain text": ("lora_text", [text_file, lora]),
-    "federated full fine-tuning, loss on responses": (
-      "all_pairs",
-      [*on_pairs, "--trainable=all", "--client_learning_rate=3e-4"],
-    ),
-  }
-  if not args.quick:  # The recipe search: each row one change from the first.
-    runs |= {
-      "LoRA, client lr 1e-2": ("lora_pairs_lr01", [*on_pairs, lora, "--client_learning_rate=0.01"]),
-      "LoRA, client lr 1e-3": ("lora_pairs_lr001", [*on_pairs, lora, "--client_learning_rate=0.001"]),
-      "LoRA, 4 local epochs": ("lora_pairs_e4", [*on_pairs, lora, e4]),
-      "LoRA rank 16 (alpha 32), 4 local epochs": (
-        "lora16_e4",
-        [*on_pairs, "--trainable=lora:16", "--lora_alpha=32", e4],
-      ),
-      "LoRA, 4 local epochs, FedAvgM": ("lora8_e4_avgm", [*on_pairs, lora, e4, "--algorithm=fedavgm"]),
-      "FFA-LoRA, 4 local epochs": ("ffa_pairs_e4", [*on_pairs, f"--trainable=ffa_lora:{s['rank']}", e4]),
-    }
+  runs = _runs(s, work, args.quick)
   rows = {}
   for label, (name, extra) in runs.items():
     rows[label] = _run(name, s, work, extra)

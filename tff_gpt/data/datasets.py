@@ -34,41 +34,22 @@ def load_corpus(
   """
   if examples is not None and examples.is_pairs and name not in ("shakespeare", "jsonl", "tfds"):
     raise client_data.CorpusError(f"--examples={examples.kind} reads jsonl, tfds or shakespeare, not {name}.")
+  dealt = dict(partition=partition, cache_dir=cache_dir)
+  fields = dict(client_field=client_field, text_field=text_field, examples=examples)
   if name == "shakespeare":
     if path:
       raise client_data.CorpusError("The shakespeare corpus is embedded: do not pass a path.")
-    return shakespeare.load_data(partition=partition, cache_dir=cache_dir, examples=examples)
+    return shakespeare.load_data(examples=examples, **dealt)
   if name == "text_dir":
-    return text_corpus.load_text_dir(path, pattern=file_pattern, partition=partition, cache_dir=cache_dir)
+    return text_corpus.load_text_dir(path, pattern=file_pattern, **dealt)
   if name == "jsonl":
-    return text_corpus.load_jsonl(
-      path,
-      client_field=client_field,
-      text_field=text_field,
-      partition=partition,
-      cache_dir=cache_dir,
-      examples=examples,
-    )
+    return text_corpus.load_jsonl(path, **fields, **dealt)
   if name == "tfds":
     if not tfds_name:
       raise client_data.CorpusError("--dataset=tfds needs --tfds_name: the TFDS dataset to read.")
-    return tfds_corpus.load_tfds(
-      tfds_name,
-      split=tfds_split,
-      data_dir=tfds_data_dir,
-      text_field=text_field,
-      client_field=client_field,
-      partition=partition,
-      cache_dir=cache_dir,
-      examples=examples,
-    )
+    return tfds_corpus.load_tfds(tfds_name, split=tfds_split, data_dir=tfds_data_dir, **fields, **dealt)
   if name in ("tff_shakespeare", "tff_stackoverflow"):
     return tff_datasets.load_tff(
-      name,
-      tff_cache_dir=tff_cache_dir,
-      max_clients=tff_max_clients,
-      seed=seed,
-      partition=partition,
-      cache_dir=cache_dir,
+      name, tff_cache_dir=tff_cache_dir, max_clients=tff_max_clients, seed=seed, **dealt
     )
   raise client_data.CorpusError(f"Unknown dataset {name!r}; expected one of {list(CORPORA)}.")

@@ -138,8 +138,7 @@ def load_tfds(
     split: The TFDS split read (a slice such as "train[:10%]" works too);
       every client's examples are split in order into train and test.
     data_dir: Where the dataset was prepared; `~/tensorflow_datasets` when None.
-    text_field: The text feature.
-    examples: Prompt and response pairs instead of text (`pairs.ExampleFormat`).
+    text_field: The text feature (`examples`: pairs instead, `pairs.ExampleFormat`).
     client_field: The feature naming each example's client. Without it in
       the dataset, the natural partition has one client, so deal examples with
       an "iid" or "dirichlet" `partition`.
@@ -168,17 +167,6 @@ def load_tfds(
   key = client_data.cache_key(
     "tfds", name, version_dir, split, *examples.cache_parts(), str(client_field), str(label), *signature
   )
-  return client_data.load_or_build(
-    "tfds",
-    key,
-    lambda: parse_tfds(
-      name,
-      split=split,
-      data_dir=data_dir,
-      client_field=client_field,
-      label_field=label,
-      examples=examples,
-    ),
-    partition=partition,
-    cache_dir=cache_dir,
-  )
+  fields = dict(client_field=client_field, label_field=label, examples=examples)
+  parse = lambda: parse_tfds(name, split=split, data_dir=data_dir, **fields)  # noqa: E731
+  return client_data.load_or_build("tfds", key, parse, partition=partition, cache_dir=cache_dir)

@@ -141,14 +141,12 @@ def export_model(
       targets), stored in config.json beside the file's name.
     lora: With LoRA adapters, `{"base": weights by path without adapters,
       "adapters": lora_a/lora_b by path, "rank", "alpha"}`, written as peft/.
-    examples: For a run on prompt and response pairs, `{"kind", "separator"}`
-      (config.json; heldout.jsonl then holds prompt and response fields).
+    examples: Runs on pairs: `{"kind", "separator"}` (heldout.jsonl: prompt, response).
   """
   if not registry.kind_of(model_config).is_gpt2:
     raise ValueError(f"Only GPT-2 models export to keras_hub, not {model_config['architecture']!r}.")
-  parent = os.path.dirname(os.path.abspath(out_dir))
-  os.makedirs(parent, exist_ok=True)
-  stage = tempfile.mkdtemp(prefix=".export-", dir=parent)
+  os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+  stage = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(os.path.abspath(out_dir)))
   config = {
     "format": FORMAT,
     "architecture": "gpt2",
@@ -156,9 +154,8 @@ def export_model(
     "tokenizer": _write_tokenizer(tokenizer, stage),
     "sequence_length": sequence_length,
     "run": run_info or {},
+    **({"examples": examples} if examples else {}),
   }
-  if examples:
-    config["examples"] = examples
   if trained_subset:
     np.savez(os.path.join(stage, TRAINED_SUBSET_FILE), **trained_subset)
     config["trained_subset"] = {
@@ -171,8 +168,7 @@ def export_model(
   _write_ecosystems(stage, model, model_config, tokenizer, lora)
   shutil.copy(portable.__file__, os.path.join(stage, "tff_gpt_export.py"))
   shutil.copy(os.path.join(os.path.dirname(__file__), "EXPORT_README.md"), os.path.join(stage, "README.md"))
-  if os.path.exists(out_dir):
-    shutil.rmtree(out_dir)
+  shutil.rmtree(out_dir, ignore_errors=True)
   os.replace(stage, out_dir)
   return out_dir
 
