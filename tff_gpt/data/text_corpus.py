@@ -124,7 +124,9 @@ def parse_jsonl(
     clients[str(record[client_field])].append(example)
   if not clients:
     raise client_data.CorpusError(
-      f"{path} has no usable JSON lines" + (f" (dropped: {dict(dropped)})." if dropped else ".")
+      f"{path} has no usable JSON lines (dropped: {dict(dropped)})."
+      if dropped
+      else f"{path} is empty: it has " "no JSON lines."
     )
   return client_data.ParsedCorpus(
     clients=dict(clients), labels={label_field: dict(labels)} if label_field else {}, dropped=dict(dropped)
