@@ -39,8 +39,8 @@ def run() -> dict:
   with runtime.execution_context(**config.context_args()):
     experiment = trainer.FederatedExperiment(config)
     print(experiment.task.corpus.summary_text())
-    if experiment.task.pair_summary():
-      print(report.format_pairs(experiment.task.pair_summary()))
+    if (pair_counts := experiment.task.pair_summary()) is not None:
+      print(report.format_pairs(pair_counts))
     summary = experiment.run()
   print(report.format_summary(summary))
   if registry.MODELS[config.model].is_gpt2:

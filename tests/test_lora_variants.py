@@ -33,7 +33,9 @@ def test_the_gap_is_the_distance_from_the_aggregate_to_the_mean_of_the_clients_p
   loop, task = experiment.loop, experiment.task
   state = loop.initial_state()
   clients = task.train_data.client_ids[:3]
-  frozen_a = task.frozen_lora_a() if trainable.startswith("ffa") else None
+  frozen_a = (
+    task.frozen_lora_a(experiment.process.get_model_weights(state)) if trainable.startswith("ffa") else None
+  )
   singles = [_round(experiment, state, [c]) for c in clients]
   result, after, _ = _round(experiment, state, clients)
   gap = lora_gap.gap(
@@ -67,7 +69,7 @@ def test_ffa_lora_sends_half_of_loras_bytes_keeps_a_and_writes_the_gap_each_roun
   # B alone, down and up: half of LoRA's factors; the upload's 4-byte client weight is the same.
   assert bytes_of["ffa_lora:2"] - 4 == (bytes_of["lora:2"] - 4) / 2
   assert bytes_of["ffa_lora:2"] <= 0.55 * bytes_of["lora:2"]
-  a_before = ffa.task.frozen_lora_a()
+  a_before = ffa.task.frozen_lora_a(ffa.task.initial_weights())  # The seeded draw, as the run makes it.
   summary = ffa.run(progress=False)
   model = ffa.task.keras_model(summary["model_weights"], merged=False)
   from tff_gpt.models import adapters, gpt2_lm

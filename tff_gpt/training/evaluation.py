@@ -49,6 +49,11 @@ class Evaluation:
     )
 
   @functools.cached_property
+  def _personalization_computation(self):
+    """TFF's personalization evaluation, built at the first evaluation that personalizes."""
+    return personalization.build_computation(self.task.client_model_fn, self.personalization)
+
+  @functools.cached_property
   def process(self):
     """TFF's `build_fed_eval` of the task's model, built at the first evaluation."""
     return algorithms.build_eval_process(self.task.model_fn, client_model_fn=self.task.client_model_fn)
@@ -66,7 +71,7 @@ class Evaluation:
     metrics = self._evaluate(model_weights, client_ids)
     if self.personalization is not None:
       summary, self.personalized_clients = personalization.evaluate(
-        self.task, model_weights, self.personalization
+        self.task, model_weights, self.personalization, self._personalization_computation
       )
       metrics.update({f"personalization_{k}": v for k, v in summary.items()})
     return metrics

@@ -138,10 +138,13 @@ def summarize(per_client: list[dict]) -> dict:
   }
 
 
-def evaluate(task, model_weights, p: Personalization) -> tuple[dict, list[dict]]:
-  """`(summary, per-client rows)` of personalizing `model_weights` on the task's evaluation clients."""
+def evaluate(task, model_weights, p: Personalization, computation=None) -> tuple[dict, list[dict]]:
+  """`(summary, per-client rows)` of personalizing `model_weights` on the task's evaluation clients.
+
+  `computation`: `build_computation(task.client_model_fn, p)`, built once by a caller that evaluates often.
+  """
   client_ids = clients_of(task, p.clients)
-  computation = build_computation(task.client_model_fn, p)
+  computation = computation or build_computation(task.client_model_fn, p)
   result = computation(model_weights, client_inputs(task, client_ids))
   expected = [int(np.sum(task.test_data.sequences(cid)["labels"] != IGNORE_LABEL)) for cid in client_ids]
   per_client = rows(result, client_ids, expected)

@@ -52,8 +52,8 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
     metrics_csv=dirs.metrics_csv,
     logdir=dirs.logdir,
   )
-  if task.pair_summary():
-    summary["pairs"] = task.pair_summary()
+  if (pair_counts := task.pair_summary()) is not None:
+    summary["pairs"] = pair_counts
   if loop.evaluate.personalized_clients:
     summary["personalization"] = {
       k.removeprefix("personalization_"): v for k, v in evaluated.items() if k.startswith("personalization_")

@@ -111,7 +111,7 @@ class RoundLoop:
     if "lora_mean_delta" in measured:
       before, after = state.global_model_weights.trainable, result.state.global_model_weights.trainable
       if self.task.lora_kind == "ffa_lora" and self._frozen_a is None:
-        self._frozen_a = self.task.frozen_lora_a()
+        self._frozen_a = self.task.frozen_lora_a(self.process.get_model_weights(result.state))
       metrics["lora_gap"] = lora_gap.gap(self.task.lora_kind, before, after, measured, self._frozen_a)
     return result.state, metrics
 

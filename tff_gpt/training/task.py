@@ -115,9 +115,10 @@ class FederatedTask:
     mode = trainable_lib.parse(self.config.trainable)
     return mode.kind if mode.is_lora and registry.MODELS[self.config.model].is_gpt2 else None
 
-  def frozen_lora_a(self) -> list:
-    """Each adapter's frozen `A` (ffa_lora: the seeded draw every client shares), first block first."""
-    model = self.keras_model(self.initial_weights(), merged=False)
+  def frozen_lora_a(self, model_weights) -> list:
+    """Each adapter's frozen `A` (ffa_lora: the seeded draw every client shares, read from the run's frozen
+    weights), first block first; `model_weights` are any of the run's (they hold no `A`)."""
+    model = self.keras_model(model_weights, merged=False)
     return [adapter.lora_a.numpy() for adapter in adapters.adapters_of(gpt2_lm.backbone_of(model))]
 
   @property
