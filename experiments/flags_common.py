@@ -89,7 +89,27 @@ def _user_error(message: str) -> None:
   sys.exit(USER_ERROR_EXIT)
 
 
-def _parse_flags(argv):
+def guard(main):
+  """`main` where an error in the user's input is one line and exit status 2 (see `run`)."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except (errors.UserInputError, app.UsageError) as e:
+      _user_error(str(e))
+    except errors.RunFailure as e:
+      from tff_gpt.runtime import quiet_exit
+
+      # TFF's contexts still hold the failed round's tasks: their teardown goes to a file, not the terminal.
+      quiet_exit.route_teardown_noise(os.path.join(tempfile.gettempdir(), f"tff_gpt-{os.getpid()}-exit.log"))
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(RUN_FAILURE_EXIT)
+
+  return guarded
+
+
+def parse_flags(argv):
+  """absl's flag parsing, where a bad flag is one line and exit status 2; returns the other arguments."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -107,21 +127,8 @@ def run(main) -> None:
   comes, TFF's contexts are dropped and the worker stopped (`runtime.shutdown`).
   """
   from tff_gpt import runtime
-  from tff_gpt.runtime import quiet_exit
 
   # Also before any `set_up`: TFF installs a context when imported, which prints a traceback if it is
   # only torn down with the interpreter.
   atexit.register(runtime.shutdown)
-
-  def guarded(argv):
-    try:
-      return main(argv)
-    except (errors.UserInputError, app.UsageError) as e:
-      _user_error(str(e))
-    except errors.RunFailure as e:
-      # TFF's contexts still hold the failed round's tasks: their teardown goes to a file, not the terminal.
-      quiet_exit.route_teardown_noise(os.path.join(tempfile.gettempdir(), f"tff_gpt-{os.getpid()}-exit.log"))
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(RUN_FAILURE_EXIT)
-
-  app.run(guarded, flags_parser=_parse_flags)
+  app.run(guard(main), flags_parser=parse_flags)

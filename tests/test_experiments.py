@@ -5,7 +5,7 @@ import dataclasses
 import os
 
 import pytest
-from absl import app, flags
+from absl import flags
 from absl.testing import flagsaver
 
 from experiments import generate, run_experiment
@@ -59,50 +59,6 @@ def test_flagfile(tmp_path, capfd):
   assert os.path.exists(
     os.path.join(values["root_output_dir"], "results", "from_flagfile", "experiment.metrics.csv")
   )
-
-
-@pytest.mark.parametrize(
-  "overrides, message",
-  [
-    (dict(total_rounds=0), "--total_rounds must be >= 1"),
-    (dict(sequence_length=1), "--sequence_length must be >= 2"),
-    (dict(client_learning_rate=-1.0), "--client_learning_rate must be > 0"),
-    (dict(dataset="jsonl", dataset_path=""), "--dataset_path is required with --dataset=jsonl"),
-    (dict(dataset="shakespeare"), "--dataset_path is only for --dataset=text_dir or jsonl"),
-    (dict(tokenizer="bpe"), "--vocab_file and --merges_file are required"),
-    (dict(model_size="huge"), "--model_size must be one of"),
-    (dict(trainable="half"), "--trainable must be all, last_blocks:K, lora:R, ffa_lora:R or bitfit"),
-    (dict(trainable="lora:0"), "--trainable=lora:0: the rank R must be >= 1"),
-    (dict(lora_alpha=-2.0), "--lora_alpha must be > 0"),
-    (dict(experiment_name="a/b"), "--experiment_name may hold"),
-  ],
-)
-def test_bad_flags_fail_at_start_up(tmp_path, overrides, message):
-  values = _flags(tmp_path, **overrides)
-  with flagsaver.flagsaver(**values):
-    with pytest.raises(app.UsageError, match=message):
-      run_experiment.main(["run_experiment"])
-  assert not os.path.exists(os.path.join(values["root_output_dir"], "checkpoints"))
-
-
-def test_bad_corpus_fails_before_any_round(tmp_path):
-  bad = tmp_path / "bad.jsonl"
-  bad.write_text('{"client_id": "a"}\n', encoding="utf-8")
-  values = _flags(tmp_path, dataset_path=str(bad))
-  with flagsaver.flagsaver(**values):
-    with pytest.raises(ValueError, match=r"bad\.jsonl:1: missing field\(s\) \['text'\]"):
-      run_experiment.main(["run_experiment"])
-  assert not os.path.exists(os.path.join(values["root_output_dir"], "checkpoints"))
-
-
-def test_unknown_optimizer_is_rejected_by_the_flag():
-  from absl import flags
-
-  with flagsaver.flagsaver():
-    with pytest.raises(
-      flags.IllegalFlagValueError, match=r"client_optimizer.*<adagrad\|adam\|sgd\|sgdm\|yogi>"
-    ):
-      run_experiment.FLAGS(["run_experiment", "--client_optimizer=lion"])
 
 
 def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):

@@ -1,8 +1,12 @@
 """Every entry point: a mistake in the user's input is one line, `error: ...`, with exit status 2.
 
-Each case runs the real command in a subprocess. Unexpected errors keep their
-traceback; these are the expected ones (flags, corpus, tokenizer, checkpoint,
-missing runs, unsupported settings).
+Each case runs the entry point's `main` through the runner the command uses
+(`flags_common.guard`, flags parsed by `flags_common.parse_flags`), in this
+process; two cases and the unexpected-error case run the real command in a
+subprocess (full tier). Messages raised by the library are tested beside
+their code (`test_text_corpus`, `test_tokenizers`, `test_partitions`,
+`test_memory`, ...); here each entry point's own checks, and that each error
+class reaches the user as one line.
 """
 
 import concurrent.futures
@@ -12,7 +16,17 @@ import subprocess
 import sys
 
 import pytest
+from absl.testing import flagsaver
 
+from experiments import (
+  compare_algorithms,
+  export_model,
+  flags_common,
+  generate,
+  make_bpe_vocab,
+  pretrain,
+  run_experiment,
+)
 from tests import helpers
 from tff_gpt import errors
 from tff_gpt.data import client_data, tokenizers
@@ -20,32 +34,39 @@ from tff_gpt.models import checkpoints, frozen
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import trainer
 
-pytestmark = pytest.mark.slow
+ENTRY_POINTS = {
+  m.__name__.rsplit(".", 1)[-1]: m
+  for m in (run_experiment, generate, export_model, compare_algorithms, make_bpe_vocab, pretrain)
+}
 
 
 def _cases(tmp):
-  bad_jsonl = tmp / "bad.jsonl"
-  bad_jsonl.write_text('{"client_id": "a", "text": "fine"}\n{not json\n')
-  not_json = tmp / "vocab.json"
-  not_json.write_text("this is not JSON")
-  merges = tmp / "merges.txt"
-  merges.write_text("a b\n")
   runs = f"--root_output_dir={tmp}/runs"
   corpus = tmp / "corpus.jsonl"
   helpers.write_jsonl_corpus(corpus)
-  huge_batches = [
-    "--dataset=jsonl",
-    f"--dataset_path={corpus}",
-    "--model_size=tiny",
-    "--client_batch_size=10000000",
-  ]
-  labelled = tmp / "labelled.jsonl"
-  labelled.write_text(
-    '{"client_id": "a", "text": "x", "genre": "g"}\n{"client_id": "b", "text": "y"}\n', encoding="utf-8"
-  )
+  bad_jsonl = tmp / "bad.jsonl"
+  bad_jsonl.write_text('{"client_id": "a", "text": "fine"}\n{not json\n')
   jsonl = ["--dataset=jsonl", f"--dataset_path={corpus}"]
   return [
     ("run_experiment", ["--total_rounds=0"], "--total_rounds must be >= 1"),
+    ("run_experiment", ["--sequence_length=1"], "--sequence_length must be >= 2"),
+    ("run_experiment", ["--client_learning_rate=-1"], "--client_learning_rate must be > 0"),
+    ("run_experiment", ["--dataset=jsonl"], "--dataset_path is required with --dataset=jsonl"),
+    (
+      "run_experiment",
+      [f"--dataset_path={corpus}"],
+      "--dataset_path is only for --dataset=text_dir or jsonl",
+    ),
+    ("run_experiment", ["--tokenizer=bpe"], "--vocab_file and --merges_file are required"),
+    ("run_experiment", ["--model_size=huge"], "--model_size must be one of"),
+    (
+      "run_experiment",
+      ["--trainable=half"],
+      "--trainable must be all, last_blocks:K, lora:R, ffa_lora:R or bitfit",
+    ),
+    ("run_experiment", ["--trainable=lora:0"], "the rank R must be >= 1"),
+    ("run_experiment", ["--lora_alpha=-2"], "--lora_alpha must be > 0"),
+    ("run_experiment", ["--experiment_name=a/b"], "--experiment_name may hold"),
     (
       "run_experiment",
       ["--partition=dirichlet", "--partition_clients=4", "--partition_alpha=0", "--partition_label=play"],
@@ -53,45 +74,9 @@ def _cases(tmp):
     ),
     ("run_experiment", ["--partition_alpha=0.5"], "only apply to --partition=iid or dirichlet"),
     ("run_experiment", [runs, *jsonl, "--partition=iid", "--partition_clients=500"], "needs at least 1000"),
-    (
-      "run_experiment",
-      [
-        runs,
-        "--dataset=jsonl",
-        f"--dataset_path={labelled}",
-        "--partition=dirichlet",
-        "--partition_clients=2",
-        "--partition_alpha=1",
-        "--partition_label=genre",
-      ],
-      "labelled.jsonl:2: no field 'genre'",
-    ),
-    (
-      "run_experiment",
-      [runs, "--dataset=tfds", "--tfds_name=imdb_reviews", f"--tfds_data_dir={tmp}"],
-      "not prepared",
-    ),
-    (
-      "run_experiment",
-      [runs, "--dataset=tff_shakespeare", f"--tff_cache_dir={tmp}"],
-      "no shakespeare.sqlite",
-    ),
-    ("run_experiment", ["--client_optimizer=lion"], "flag --client_optimizer=lion"),
-    ("run_experiment", ["--trainable=lora:0"], "the rank R must be >= 1"),
     ("run_experiment", ["--client_weighting=num_examples", "--aggregator=dp_fixed"], "weight"),
-    (
-      "run_experiment",
-      [runs, "--dataset=jsonl", f"--dataset_path={bad_jsonl}"],
-      "bad.jsonl:2: not valid JSON",
-    ),
-    (
-      "run_experiment",
-      [runs, "--tokenizer=bpe", f"--vocab_file={not_json}", f"--merges_file={merges}"],
-      "JSON",
-    ),
-    ("run_experiment", [runs, "--tokenizer=bpe", f"--preset={tmp}/nowhere"], "does not exist"),
+    ("run_experiment", ["--examples=alpaca"], "--examples alpaca reads --dataset=jsonl or tfds"),
     ("run_experiment", ["unexpected"], "Unexpected arguments"),
-    ("run_experiment", [runs, *huge_batches], "GB at its peak"),
     ("generate", [runs, "--experiment_name=none"], "No run at"),
     ("export_model", [runs, "--experiment_name=none"], "No run at"),
     ("compare_algorithms", [runs, "--configuration=x: algorithm=fedadam"], "is not a flag"),
@@ -99,13 +84,42 @@ def _cases(tmp):
     ("make_bpe_vocab", ["--dataset=jsonl", f"--dataset_path={tmp}/missing.jsonl"], "does not exist"),
     ("pretrain", ["--dataset=jsonl", f"--dataset_path={bad_jsonl}", "--groups=a"], "bad.jsonl:2: not valid"),
     ("pretrain", ["--examples=pairs"], "pretraining reads text; --examples=pairs"),
-    ("run_experiment", ["--examples=alpaca"], "--examples alpaca reads --dataset=jsonl or tfds"),
-    (
-      "run_experiment",
-      [runs, *jsonl, "--examples=pairs"],
-      "corpus.jsonl:1: missing field(s) ['prompt', 'response']",
-    ),
   ]
+
+
+def _call(module, args, tmp, capsys) -> tuple[int, str]:
+  """`(exit status, stderr)` of the entry point's command with `args`, run in this process."""
+  args = [a for a in args if not a.startswith("--root_output_dir")]
+  with flagsaver.flagsaver():
+    try:
+      argv = flags_common.parse_flags([module, f"--root_output_dir={tmp}/runs", *args])
+      flags_common.guard(ENTRY_POINTS[module].main)(argv)
+      status = 0
+    except SystemExit as e:
+      status = e.code
+  return status, capsys.readouterr().err
+
+
+def _one_line_error(status, stderr, expected) -> bool:
+  lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+  return (
+    status == 2
+    and "Traceback" not in stderr
+    and len(lines) == 1
+    and expected in lines[0]
+    and len(lines[0]) <= 400
+  )
+
+
+def test_each_entry_point_reports_user_errors_in_one_line_with_status_2(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("TFF_GPT_CACHE", str(tmp_path / "cache"))
+  failures = []
+  for module, args, expected in _cases(tmp_path):
+    status, stderr = _call(module, args, tmp_path, capsys)
+    if not _one_line_error(status, stderr, expected):
+      failures.append(f"{module} {args} -> {status}: {stderr[-1500:]}")
+  assert not failures, "\n\n".join(failures)
+  assert not os.path.exists(tmp_path / "runs" / "checkpoints"), "a refused run left a run directory"
 
 
 def _run(module, args, tmp):
@@ -121,23 +135,22 @@ def _run(module, args, tmp):
 
 
 @pytest.mark.full
-def test_each_entry_point_reports_user_errors_in_one_line_with_status_2(tmp_path):
-  cases = _cases(tmp_path)
+def test_the_commands_themselves_report_a_bad_flag_and_a_bad_corpus_in_one_line(tmp_path):
+  """Two cases as real commands: absl's own flag parsing, and a corpus error inside a run."""
+  bad_jsonl = tmp_path / "bad.jsonl"
+  bad_jsonl.write_text('{"client_id": "a", "text": "fine"}\n{not json\n')
+  cases = [
+    ("run_experiment", ["--client_optimizer=lion"], "flag --client_optimizer=lion"),
+    (
+      "run_experiment",
+      [f"--root_output_dir={tmp_path}/runs", "--dataset=jsonl", f"--dataset_path={bad_jsonl}"],
+      "bad.jsonl:2: not valid JSON",
+    ),
+  ]
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     results = list(pool.map(lambda c: _run(c[0], c[1], tmp_path), cases))
-  failures = []
-  for (module, args, expected), result in zip(cases, results, strict=True):
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    ok = (
-      result.returncode == 2
-      and "Traceback" not in result.stderr
-      and len(lines) == 1
-      and expected in lines[0]
-      and len(lines[0]) <= 400
-    )
-    if not ok:
-      failures.append(f"{module} {args} -> {result.returncode}: {result.stderr[-1500:]}")
-  assert not failures, "\n\n".join(failures)
+  for (_, _, expected), result in zip(cases, results, strict=True):
+    assert _one_line_error(result.returncode, result.stderr, expected), result.stderr[-1500:]
 
 
 def test_every_project_error_is_a_user_input_error():
