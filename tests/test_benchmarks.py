@@ -38,23 +38,23 @@ def test_quick_benchmark_prints_every_figure(tmp_path):
     assert f"== {section} ==" in text
     assert figures[section]
   ratios = figures["round_vs_central"]
-  for variant in (
-    "dataset_reduce",
-    "dataset_iterator",
-    "one_client_at_a_time",
-    "tff_native_compiler",
-    "draws_initial_values",
-  ):
-    ratio = ratios[f"federated_over_central[{variant}]"]
-    assert math.isfinite(ratio) and ratio > 0
+  variants = ("dataset_reduce", "dataset_iterator", "one_client_at_a_time", "tff_native_compiler")
+  federated = {v: ratios[f"federated_over_central[{v}]"] for v in (*variants, "draws_initial_values")}
+  # A federated round trains the same batches as the central loop plus TFF's work: never much faster.
+  assert all(0 < r <= 1.5 for r in federated.values()), federated
+  # Why the rounds iterate datasets: TFF's dataset reduce is measured several times slower (quick mode:
+  # 0.058 against 0.336; 2 cores, 2026-12-03).
+  assert federated["dataset_iterator"] > 2 * federated["dataset_reduce"], federated
   assert 0 < ratios["central_flops_fraction"] < 1
-  for central in ("compiled_step_loop", "compiled_dataset_loop", "fit"):
-    assert ratios[f"central_tokens_per_s[{central}]"] > 0
   fastest = max(ratios[f"central_tokens_per_s[{c}]"] for c in ("compiled_step_loop", "compiled_dataset_loop"))
   assert ratios["central_tokens_per_s"] == pytest.approx(fastest)
-  assert figures["fixed_overhead"]["round_one_batch_each_s"] > 0
-  assert set(figures["scaling[tiny]"]) == {"1", "3"}
-  assert figures["memory_over_rounds"]["rounds"] == 10
+  overhead = figures["fixed_overhead"]
+  assert 0 < overhead["round_no_data_s"] < overhead["round_one_batch_each_s"]
+  scaling = figures["scaling[tiny]"]
+  assert set(scaling) == {"1", "3"}
+  assert scaling["3"]["s_per_client"] < scaling["1"]["s_per_client"]  # The fixed cost spreads over clients.
+  memory = figures["memory_over_rounds"]
+  assert memory["rounds"] == 10 and memory["growth_after_settling_pct"] < 5  # No leak round after round.
 
 
 @pytest.mark.slow
@@ -79,10 +79,14 @@ def test_round_cost_splits_the_fixed_cost_by_process(tmp_path):
   _run_benchmark(tmp_path, "round_cost", "--rounds=2", "--repeats=1", "--out", str(out))
   figures = json.loads(out.read_text())
   rounds, loops = figures["empty_rounds"], figures["central_loops"]
-  assert rounds["rounds"] == 2 and rounds["s_per_round"] > 0
-  assert rounds["python_cpu_s_per_round"] >= 0 and rounds["worker_cpu_s_per_round"] > 0
-  for loop in ("compiled_step_loop", "compiled_dataset_loop", "fit"):
-    assert loops[f"tokens_per_s[{loop}]"] > 0
+  assert rounds["rounds"] == 2
+  cpu = rounds["python_cpu_s_per_round"] + rounds["worker_cpu_s_per_round"]
+  # The split accounts for the round: CPU time on 2 cores fits in the wall time, and the worker does work.
+  assert 0 < rounds["worker_cpu_s_per_round"] and cpu <= 2.5 * rounds["s_per_round"], rounds
+  tokens = {
+    loop: loops[f"tokens_per_s[{loop}]"] for loop in ("compiled_step_loop", "compiled_dataset_loop", "fit")
+  }
+  assert all(t > 0 for t in tokens.values()) and max(tokens.values()) < 10 * min(tokens.values()), tokens
 
 
 @pytest.mark.slow

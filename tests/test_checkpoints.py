@@ -182,13 +182,15 @@ def test_bad_preset_stops_a_run_before_round_one(refs, tmp_path):
 
 @pytest.fixture(scope="module")
 def lora_from_hf(refs, tmp_path_factory):
-  """A LoRA run that starts from the transformers checkpoint and exports."""
+  """A LoRA run with heterogeneous client ranks (2, 4 and 8 of the server's 8) that starts from the
+  transformers checkpoint and exports: the export is a rank-8 LoRA model like any other."""
   tmp_path = tmp_path_factory.mktemp("lora_hf")
   helpers.ensure_tff_context()
   config = _run_config(
     tmp_path,
     refs["hf_safetensors"][0],
-    trainable="lora:2",
+    trainable="hetlora:8",
+    lora_client_ranks="2,4,8",
     lora_alpha=4.0,
     export=True,
     client_learning_rate=0.5,
@@ -214,7 +216,10 @@ def test_export_loads_in_keras_hub_transformers_and_peft_with_one_call(refs, lor
   ids = experiment.task.tokenizer.encode([TEXT])[0].tolist()
   assert loaded["hf_ids"].tolist() == ids and loaded["keras_hub_ids"].tolist() == ids
   adapter = json.load(open(os.path.join(export_dir, "peft", "adapter_config.json")))
-  assert (adapter["r"], adapter["lora_alpha"], adapter["target_modules"]) == (4, 8.0, ["c_attn"])
+  # The server's rank, query and value stacked in GPT-2's c_attn: r 2 x 8, alpha 2 x 4 (the same scale).
+  assert (adapter["r"], adapter["lora_alpha"], adapter["target_modules"]) == (16, 8.0, ["c_attn"])
+  ranks = {experiment.task.client_rank(c) for c in experiment.task.train_data.client_ids}
+  assert ranks == {2, 4, 8}
 
 
 @pytest.mark.full

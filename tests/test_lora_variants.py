@@ -1,5 +1,6 @@
 """LoRA variants: FFA-LoRA (A frozen, B alone trained and sent) and the exactness gap of averaging factors."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -26,17 +27,35 @@ def _round(experiment, state, client_ids):
   return result, weights, float(result.metrics["client_work"]["train"]["num_examples"])
 
 
-@pytest.mark.parametrize("trainable", ["lora:2", "ffa_lora:2"])
+@pytest.mark.parametrize("trainable", ["lora:2", "ffa_lora:2", "hetlora:2"])
 def test_the_gap_is_the_distance_from_the_aggregate_to_the_mean_of_the_clients_products(tmp_path, trainable):
-  """Each client's factors come from a one-client FedAvg round (server rate 1): TFF's own client update."""
-  experiment = _experiment(tmp_path, trainable, client_learning_rate=2.0)
+  """Each client's factors come from a one-client FedAvg round (server rate 1): TFF's own client update.
+
+  With hetlora a client's product is of its own first r components (ranks 1 and 2 here, both present).
+  """
+  ranks = dict(lora_client_ranks="1,2") if trainable.startswith("het") else {}
+  experiment = _experiment(tmp_path, trainable, client_learning_rate=2.0, **ranks)
   loop, task = experiment.loop, experiment.task
   state = loop.initial_state()
   clients = task.train_data.client_ids[:3]
+  if ranks:
+    by_rank = {task.client_rank(c): c for c in task.train_data.client_ids}
+    clients = [
+      by_rank[1],
+      by_rank[2],
+      next(c for c in task.train_data.client_ids if c not in by_rank.values()),
+    ]
+  rank = {c: task.client_rank(c) or 2 for c in clients}
   frozen_a = (
     task.frozen_lora_a(experiment.process.get_model_weights(state)) if trainable.startswith("ffa") else None
   )
   singles = [_round(experiment, state, [c]) for c in clients]
+  if ranks:  # The rank-1 client trained its first component only: the second is the server's, unchanged.
+    start = [np.asarray(w) for w in state.global_model_weights.trainable]
+    for i in range(0, len(start), 2):
+      assert np.any(singles[0][1][i + 1][0] != start[i + 1][0])
+      np.testing.assert_array_equal(singles[0][1][i][:, 1:], start[i][:, 1:])
+      np.testing.assert_array_equal(singles[0][1][i + 1][1:], start[i + 1][1:])
   result, after, _ = _round(experiment, state, clients)
   gap = lora_gap.gap(
     task.lora_kind, state.global_model_weights.trainable, after, result.metrics["aggregator"], frozen_a
@@ -49,7 +68,10 @@ def test_the_gap_is_the_distance_from_the_aggregate_to_the_mean_of_the_clients_p
       products = [frozen_a[i] @ w[i] for _, w, _ in singles]
       aggregate = frozen_a[i] @ after[i]
     else:
-      products = [w[2 * i] @ w[2 * i + 1] for _, w, _ in singles]
+      products = [
+        w[2 * i][:, : rank[c]] @ w[2 * i + 1][: rank[c]]
+        for c, (_, w, _) in zip(clients, singles, strict=False)
+      ]
       aggregate = after[2 * i] @ after[2 * i + 1]
     mean_product = sum(p * x for p, x in zip(products, weights, strict=True))
     gap_sq += np.sum((aggregate - mean_product) ** 2)
@@ -84,3 +106,38 @@ def test_ffa_lora_sends_half_of_loras_bytes_keeps_a_and_writes_the_gap_each_roun
   peft = safetensors.numpy.load_file(os.path.join(out, "peft", "adapter_model.safetensors"))
   a_query = peft["base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"][:2]
   np.testing.assert_array_equal(a_query, a_before[0].T)
+
+
+def test_heterogeneous_ranks_are_drawn_per_client_and_a_run_resumes_exactly(tmp_path):
+  ranked = dict(lora_client_ranks="2,4,8", total_rounds=2)
+  for d in ("a", "b"):
+    (tmp_path / d).mkdir()
+  uninterrupted = _experiment(tmp_path / "a", "hetlora:8", **ranked)
+  ranks = [uninterrupted.task.client_rank(c) for c in uninterrupted.task.train_data.client_ids]
+  assert set(ranks) == {2, 4, 8}
+  reference = uninterrupted.run(progress=False)
+  config = helpers.tiny_config(
+    tmp_path / "b", experiment_name="het", trainable="hetlora:8", lora_client_ranks="2,4,8", total_rounds=1
+  )
+  first = trainer.FederatedExperiment(config)
+  assert [first.task.client_rank(c) for c in first.task.train_data.client_ids] == ranks  # By (seed, client).
+  first.run(progress=False)
+  resumed = trainer.FederatedExperiment(dataclasses.replace(config, total_rounds=2)).run(progress=False)
+  for got, want in zip(resumed["model_weights"].trainable, reference["model_weights"].trainable, strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert resumed["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-5)
+  rows = outputs.read_metrics(uninterrupted.dirs)
+  assert all(float(r["lora_gap"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+  ("overrides", "message"),
+  [
+    (dict(trainable="lora:4", lora_client_ranks="2,4"), "--lora_client_ranks applies to --trainable=hetlora"),
+    (dict(trainable="hetlora:4", lora_client_ranks="2,8"), "each rank must be in 1..4"),
+    (dict(trainable="hetlora:4", lora_client_ranks="2:x"), "'2:x' is not RANK or RANK:WEIGHT"),
+  ],
+)
+def test_bad_client_ranks_name_the_fix(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    helpers.tiny_config(tmp_path, **overrides).validate()

@@ -100,10 +100,28 @@ def stream_dtype(vocabulary_size: int):
   raise ValueError(f"vocabulary_size {vocabulary_size} does not fit in 32 bits.")
 
 
-def element_spec(sequence_length: int):
-  """The `(x, y)` element spec of a batched client dataset."""
+RANK_FEATURE = "lora_rank"
+
+
+def element_spec(sequence_length: int, *, ranked: bool = False):
+  """The `(x, y)` element spec of a batched client dataset (`ranked`: x also holds each sequence's
+  `lora_rank`, see `with_rank`)."""
   spec = tf.TensorSpec([None, sequence_length], tf.int32)
-  return (collections.OrderedDict(token_ids=spec, padding_mask=spec), spec)
+  x = collections.OrderedDict(token_ids=spec, padding_mask=spec)
+  if ranked:
+    x[RANK_FEATURE] = tf.TensorSpec([None], tf.int32)
+  return (x, spec)
+
+
+def with_rank(dataset: tf.data.Dataset, rank: int) -> tf.data.Dataset:
+  """`dataset` (of `to_dataset`) whose `x` also holds `lora_rank`: `rank` for every sequence."""
+
+  def add(x, y):
+    x = collections.OrderedDict(x)
+    x[RANK_FEATURE] = tf.fill(tf.shape(y)[:1], tf.constant(rank, tf.int32))
+    return x, y
+
+  return dataset.map(add)
 
 
 def to_dataset(sequences: dict[str, np.ndarray], *, batch_size: int, order: np.ndarray | None = None):

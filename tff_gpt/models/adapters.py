@@ -8,10 +8,18 @@ projections: the output is `base(x) + (alpha / rank) * x A B`, with `A`
 adapter leaves the model's output unchanged. `merged_kernel` folds an
 adapter into the base kernel, the same `W + (alpha / rank) A B` that Keras 3's
 `Dense.enable_lora` computes (tested against it).
+
+With heterogeneous ranks (`--trainable=hetlora:R`), `RankedLM` sets each
+adapter's `active_rank` from the batch while the model runs: only the first
+`active_rank` components of `x A` reach `B`, so the output is that of the
+rank-r adapter `A[:, :r] B[:r]` (same scale `alpha / R`), and the other
+components get no gradient.
 """
 
 import numpy as np
 import tensorflow as tf
+
+from tff_gpt.data.preprocessing import RANK_FEATURE
 
 # The attention projections that get adapters: query and value, as in Hu et al.
 TARGETS = ("query", "value")
@@ -46,13 +54,17 @@ class LoraEinsumDense(tf.keras.layers.Layer):
     self.lora_b = self.add_weight(
       "lora_b", shape=(rank, int(np.prod(out_shape))), initializer="zeros", trainable=True
     )
+    self.active_rank = None  # A scalar tensor while `RankedLM` runs the model; None: all components.
 
   @property
   def scale(self) -> float:
     return self.alpha / self.rank
 
   def call(self, inputs):
-    delta = tf.matmul(tf.matmul(inputs, self.lora_a), self.lora_b) * self.scale
+    low = tf.matmul(inputs, self.lora_a)
+    if self.active_rank is not None:
+      low *= tf.cast(tf.range(self.rank) < tf.cast(self.active_rank, tf.int32), low.dtype)
+    delta = tf.matmul(low, self.lora_b) * self.scale
     delta = tf.reshape(delta, tf.concat([tf.shape(inputs)[:-1], self.out_shape], axis=0))
     return self.base(inputs) + delta
 
@@ -99,3 +111,27 @@ def adapters_of(backbone) -> list[LoraEinsumDense]:
       if isinstance(layer, LoraEinsumDense):
         found.append(layer)
   return found
+
+
+class RankedLM(tf.keras.Model):
+  """The language model `lm`, whose adapters use the rank in the inputs' `lora_rank` (one per sequence).
+
+  A client's sequences all carry its rank (`--lora_client_ranks`); the largest
+  in a batch applies. Inputs without `lora_rank` run at the full rank.
+  """
+
+  def __init__(self, lm: tf.keras.Model, adapters: list[LoraEinsumDense]):
+    super().__init__(name=f"{lm.name}_ranked")
+    self.lm = lm
+    self._adapters = list(adapters)
+
+  def call(self, inputs, training=None):
+    inputs = dict(inputs)
+    rank = inputs.pop(RANK_FEATURE, None)
+    for adapter in self._adapters:
+      adapter.active_rank = None if rank is None else tf.reduce_max(rank)
+    try:
+      return self.lm(inputs, training=training)
+    finally:
+      for adapter in self._adapters:
+        adapter.active_rank = None

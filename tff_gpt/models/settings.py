@@ -44,8 +44,14 @@ class ModelSettings:
     "all",
     "Weights that train, travel and are aggregated: all; last_blocks:K (the last K blocks and the final "
     "norm); lora:R (rank-R adapters on attention query and value); ffa_lora:R (the same, A frozen at its "
-    "seeded draw: only B trains and travels, and its mean is exact); bitfit (biases and layer norms). Other "
-    "weights stay frozen on local disk, out of TFF's state.",
+    "seeded draw: only B trains and travels, and its mean is exact); hetlora:R (rank-R adapters, each "
+    "client training the first r components of its rank from --lora_client_ranks; zero-padded mean); "
+    "bitfit (biases and layer norms). Other weights stay frozen on local disk, out of TFF's state.",
+  )
+  lora_client_ranks: str | None = setting(
+    None,
+    "With --trainable=hetlora:R: the ranks clients train, each drawn once per client by the seed: 2,4,8 "
+    "(equally likely) or 2:0.5,4:0.3,8:0.2 (weights); each at most R. Unset: every client at R.",
   )
   lora_alpha: float = setting(
     trainable_lib.DEFAULT_LORA_ALPHA,
@@ -76,7 +82,17 @@ class ModelSettings:
           "applies to a GPT-2 trained from scratch only (not with --model=char_lstm or --preset)",
         )
     # A preset's depth is known once its config is read (the task checks K against it).
-    trainable_lib.parse(self.trainable, num_layers=None if self.preset else size["num_layers"])
+    mode = trainable_lib.parse(self.trainable, num_layers=None if self.preset else size["num_layers"])
+    if self.lora_client_ranks:
+      require(mode.kind == "hetlora", "lora_client_ranks", "applies to --trainable=hetlora:R only")
+      trainable_lib.parse_client_ranks(self.lora_client_ranks, mode.value)
+
+  def client_ranks(self) -> tuple[list[int], list[float]] | None:
+    """`(ranks, probabilities)` of the clients' adapters with --trainable=hetlora:R; None otherwise."""
+    mode = trainable_lib.parse(self.trainable)
+    if mode.kind != "hetlora":
+      return None
+    return trainable_lib.parse_client_ranks(self.lora_client_ranks, mode.value)
 
   @property
   def initial_draws(self) -> dict:

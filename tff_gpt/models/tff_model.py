@@ -15,7 +15,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import errors
 from tff_gpt.data import preprocessing
-from tff_gpt.models import frozen, gpt2_lm, metrics, parameter_groups, registry, subset_model
+from tff_gpt.models import adapters, frozen, gpt2_lm, metrics, parameter_groups, registry, subset_model
 from tff_gpt.models import trainable as trainable_lib
 
 DEFAULT_LORA_ALPHA = trainable_lib.DEFAULT_LORA_ALPHA
@@ -146,7 +146,8 @@ def build_model_fn(
   The `model_fn` takes one optional keyword, `draw_initial_values` (default
   True); `client_model_fn` sets it False.
   """
-  input_spec = preprocessing.element_spec(sequence_length)
+  ranked = _is_subset(config, trainable) and trainable_lib.parse(trainable).kind == "hetlora"
+  input_spec = preprocessing.element_spec(sequence_length, ranked=ranked)
   subset = _is_subset(config, trainable)
   if "num_layers" in config:
     trainable_lib.parse(trainable, num_layers=config["num_layers"])
@@ -167,6 +168,8 @@ def build_model_fn(
         reader=reader,
         draw_initial_values=draw_initial_values,
       )
+      if ranked:  # Each client's adapters at its own rank, from its data.
+        keras_model = adapters.RankedLM(keras_model, adapters.adapters_of(gpt2_lm.backbone_of(keras_model)))
     model = tff.learning.models.from_keras_model(
       keras_model, loss=metrics.lm_loss(), input_spec=input_spec, metrics=metrics.lm_metrics()
     )

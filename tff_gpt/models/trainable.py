@@ -8,6 +8,11 @@
                  trained and sent (FFA-LoRA, Sun et al. 2024): the mean of the
                  clients' B times the shared A is exactly the mean of their
                  products, and half the adapter bytes travel
+  hetlora:R      rank-R adapters whose clients train different ranks (HetLoRA,
+                 Cho et al. 2024): a client of rank r <= R trains and uses only
+                 the first r components (`client_ranks`); the server averages
+                 the zero-padded updates, so a component moves by the share
+                 of clients that train it
   bitfit         every bias and layer-norm parameter (Ben Zaken et al. 2022)
 
 `select` returns the trained variables as objects, never by name: Keras names
@@ -18,6 +23,7 @@ frozen and stays out of TFF's state (see `frozen.py`).
 
 import dataclasses
 import re
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -26,9 +32,9 @@ from tff_gpt import errors, internals
 from tff_gpt.models import adapters
 
 DEFAULT_LORA_ALPHA = 16.0
-HELP = "all, last_blocks:K, lora:R, ffa_lora:R or bitfit"
-_SPEC = re.compile(r"^(all|bitfit|last_blocks:(\d+)|(ffa_)?lora:(\d+))$")
-LORA_KINDS = ("lora", "ffa_lora")
+HELP = "all, last_blocks:K, lora:R, ffa_lora:R, hetlora:R or bitfit"
+_SPEC = re.compile(r"^(all|bitfit|last_blocks:(\d+)|(ffa_|het)?lora:(\d+))$")
+LORA_KINDS = ("lora", "ffa_lora", "hetlora")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +51,7 @@ class Mode:
 
   @property
   def is_lora(self) -> bool:
-    """True for the adapter modes (lora, ffa_lora)."""
+    """True for the adapter modes (lora, ffa_lora, hetlora)."""
     return self.kind in LORA_KINDS
 
 
@@ -72,6 +78,37 @@ def parse(spec: str, *, num_layers: int | None = None) -> Mode:
   return Mode(kind, value)
 
 
+def parse_client_ranks(spec: str | None, rank: int) -> tuple[list[int], list[float]]:
+  """`(ranks, probabilities)` of `--lora_client_ranks` ("2,4,8" equally likely, or "2:0.5,4:0.3,8:0.2").
+
+  Empty: every client at `rank`. Raises `UserInputError` for a rank outside 1..`rank` or a bad weight.
+  """
+  if not spec:
+    return [rank], [1.0]
+  ranks, weights = [], []
+  for item in str(spec).split(","):
+    value, _, weight = item.strip().partition(":")
+    try:
+      ranks.append(int(value))
+      weights.append(float(weight) if weight else 1.0)
+    except ValueError:
+      raise errors.UserInputError(
+        f"--lora_client_ranks={spec}: {item!r} is not RANK or RANK:WEIGHT; write e.g. 2,4,8 or 2:0.5,8:0.5."
+      ) from None
+  if any(not 1 <= r <= rank for r in ranks) or any(w <= 0 for w in weights):
+    raise errors.UserInputError(
+      f"--lora_client_ranks={spec}: each rank must be in 1..{rank} (the server's R) and each weight > 0."
+    )
+  total = sum(weights)
+  return ranks, [w / total for w in weights]
+
+
+def client_rank(ranks: list[int], probabilities: list[float], *, seed: int, client_id: str) -> int:
+  """The rank a client trains: drawn once by (seed, client), the same every round and after a resume."""
+  rng = np.random.default_rng([seed, 2, zlib.crc32(client_id.encode("utf-8"))])
+  return int(rng.choice(ranks, p=probabilities))
+
+
 def _leaf_layers(layer):
   return [sub for sub in internals.flatten_layers(layer) if internals.own_weights(sub)]
 
@@ -94,7 +131,7 @@ def select(backbone, mode: Mode, *, lora_alpha: float = DEFAULT_LORA_ALPHA) -> l
   elif mode.is_lora:
     for layer in _leaf_layers(backbone):
       layer.trainable = False
-    adapters.add_lora(backbone, rank=mode.value, alpha=lora_alpha, train_a=mode.kind == "lora")
+    adapters.add_lora(backbone, rank=mode.value, alpha=lora_alpha, train_a=mode.kind != "ffa_lora")
   return trained_variables(backbone, mode)
 
 
@@ -104,7 +141,7 @@ def trained_variables(backbone, mode: Mode | str) -> list[tf.Variable]:
   if mode.kind in ("all", "last_blocks"):
     return list(backbone.trainable_weights)
   if mode.is_lora:
-    trained = ("lora_a", "lora_b") if mode.kind == "lora" else ("lora_b",)
+    trained = ("lora_b",) if mode.kind == "ffa_lora" else ("lora_a", "lora_b")
     chosen = {id(getattr(adapter, n)) for adapter in adapters.adapters_of(backbone) for n in trained}
   elif mode.kind == "bitfit":
     chosen = set()

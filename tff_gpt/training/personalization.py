@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_gpt.data import preprocessing
 from tff_gpt.data.preprocessing import IGNORE_LABEL
 
 STRATEGY = "fine_tuned"
@@ -76,13 +77,16 @@ def build_computation(model_fn, p: Personalization):
 def client_inputs(task, client_ids: list[str]) -> list:
   """Each client's unbatched train and held-out sequences, as the computation takes them."""
 
-  def unbatched(sequences):
+  def unbatched(sequences, rank):
     x = collections.OrderedDict(token_ids=sequences["token_ids"], padding_mask=sequences["padding_mask"])
+    if rank is not None:  # hetlora: the client personalizes and is evaluated at its own rank.
+      x[preprocessing.RANK_FEATURE] = np.full(len(sequences["labels"]), rank, np.int32)
     return tf.data.Dataset.from_tensor_slices((x, sequences["labels"]))
 
   return [
     collections.OrderedDict(
-      train_data=unbatched(task.train_data.sequences(cid)), test_data=unbatched(task.test_data.sequences(cid))
+      train_data=unbatched(task.train_data.sequences(cid), task.client_rank(cid)),
+      test_data=unbatched(task.test_data.sequences(cid), task.client_rank(cid)),
     )
     for cid in client_ids
   ]

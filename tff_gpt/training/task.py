@@ -50,6 +50,7 @@ class FederatedTask:
       self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
     self.eval_client_ids, self.validation_client_ids = self._choose_eval_clients()
+    self._client_ranks = config.client_ranks() if registry.MODELS[config.model].is_gpt2 else None
 
   def _tokenized(self, texts) -> preprocessing.TokenizedClients:
     """Text as packed streams, or prompt and response pairs as one window each (`pairs`)."""
@@ -115,6 +116,16 @@ class FederatedTask:
     mode = trainable_lib.parse(self.config.trainable)
     return mode.kind if mode.is_lora and registry.MODELS[self.config.model].is_gpt2 else None
 
+  def client_rank(self, client_id: str) -> int | None:
+    """The adapter rank `client_id` trains with --trainable=hetlora:R (None in other modes)."""
+    if self._client_ranks is None:
+      return None
+    return trainable_lib.client_rank(*self._client_ranks, seed=self.config.seed, client_id=client_id)
+
+  def _ranked(self, dataset, rank: int | None):
+    """`dataset` carrying the adapters' rank (hetlora: the model reads it), else `dataset`."""
+    return dataset if self._client_ranks is None else preprocessing.with_rank(dataset, rank)
+
   def frozen_lora_a(self, model_weights) -> list:
     """Each adapter's frozen `A` (ffa_lora: the seeded draw every client shares, read from the run's frozen
     weights), first block first; `model_weights` are any of the run's (they hold no `A`)."""
@@ -161,9 +172,7 @@ class FederatedTask:
     expected = process.next.type_signature.parameter[1].member
     client = self.train_data.client_ids[0]
     actual = tff.types.SequenceType(
-      tff.types.tensorflow_to_type(
-        self.train_data.train_dataset(client, round_num=0, seed=0, batch_size=1).element_spec
-      )
+      tff.types.tensorflow_to_type(self.train_datasets([client], 0)[0].element_spec)
     )
     if not expected.is_assignable_from(actual):
       raise ValueError(f"Client datasets have type {actual} but the model expects {expected}.")
@@ -190,20 +199,27 @@ class FederatedTask:
     """What each client trains on in `round_num` (seeded shuffles, epochs, the per-round cap)."""
     c = self.config
     return [
-      self.train_data.train_dataset(
-        cid,
-        round_num=round_num,
-        seed=c.seed,
-        batch_size=c.client_batch_size,
-        epochs=c.client_epochs_per_round,
-        max_elements=c.max_elements_per_client,
+      self._ranked(
+        self.train_data.train_dataset(
+          cid,
+          round_num=round_num,
+          seed=c.seed,
+          batch_size=c.client_batch_size,
+          epochs=c.client_epochs_per_round,
+          max_elements=c.max_elements_per_client,
+        ),
+        self.client_rank(cid),
       )
       for cid in client_ids
     ]
 
   def eval_datasets(self, client_ids: list[str]) -> list:
-    """Each client's held-out sequences, in batches of `--eval_batch_size`."""
-    return [self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size) for cid in client_ids]
+    """Each client's held-out sequences, in batches of `--eval_batch_size` (the global model: every rank)."""
+    full_rank = trainable_lib.parse(self.config.trainable).value
+    return [
+      self._ranked(self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size), full_rank)
+      for cid in client_ids
+    ]
 
   def characters(self, client_ids: list[str]) -> int:
     """Characters of the clients' held-out text (for a loss per character that compares tokenizers)."""
