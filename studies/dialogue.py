@@ -238,17 +238,9 @@ def _runs(s: dict, work: str, quick: bool) -> dict:
   return runs
 
 
-def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (for tests).")
-  parser.add_argument("--out", default="", help="Write the results as JSON here.")
-  parser.add_argument(
-    "--work_dir", default="", help="Where the preset and runs go; reusing one skips what is done."
-  )
-  args = parser.parse_args(argv)
-  s = settings(args.quick)
-  work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
-  os.makedirs(work, exist_ok=True)
+def prepare(s: dict, work: str) -> tuple[dict, dict]:
+  """Pretrains the preset and writes the dialogue corpora into `work` (unless done there before);
+  returns the pretraining's figures and the corpora's."""
   if not os.path.exists(f"{work}/preset/pretrain.json"):
     pretrain_finetune._python(
       "experiments.pretrain",
@@ -263,7 +255,21 @@ def main(argv=None) -> dict:
     )
   with open(f"{work}/preset/pretrain.json") as f:
     pretrained = json.load(f)
-  data = write_dialogue(s, work)
+  return pretrained, write_dialogue(s, work)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (for tests).")
+  parser.add_argument("--out", default="", help="Write the results as JSON here.")
+  parser.add_argument(
+    "--work_dir", default="", help="Where the preset and runs go; reusing one skips what is done."
+  )
+  args = parser.parse_args(argv)
+  s = settings(args.quick)
+  work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
+  os.makedirs(work, exist_ok=True)
+  pretrained, data = prepare(s, work)
   runs = _runs(s, work, args.quick)
   rows = {}
   for label, (name, extra) in runs.items():
