@@ -57,9 +57,9 @@ def test_the_gap_is_the_distance_from_the_aggregate_to_the_mean_of_the_clients_p
       np.testing.assert_array_equal(singles[0][1][i][:, 1:], start[i][:, 1:])
       np.testing.assert_array_equal(singles[0][1][i + 1][1:], start[i + 1][1:])
   result, after, _ = _round(experiment, state, clients)
-  gap = lora_gap.gap(
-    task.lora_kind, state.global_model_weights.trainable, after, result.metrics["aggregator"], frozen_a
-  )
+  before = state.global_model_weights.trainable
+  means = lora_gap.mean_products(task.lora_kind, before, result.metrics["aggregator"], frozen_a)
+  gap = lora_gap.gap(task.lora_kind, after, means, frozen_a)
   weights = np.array([n for _, _, n in singles])
   weights /= weights.sum()
   gap_sq = mean_sq = 0.0
@@ -141,3 +141,35 @@ def test_heterogeneous_ranks_are_drawn_per_client_and_a_run_resumes_exactly(tmp_
 def test_bad_client_ranks_name_the_fix(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
     helpers.tiny_config(tmp_path, **overrides).validate()
+
+
+def test_flexlora_sets_the_server_factors_to_the_truncated_svd_of_the_clients_mean_product(tmp_path):
+  experiment = _experiment(tmp_path, "flexlora:2", lora_client_ranks="1,2", client_learning_rate=2.0)
+  loop, task = experiment.loop, experiment.task
+  state = loop.initial_state()
+  new_state, metrics = loop.train_round(state, 1)
+  singles = [_round(experiment, state, [c]) for c in loop.clients_for_round(1)]
+  weights = np.array([n for _, _, n in singles]) / sum(n for _, _, n in singles)
+  ranks = [task.client_rank(c) for c in loop.clients_for_round(1)]
+  after = [np.asarray(w, np.float64) for w in new_state.global_model_weights.trainable]
+  gap_sq = mean_sq = 0.0
+  for i in range(0, len(after), 2):
+    products = [w[i][:, :r] @ w[i + 1][:r] for r, (_, w, _) in zip(ranks, singles, strict=True)]
+    mean_product = sum(p * x for p, x in zip(products, weights, strict=True))
+    u, s, vt = np.linalg.svd(mean_product)
+    truncated = (u[:, :2] * s[:2]) @ vt[:2]
+    np.testing.assert_allclose(after[i] @ after[i + 1], truncated, atol=1e-5 * np.abs(truncated).max())
+    # Strongest direction first: a rank-1 client keeps the first component.
+    assert np.linalg.norm(after[i][:, 0]) * np.linalg.norm(after[i + 1][0]) >= np.linalg.norm(
+      after[i][:, 1]
+    ) * np.linalg.norm(after[i + 1][1])
+    gap_sq += np.sum((truncated - mean_product) ** 2)
+    mean_sq += np.sum(mean_product**2)
+  assert metrics["lora_gap"] == pytest.approx(np.sqrt(gap_sq / mean_sq), rel=1e-3, abs=1e-7)
+  assert set(ranks) == {1, 2}, ranks
+
+
+def test_flexlora_refuses_a_server_step_of_its_own(tmp_path):
+  config = helpers.tiny_config(tmp_path, trainable="flexlora:2", algorithm="fedadam")
+  with pytest.raises(ValueError, match="--trainable=flexlora:2 sets the server's factors.*fedadam"):
+    config.validate()

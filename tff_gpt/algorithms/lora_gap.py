@@ -21,6 +21,10 @@ keeping its first r_k components; as its deltas are zero beyond r_k,
 the (weighted) share of clients that train each component. Each client
 reports its `P_k` as the rows of its `dB_k` that moved (an untrained row
 stays exactly zero).
+
+FlexLoRA (flexlora) uses `M` itself: after each round the server's factors
+become its truncated SVD at the server's rank (`svd_factors`), and the gap is
+what that truncation leaves out.
 """
 
 import collections
@@ -29,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-KINDS = ("lora", "ffa_lora", "hetlora")
+KINDS = ("lora", "ffa_lora", "hetlora", "flexlora")
+RANKED = ("hetlora", "flexlora")
 
 
 def measured(inner, kind: str, weighted: bool):
@@ -50,7 +55,7 @@ def measured(inner, kind: str, weighted: bool):
         return [tf.matmul(delta[i], delta[i + 1]) for i in range(0, len(delta), 2)]
 
       reported["lora_delta_products"] = tff.federated_map(delta_products, value)
-    if kind == "hetlora":
+    if kind in RANKED:
 
       @tff.tensorflow.computation
       def trained_components(delta):
@@ -70,40 +75,58 @@ def measured(inner, kind: str, weighted: bool):
   )
 
 
-def gap(kind: str, before: list, after: list, measurements, frozen_a: list | None = None) -> float:
-  """The round's relative gap (module docstring) from the factors before and after and the measurements.
+def mean_products(kind: str, before: list, measurements, frozen_a: list | None = None) -> list[np.ndarray]:
+  """`M` of each adapter (module docstring): the clients' weighted mean product `A_k B_k` of the round.
 
   Args:
-    kind: "lora", "ffa_lora" or "hetlora".
-    before, after: The trained variables' values before and after the round.
-    measurements: The aggregator's measurements (`lora_mean_delta`, and
-      `lora_delta_products` for lora and hetlora, `lora_rank_share` for hetlora).
+    kind: One of `KINDS`.
+    before: The trained variables' values before the round (the global factors the clients started from).
+    measurements: The aggregator's measurements (`lora_mean_delta`; `lora_delta_products` unless
+      ffa_lora; `lora_rank_share` for hetlora and flexlora).
     frozen_a: With ffa_lora, each adapter's `A` (frozen, not in TFF's state).
   """
   # TFF's client update is initial minus trained weights (the server applies it as a gradient).
   mean_delta = [-np.asarray(d, np.float64) for d in measurements["lora_mean_delta"]]
   before = [np.asarray(w, np.float64) for w in before]
-  after = [np.asarray(w, np.float64) for w in after]
-  if kind != "ffa_lora":
-    products = [np.asarray(p, np.float64) for p in measurements["lora_delta_products"]]
-    shares = measurements.get("lora_rank_share") if kind == "hetlora" else None
-    factors = []
-    for i in range(0, len(before), 2):
-      share = 1.0 if shares is None else np.asarray(shares[i // 2], np.float64)[:, None]
-      base = before[i] @ (share * before[i + 1])  # A D B: each client's own components of the round's AB.
-      factors.append(
-        (base, before[i], before[i + 1], mean_delta[i], mean_delta[i + 1], products[i // 2])
-        + (after[i], after[i + 1])
-      )
-  else:
-    a_values = [np.asarray(a, np.float64) for a in frozen_a]
-    factors = [
-      (a @ b, a, b, np.zeros_like(a), db, 0.0, a, b_after)
-      for a, b, db, b_after in zip(a_values, before, mean_delta, after, strict=True)
+  if kind == "ffa_lora":
+    return [
+      np.asarray(a, np.float64) @ (b + db) for a, b, db in zip(frozen_a, before, mean_delta, strict=True)
     ]
-  gap_sq = mean_sq = 0.0
-  for base, a, b, da, db, product, a_after, b_after in factors:
-    mean_product = base + a @ db + da @ b + product
-    gap_sq += float(np.sum((a_after @ b_after - mean_product) ** 2))
-    mean_sq += float(np.sum(mean_product**2))
+  products = [np.asarray(p, np.float64) for p in measurements["lora_delta_products"]]
+  shares = measurements["lora_rank_share"] if kind in RANKED else None
+  means = []
+  for i in range(0, len(before), 2):
+    a, b, da, db = before[i], before[i + 1], mean_delta[i], mean_delta[i + 1]
+    share = 1.0 if shares is None else np.asarray(shares[i // 2], np.float64)[:, None]
+    means.append(a @ (share * b) + a @ db + da @ b + products[i // 2])  # A D B: each client's own components.
+  return means
+
+
+def svd_factors(means: list[np.ndarray], rank: int) -> list[np.ndarray]:
+  """FlexLoRA's server factors: per adapter `A' = U_R S_R^1/2`, `B' = S_R^1/2 V_R^T` of `M = U S V^T`,
+  strongest direction first (a client of rank r keeps the first r), as float32 `[A', B', ...]`."""
+  factors = []
+  for m in means:
+    u, s, vt = np.linalg.svd(m, full_matrices=False)
+    root = np.sqrt(s[:rank])
+    factors += [(u[:, :rank] * root).astype(np.float32), (root[:, None] * vt[:rank]).astype(np.float32)]
+  return factors
+
+
+def gap(kind: str, after: list, means: list[np.ndarray], frozen_a: list | None = None) -> float:
+  """The round's relative gap `||A' B' - M|| / ||M||` over all adapters (module docstring).
+
+  Args:
+    kind: One of `KINDS`.
+    after: The trained variables' values after the round (the server's factors).
+    means: `mean_products` of the round.
+    frozen_a: With ffa_lora, each adapter's `A`.
+  """
+  after = [np.asarray(w, np.float64) for w in after]
+  if kind == "ffa_lora":
+    aggregates = [np.asarray(a, np.float64) @ b for a, b in zip(frozen_a, after, strict=True)]
+  else:
+    aggregates = [after[i] @ after[i + 1] for i in range(0, len(after), 2)]
+  gap_sq = sum(float(np.sum((x - m) ** 2)) for x, m in zip(aggregates, means, strict=True))
+  mean_sq = sum(float(np.sum(m**2)) for m in means)
   return float(np.sqrt(gap_sq / mean_sq)) if mean_sq > 0 else 0.0

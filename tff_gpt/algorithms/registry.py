@@ -156,6 +156,16 @@ def check_combination(config) -> None:
       f"--algorithm={config.algorithm} (tff.learning.algorithms.build_fed_sgd) has no unweighted "
       f"form, so it cannot run with --client_weighting=uniform or --aggregator={config.aggregator}."
     )
+  plain_mean = algorithm.family in ("fed_avg", "fed_prox") and algorithm.server_optimizer is _sgd
+  if str(config.trainable).startswith("flexlora:") and not (
+    plain_mean and server_learning_rate(config) == 1.0 and config.aggregator == "mean"
+  ):
+    raise UnsupportedCombinationError(
+      f"--trainable={config.trainable} sets the server's factors to the SVD of the clients' mean product "
+      "each round, which replaces the server's step: it runs with plain averaging only (--algorithm=fedavg, "
+      "fedavg_unweighted or fedprox, --server_learning_rate=1, --aggregator=mean), not with "
+      f"--algorithm={config.algorithm} --aggregator={config.aggregator}. Use hetlora:R for the others."
+    )
   if is_scheduled(config) and (algorithm.family != "fed_avg" or weighting != "num_examples"):
     which = (
       f"--client_lr_schedule={config.client_lr_schedule}"

@@ -46,12 +46,13 @@ class ModelSettings:
     "norm); lora:R (rank-R adapters on attention query and value); ffa_lora:R (the same, A frozen at its "
     "seeded draw: only B trains and travels, and its mean is exact); hetlora:R (rank-R adapters, each "
     "client training the first r components of its rank from --lora_client_ranks; zero-padded mean); "
+    "flexlora:R (the same ranks; the server splits the clients' mean product by SVD each round); "
     "bitfit (biases and layer norms). Other weights stay frozen on local disk, out of TFF's state.",
   )
   lora_client_ranks: str | None = setting(
     None,
-    "With --trainable=hetlora:R: the ranks clients train, each drawn once per client by the seed: 2,4,8 "
-    "(equally likely) or 2:0.5,4:0.3,8:0.2 (weights); each at most R. Unset: every client at R.",
+    "With --trainable=hetlora:R or flexlora:R: the ranks clients train, each drawn once per client by the "
+    "seed: 2,4,8 (equally likely) or 2:0.5,4:0.3,8:0.2 (weights); each at most R. Unset: every client at R.",
   )
   lora_alpha: float = setting(
     trainable_lib.DEFAULT_LORA_ALPHA,
@@ -84,13 +85,17 @@ class ModelSettings:
     # A preset's depth is known once its config is read (the task checks K against it).
     mode = trainable_lib.parse(self.trainable, num_layers=None if self.preset else size["num_layers"])
     if self.lora_client_ranks:
-      require(mode.kind == "hetlora", "lora_client_ranks", "applies to --trainable=hetlora:R only")
+      require(
+        mode.kind in trainable_lib.RANKED_KINDS,
+        "lora_client_ranks",
+        "applies to --trainable=hetlora:R or flexlora:R only",
+      )
       trainable_lib.parse_client_ranks(self.lora_client_ranks, mode.value)
 
   def client_ranks(self) -> tuple[list[int], list[float]] | None:
-    """`(ranks, probabilities)` of the clients' adapters with --trainable=hetlora:R; None otherwise."""
+    """`(ranks, probabilities)` of the clients' adapters with hetlora:R or flexlora:R; None otherwise."""
     mode = trainable_lib.parse(self.trainable)
-    if mode.kind != "hetlora":
+    if mode.kind not in trainable_lib.RANKED_KINDS:
       return None
     return trainable_lib.parse_client_ranks(self.lora_client_ranks, mode.value)
 

@@ -146,7 +146,7 @@ def build_model_fn(
   The `model_fn` takes one optional keyword, `draw_initial_values` (default
   True); `client_model_fn` sets it False.
   """
-  ranked = _is_subset(config, trainable) and trainable_lib.parse(trainable).kind == "hetlora"
+  ranked = _is_subset(config, trainable) and trainable_lib.parse(trainable).kind in trainable_lib.RANKED_KINDS
   input_spec = preprocessing.element_spec(sequence_length, ranked=ranked)
   subset = _is_subset(config, trainable)
   if "num_layers" in config:

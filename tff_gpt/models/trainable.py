@@ -13,6 +13,10 @@
                  the first r components (`client_ranks`); the server averages
                  the zero-padded updates, so a component moves by the share
                  of clients that train it
+  flexlora:R     the same clients of different ranks, and after each round the
+                 server sets its factors to the truncated SVD of the clients'
+                 mean product (FlexLoRA, Bai et al. 2024), so that a client of
+                 rank r trains the mean update's r strongest directions
   bitfit         every bias and layer-norm parameter (Ben Zaken et al. 2022)
 
 `select` returns the trained variables as objects, never by name: Keras names
@@ -32,9 +36,11 @@ from tff_gpt import errors, internals
 from tff_gpt.models import adapters
 
 DEFAULT_LORA_ALPHA = 16.0
-HELP = "all, last_blocks:K, lora:R, ffa_lora:R, hetlora:R or bitfit"
-_SPEC = re.compile(r"^(all|bitfit|last_blocks:(\d+)|(ffa_|het)?lora:(\d+))$")
-LORA_KINDS = ("lora", "ffa_lora", "hetlora")
+HELP = "all, last_blocks:K, lora:R, ffa_lora:R, hetlora:R, flexlora:R or bitfit"
+_SPEC = re.compile(r"^(all|bitfit|last_blocks:(\d+)|(ffa_|het|flex)?lora:(\d+))$")
+LORA_KINDS = ("lora", "ffa_lora", "hetlora", "flexlora")
+# Adapter modes whose clients train ranks of their own (`--lora_client_ranks`).
+RANKED_KINDS = ("hetlora", "flexlora")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Mode:
 
   @property
   def is_lora(self) -> bool:
-    """True for the adapter modes (lora, ffa_lora, hetlora)."""
+    """True for the adapter modes (lora, ffa_lora, hetlora, flexlora)."""
     return self.kind in LORA_KINDS
 
 

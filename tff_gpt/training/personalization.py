@@ -79,7 +79,7 @@ def client_inputs(task, client_ids: list[str]) -> list:
 
   def unbatched(sequences, rank):
     x = collections.OrderedDict(token_ids=sequences["token_ids"], padding_mask=sequences["padding_mask"])
-    if rank is not None:  # hetlora: the client personalizes and is evaluated at its own rank.
+    if rank is not None:  # hetlora, flexlora: the client personalizes and is evaluated at its own rank.
       x[preprocessing.RANK_FEATURE] = np.full(len(sequences["labels"]), rank, np.int32)
     return tf.data.Dataset.from_tensor_slices((x, sequences["labels"]))
 

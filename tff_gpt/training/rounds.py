@@ -107,13 +107,26 @@ class RoundLoop:
     )
     if self.config.differentially_private:
       metrics["dp_epsilon"] = self.dp_epsilon(round_num)
+    new_state = result.state
     measured = result.metrics.get("aggregator", {})
     if "lora_mean_delta" in measured:
-      before, after = state.global_model_weights.trainable, result.state.global_model_weights.trainable
-      if self.task.lora_kind == "ffa_lora" and self._frozen_a is None:
-        self._frozen_a = self.task.frozen_lora_a(self.process.get_model_weights(result.state))
-      metrics["lora_gap"] = lora_gap.gap(self.task.lora_kind, before, after, measured, self._frozen_a)
-    return result.state, metrics
+      new_state, metrics["lora_gap"] = self._lora_aggregate(state, result.state, measured)
+    return new_state, metrics
+
+  def _lora_aggregate(self, state, new_state, measured):
+    """`(state, exactness gap)` of a LoRA round; with flexlora the server's factors become the truncated
+    SVD of the clients' mean product (`lora_gap.svd_factors`)."""
+    kind = self.task.lora_kind
+    if kind == "ffa_lora" and self._frozen_a is None:
+      self._frozen_a = self.task.frozen_lora_a(self.process.get_model_weights(new_state))
+    before = state.global_model_weights.trainable
+    means = lora_gap.mean_products(kind, before, measured, self._frozen_a)
+    after = new_state.global_model_weights.trainable
+    if kind == "flexlora":
+      after = lora_gap.svd_factors(means, self.task.lora_rank)
+      weights = tff.learning.models.ModelWeights(trainable=after, non_trainable=[])
+      new_state = self.process.set_model_weights(new_state, weights)
+    return new_state, lora_gap.gap(kind, after, means, self._frozen_a)
 
   def latest_state(self):
     """`(state, round_num)` of the run's latest checkpoint."""

@@ -112,18 +112,25 @@ class FederatedTask:
 
   @property
   def lora_kind(self) -> str | None:
-    """ "lora" or "ffa_lora" for a GPT-2 with adapters (the round's exactness gap is measured), else None."""
+    """The LoRA kind (`trainable.LORA_KINDS`) of a GPT-2 with adapters (the round's exactness gap is
+    measured), else None."""
     mode = trainable_lib.parse(self.config.trainable)
     return mode.kind if mode.is_lora and registry.MODELS[self.config.model].is_gpt2 else None
 
+  @property
+  def lora_rank(self) -> int | None:
+    """The server's adapter rank R of a LoRA mode (None in other modes)."""
+    mode = trainable_lib.parse(self.config.trainable)
+    return mode.value if mode.is_lora else None
+
   def client_rank(self, client_id: str) -> int | None:
-    """The adapter rank `client_id` trains with --trainable=hetlora:R (None in other modes)."""
+    """The adapter rank `client_id` trains with hetlora:R or flexlora:R (None in other modes)."""
     if self._client_ranks is None:
       return None
     return trainable_lib.client_rank(*self._client_ranks, seed=self.config.seed, client_id=client_id)
 
   def _ranked(self, dataset, rank: int | None):
-    """`dataset` carrying the adapters' rank (hetlora: the model reads it), else `dataset`."""
+    """`dataset` carrying the adapters' rank (hetlora, flexlora: the model reads it), else `dataset`."""
     return dataset if self._client_ranks is None else preprocessing.with_rank(dataset, rank)
 
   def frozen_lora_a(self, model_weights) -> list:
