@@ -1,4 +1,4 @@
-"""LoRA, FFA-LoRA and heterogeneous ranks on the federated dialogue task, at equal rounds.
+"""LoRA, FFA-LoRA and heterogeneous ranks (HetLoRA, FlexLoRA) on the federated dialogue task, at equal rounds.
 
   .venv/bin/python -m studies.lora_variants --work_dir /tmp/dialogue --out studies/results_lora_variants.json
   .venv/bin/python -m studies.lora_variants --quick     # tiny model, few rounds (the tests run it)
@@ -7,7 +7,7 @@ The task is `studies.dialogue`'s (central pretraining on the histories, then
 federated fine-tuning on the other plays' dialogue, loss on the responses;
 a work directory it made is reused, preset included). Each variant runs the
 same rounds, clients and local epochs at rank 8 (`lora:8`, `ffa_lora:8`,
-`hetlora:8` with client ranks 2, 4 and 8 equally likely) and, at every
+`hetlora:8` and `flexlora:8` with client ranks 2, 4 and 8 equally likely) and, at every
 evaluation, TFF's personalization evaluation on 20 clients. Each row: held-out
 response perplexity, bytes communicated, the exactness gap of the round's
 aggregate (median over rounds, and the last), and the global against the
@@ -40,6 +40,10 @@ def variants(s: dict) -> dict:
     f"HetLoRA, client ranks {low} of {r}": (
       "variants_het",
       [*common, f"--trainable=hetlora:{r}", f"--lora_client_ranks={low}"],
+    ),
+    f"FlexLoRA, client ranks {low} of {r}": (
+      "variants_flex",
+      [*common, f"--trainable=flexlora:{r}", f"--lora_client_ranks={low}"],
     ),
   }
 

@@ -127,11 +127,24 @@ def test_quick_central_replay_trains_every_configuration_centrally(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_dialogue_study_scores_each_run_on_the_same_responses(tmp_path):
+def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_responses(tmp_path):
   out = tmp_path / "dialogue.json"
   _run_benchmark(
     tmp_path, "studies.dialogue", "--quick", "--out", str(out), "--work_dir", str(tmp_path / "w")
   )
+  variants = tmp_path / "variants.json"  # The same work directory: its pretrained preset is reused.
+  text = _run_benchmark(
+    tmp_path, "studies.lora_variants", "--quick", "--out", str(variants), "--work_dir", str(tmp_path / "w")
+  )
+  assert "| variant | response perplexity |" in text
+  variant_rows = json.loads(variants.read_text())["rows"]
+  assert len(variant_rows) == 5  # Four variants and the unchanged preset, scored on the same responses.
+  assert len({r["response_tokens"] for r in variant_rows.values()}) == 1
+  by_kind = {label.split(",")[0]: r for label, r in variant_rows.items()}
+  assert by_kind["FFA-LoRA"]["lora_gap_last"] < 1e-5 < by_kind["LoRA"]["lora_gap_last"]
+  assert by_kind["FFA-LoRA"]["bytes_communicated"] < 0.55 * by_kind["LoRA"]["bytes_communicated"]
+  for label in ("LoRA", "FFA-LoRA", "HetLoRA", "FlexLoRA"):
+    assert by_kind[label]["personalization"]["personalized_loss_mean"] > 0
   result = json.loads(out.read_text())
   rows = result["rows"]
   pairs, text = "federated LoRA, loss on responses", "federated LoRA, same pairs as plain text"
