@@ -69,6 +69,32 @@ def gap_and_personalization(work: str, name: str) -> dict:
   }
 
 
+def personalize_again(work: str, names: list[str], rates: tuple, clients: int, steps: int) -> dict:
+  """`{run: {rate: summary}}`: TFF's personalization evaluation of each run's final weights, at other rates.
+
+  The runs personalize at `--personalization_learning_rate` as they go; this measures the same clients
+  and steps at each of `rates` on the final model, to see whether the rate or the model decides the gain.
+  """
+  from tff_gpt import runtime
+  from tff_gpt.training import config as config_lib
+  from tff_gpt.training import outputs, personalization, trainer
+
+  out = {}
+  with runtime.execution_context(max_concurrent_computation_calls=1):
+    for name in names:
+      dirs = outputs.RunDirs.of(os.path.join(work, "runs"), name)
+      config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
+      experiment = trainer.FederatedExperiment(config, progress=False)
+      state, _ = experiment.loop.latest_state()
+      weights = experiment.process.get_model_weights(state)
+      out[name] = {}
+      for rate in rates:
+        p = personalization.Personalization(clients, steps, rate, config.client_batch_size)
+        out[name][str(rate)] = personalization.evaluate(experiment.task, weights, p)[0]
+        print(f"{name}: personalization at {rate}: {out[name][str(rate)]}", flush=True)
+  return out
+
+
 def table(rows: dict) -> str:
   lines = [
     "| variant | response perplexity | MB communicated | gap (median, last) | global -> personalized loss "
@@ -104,6 +130,10 @@ def main(argv=None) -> dict:
   result_rows["pretrained, unchanged"] = {k: v for k, v in scores["unchanged"].items() if k != "replies"}
   print(table({k: v for k, v in result_rows.items() if "lora_gap_median" in v}))
   print(f"pretrained, unchanged: response perplexity {scores['unchanged']['response_perplexity']:.2f}")
+  rates = (0.001, 0.01) if not args.quick else (0.01,)
+  again = personalize_again(work, [n for n, _ in runs.values()], rates, s["personalization_clients"], 20)
+  for label, (name, _) in runs.items():
+    result_rows[label]["personalization_at"] = again[name]
   result = {"settings": s, "rows": result_rows, "work_dir": work}
   if args.out:
     with open(args.out, "w") as f:

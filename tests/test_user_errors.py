@@ -62,7 +62,7 @@ def _cases(tmp):
     (
       "run_experiment",
       ["--trainable=half"],
-      "--trainable must be all, last_blocks:K, lora:R, ffa_lora:R or bitfit",
+      "--trainable must be all, last_blocks:K, lora:R, ffa_lora:R, hetlora:R, flexlora:R or bitfit",
     ),
     ("run_experiment", ["--trainable=lora:0"], "the rank R must be >= 1"),
     ("run_experiment", ["--lora_alpha=-2"], "--lora_alpha must be > 0"),
