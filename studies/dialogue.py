@@ -234,6 +234,11 @@ def _runs(s: dict, work: str, quick: bool) -> dict:
       ),
       "LoRA, 4 local epochs, FedAvgM": ("lora8_e4_avgm", [*on_pairs, lora, e4, "--algorithm=fedavgm"]),
       "FFA-LoRA, 4 local epochs": ("ffa_pairs_e4", [*on_pairs, f"--trainable=ffa_lora:{s['rank']}", e4]),
+      "LoRA, 8 local epochs": ("lora_pairs_e8", [*on_pairs, lora, "--client_epochs_per_round=8"]),
+      "LoRA, 4 local epochs, 20 clients a round": (
+        "lora_pairs_e4_c20",
+        [*on_pairs, lora, e4, "--clients_per_round=20"],
+      ),
     }
   return runs
 

@@ -305,6 +305,14 @@ def test_resume_refuses_other_trainable_and_bad_frozen_weights(lora_run, tmp_pat
     pytest.param("last_blocks:1", dict(algorithm="fedavg", aggregator="secure"), marks=pytest.mark.full),
     pytest.param("bitfit", dict(algorithm="fedsgd"), marks=pytest.mark.full),
     pytest.param("lora:2", dict(algorithm="fedyogi", aggregator="robust"), marks=pytest.mark.full),
+    pytest.param(
+      "hetlora:2",
+      dict(lora_client_ranks="1,2", algorithm="fedavg_unweighted", aggregator="dp_fixed"),
+      marks=pytest.mark.full,
+    ),
+    pytest.param("hetlora:2", dict(lora_client_ranks="1,2", algorithm="mime_lite"), marks=pytest.mark.full),
+    pytest.param("flexlora:2", dict(lora_client_ranks="1,2", algorithm="fedprox"), marks=pytest.mark.full),
+    pytest.param("ffa_lora:2", dict(algorithm="fedsgd"), marks=pytest.mark.full),
   ],
 )
 def test_each_mode_trains_with_algorithms_and_aggregators(tmp_path, mode, overrides):
@@ -328,5 +336,5 @@ def test_each_mode_trains_with_algorithms_and_aggregators(tmp_path, mode, overri
   after = experiment.process.get_model_weights(state).trainable
   assert max(float(np.max(np.abs(a - b))) for a, b in zip(after, before, strict=True)) > 1e-6
   assert np.isfinite(metrics["train_loss"]) and np.isfinite(evaluation["eval_loss"])
-  assert ("dp_epsilon" in metrics) == (overrides.get("aggregator") == "dp_adaptive")
+  assert ("dp_epsilon" in metrics) == (overrides.get("aggregator") in ("dp_adaptive", "dp_fixed"))
   frozen.check(experiment.dirs.frozen_weights, experiment.task.model_fn.frozen_layout)
