@@ -58,6 +58,13 @@ flags.DEFINE_string(
   None,
   "Configuration the others are differenced from, seed by seed (default: fedavg, or the first).",
 )
+flags.DEFINE_integer(
+  "parallel_runs",
+  1,
+  "Runs trained at once, each in a process of its own: 2 finish a comparison in about 0.71 of the time on "
+  "2 cores (BENCHMARKS.md, two runs side by side); each run needs its own memory, so keep 1 for GPT-2 124M.",
+  lower_bound=1,
+)
 FLAGS = flags.FLAGS
 
 
@@ -82,7 +89,9 @@ def run() -> dict:
       comparison.grid_configs(base, configuration, comparison_dir, seeds)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  records = comparison.run_comparison(base, configurations, comparison_dir=comparison_dir, seeds=seeds)
+  records = comparison.run_comparison(
+    base, configurations, comparison_dir=comparison_dir, seeds=seeds, parallel_runs=FLAGS.parallel_runs
+  )
   report = comparison.write_report(
     records, comparison_dir, target_loss=FLAGS.target_loss, select_on=select_on, reference=FLAGS.reference
   )

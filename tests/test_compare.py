@@ -1,5 +1,6 @@
 """experiments/compare_algorithms.py: same clients for every configuration, one report."""
 
+import dataclasses
 import glob
 import os
 
@@ -10,7 +11,8 @@ from absl.testing import flagsaver
 
 from experiments import compare_algorithms, flags_common
 from tests import helpers
-from tff_gpt.training import comparison, comparison_configs, comparison_stats, outputs
+from tff_gpt import runtime
+from tff_gpt.training import comparison, comparison_configs, comparison_stats, outputs, trainer
 from tff_gpt.training import config as config_lib
 
 
@@ -215,9 +217,16 @@ def test_seeds_pair_the_runs_and_validation_clients_choose_the_grid_point(tmp_pa
   config = helpers.tiny_config(tmp_path, clients_per_round=2, total_rounds=1, validation_clients=2)
   values = {k: v for k, v in config.to_dict().items() if v is not None}
   configurations = ["fedavg", "prox: --algorithm=fedprox --client_learning_rate=0.1,0.5"]
-  with flagsaver.flagsaver(**values, configuration=configurations, comparison_name="seeds", seeds=["0", "1"]):
+  flags = dict(configuration=configurations, comparison_name="seeds", seeds=["0", "1"], parallel_runs=2)
+  with flagsaver.flagsaver(**values, **flags):  # Two runs at a time, each in a process of its own.
     report = compare_algorithms.run()
   root = os.path.join(values["root_output_dir"], "seeds")
+  # A run trained in a process of the pool equals the same run trained here.
+  here = dataclasses.replace(config, root_output_dir=str(tmp_path / "here"), experiment_name="fedavg_s0")
+  with runtime.execution_context():
+    alone = trainer.FederatedExperiment(here).run(progress=False)
+  pooled = outputs.read_json(outputs.RunDirs.of(root, "fedavg_s0").summary)
+  assert pooled["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-6)
   sampled = {
     run: outputs.read_sampled_clients(outputs.RunDirs.of(root, run))
     for run in ("fedavg_s0", "fedavg_s1", "prox_clr0.1_s0", "prox_clr0.5_s1")
