@@ -1,6 +1,7 @@
 """Why federated full fine-tuning of a pretrained GPT-2 gets worse, and settings under which it does not.
 
-  .venv/bin/python -m studies.finetune_recipe --work_dir /tmp/dialogue --out studies/results_finetune_recipe.json
+  .venv/bin/python -m studies.finetune_recipe --work_dir /tmp/dialogue \
+      --out studies/results_finetune_recipe.json
 
 On `studies.dialogue`'s task (the preset pretrained centrally on the
 histories, federated fine-tuning on the other plays' dialogue with the loss
