@@ -79,6 +79,22 @@ def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
   assert run_config["tokenizer"]["preset"] == preset
 
 
+@pytest.mark.parametrize(
+  ("overrides", "noted"),
+  [
+    (dict(client_optimizer="adam", client_learning_rate=3e-3), True),
+    (dict(client_optimizer="adam", client_learning_rate=1e-4), False),
+    (dict(client_optimizer="sgd", client_learning_rate=0.1), False),
+    (dict(client_optimizer="adam", client_learning_rate=3e-3, trainable="lora:8"), False),
+  ],
+)
+def test_whole_model_fine_tuning_with_client_adam_is_advised_against(tmp_path, overrides, noted):
+  config = helpers.tiny_config(tmp_path, preset="/some/preset", tokenizer="bpe", **overrides)
+  notes = config.advice()
+  assert bool(notes) == noted and all("--client_optimizer=sgd --client_learning_rate=0.1" in n for n in notes)
+  assert not helpers.tiny_config(tmp_path, client_optimizer="adam", client_learning_rate=3e-3).advice()
+
+
 def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   from experiments import make_bpe_vocab
 

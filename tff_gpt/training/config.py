@@ -160,6 +160,19 @@ class ExperimentConfig(
       require(self.tokenizer == needs, "model", f"{self.model} needs --tokenizer={needs}")
     self.check_lr_multipliers(self.client_lr_multipliers)
 
+  def advice(self) -> list[str]:
+    """Notes on settings that run but are known to work badly (printed at start, never an error)."""
+    notes = []
+    if self.preset and self.trainable == "all" and self.client_optimizer == "adam":
+      if self.client_learning_rate > 1e-4:
+        notes.append(
+          f"whole-model fine-tuning of a pretrained preset with client Adam at {self.client_learning_rate:g} "
+          "was measured to get worse round after round (Adam restarts on every client each round); client "
+          "SGD at 0.1 or Adam at 1e-4 or below kept improving: --client_optimizer=sgd "
+          "--client_learning_rate=0.1 (docs/results.md#whole-model-fine-tuning-of-a-pretrained-gpt-2)."
+        )
+    return notes
+
   def _check_tokenizer_fits(self) -> None:
     if self.tokenizer == "word":
       require(

@@ -13,6 +13,7 @@ round loop (`rounds.RoundLoop`) and the report (`report.summarize`).
 """
 
 import os
+import sys
 
 from tff_gpt import algorithms, errors
 from tff_gpt.training import config as config_lib
@@ -43,6 +44,8 @@ class FederatedExperiment:
 
   def __init__(self, config: config_lib.ExperimentConfig, *, progress: bool = True):
     config.validate()
+    for note in config.advice():
+      print(f"note: {note}", file=sys.stderr)
     self.config = config
     self.dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
     check_resume(config, self.dirs)
