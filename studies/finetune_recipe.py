@@ -60,12 +60,30 @@ def ceiling(work: str, name: str, rates: tuple) -> dict:
   return out
 
 
+def _run_or_divergence(name: str, s: dict, work: str, flags: list[str]) -> dict:
+  """The run's figures (`dialogue._run`), or `{"diverged_round", "message"}` when it diverged."""
+  from tff_gpt.training import divergence
+
+  diverged = divergence.read(os.path.join(work, "runs", "results", name))
+  if diverged is None:
+    try:
+      return dialogue._run(name, s, work, flags)
+    except RuntimeError:
+      diverged = divergence.read(os.path.join(work, "runs", "results", name))
+      if diverged is None:
+        raise
+  return {k: diverged[k] for k in ("diverged_round", "message")}
+
+
 def table(rows: dict, unchanged: float) -> str:
   lines = [
     "| row | response perplexity at rounds 10, 20, 30, 40 | final vs unchanged | MB communicated |",
     "|---|---|---|---|",
   ]
   for label, r in rows.items():
+    if "diverged_round" in r:
+      lines.append(f"| {label} | diverged in round {r['diverged_round']} | | |")
+      continue
     curve = ", ".join(f"{p:.1f}" for _, p in r["curve"])
     change = f"{100 * (r['run_eval_perplexity'] / unchanged - 1):+.1f}%"
     lines.append(f"| {label} | {curve} | {change} | {r['bytes_communicated'] / 2**20:.0f} |")
@@ -81,7 +99,9 @@ def main(argv=None) -> dict:
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
   dialogue.prepare(s, work)
   common = [f"--dataset_path={work}/dialogue_pairs.jsonl", "--examples=pairs", "--trainable=all"]
-  rows = {label: dialogue._run(name, s, work, [*common, *flags]) for label, (name, flags) in ROWS.items()}
+  rows = {
+    label: _run_or_divergence(name, s, work, [*common, *flags]) for label, (name, flags) in ROWS.items()
+  }
   unchanged = json.load(open(os.path.join(os.path.dirname(__file__), "results_dialogue.json")))["rows"][
     "pretrained, unchanged"
   ]["response_perplexity"]
