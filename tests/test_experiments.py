@@ -86,6 +86,7 @@ def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
     (dict(client_optimizer="adam", client_learning_rate=1e-4), False),
     (dict(client_optimizer="sgd", client_learning_rate=0.1), False),
     (dict(client_optimizer="adam", client_learning_rate=3e-3, trainable="lora:8"), False),
+    (dict(client_optimizer="adam", client_learning_rate=3e-3, server_learning_rate=0.3), False),
   ],
 )
 def test_whole_model_fine_tuning_with_client_adam_is_advised_against(tmp_path, overrides, noted):
