@@ -1,6 +1,7 @@
 """LoRA variants: FFA-LoRA (A frozen, B alone trained and sent) and the exactness gap of averaging factors."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -136,6 +137,7 @@ def test_heterogeneous_ranks_are_drawn_per_client_and_a_run_resumes_exactly(tmp_
     (dict(trainable="lora:4", lora_client_ranks="2,4"), "--lora_client_ranks applies to --trainable=hetlora"),
     (dict(trainable="hetlora:4", lora_client_ranks="2,8"), "each rank must be in 1..4"),
     (dict(trainable="hetlora:4", lora_client_ranks="2:x"), "'2:x' is not RANK or RANK:WEIGHT"),
+    (dict(trainable="hetlora:4", lora_client_ranks="@/no/such.json"), "/no/such.json does not exist"),
   ],
 )
 def test_bad_client_ranks_name_the_fix(tmp_path, overrides, message):
@@ -173,3 +175,22 @@ def test_flexlora_refuses_a_server_step_of_its_own(tmp_path):
   config = helpers.tiny_config(tmp_path, trainable="flexlora:2", algorithm="fedadam")
   with pytest.raises(ValueError, match="--trainable=flexlora:2 sets the server's factors.*fedadam"):
     config.validate()
+
+
+def test_ranks_keyed_by_client_come_from_a_file_that_names_every_client(tmp_path):
+  ids = sorted(helpers.PATTERNS)
+  table = {cid: 1 + i % 2 for i, cid in enumerate(ids)}
+  (tmp_path / "ranks.json").write_text(json.dumps(table))
+  experiment = _experiment(tmp_path, "hetlora:2", lora_client_ranks=f"@{tmp_path / 'ranks.json'}")
+  assert {c: experiment.task.client_rank(c) for c in experiment.task.train_data.client_ids} == {
+    c: table[c] for c in experiment.task.train_data.client_ids
+  }
+  del table[ids[0]]
+  (tmp_path / "ranks.json").write_text(json.dumps(table))
+  config = helpers.tiny_config(
+    tmp_path, experiment_name="b", trainable="hetlora:2", lora_client_ranks=f"@{tmp_path / 'ranks.json'}"
+  )
+  with pytest.raises(
+    ValueError, match=rf"has no rank for 1 of the \d+ training clients \(first: '{ids[0]}'\)"
+  ):
+    trainer.FederatedExperiment(config)

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from tff_gpt.models import gpt2_lm, parameter_groups, registry
+from tff_gpt.models import client_ranks, gpt2_lm, parameter_groups, registry
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.settings import POSITIVE, Check, check_declared, require, setting
 
@@ -52,7 +52,8 @@ class ModelSettings:
   lora_client_ranks: str | None = setting(
     None,
     "With --trainable=hetlora:R or flexlora:R: the ranks clients train, each drawn once per client by the "
-    "seed: 2,4,8 (equally likely) or 2:0.5,4:0.3,8:0.2 (weights); each at most R. Unset: every client at R.",
+    "seed: 2,4,8 (equally likely) or 2:0.5,4:0.3,8:0.2 (weights); or @FILE, a JSON object {client id: rank} "
+    "(every training client); each at most R. Unset: every client at R.",
   )
   lora_alpha: float = setting(
     trainable_lib.DEFAULT_LORA_ALPHA,
@@ -90,14 +91,14 @@ class ModelSettings:
         "lora_client_ranks",
         "applies to --trainable=hetlora:R or flexlora:R only",
       )
-      trainable_lib.parse_client_ranks(self.lora_client_ranks, mode.value)
+      client_ranks.parse(self.lora_client_ranks, mode.value)
 
-  def client_ranks(self) -> tuple[list[int], list[float]] | None:
-    """`(ranks, probabilities)` of the clients' adapters with hetlora:R or flexlora:R; None otherwise."""
+  def client_ranks(self) -> client_ranks.ClientRanks | None:
+    """The clients' adapter ranks with hetlora:R or flexlora:R (`client_ranks.py`); None otherwise."""
     mode = trainable_lib.parse(self.trainable)
     if mode.kind not in trainable_lib.RANKED_KINDS:
       return None
-    return trainable_lib.parse_client_ranks(self.lora_client_ranks, mode.value)
+    return client_ranks.parse(self.lora_client_ranks, mode.value)
 
   @property
   def initial_draws(self) -> dict:

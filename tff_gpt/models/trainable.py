@@ -12,7 +12,7 @@
                  Cho et al. 2024): a client of rank r <= R trains and uses only
                  the first r components (`client_ranks`); the server averages
                  the zero-padded updates, so a component moves by the share
-                 of clients that train it
+                 of clients that train it (ranks: `client_ranks.py`)
   flexlora:R     the same clients of different ranks, and after each round the
                  server sets its factors to the truncated SVD of the clients'
                  mean product (FlexLoRA, Bai et al. 2024), so that a client of
@@ -27,7 +27,6 @@ frozen and stays out of TFF's state (see `frozen.py`).
 
 import dataclasses
 import re
-import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -82,37 +81,6 @@ def parse(spec: str, *, num_layers: int | None = None) -> Mode:
       f"--trainable={spec}: the model has {num_layers} blocks; use last_blocks:K with 1 <= K <= {num_layers}."
     )
   return Mode(kind, value)
-
-
-def parse_client_ranks(spec: str | None, rank: int) -> tuple[list[int], list[float]]:
-  """`(ranks, probabilities)` of `--lora_client_ranks` ("2,4,8" equally likely, or "2:0.5,4:0.3,8:0.2").
-
-  Empty: every client at `rank`. Raises `UserInputError` for a rank outside 1..`rank` or a bad weight.
-  """
-  if not spec:
-    return [rank], [1.0]
-  ranks, weights = [], []
-  for item in str(spec).split(","):
-    value, _, weight = item.strip().partition(":")
-    try:
-      ranks.append(int(value))
-      weights.append(float(weight) if weight else 1.0)
-    except ValueError:
-      raise errors.UserInputError(
-        f"--lora_client_ranks={spec}: {item!r} is not RANK or RANK:WEIGHT; write e.g. 2,4,8 or 2:0.5,8:0.5."
-      ) from None
-  if any(not 1 <= r <= rank for r in ranks) or any(w <= 0 for w in weights):
-    raise errors.UserInputError(
-      f"--lora_client_ranks={spec}: each rank must be in 1..{rank} (the server's R) and each weight > 0."
-    )
-  total = sum(weights)
-  return ranks, [w / total for w in weights]
-
-
-def client_rank(ranks: list[int], probabilities: list[float], *, seed: int, client_id: str) -> int:
-  """The rank a client trains: drawn once by (seed, client), the same every round and after a resume."""
-  rng = np.random.default_rng([seed, 2, zlib.crc32(client_id.encode("utf-8"))])
-  return int(rng.choice(ranks, p=probabilities))
 
 
 def _leaf_layers(layer):

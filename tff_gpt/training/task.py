@@ -51,6 +51,8 @@ class FederatedTask:
     )
     self.eval_client_ids, self.validation_client_ids = self._choose_eval_clients()
     self._client_ranks = config.client_ranks() if registry.MODELS[config.model].is_gpt2 else None
+    if self._client_ranks is not None:
+      self._client_ranks.check_clients(self.train_data.client_ids)
 
   def _tokenized(self, texts) -> preprocessing.TokenizedClients:
     """Text as packed streams, or prompt and response pairs as one window each (`pairs`)."""
@@ -127,7 +129,7 @@ class FederatedTask:
     """The adapter rank `client_id` trains with hetlora:R or flexlora:R (None in other modes)."""
     if self._client_ranks is None:
       return None
-    return trainable_lib.client_rank(*self._client_ranks, seed=self.config.seed, client_id=client_id)
+    return self._client_ranks.of(client_id, seed=self.config.seed)
 
   def _ranked(self, dataset, rank: int | None):
     """`dataset` carrying the adapters' rank (hetlora, flexlora: the model reads it), else `dataset`."""
