@@ -89,7 +89,6 @@ def personalize_again(work: str, names: list[str], rates: tuple, clients: int, s
       experiment = trainer.FederatedExperiment(config, progress=False)
       state, _ = experiment.loop.latest_state()
       weights = experiment.process.get_model_weights(state)
-      out[name] = {}
       for rate in rates:
         p = personalization.Personalization(clients, steps, rate, config.client_batch_size)
         out[name][str(rate)] = personalization.evaluate(experiment.task, weights, p)[0]

@@ -224,9 +224,8 @@ class FederatedTask:
 
   def eval_datasets(self, client_ids: list[str]) -> list:
     """Each client's held-out sequences, in batches of `--eval_batch_size` (the global model: every rank)."""
-    full_rank = trainable_lib.parse(self.config.trainable).value
     return [
-      self._ranked(self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size), full_rank)
+      self._ranked(self.test_data.eval_dataset(cid, batch_size=self.config.eval_batch_size), self.lora_rank)
       for cid in client_ids
     ]
 
