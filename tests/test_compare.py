@@ -70,6 +70,9 @@ def test_every_shipped_comparison_flagfile_parses_and_validates(path, tmp_path):
   same_base, configurations, _ = comparison_configs.read_comparison(path)
   assert same_base == base
   assert configurations == [comparison_configs.parse_configuration(spec) for spec in specs]
+  # What the reader skips is exactly the comparison's own flags.
+  own = {f.name for f in flags.FLAGS.get_flags_for_module(compare_algorithms)}
+  assert own - {"comparison_name", "configuration"} == set(comparison_configs.COMPARISON_FLAGS)
 
 
 def test_grid_names_and_values(tmp_path):

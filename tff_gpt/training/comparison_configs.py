@@ -96,13 +96,18 @@ def _expand(args: list[str]) -> list[str]:
   return expanded
 
 
+# experiments/compare_algorithms.py's own flags, beside the experiment settings and --configuration.
+COMPARISON_FLAGS = ("target_loss", "seeds", "select_on", "reference", "parallel_runs")
+
+
 def read_comparison(flagfile: str, extra: tuple[str, ...] = ()) -> tuple:
   """`(base config, configurations, comparison_name)` of a comparison flagfile and `extra` flags.
 
   As `experiments.compare_algorithms --flagfile=F EXTRA` reads them: every
   `--configuration` in order, `--comparison_name` (default "compare"), and
-  the experiment settings of the base; `--target_loss` is the report's and
-  is ignored here.
+  the experiment settings of the base; the flags of the comparison itself
+  (`COMPARISON_FLAGS`: the report's target, seeds, selection, reference,
+  parallel runs) are ignored here.
   """
   base, configurations, name = {}, [], "compare"
   for arg in _expand([f"--flagfile={flagfile}", *extra]):
@@ -111,7 +116,7 @@ def read_comparison(flagfile: str, extra: tuple[str, ...] = ()) -> tuple:
       configurations.append(parse_configuration(value))
     elif key == "--comparison_name":
       name = value
-    elif key != "--target_loss":
+    elif key.removeprefix("--") not in COMPARISON_FLAGS:
       try:
         base.update([_setting(arg)])
       except ValueError as e:
