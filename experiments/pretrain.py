@@ -1,4 +1,4 @@
-"""Pretrains GPT-2 centrally on public text and saves a preset for federated fine-tuning.
+"""Pretrains GPT-2 (or TFF's character LSTM) centrally on public text and saves it for federated fine-tuning.
 
   # Pretrain on Shakespeare's histories; write the other plays' speakers for the federated run.
   python -m experiments.pretrain --groups=henry-v,richard-iii,... --bpe_vocab_size=2000 \
@@ -6,9 +6,15 @@
   python -m experiments.run_experiment --preset=runs/pretrained/histories \
       --dataset=jsonl --dataset_path=runs/pretrained/other_plays.jsonl --trainable=lora:8
 
+  # The LSTM on the same text (the character vocabulary; no BPE):
+  python -m experiments.pretrain --model=char_lstm --groups=henry-v,richard-iii,... \
+      --preset_dir=runs/pretrained/histories_lstm
+  python -m experiments.run_experiment --model=char_lstm --preset=runs/pretrained/histories_lstm \
+      --dataset=jsonl --dataset_path=runs/pretrained/other_plays.jsonl
+
 The text is the training split of the corpus's clients (all of them, or those
 of `--groups`). Without `--vocab_file`, a byte-level BPE of `--bpe_vocab_size`
-tokens is learned from that same text. Interrupted, the same command resumes
+tokens is learned from that same text (GPT-2 only). Interrupted, the same command resumes
 after its last finished epoch. The logic lives in `tff_gpt.training.pretraining`.
 """
 
@@ -22,12 +28,13 @@ from absl import app, flags  # noqa: E402
 from experiments import flags_common  # noqa: E402
 from tff_gpt.data import bpe_training, client_groups, tokenizers  # noqa: E402
 from tff_gpt.data.settings import CorpusSettings  # noqa: E402
+from tff_gpt.models import char_lstm  # noqa: E402
 from tff_gpt.runtime import host  # noqa: E402
 from tff_gpt.training import pretraining  # noqa: E402
 
 # Shared with the other entry points (defined once when several are imported, as in tests).
 flags_common.define_experiment_flags(
-  CorpusSettings, names=("vocab_file", "merges_file", "seed", "model_size", "sequence_length")
+  CorpusSettings, names=("vocab_file", "merges_file", "seed", "model", "model_size", "sequence_length")
 )
 _D = pretraining.PretrainConfig(preset_dir="")
 flags.DEFINE_string(
@@ -60,6 +67,7 @@ def pretrain() -> dict:
   """Runs the pretraining the flags describe; returns what `pretraining.pretrain` reports."""
   config = pretraining.PretrainConfig(
     preset_dir=FLAGS.preset_dir,
+    model=FLAGS.model,
     model_size=FLAGS.model_size,
     sequence_length=FLAGS.sequence_length,
     batch_size=FLAGS.batch_size,
@@ -92,7 +100,9 @@ def pretrain() -> dict:
     raise app.UsageError("--rest_jsonl needs --groups (the clients not pretrained on).")
   train = {cid: train[cid] for cid in chosen}
   test = {cid: test[cid] for cid in chosen if cid in test}
-  if FLAGS.vocab_file:
+  if config.model == char_lstm.ARCHITECTURE:
+    tokenizer = tokenizers.build_tokenizer("char")
+  elif FLAGS.vocab_file:
     tokenizer = tokenizers.load_bpe(FLAGS.vocab_file, FLAGS.merges_file)
   else:
     texts = (text for examples in train.values() for text in examples)
@@ -100,9 +110,10 @@ def pretrain() -> dict:
       texts, os.path.join(config.work_dir, "bpe"), vocab_size=FLAGS.bpe_vocab_size
     )
     tokenizer = tokenizers.load_bpe(*files)
+  model = "the LSTM" if config.model == char_lstm.ARCHITECTURE else f"GPT-2 ({config.model_size})"
   print(
-    f"Pretraining GPT-2 ({config.model_size}) on {len(train)} clients of {corpus.name}, "
-    f"BPE of {tokenizer.vocabulary_size} tokens, {config.epochs} epochs."
+    f"Pretraining {model} on {len(train)} clients of {corpus.name}, "
+    f"{tokenizer.vocabulary_size} tokens, {config.epochs} epochs."
   )
   info = pretraining.pretrain(config, train, test, tokenizer)
   last = info["epochs"][-1]

@@ -10,8 +10,9 @@ from absl.testing import flagsaver
 
 from experiments import pretrain
 from tests import helpers
+from tff_gpt import errors
 from tff_gpt.data import client_data, client_groups, datasets
-from tff_gpt.models import checkpoints, gpt2_lm, trainable
+from tff_gpt.models import char_lstm, checkpoints, gpt2_lm, trainable
 from tff_gpt.training import trainer
 
 # Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
@@ -79,6 +80,45 @@ def test_federated_fine_tuning_starts_from_the_pretrained_weights(pretrained, tm
   got_values = trainable.merged_values(gpt2_lm.backbone_of(model))
   for key, value in trainable.merged_values(gpt2_lm.backbone_of(want)).items():
     np.testing.assert_array_equal(got_values[key], value)
+
+
+@pytest.fixture(scope="module")
+def pretrained_lstm(pretrained):
+  """The LSTM pretrained on the same clients' text (characters), beside the GPT-2 preset."""
+  tmp_path, values, _ = pretrained
+  lstm = values | dict(model="char_lstm", preset_dir=str(tmp_path / "lstm"), rest_jsonl="", epochs=3)
+  with flagsaver.flagsaver(**lstm):
+    info = pretrain.pretrain()
+  return lstm | {"rest_jsonl": values["rest_jsonl"]}, info
+
+
+@pytest.mark.full
+def test_the_lstm_pretrains_on_the_same_text_and_fine_tuning_starts_from_it(pretrained_lstm, tmp_path):
+  values, info = pretrained_lstm
+  preset = values["preset_dir"]
+  assert char_lstm.is_preset(preset) and info["train_clients"] == 2
+  assert info["model"]["architecture"] == "char_lstm"
+  losses = [e["train_loss"] for e in info["epochs"]]
+  assert losses[-1] < losses[0], losses
+  config = helpers.tiny_config(tmp_path, model="char_lstm", preset=preset, dataset_path=values["rest_jsonl"])
+  assert config.tokenizer == "char"  # The LSTM's own, not the BPE a GPT-2 preset brings.
+  experiment = trainer.FederatedExperiment(config)
+  weights = experiment.process.get_model_weights(experiment.loop.initial_state())
+  want = char_lstm.from_preset(preset, experiment.task.model_config)
+  for got, value in zip(weights.trainable, want.trainable_weights, strict=True):
+    np.testing.assert_array_equal(got, value.numpy())
+
+
+def test_a_preset_of_the_other_model_is_refused(pretrained, pretrained_lstm, tmp_path):
+  for model, preset in (
+    ("gpt2", pretrained_lstm[0]["preset_dir"]),
+    ("char_lstm", pretrained[1]["preset_dir"]),
+  ):
+    config = helpers.tiny_config(
+      tmp_path, model=model, preset=preset, dataset_path=pretrained[1]["rest_jsonl"]
+    )
+    with pytest.raises(errors.UserInputError, match=f"is not a pretrained --model={model}: pass --model="):
+      trainer.FederatedExperiment(config)
 
 
 def test_unknown_group_is_named(tmp_path):

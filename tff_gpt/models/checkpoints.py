@@ -32,7 +32,7 @@ import tempfile
 import h5py
 import numpy as np
 
-from tff_gpt.models import gpt2_lm, huggingface, huggingface_files, presets
+from tff_gpt.models import char_lstm, gpt2_lm, huggingface, huggingface_files, presets
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.models.huggingface import CheckpointError
 
@@ -223,6 +223,8 @@ def resolve(source: str, work_dir: str) -> str:
   and used in place. keras-hub and Hugging Face checkpoints are converted into
   `work_dir` once and reconverted only when `source`'s files change.
   """
+  if char_lstm.is_preset(source):  # The LSTM's own pretrained weights (`char_lstm.save_preset`).
+    return source
   kind = detect(source)
   if kind == HUB_NAME:
     return source

@@ -20,21 +20,34 @@ class ModelKind:
   Attributes:
     description: One line for help texts.
     build: `model config -> fresh Keras model` (`{token_ids, padding_mask}` -> logits).
-    is_gpt2: GPT-2's features apply: shapes and presets, `--trainable` subsets
-      and adapters, parameter groups, generation and the export formats.
+    from_preset: `(pretrained directory, model config) -> model` with its weights (`--preset`).
+    is_gpt2: GPT-2's features apply: shapes, `--trainable` subsets and
+      adapters, parameter groups, generation and the export formats.
     needs_tokenizer: The only `--tokenizer` it takes (None: any).
   """
 
   description: str
   build: Callable[[dict], tf.keras.Model]
+  from_preset: Callable[[str, dict], tf.keras.Model]
   is_gpt2: bool
   needs_tokenizer: str | None = None
 
 
+def _gpt2_from_preset(preset: str, config: dict) -> tf.keras.Model:
+  del config  # A GPT-2 preset carries its own.
+  return gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset))
+
+
 MODELS = {
-  "gpt2": ModelKind("GPT-2 (keras-nlp's GPT2Backbone with a tied LM head)", gpt2_lm.build_gpt2_lm, True),
+  "gpt2": ModelKind(
+    "GPT-2 (keras-nlp's GPT2Backbone with a tied LM head)", gpt2_lm.build_gpt2_lm, _gpt2_from_preset, True
+  ),
   char_lstm.ARCHITECTURE: ModelKind(
-    "TFF's Shakespeare character LSTM, the reference model", char_lstm.build_char_lstm, False, "char"
+    "TFF's Shakespeare character LSTM, the reference model",
+    char_lstm.build_char_lstm,
+    char_lstm.from_preset,
+    False,
+    "char",
   ),
 }
 

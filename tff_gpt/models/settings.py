@@ -36,9 +36,10 @@ class ModelSettings:
   )
   preset: str | None = setting(
     None,
-    "Pretrained GPT-2 to start from: a keras-nlp or keras-hub preset directory, or a Hugging Face GPT-2 "
-    "directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt); it brings its "
-    "BPE tokenizer (--tokenizer=bpe is implied). A keras-nlp hub name needs network.",
+    "Pretrained weights to start from. GPT-2: a keras-nlp or keras-hub preset directory, or a Hugging Face "
+    "GPT-2 directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt); it "
+    "brings its BPE tokenizer (--tokenizer=bpe is implied); a keras-nlp hub name needs network. "
+    "--model=char_lstm: the directory experiments/pretrain.py --model=char_lstm writes.",
   )
   trainable: str = setting(
     "all",
@@ -75,7 +76,6 @@ class ModelSettings:
     gpt2 = registry.MODELS[self.model].is_gpt2
     if not gpt2:
       require(self.trainable == "all", "trainable", f"must be 'all' with --model={self.model}")
-      require(not self.preset, "preset", f"is a pretrained GPT-2; --model={self.model} has none")
     for name in ("embedding_init_stddev", "attention_init_stddev"):
       if getattr(self, name) is not None:
         require(

@@ -223,7 +223,7 @@ def initial_weights(
     return model
 
   if not _is_subset(config, trainable):
-    model = gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset)) if preset else build_keras_model(config)
+    model = registry.kind_of(config).from_preset(preset, config) if preset else build_keras_model(config)
     return tff.learning.models.ModelWeights.from_model(initialized(model))
   if not frozen_dir:
     raise ValueError(f"--trainable={trainable} needs a frozen-weights directory.")

@@ -145,8 +145,9 @@ class ExperimentConfig(
 
   def __post_init__(self):
     ModelSettings.__post_init__(self)
-    if self.tokenizer is None:  # Unset: a preset brings its BPE.
-      self.tokenizer = "bpe" if self.preset else "char"
+    if self.tokenizer is None:  # Unset: the model's own, or the BPE a GPT-2 preset brings.
+      needs = getattr(models_registry.MODELS.get(self.model), "needs_tokenizer", None)
+      self.tokenizer = needs or ("bpe" if self.preset else "char")
 
   def validate(self) -> None:
     """Raises `ConfigError` (a `ValueError`) naming the first bad flag and what it accepts."""
@@ -163,7 +164,7 @@ class ExperimentConfig(
   def advice(self) -> list[str]:
     """Notes on settings that run but are known to work badly (printed at start, never an error)."""
     notes = []
-    whole = self.preset and self.trainable == "all" and self.algorithm in ("fedavg", "fedavg_unweighted")
+    whole = self.gpt2_preset and self.trainable == "all" and self.algorithm in ("fedavg", "fedavg_unweighted")
     if whole and self.client_optimizer == "adam" and (self.server_learning_rate or 1.0) > 0.3:
       if self.client_learning_rate > 1e-4:
         notes.append(
@@ -183,7 +184,7 @@ class ExperimentConfig(
         "(a word-count file, most frequent word first) is required with --tokenizer=word, except with "
         "--dataset=tff_stackoverflow, which reads stackoverflow.word_count from --tff_cache_dir",
       )
-    if self.preset:
+    if self.gpt2_preset:
       require(self.tokenizer == "bpe", "tokenizer", "must be 'bpe' with --preset (a preset brings its BPE)")
     elif self.tokenizer == "bpe":
       require(
@@ -191,6 +192,11 @@ class ExperimentConfig(
         "vocab_file",
         "and --merges_file are required with --tokenizer=bpe unless --preset is given",
       )
+
+  @property
+  def gpt2_preset(self) -> bool:
+    """A pretrained GPT-2 (which brings its BPE), not the LSTM's pretrained weights (fixed characters)."""
+    return bool(self.preset) and models_registry.MODELS[self.model].is_gpt2
 
   def tokenizer_kwargs(self) -> dict:
     """Arguments of `tokenizers.build_tokenizer` (but the preset) for this run."""

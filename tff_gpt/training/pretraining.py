@@ -1,4 +1,4 @@
-"""Central pretraining of GPT-2 on public text, saved as a preset that `--preset` takes.
+"""Central pretraining of GPT-2 (or TFF's character LSTM) on public text, saved for `--preset`.
 
 The usual recipe for federated language models is to pretrain centrally on
 public text and fine-tune federatedly on the clients' private text. This is
@@ -6,7 +6,10 @@ the central half: Keras `fit` over the packed sequences of every given
 client, AdamW with linear warmup and cosine decay, a held-out evaluation
 after each epoch, `BackupAndRestore` so that an interrupted run continues
 from its last epoch, and a keras-nlp preset (weights and tokenizer) written
-atomically at the end.
+atomically at the end. The LSTM (`model="char_lstm"`) trains the same way on
+the same packed text with the character tokenizer, and is saved as
+`char_lstm.save_preset` writes it, so that both references start federated
+fine-tuning from the same text.
 """
 
 import dataclasses
@@ -21,7 +24,7 @@ import tensorflow as tf
 
 from tff_gpt import errors
 from tff_gpt.data import preprocessing
-from tff_gpt.models import gpt2_lm, metrics, presets
+from tff_gpt.models import char_lstm, gpt2_lm, metrics, presets, registry
 
 INFO_FILE = "pretrain.json"
 
@@ -31,6 +34,7 @@ class PretrainConfig:
   """Settings of one central pretraining run (experiments/pretrain.py's flags)."""
 
   preset_dir: str
+  model: str = "gpt2"
   model_size: str = gpt2_lm.DEFAULT_SIZE
   sequence_length: int = 64
   batch_size: int = 16
@@ -50,6 +54,8 @@ class PretrainConfig:
       raise errors.UserInputError("--learning_rate must be > 0.")
     if not 0 <= self.warmup_fraction < 1:
       raise errors.UserInputError("--warmup_fraction must be in [0, 1).")
+    if self.model not in registry.MODELS:
+      raise errors.UserInputError(f"--model must be one of {list(registry.MODELS)}.")
     try:
       gpt2_lm.size_config(self.model_size)
     except ValueError:
@@ -78,13 +84,14 @@ def _dataset(sequences, batch_size, *, seed=None):
 
 
 def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, progress: bool = True) -> dict:
-  """Trains a fresh GPT-2 on `train_texts` and writes it, with `tokenizer`, as a preset.
+  """Trains a fresh `config.model` on `train_texts` and writes it (GPT-2: with `tokenizer`, as a preset).
 
   Args:
     config: The run's settings; the preset goes to `config.preset_dir`.
     train_texts, test_texts: `{client_id: [text, ...]}` to train on and to
       report held-out loss on (e.g. `FederatedCorpus.texts("train")`).
-    tokenizer: A `tokenizers.BPETokenizer` (a preset carries GPT-2's BPE).
+    tokenizer: A `tokenizers.BPETokenizer` for GPT-2 (a preset carries its
+      BPE); the `CharTokenizer` for the LSTM.
 
   Returns:
     What was done (also written to `<preset_dir>/pretrain.json`): sequences,
@@ -95,7 +102,8 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
   import tqdm.keras
 
   config.validate()
-  if not hasattr(tokenizer, "keras_tokenizer"):
+  gpt2 = registry.MODELS[config.model].is_gpt2
+  if gpt2 and not hasattr(tokenizer, "keras_tokenizer"):
     raise errors.UserInputError(
       "Pretraining writes a preset, which carries a BPE tokenizer: pass --tokenizer=bpe."
     )
@@ -103,9 +111,14 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
   test = _packed(test_texts, tokenizer, config.sequence_length)
   total_steps = math.ceil(len(train["labels"]) / config.batch_size) * config.epochs
   tf.keras.utils.set_random_seed(config.seed)
-  model_config = gpt2_lm.model_config(
-    config.model_size, vocabulary_size=tokenizer.vocabulary_size, max_sequence_length=config.sequence_length
-  )
+  if gpt2:
+    model_config = gpt2_lm.model_config(
+      config.model_size, vocabulary_size=tokenizer.vocabulary_size, max_sequence_length=config.sequence_length
+    )
+  else:
+    model_config = char_lstm.model_config(
+      vocabulary_size=tokenizer.vocabulary_size, sequence_length=config.sequence_length
+    )
   model = _compiled_model(model_config, config, total_steps)
   train_ds = _dataset(train, config.batch_size, seed=config.seed)
   callbacks = [tf.keras.callbacks.BackupAndRestore(os.path.join(config.work_dir, "backup"))]
@@ -133,14 +146,14 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
       for i, loss in enumerate(history.history.get("token_loss", []))
     ],
   }
-  _write_preset(gpt2_lm.backbone_of(model), tokenizer, config.preset_dir, info)
+  _write_preset(model, model_config, tokenizer, config.preset_dir, info)
   shutil.rmtree(config.work_dir, ignore_errors=True)
   return info
 
 
 def _compiled_model(model_config: dict, config: PretrainConfig, total_steps: int) -> tf.keras.Model:
-  """A fresh GPT-2 compiled with AdamW over a linear warmup, then cosine decay, and the LM loss."""
-  model = gpt2_lm.build_gpt2_lm(model_config)
+  """A fresh model compiled with AdamW over a linear warmup, then cosine decay, and the LM loss."""
+  model = registry.kind_of(model_config).build(model_config)
   warmup = int(config.warmup_fraction * total_steps)
   schedule = tf.keras.optimizers.schedules.CosineDecay(
     0.0 if warmup else config.learning_rate,
@@ -156,11 +169,14 @@ def _compiled_model(model_config: dict, config: PretrainConfig, total_steps: int
   return model
 
 
-def _write_preset(backbone, tokenizer, preset_dir: str, info: dict) -> None:
+def _write_preset(model, model_config: dict, tokenizer, preset_dir: str, info: dict) -> None:
   parent = os.path.dirname(os.path.abspath(preset_dir))
   os.makedirs(parent, exist_ok=True)
   stage = tempfile.mkdtemp(prefix=".preset-", dir=parent)
-  presets.save_preset(backbone, tokenizer.keras_tokenizer, stage)
+  if registry.kind_of(model_config).is_gpt2:
+    presets.save_preset(gpt2_lm.backbone_of(model), tokenizer.keras_tokenizer, stage)
+  else:
+    char_lstm.save_preset(model, model_config, stage)
   with open(os.path.join(stage, INFO_FILE), "w") as f:
     json.dump(info, f, indent=1)
   if os.path.exists(preset_dir):

@@ -29,7 +29,9 @@ def load_latest_model(root_output_dir: str, experiment_name: str):
   run_config = outputs.read_json(dirs.run_config)
   config = config_lib.ExperimentConfig.from_dict(run_config["experiment"])
   preset = checkpoints.resolve(config.preset, dirs.pretrained) if config.preset else None
-  tokenizer = tokenizers.build_tokenizer(config.tokenizer, preset=preset, **config.tokenizer_kwargs())
+  tokenizer = tokenizers.build_tokenizer(
+    config.tokenizer, preset=preset if config.gpt2_preset else None, **config.tokenizer_kwargs()
+  )
   settings = dict(trainable=config.trainable, lora_alpha=config.lora_alpha, frozen_dir=dirs.frozen_weights)
   model_fn = tff_model.build_model_fn(run_config["model"], sequence_length=config.sequence_length, **settings)
   process = algorithms.build_process(config, model_fn)

@@ -38,8 +38,16 @@ class FederatedTask:
     self.dirs = dirs
     # keras-hub and Hugging Face checkpoints are converted once into the run's directory.
     self.preset = checkpoints.resolve(config.preset, dirs.pretrained) if config.preset else None
+    if self.preset and char_lstm.is_preset(self.preset) != (config.model == char_lstm.ARCHITECTURE):
+      raise errors.UserInputError(
+        f"--preset {config.preset!r} is not a pretrained --model={config.model}: pass --model="
+        f"{'gpt2' if config.model == char_lstm.ARCHITECTURE else char_lstm.ARCHITECTURE} with it, or the "
+        f"weights experiments/pretrain.py --model={config.model} writes."
+      )
     self.tokenizer = tokenizers.build_tokenizer(
-      config.tokenizer, preset=self.preset, **config.tokenizer_kwargs()
+      config.tokenizer,
+      preset=self.preset if config.gpt2_preset else None,
+      **config.tokenizer_kwargs(),
     )
     self.corpus = config.load_corpus()
     self.model_config = self._model_config()
