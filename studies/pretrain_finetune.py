@@ -1,7 +1,7 @@
 """Pretrain centrally on some Shakespeare plays, fine-tune federatedly on the speakers of the others.
 
   .venv/bin/python -m studies.pretrain_finetune --out studies/results_pretrain_finetune.json
-  .venv/bin/python -m studies.pretrain_finetune --quick      # tiny model, few rounds (the tests run it)
+  .venv/bin/python -m studies.pretrain_finetune --quick      # tiny model, few rounds
 
 The seed's scenario, offline. `experiments.pretrain` trains GPT-2 centrally
 on the histories (public text, here), learns its BPE from them and writes a
@@ -77,7 +77,7 @@ def _python(module: str, args: list[str]) -> str:
   return result.stdout
 
 
-def _run(name: str, s: dict, work: str, extra: list[str]) -> dict:
+def _run(name: str, s: dict, work: str, extra: list[str], *, tokenizer="bpe", sequence_length=None) -> dict:
   """One federated run on the other plays; its summary, metrics rows and sample."""
   stdout = _python(
     "experiments.run_experiment",
@@ -86,8 +86,8 @@ def _run(name: str, s: dict, work: str, extra: list[str]) -> dict:
       f"--experiment_name={name}",
       "--dataset=jsonl",
       f"--dataset_path={work}/other_plays.jsonl",
-      "--tokenizer=bpe",
-      f"--sequence_length={s['sequence_length']}",
+      f"--tokenizer={tokenizer}",
+      f"--sequence_length={sequence_length or s['sequence_length']}",
       f"--total_rounds={s['rounds']}",
       f"--clients_per_round={s['clients']}",
       f"--rounds_per_eval={s['rounds_per_eval']}",
@@ -108,47 +108,56 @@ def _run(name: str, s: dict, work: str, extra: list[str]) -> dict:
     rows = list(csv.DictReader(f))
   sample = stdout.split(f"Sample (top-k, prompt {PROMPT!r}):\n", 1)[-1].strip()
   later = [float(r["round_seconds"]) for r in rows[1:]] or [float(rows[0]["round_seconds"])]
+  evaluated = [r for r in rows if r.get("eval_perplexity")]
   return {
     "eval_loss": summary["eval_loss"],
     "eval_perplexity": summary["eval_perplexity"],
     "eval_accuracy": summary["eval_accuracy"],
+    "eval_loss_per_char": summary.get("eval_loss_per_char"),
     "bytes_communicated": summary["bytes_communicated"],
     "peak_memory_mb": max(float(r["memory_mb"]) for r in rows),
     "median_round_seconds": statistics.median(later),
-    "curve": [(int(r["round_num"]), float(r["eval_perplexity"])) for r in rows if r.get("eval_perplexity")],
+    "curve": [(int(r["round_num"]), float(r["eval_perplexity"])) for r in evaluated],
+    "loss_per_char_curve": [
+      (int(r["round_num"]), float(r["eval_loss_per_char"]), float(r["bytes_communicated"])) for r in evaluated
+    ],
     "sample": sample,
   }
 
 
-def _unchanged(s: dict, work: str) -> dict:
-  """The preset evaluated on the same clients' held-out text, and a sample from it (in this process)."""
+def _unchanged(s: dict, work: str, *, preset: str = "preset", **overrides) -> dict:
+  """`{work}/{preset}` evaluated on the same clients' held-out text, and a GPT-2's sample (in process)."""
   from tff_gpt import generation, runtime
   from tff_gpt.models import tff_model
   from tff_gpt.training import config as config_lib
   from tff_gpt.training import trainer
 
-  config = config_lib.ExperimentConfig(
+  values = dict(
     root_output_dir=f"{work}/runs",
     experiment_name="unchanged",
     dataset="jsonl",
     dataset_path=f"{work}/other_plays.jsonl",
     tokenizer="bpe",
-    preset=f"{work}/preset",
+    preset=f"{work}/{preset}",
     sequence_length=s["sequence_length"],
     clients_per_eval=s["clients_per_eval"],
   )
+  config = config_lib.ExperimentConfig(**values | overrides)
   with runtime.execution_context(max_concurrent_computation_calls=1):
     experiment = trainer.FederatedExperiment(config)
     weights = tff_model.initial_weights(
       experiment.task.model_config, seed=config.seed, preset=experiment.task.preset
     )
     result = experiment.loop.evaluate(weights)
-    model = experiment.task.keras_model(weights)
-    sample = generation.generate(model, experiment.task.tokenizer, PROMPT, seed=config.seed)
+    sample = ""
+    if config.gpt2_preset:  # Generation is GPT-2's.
+      model = experiment.task.keras_model(weights)
+      sample = generation.generate(model, experiment.task.tokenizer, PROMPT, seed=config.seed)
   return {
     "eval_loss": result["eval_loss"],
     "eval_perplexity": result["eval_perplexity"],
     "eval_accuracy": result["eval_accuracy"],
+    "eval_loss_per_char": result["eval_loss_per_char"],
     "bytes_communicated": 0,
     "sample": sample,
   }
@@ -204,6 +213,32 @@ def plot(rows: dict, path: str) -> None:
   fig.savefig(path, dpi=110)
 
 
+def pretrain(s: dict, work: str) -> dict:
+  """GPT-2 pretrained on the histories into `{work}/preset`, the other plays in `{work}/other_plays.jsonl`.
+
+  Reused when the work directory has them (finished runs then only evaluate again). Returns what
+  `experiments.pretrain` reported.
+  """
+  if os.path.exists(f"{work}/preset/pretrain.json"):
+    print(f"Reusing the pretrained preset in {work}/preset.")
+  else:
+    pretrain_out = _python(
+      "experiments.pretrain",
+      [
+        f"--groups={s['groups']}",
+        f"--bpe_vocab_size={s['bpe_vocab_size']}",
+        f"--model_size={s['model_size']}",
+        f"--sequence_length={s['sequence_length']}",
+        f"--epochs={s['epochs']}",
+        f"--preset_dir={work}/preset",
+        f"--rest_jsonl={work}/other_plays.jsonl",
+      ],
+    )
+    print(pretrain_out.strip().splitlines()[-1])
+  with open(f"{work}/preset/pretrain.json") as f:
+    return json.load(f)
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (seconds, for tests).")
@@ -222,24 +257,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   s = settings(args.quick)
   work = args.work_dir or tempfile.mkdtemp(prefix="pretrain_finetune-")
-  if os.path.exists(f"{work}/preset/pretrain.json"):  # Reused; finished runs then only evaluate again.
-    print(f"Reusing the pretrained preset in {work}/preset.")
-  else:
-    pretrain_out = _python(
-      "experiments.pretrain",
-      [
-        f"--groups={s['groups']}",
-        f"--bpe_vocab_size={s['bpe_vocab_size']}",
-        f"--model_size={s['model_size']}",
-        f"--sequence_length={s['sequence_length']}",
-        f"--epochs={s['epochs']}",
-        f"--preset_dir={work}/preset",
-        f"--rest_jsonl={work}/other_plays.jsonl",
-      ],
-    )
-    print(pretrain_out.strip().splitlines()[-1])
-  with open(f"{work}/preset/pretrain.json") as f:
-    pretrained = json.load(f)
+  pretrained = pretrain(s, work)
   vocab = [
     f"--vocab_file={work}/preset/assets/tokenizer/vocabulary.json",
     f"--merges_file={work}/preset/assets/tokenizer/merges.txt",

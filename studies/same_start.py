@@ -1,0 +1,161 @@
+"""GPT-2 and TFF's character LSTM from the same pretraining, fine-tuned federatedly on the same clients.
+
+  .venv/bin/python -m studies.same_start --work_dir /tmp/same_start --out studies/results_same_start.json
+  .venv/bin/python -m studies.same_start --quick     # tiny models, few rounds
+
+Both models are pretrained centrally on the text of Shakespeare's histories
+(`experiments.pretrain`, the same epochs over the same text, AdamW with the
+same schedule: GPT-2 2x128 reading the BPE learned there, the LSTM reading
+characters), then fine-tuned federatedly on the speakers of the other plays
+(`studies.pretrain_finetune`'s task, whose work directory is reused) with the
+same rounds, clients per round and evaluation clients. The rows from scratch
+stay beside them. Every row: held-out loss per character of the same text
+(comparable across tokenizers) after each evaluation, with the bytes
+communicated by then; the table gives the last evaluation's, and each row's
+at the last evaluation within the bytes GPT-2's whole-model fine-tuning
+communicated in all (the LSTM has about twice GPT-2 small's weights).
+"""
+
+import argparse
+import json
+import os
+import tempfile
+
+from studies import pretrain_finetune
+
+LSTM_SEQUENCE_LENGTH = 80  # TFF's Shakespeare baseline's characters per sequence.
+# label: (model, run name or None for the unchanged preset, flags of the federated run).
+ROWS = {
+  "GPT-2, from scratch (client Adam 3e-3)": ("gpt2", "scratch", []),
+  "GPT-2, pretrained, unchanged": ("gpt2", None, []),
+  "GPT-2, pretrained, all weights (client SGD 0.1)": (
+    "gpt2",
+    "all_sgd0.1",
+    ["--trainable=all", "--client_optimizer=sgd", "--client_learning_rate=0.1"],
+  ),
+  "GPT-2, pretrained, LoRA rank 8 (client Adam 3e-3)": ("gpt2", "lora_8", ["--trainable=lora:8"]),
+  "LSTM, from scratch (client Adam 0.018)": ("char_lstm", "lstm_scratch", ["--client_learning_rate=0.018"]),
+  "LSTM, pretrained, unchanged": ("char_lstm", None, []),
+  "LSTM, pretrained (client Adam 3e-3)": ("char_lstm", "lstm_adam0.003", ["--client_learning_rate=0.003"]),
+  "LSTM, pretrained (client Adam 0.018)": ("char_lstm", "lstm_adam0.018", ["--client_learning_rate=0.018"]),
+  "LSTM, pretrained (client SGD 1.0)": (
+    "char_lstm",
+    "lstm_sgd1",
+    ["--client_optimizer=sgd", "--client_learning_rate=1.0"],
+  ),
+}
+QUICK_ROWS = (
+  "GPT-2, from scratch (client Adam 3e-3)",
+  "GPT-2, pretrained, unchanged",
+  "GPT-2, pretrained, all weights (client SGD 0.1)",
+  "LSTM, from scratch (client Adam 0.018)",
+  "LSTM, pretrained, unchanged",
+  "LSTM, pretrained (client Adam 3e-3)",
+)
+
+
+def pretrain_lstm(s: dict, work: str, sequence_length: int) -> dict:
+  """The LSTM pretrained on the same groups' text, the same epochs, into `{work}/lstm_preset` (reused)."""
+  if not os.path.exists(f"{work}/lstm_preset/pretrain.json"):
+    out = pretrain_finetune._python(
+      "experiments.pretrain",
+      [
+        "--model=char_lstm",
+        f"--groups={s['groups']}",
+        f"--sequence_length={sequence_length}",
+        f"--epochs={s['epochs']}",
+        f"--preset_dir={work}/lstm_preset",
+      ],
+    )
+    print(out.strip().splitlines()[-1])
+  with open(f"{work}/lstm_preset/pretrain.json") as f:
+    return json.load(f)
+
+
+def measure(label: str, s: dict, work: str, lstm_length: int) -> dict:
+  """One row: a federated run (or the unchanged preset's evaluation) and its loss per character."""
+  model, name, flags = ROWS[label]
+  lstm = model == "char_lstm"
+  preset = "lstm_preset" if lstm else "preset"
+  from_scratch = name in ("scratch", "lstm_scratch")
+  if name is None:
+    if lstm:
+      lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
+      return pretrain_finetune._unchanged(
+        s, work, preset=preset, experiment_name="lstm_unchanged", **lstm_values
+      )
+    return pretrain_finetune._unchanged(s, work)
+  if lstm:
+    start = [] if from_scratch else [f"--preset={work}/{preset}"]
+    args = dict(tokenizer="char", sequence_length=lstm_length)
+    return pretrain_finetune._run(name, s, work, ["--model=char_lstm", *start, *flags], **args)
+  vocab = [
+    f"--vocab_file={work}/preset/assets/tokenizer/vocabulary.json",
+    f"--merges_file={work}/preset/assets/tokenizer/merges.txt",
+  ]
+  start = [*vocab, f"--model_size={s['model_size']}"] if from_scratch else [f"--preset={work}/{preset}"]
+  return pretrain_finetune._run(name, s, work, [*start, *flags])
+
+
+def at_bytes(row: dict, budget: float) -> float | None:
+  """The row's loss per character at the last evaluation within `budget` bytes (None: none within)."""
+  within = [loss for _, loss, sent in row.get("loss_per_char_curve", []) if sent <= budget]
+  return within[-1] if within else None
+
+
+BUDGET_ROW = "GPT-2, pretrained, all weights (client SGD 0.1)"  # Its bytes in all: the equal-bytes budget.
+
+
+def table(rows: dict) -> str:
+  budget = rows[BUDGET_ROW]["bytes_communicated"]
+  lines = [
+    f"| row | loss per char, last round | loss per char within {budget / 2**20:.1f} MB | MB communicated |",
+    "|---|---|---|---|",
+  ]
+  for label, r in rows.items():
+    at = at_bytes(r, budget) if r["bytes_communicated"] else r["eval_loss_per_char"]
+    at_text = "-" if at is None else f"{at:.4f}"
+    lines.append(
+      f"| {label} | {r['eval_loss_per_char']:.4f} | {at_text} | {r['bytes_communicated'] / 2**20:.1f} |"
+    )
+  return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="Tiny models and few rounds (for tests).")
+  parser.add_argument("--out", default="", help="Write the results as JSON here.")
+  parser.add_argument(
+    "--work_dir",
+    default="",
+    help="Where presets and runs go (default: a temp dir); reusing one skips what is done.",
+  )
+  args = parser.parse_args(argv)
+  s = pretrain_finetune.settings(args.quick)
+  lstm_length = 32 if args.quick else LSTM_SEQUENCE_LENGTH
+  work = args.work_dir or tempfile.mkdtemp(prefix="same_start-")
+  pretraining = {
+    "gpt2": pretrain_finetune.pretrain(s, work),
+    "char_lstm": pretrain_lstm(s, work, lstm_length),
+  }
+  labels = QUICK_ROWS if args.quick else tuple(ROWS)
+  rows = {label: measure(label, s, work, lstm_length) for label in labels}
+  print(table(rows))
+  result = {
+    "settings": s | {"lstm_sequence_length": lstm_length},
+    "pretraining": {
+      k: {key: v[key] for key in ("train_tokens", "steps", "seconds", "epochs")}
+      for k, v in pretraining.items()
+    },
+    "rows": {label: {k: v for k, v in r.items() if k != "curve"} for label, r in rows.items()},
+    "table": table(rows),
+    "work_dir": work,
+  }
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+if __name__ == "__main__":
+  main()
