@@ -21,14 +21,13 @@ weights; the pair runs' own federated evaluation agrees):
   server momentum, FFA-LoRA.
 """
 
-import argparse
 import glob
 import json
 import os
 import statistics
 import tempfile
 
-from studies import pretrain_finetune
+from studies import common, pretrain_finetune
 
 SEPARATOR = "\n\n### Response:\n"
 
@@ -246,30 +245,12 @@ def _runs(s: dict, work: str, quick: bool) -> dict:
 def prepare(s: dict, work: str) -> tuple[dict, dict]:
   """Pretrains the preset and writes the dialogue corpora into `work` (unless done there before);
   returns the pretraining's figures and the corpora's."""
-  if not os.path.exists(f"{work}/preset/pretrain.json"):
-    pretrain_finetune._python(
-      "experiments.pretrain",
-      [
-        f"--groups={s['groups']}",
-        f"--bpe_vocab_size={s['bpe_vocab_size']}",
-        f"--model_size={s['model_size']}",
-        f"--sequence_length={s['sequence_length']}",
-        f"--epochs={s['epochs']}",
-        f"--preset_dir={work}/preset",
-      ],
-    )
-  with open(f"{work}/preset/pretrain.json") as f:
-    pretrained = json.load(f)
+  pretrained = pretrain_finetune.pretrain(s, work, rest_jsonl=False)
   return pretrained, write_dialogue(s, work)
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (for tests).")
-  parser.add_argument("--out", default="", help="Write the results as JSON here.")
-  parser.add_argument(
-    "--work_dir", default="", help="Where the preset and runs go; reusing one skips what is done."
-  )
+  parser = common.parser(__doc__, work_dir="Where the preset and runs go; reusing one skips what is done.")
   args = parser.parse_args(argv)
   s = settings(args.quick)
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
@@ -299,10 +280,7 @@ def main(argv=None) -> dict:
     "rows": result_rows,
     "work_dir": work,
   }
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=1)
-  return result
+  return common.write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ row's own batches trained centrally (one model, one Adam state throughout,
 `tff_gpt.training.replay`) at 3e-4, 1e-4 and 3e-5, evaluated the same way.
 """
 
-import argparse
 import json
 import os
 import tempfile
 
-from studies import dialogue
+from studies import common, dialogue
 
 ROWS = {
   # label: (run name, flags beyond --trainable=all on the pairs)
@@ -91,16 +90,16 @@ def table(rows: dict, unchanged: float) -> str:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default="", help="Write the results as JSON here.")
-  parser.add_argument("--work_dir", default="", help="studies.dialogue's work directory (made when missing).")
+  parser = common.parser(
+    __doc__, quick=False, work_dir="studies.dialogue's work directory (made when missing)."
+  )
   args = parser.parse_args(argv)
   s = dialogue.settings(False)
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
   dialogue.prepare(s, work)
-  common = [f"--dataset_path={work}/dialogue_pairs.jsonl", "--examples=pairs", "--trainable=all"]
+  shared = [f"--dataset_path={work}/dialogue_pairs.jsonl", "--examples=pairs", "--trainable=all"]
   rows = {
-    label: _run_or_divergence(name, s, work, [*common, *flags]) for label, (name, flags) in ROWS.items()
+    label: _run_or_divergence(name, s, work, [*shared, *flags]) for label, (name, flags) in ROWS.items()
   }
   unchanged = json.load(open(os.path.join(os.path.dirname(__file__), "results_dialogue.json")))["rows"][
     "pretrained, unchanged"
@@ -115,10 +114,7 @@ def main(argv=None) -> dict:
     "central_same_batches": central,
     "work_dir": work,
   }
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=1)
-  return result
+  return common.write(result, args.out)
 
 
 if __name__ == "__main__":

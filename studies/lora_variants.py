@@ -14,14 +14,12 @@ aggregate (median over rounds, and the last), and the global against the
 personalized held-out loss of the personalization clients.
 """
 
-import argparse
 import csv
-import json
 import os
 import statistics
 import tempfile
 
-from studies import dialogue
+from studies import common, dialogue
 
 
 def variants(s: dict) -> dict:
@@ -113,10 +111,7 @@ def table(rows: dict) -> str:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (for tests).")
-  parser.add_argument("--out", default="", help="Write the results as JSON here.")
-  parser.add_argument("--work_dir", default="", help="studies.dialogue's work directory (made when missing).")
+  parser = common.parser(__doc__, work_dir="studies.dialogue's work directory (made when missing).")
   args = parser.parse_args(argv)
   s = dialogue.settings(args.quick) | {"personalization_clients": 3 if args.quick else 20}
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
@@ -136,10 +131,7 @@ def main(argv=None) -> dict:
   for label, (name, _) in runs.items():
     result_rows[label]["personalization_at"] = again[name]
   result = {"settings": s, "rows": result_rows, "work_dir": work}
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=1)
-  return result
+  return common.write(result, args.out)
 
 
 if __name__ == "__main__":

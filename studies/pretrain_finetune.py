@@ -20,7 +20,6 @@ process tree (per-round samples), median seconds per round and a sample. The
 table goes to stdout and `--out`, the curves to `--plot`.
 """
 
-import argparse
 import json
 import os
 import re
@@ -28,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+from studies import common
 
 HISTORIES = (
   "edward-iii,henry-iv-part-1,henry-iv-part-2,henry-v,henry-vi-part-1,henry-vi-part-2,"
@@ -213,42 +214,34 @@ def plot(rows: dict, path: str) -> None:
   fig.savefig(path, dpi=110)
 
 
-def pretrain(s: dict, work: str) -> dict:
-  """GPT-2 pretrained on the histories into `{work}/preset`, the other plays in `{work}/other_plays.jsonl`.
+def pretrain(
+  s: dict, work: str, *, model="gpt2", preset="preset", rest_jsonl=True, sequence_length=None
+) -> dict:
+  """`model` pretrained centrally on the groups' text into `{work}/{preset}` (reused when there).
 
-  Reused when the work directory has them (finished runs then only evaluate again). Returns what
-  `experiments.pretrain` reported.
+  GPT-2 learns its BPE from that text; the LSTM reads characters; both train the same epochs
+  (`experiments.pretrain`). `rest_jsonl` also writes the other groups' clients to
+  `{work}/other_plays.jsonl`. Returns what `experiments.pretrain` reported.
   """
-  if os.path.exists(f"{work}/preset/pretrain.json"):
-    print(f"Reusing the pretrained preset in {work}/preset.")
+  if os.path.exists(f"{work}/{preset}/pretrain.json"):
+    print(f"Reusing the pretrained {model} in {work}/{preset}.")
   else:
-    pretrain_out = _python(
-      "experiments.pretrain",
-      [
-        f"--groups={s['groups']}",
-        f"--bpe_vocab_size={s['bpe_vocab_size']}",
-        f"--model_size={s['model_size']}",
-        f"--sequence_length={s['sequence_length']}",
-        f"--epochs={s['epochs']}",
-        f"--preset_dir={work}/preset",
-        f"--rest_jsonl={work}/other_plays.jsonl",
-      ],
-    )
-    print(pretrain_out.strip().splitlines()[-1])
-  with open(f"{work}/preset/pretrain.json") as f:
+    args = [f"--model={model}", f"--groups={s['groups']}", f"--epochs={s['epochs']}"]
+    args += [f"--sequence_length={sequence_length or s['sequence_length']}", f"--preset_dir={work}/{preset}"]
+    if model == "gpt2":
+      args += [f"--bpe_vocab_size={s['bpe_vocab_size']}", f"--model_size={s['model_size']}"]
+    if rest_jsonl:
+      args.append(f"--rest_jsonl={work}/other_plays.jsonl")
+    print(_python("experiments.pretrain", args).strip().splitlines()[-1])
+  with open(f"{work}/{preset}/pretrain.json") as f:
     return json.load(f)
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="Tiny model and few rounds (seconds, for tests).")
-  parser.add_argument("--out", default="", help="Write the results as JSON here.")
-  parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
-  parser.add_argument(
-    "--work_dir",
-    default="",
-    help="Where the preset and runs go (default: a temp dir). Reusing one skips what is done.",
+  parser = common.parser(
+    __doc__, work_dir="Where the preset and runs go (default: a temp dir). Reusing one skips what is done."
   )
+  parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
   parser.add_argument(
     "--keep_rows",
     action="store_true",
@@ -281,13 +274,9 @@ def main(argv=None) -> dict:
   print(table(rows))
   for name, r in rows.items():
     print(f"\n[{name}] {r['sample'][:300]!r}")
-  result = {"settings": s, "pretraining": pretrained, "rows": rows, "work_dir": work}
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=1)
   if args.plot:
     plot(rows, args.plot)
-  return result
+  return common.write({"settings": s, "pretraining": pretrained, "rows": rows, "work_dir": work}, args.out)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,9 @@ at the last evaluation within the bytes GPT-2's whole-model fine-tuning
 communicated in all (the LSTM has about twice GPT-2 small's weights).
 """
 
-import argparse
-import json
-import os
 import tempfile
 
-from studies import pretrain_finetune
+from studies import common, pretrain_finetune
 
 LSTM_SEQUENCE_LENGTH = 80  # TFF's Shakespeare baseline's characters per sequence.
 # label: (model, run name or None for the unchanged preset, flags of the federated run).
@@ -52,24 +49,6 @@ QUICK_ROWS = (
   "LSTM, pretrained, unchanged",
   "LSTM, pretrained (client Adam 3e-3)",
 )
-
-
-def pretrain_lstm(s: dict, work: str, sequence_length: int) -> dict:
-  """The LSTM pretrained on the same groups' text, the same epochs, into `{work}/lstm_preset` (reused)."""
-  if not os.path.exists(f"{work}/lstm_preset/pretrain.json"):
-    out = pretrain_finetune._python(
-      "experiments.pretrain",
-      [
-        "--model=char_lstm",
-        f"--groups={s['groups']}",
-        f"--sequence_length={sequence_length}",
-        f"--epochs={s['epochs']}",
-        f"--preset_dir={work}/lstm_preset",
-      ],
-    )
-    print(out.strip().splitlines()[-1])
-  with open(f"{work}/lstm_preset/pretrain.json") as f:
-    return json.load(f)
 
 
 def measure(label: str, s: dict, work: str, lstm_length: int) -> dict:
@@ -122,13 +101,8 @@ def table(rows: dict) -> str:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="Tiny models and few rounds (for tests).")
-  parser.add_argument("--out", default="", help="Write the results as JSON here.")
-  parser.add_argument(
-    "--work_dir",
-    default="",
-    help="Where presets and runs go (default: a temp dir); reusing one skips what is done.",
+  parser = common.parser(
+    __doc__, work_dir="Where the preset and runs go (default: a temp dir); reusing one skips what is done."
   )
   args = parser.parse_args(argv)
   s = pretrain_finetune.settings(args.quick)
@@ -136,7 +110,9 @@ def main(argv=None) -> dict:
   work = args.work_dir or tempfile.mkdtemp(prefix="same_start-")
   pretraining = {
     "gpt2": pretrain_finetune.pretrain(s, work),
-    "char_lstm": pretrain_lstm(s, work, lstm_length),
+    "char_lstm": pretrain_finetune.pretrain(
+      s, work, model="char_lstm", preset="lstm_preset", rest_jsonl=False, sequence_length=lstm_length
+    ),
   }
   labels = QUICK_ROWS if args.quick else tuple(ROWS)
   rows = {label: measure(label, s, work, lstm_length) for label in labels}
@@ -151,10 +127,7 @@ def main(argv=None) -> dict:
     "table": table(rows),
     "work_dir": work,
   }
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=1)
-  return result
+  return common.write(result, args.out)
 
 
 if __name__ == "__main__":
