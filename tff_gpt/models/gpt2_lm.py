@@ -99,7 +99,7 @@ def without_autograph(fn):
   outside `tf.function` too, and it re-parses their source each time a model is
   built or TFF traces a computation: 1,510 of the 1,695 conversions of building
   and running a tiny federated experiment, about 14% of that process's time
-  (BENCHMARKS.md section 13). Results are unchanged: the same ops, traced
+  (BENCHMARKS.md, "Building an experiment"). Results are unchanged: the same ops, traced
   without the conversion.
   """
   return tf.autograph.experimental.do_not_convert(fn)
@@ -156,7 +156,7 @@ def constants_kept_in_graph():
   inputs in a Keras session, which first runs the initializers of every
   variable in the graph: 28 session calls for each GPT-2 built, 1.3 of the
   1.9 s of building the tiny model, 20 of the 23 s of a fresh 12x768 one, and TFF
-  builds the model about 9 times per experiment (BENCHMARKS.md section 13).
+  builds the model about 9 times per experiment (BENCHMARKS.md, "Building an experiment").
   Keras's own switch, `_UNSAFE_GRAPH_OP_LAYER_CREATION` (what it does under
   XLA and distribution strategies), keeps those constants as graph tensors
   instead: the same ops and the same values. What it gives up, the op

@@ -15,7 +15,7 @@ value/output projections. With Adam at 0.0045 and one optimizer state for
 the whole run, GPT-2 stays on the bigram plateau (held-out loss 2.50 after
 50 rounds of batches); the same rate with the value/output projections at a
 quarter of it reaches 1.97, and the other groups make no such difference
-(BENCHMARKS.md section 12, the sixth pass).
+(BENCHMARKS.md, "GPT-2 against the LSTM: the sweep", the sixth pass).
 """
 
 import math

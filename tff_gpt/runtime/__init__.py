@@ -27,7 +27,7 @@ from tff_gpt.runtime.workers import WorkerDiedError  # noqa: F401
 
 _worker: workers_lib.LocalWorker | None = None
 _factory: contexts.WorkerExecutorFactory | None = None
-# TFF's worker process grows by about 0.1-0.2 MB a round of the tiny model (BENCHMARKS.md s.8): the
+# TFF's worker process grows by about 0.1-0.2 MB a round of the tiny model (BENCHMARKS.md, "Reliability"): the
 # training loop replaces the local worker at the first checkpoint this many rounds after the last
 # replacement, which bounds it. $TFF_GPT_REPLACE_WORKER_ROUNDS overrides (a huge value: never).
 REPLACE_WORKER_ROUNDS = int(os.environ.get("TFF_GPT_REPLACE_WORKER_ROUNDS", "100"))
@@ -77,7 +77,7 @@ def largest_first(client_datasets: list) -> list:
   TFF's worker starts a round's client computations in the order given,
   `max_concurrent_computation_calls` at a time; starting the largest first
   keeps a large client from running alone at the end of the round (LPT
-  scheduling; BENCHMARKS.md s.1). The weighted mean does not depend on the
+  scheduling; BENCHMARKS.md, "A round against central training"). The weighted mean does not depend on the
   order, up to float rounding. A dataset of unknown length counts as empty.
   """
   return sorted(client_datasets, key=lambda dataset: -max(int(dataset.cardinality()), 0))
@@ -123,7 +123,7 @@ def set_up(
       several, each computation's clients are split across them.
     optimize_for_cpu: Compile with `compilation.compile_for_cpu` (Grappler's
       CPU rewrites; rounds of the small GPT-2 5-14% faster here,
-      BENCHMARKS.md s.1) or with TFF's native compiler. None: for the local
+      BENCHMARKS.md, "A round against central training") or with TFF's native compiler. None: for the local
       worker when this machine has no GPU, never for remote workers.
     intra_op_threads, inter_op_threads, malloc_arenas: Override
       `host.for_host`'s sizing and the environment (None: do not override).

@@ -11,7 +11,7 @@ worker part-way through a round (GPT-2 124M, all weights, 10 clients: at
   of the trained ones (gradients, optimizer slots and the runtime's own
   copies) and the activations of one batch; plus `HELD_PER_CLIENT` copies of
   each sampled client's update, which the local runtime keeps until the mean
-  (BENCHMARKS.md section 4); plus `SERVER_COPIES` of the trained weights.
+  (BENCHMARKS.md, "Scaling"); plus `SERVER_COPIES` of the trained weights.
 
 The coefficients are fitted to the measurements in BENCHMARKS.md: sections 4
 (per-client growth of the small model) and 6 (GPT-2 124M: 21.7 GB for the
