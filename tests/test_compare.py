@@ -196,6 +196,14 @@ def test_intervals_and_paired_differences_over_seeds():
   # Student's t with 3 degrees of freedom: t(0.975) = 3.1824; sd 1.2910, so the half-width is 2.0543.
   assert (mean, round(low, 3), round(high, 3)) == (2.5, 0.446, 4.554)
   assert comparison_stats.interval([2.0]) == (2.0, "", "")
+  figures = dict.fromkeys(comparison_stats.AVERAGED, 1.0)
+  point = [figures | dict(run=f"r{s}", diverged_round="", train_seconds=100 + s / 3) for s in range(3)]
+  summary = comparison_stats.summarize_point(point)
+  assert (
+    summary["seeds"] == 3
+    and summary["train_seconds"] == 100.3
+    and summary["final_eval_loss_ci"] == ("[1.0000, 1.0000]")
+  )
 
   def runs(configuration, losses):
     return [
@@ -247,6 +255,9 @@ def test_seeds_pair_the_runs_and_validation_clients_choose_the_grid_point(tmp_pa
   with open(report["markdown"]) as f:
     text = f.read()
   assert "2 validation clients" in text and "Over 2 paired seeds" in text
+  assert (
+    "_per_char" not in text.splitlines()[0]
+  )  # One tokenizer: no per-character columns, intervals neither.
 
   # The grid point is chosen on validation clients: test losses that favour the other point change nothing.
   chosen = rows["prox"]["grid_point"]

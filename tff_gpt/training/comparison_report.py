@@ -215,7 +215,7 @@ def _write_markdown(
   """The best rows as a Markdown table and a paragraph: what was evaluated, the target, data, divergences."""
   columns = [c for c in _MD_COLUMNS if any(r[c] != "" for r in rows)]
   if key == PER_TOKEN:  # One tokenizer: the per-token losses say it all.
-    columns = [c for c in columns if not c.endswith("_per_char")]
+    columns = [c for c in columns if "_per_char" not in c]
   if len({r["partition"] for r in rows}) == 1:  # One partition: said once below the table.
     columns = [c for c in columns if c not in ("partition", "size_gini", "mean_label_tv")]
   unit = " per character" if key == PER_CHAR else ""

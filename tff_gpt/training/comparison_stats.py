@@ -29,6 +29,7 @@ AVERAGED = (
   "rounds_to_target",
   "train_seconds",
 )
+DIGITS = {"rounds_to_target": 1, "train_seconds": 1}  # Decimals of a mean over seeds (others: 4).
 
 
 def interval(values: list[float]) -> tuple[float, float | str, float | str]:
@@ -61,7 +62,7 @@ def summarize_point(runs: list[dict]) -> dict:
       row[name], row[f"{name}_ci"] = "", ""
       continue
     mean, low, high = interval([float(v) for v in values])
-    row[name] = round(mean, 4)
+    row[name] = round(mean, DIGITS.get(name, 4))
     row[f"{name}_ci"] = _format(low, high)
   return row
 
