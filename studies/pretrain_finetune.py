@@ -215,18 +215,29 @@ def plot(rows: dict, path: str) -> None:
 
 
 def pretrain(
-  s: dict, work: str, *, model="gpt2", preset="preset", rest_jsonl=True, sequence_length=None
+  s: dict,
+  work: str,
+  *,
+  model="gpt2",
+  preset="preset",
+  rest_jsonl=True,
+  sequence_length=None,
+  learning_rate=None,
+  epochs=None,
 ) -> dict:
   """`model` pretrained centrally on the groups' text into `{work}/{preset}` (reused when there).
 
-  GPT-2 learns its BPE from that text; the LSTM reads characters; both train the same epochs
-  (`experiments.pretrain`). `rest_jsonl` also writes the other groups' clients to
-  `{work}/other_plays.jsonl`. Returns what `experiments.pretrain` reported.
+  GPT-2 learns its BPE from that text; the LSTM reads characters; both train `s["epochs"]` (or
+  `epochs`) at AdamW `learning_rate` (None: `experiments.pretrain`'s default). `rest_jsonl` also
+  writes the other groups' clients to `{work}/other_plays.jsonl`. Returns what
+  `experiments.pretrain` reported.
   """
   if os.path.exists(f"{work}/{preset}/pretrain.json"):
     print(f"Reusing the pretrained {model} in {work}/{preset}.")
   else:
-    args = [f"--model={model}", f"--groups={s['groups']}", f"--epochs={s['epochs']}"]
+    args = [f"--model={model}", f"--groups={s['groups']}", f"--epochs={epochs or s['epochs']}"]
+    if learning_rate is not None:
+      args.append(f"--learning_rate={learning_rate}")
     args += [f"--sequence_length={sequence_length or s['sequence_length']}", f"--preset_dir={work}/{preset}"]
     if model == "gpt2":
       args += [f"--bpe_vocab_size={s['bpe_vocab_size']}", f"--model_size={s['model_size']}"]

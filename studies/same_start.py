@@ -6,7 +6,9 @@
 Both models are pretrained centrally on the text of Shakespeare's histories
 (`experiments.pretrain`, the same epochs over the same text, AdamW with the
 same schedule: GPT-2 2x128 reading the BPE learned there, the LSTM reading
-characters), then fine-tuned federatedly on the speakers of the other plays
+characters), each at the rate of `PRETRAIN_RATES` whose pretraining ends
+with the lowest held-out loss (on the histories' own held-out text), then
+fine-tuned federatedly on the speakers of the other plays
 (`studies.pretrain_finetune`'s task, whose work directory is reused) with the
 same rounds, clients per round and evaluation clients. The rows from scratch
 stay beside them. Every row: held-out loss per character of the same text
@@ -21,6 +23,10 @@ import tempfile
 from studies import common, pretrain_finetune
 
 LSTM_SEQUENCE_LENGTH = 80  # TFF's Shakespeare baseline's characters per sequence.
+# AdamW peak rates each model is pretrained at (the best is kept). Bracketed by one-epoch probes
+# (2026-12-03, docs/results.md): GPT-2 best at 3e-3 of 1e-3..1e-2, the LSTM at 3e-2 of 3e-3..1e-1.
+PRETRAIN_RATES = {"gpt2": (1e-3, 3e-3), "char_lstm": (1e-3, 1e-2, 3e-2)}
+QUICK_PRETRAIN_RATES = {"gpt2": (1e-3, 3e-3), "char_lstm": (1e-3, 1e-2)}
 # label: (model, run name or None for the unchanged preset, flags of the federated run).
 ROWS = {
   "GPT-2, from scratch (client Adam 3e-3)": ("gpt2", "scratch", []),
@@ -51,29 +57,60 @@ QUICK_ROWS = (
 )
 
 
-def measure(label: str, s: dict, work: str, lstm_length: int) -> dict:
-  """One row: a federated run (or the unchanged preset's evaluation) and its loss per character."""
+def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> dict:
+  """One row: a federated run (or the unchanged preset's evaluation) and its loss per character.
+
+  `presets` names each model's pretrained directory under `work`; runs from a preset carry its
+  name, so a work directory reused after a different pretraining never mixes the two.
+  """
   model, name, flags = ROWS[label]
   lstm = model == "char_lstm"
-  preset = "lstm_preset" if lstm else "preset"
+  preset = presets[model]
   from_scratch = name in ("scratch", "lstm_scratch")
+  if not (from_scratch or name is None):
+    name = f"{name}_{preset}"
   if name is None:
     if lstm:
       lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
       return pretrain_finetune._unchanged(
         s, work, preset=preset, experiment_name="lstm_unchanged", **lstm_values
       )
-    return pretrain_finetune._unchanged(s, work)
+    return pretrain_finetune._unchanged(s, work, preset=preset)
   if lstm:
     start = [] if from_scratch else [f"--preset={work}/{preset}"]
     args = dict(tokenizer="char", sequence_length=lstm_length)
     return pretrain_finetune._run(name, s, work, ["--model=char_lstm", *start, *flags], **args)
-  vocab = [
-    f"--vocab_file={work}/preset/assets/tokenizer/vocabulary.json",
-    f"--merges_file={work}/preset/assets/tokenizer/merges.txt",
+  vocab = [  # Every GPT-2 preset learns the same BPE from the same text.
+    f"--vocab_file={work}/{preset}/assets/tokenizer/vocabulary.json",
+    f"--merges_file={work}/{preset}/assets/tokenizer/merges.txt",
   ]
   start = [*vocab, f"--model_size={s['model_size']}"] if from_scratch else [f"--preset={work}/{preset}"]
   return pretrain_finetune._run(name, s, work, [*start, *flags])
+
+
+def pretrain_best(s: dict, work: str, model: str, rates: tuple, lstm_length: int) -> dict:
+  """`model` pretrained at each of `rates` into `{work}/{model's preset}_lr{rate}`; the best kept.
+
+  Returns the best pretraining's report with `preset` (its directory's name), `learning_rate`
+  and `held_out_by_rate` (each rate's last held-out loss, in the model's own units).
+  """
+  lstm = model == "char_lstm"
+  reports = {}
+  for rate in rates:
+    preset = f"{'lstm_preset' if lstm else 'preset'}_lr{rate:g}"
+    reports[preset] = pretrain_finetune.pretrain(
+      s,
+      work,
+      model=model,
+      preset=preset,
+      rest_jsonl=not lstm,  # GPT-2's pretraining writes the other plays' clients (the same each time).
+      sequence_length=lstm_length if lstm else None,
+      learning_rate=rate,
+    )
+  held_out = {p: r["epochs"][-1]["eval_loss"] for p, r in reports.items()}
+  best = min(held_out, key=held_out.get)
+  by_rate = {r["config"]["learning_rate"]: held_out[p] for p, r in reports.items()}
+  return reports[best] | {"preset": best, "held_out_by_rate": by_rate}
 
 
 def at_bytes(row: dict, budget: float) -> float | None:
@@ -108,19 +145,16 @@ def main(argv=None) -> dict:
   s = pretrain_finetune.settings(args.quick)
   lstm_length = 32 if args.quick else LSTM_SEQUENCE_LENGTH
   work = args.work_dir or tempfile.mkdtemp(prefix="same_start-")
-  pretraining = {
-    "gpt2": pretrain_finetune.pretrain(s, work),
-    "char_lstm": pretrain_finetune.pretrain(
-      s, work, model="char_lstm", preset="lstm_preset", rest_jsonl=False, sequence_length=lstm_length
-    ),
-  }
+  rates = QUICK_PRETRAIN_RATES if args.quick else PRETRAIN_RATES
+  pretraining = {m: pretrain_best(s, work, m, rates[m], lstm_length) for m in rates}
+  presets = {m: p["preset"] for m, p in pretraining.items()}
   labels = QUICK_ROWS if args.quick else tuple(ROWS)
-  rows = {label: measure(label, s, work, lstm_length) for label in labels}
+  rows = {label: measure(label, s, work, lstm_length, presets) for label in labels}
   print(table(rows))
   result = {
     "settings": s | {"lstm_sequence_length": lstm_length},
     "pretraining": {
-      k: {key: v[key] for key in ("train_tokens", "steps", "seconds", "epochs")}
+      k: {key: v[key] for key in ("preset", "held_out_by_rate", "train_tokens", "steps", "seconds", "epochs")}
       for k, v in pretraining.items()
     },
     "rows": {label: {k: v for k, v in r.items() if k != "curve"} for label, r in rows.items()},
