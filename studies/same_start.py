@@ -2,6 +2,8 @@
 
   .venv/bin/python -m studies.same_start --work_dir /tmp/same_start --out studies/results_same_start.json
   .venv/bin/python -m studies.same_start --quick     # tiny models, few rounds
+  .venv/bin/python -m studies.same_start --plot_from studies/results_same_start.json \
+      --plot docs/same_start.png                     # redraws the figure from the results
 
 Both models are pretrained centrally on the text of Shakespeare's histories
 (`experiments.pretrain`, the same epochs over the same text, AdamW with the
@@ -18,6 +20,7 @@ at the last evaluation within the bytes GPT-2's whole-model fine-tuning
 communicated in all (the LSTM has about twice GPT-2 small's weights).
 """
 
+import json
 import tempfile
 
 from studies import common, pretrain_finetune
@@ -137,11 +140,42 @@ def table(rows: dict) -> str:
   return "\n".join(lines)
 
 
+def plot(rows: dict, path: str) -> None:
+  """Loss per character against rounds and against MB communicated; unchanged presets as lines."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+  for label, r in rows.items():
+    color = "tab:blue" if label.startswith("GPT-2") else "tab:orange"
+    style = ":" if "scratch" in label else "-"
+    if not r["bytes_communicated"]:
+      for ax in axes:
+        ax.axhline(r["eval_loss_per_char"], color=color, linestyle="--", linewidth=1, label=label)
+      continue
+    rounds, losses, sent = zip(*r["loss_per_char_curve"], strict=True)
+    axes[0].plot(rounds, losses, style, marker="o", color=color, alpha=0.85, label=label)
+    axes[1].plot([b / 2**20 for b in sent], losses, style, marker="o", color=color, alpha=0.85)
+  axes[0].set(xlabel="round", ylabel="held-out loss per character (nats)", title="Against rounds")
+  axes[1].set(xlabel="MB communicated", xscale="log", title="Against bytes")
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> dict:
   parser = common.parser(
     __doc__, work_dir="Where the preset and runs go (default: a temp dir); reusing one skips what is done."
   )
+  parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
+  parser.add_argument("--plot_from", default="", help="Only draw --plot from this earlier --out JSON.")
   args = parser.parse_args(argv)
+  if args.plot_from:
+    with open(args.plot_from) as f:
+      plot(json.load(f)["rows"], args.plot)
+    return {}
   s = pretrain_finetune.settings(args.quick)
   lstm_length = 32 if args.quick else LSTM_SEQUENCE_LENGTH
   work = args.work_dir or tempfile.mkdtemp(prefix="same_start-")
@@ -151,6 +185,8 @@ def main(argv=None) -> dict:
   labels = QUICK_ROWS if args.quick else tuple(ROWS)
   rows = {label: measure(label, s, work, lstm_length, presets) for label in labels}
   print(table(rows))
+  if args.plot:
+    plot(rows, args.plot)
   result = {
     "settings": s | {"lstm_sequence_length": lstm_length},
     "pretraining": {
