@@ -18,10 +18,11 @@ row's own batches trained centrally (one model, one Adam state throughout,
 """
 
 import json
+import math
 import os
 import tempfile
 
-from studies import common, dialogue
+from studies import common, dialogue, pretrain_finetune
 
 ROWS = {
   # label: (run name, flags beyond --trainable=all on the pairs)
@@ -39,24 +40,9 @@ ROWS = {
 
 
 def ceiling(work: str, name: str, rates: tuple) -> dict:
-  """`{rate: [(round, response perplexity), ...]}`: run `name`'s own batches trained centrally
-  (`tff_gpt.training.replay`, the run's client optimizer at each rate), evaluated like the run."""
-  import math
-
-  from tff_gpt import runtime
-  from tff_gpt.training import config as config_lib
-  from tff_gpt.training import outputs, replay, trainer
-
-  dirs = outputs.RunDirs.of(os.path.join(work, "runs"), name)
-  config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
-  out = {}
-  with runtime.execution_context(max_concurrent_computation_calls=1):
-    loop = trainer.FederatedExperiment(config, progress=False).loop
-    for rate in rates:
-      result = replay.train(loop, rate, progress=False)
-      out[str(rate)] = [(e["round_num"], math.exp(e["eval_loss"])) for e in result["evals"]]
-      print(f"central replay of {name} at {rate}: {out[str(rate)]}", flush=True)
-  return out
+  """`{rate: [(round, response perplexity), ...]}` of run `name`'s batches trained centrally."""
+  central = pretrain_finetune.central_same_batches(work, name, rates)
+  return {r: [(e["round_num"], math.exp(e["eval_loss"])) for e in evals] for r, evals in central.items()}
 
 
 def _run_or_divergence(name: str, s: dict, work: str, flags: list[str]) -> dict:

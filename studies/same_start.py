@@ -17,10 +17,17 @@ stay beside them. Every row: held-out loss per character of the same text
 (comparable across tokenizers) after each evaluation, with the bytes
 communicated by then; the table gives the last evaluation's, and each row's
 at the last evaluation within the bytes GPT-2's whole-model fine-tuning
-communicated in all (the LSTM has about twice GPT-2 small's weights).
+communicated in all (the LSTM has more weights than this GPT-2).
+
+The ceiling: for GPT-2's whole-model row and the LSTM's best pretrained row,
+the run's own batches trained centrally (`tff_gpt.training.replay`, one
+model, the run's client optimizer at its rate and a third of it), evaluated
+like the run; `gain_table` gives the share of that central gain the
+federated run reached.
 """
 
 import json
+import os
 import tempfile
 
 from studies import common, pretrain_finetune
@@ -60,18 +67,22 @@ QUICK_ROWS = (
 )
 
 
-def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> dict:
-  """One row: a federated run (or the unchanged preset's evaluation) and its loss per character.
+def run_name(label: str, presets: dict) -> str | None:
+  """Row `label`'s run (None: the unchanged preset); runs from a preset carry its name, so a work
+  directory reused after a different pretraining never mixes the two."""
+  model, name, _ = ROWS[label]
+  if name is None or name in ("scratch", "lstm_scratch"):
+    return name
+  return f"{name}_{presets[model]}"
 
-  `presets` names each model's pretrained directory under `work`; runs from a preset carry its
-  name, so a work directory reused after a different pretraining never mixes the two.
-  """
-  model, name, flags = ROWS[label]
+
+def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> dict:
+  """One row: a federated run (or the unchanged preset's evaluation) and its loss per character."""
+  model, _, flags = ROWS[label]
+  name = run_name(label, presets)
   lstm = model == "char_lstm"
   preset = presets[model]
   from_scratch = name in ("scratch", "lstm_scratch")
-  if not (from_scratch or name is None):
-    name = f"{name}_{preset}"
   if name is None:
     if lstm:
       lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
@@ -114,6 +125,39 @@ def pretrain_best(s: dict, work: str, model: str, rates: tuple, lstm_length: int
   best = min(held_out, key=held_out.get)
   by_rate = {r["config"]["learning_rate"]: held_out[p] for p, r in reports.items()}
   return reports[best] | {"preset": best, "held_out_by_rate": by_rate}
+
+
+def central(rows: dict, work: str, presets: dict) -> dict:
+  """The ceiling of whole-model fine-tuning: for GPT-2's pretrained row and the LSTM's best, the
+  run's own batches trained centrally at its client rate and a third of it (a round there makes
+  ten times the sequential steps). `{label: {rate: [{round_num, eval_loss, eval_loss_per_char}]}}`."""
+  lstm_rows = [label for label in rows if label.startswith("LSTM, pretrained (")]
+  chosen = [BUDGET_ROW, min(lstm_rows, key=lambda label: rows[label]["eval_loss_per_char"])]
+  out = {}
+  for label in chosen:
+    rate = float(next(f for f in ROWS[label][2] if f.startswith("--client_learning_rate=")).split("=")[1])
+    evals = pretrain_finetune.central_same_batches(work, run_name(label, presets), (rate, rate / 3))
+    keep = ("round_num", "eval_loss", "eval_loss_per_char")
+    out[label] = {r: [{k: e[k] for k in keep} for e in ev] for r, ev in evals.items()}
+  return out
+
+
+def gain_table(rows: dict, ceilings: dict) -> str:
+  """Federated fine-tuning against the central training of its own batches, in loss per character."""
+  lines = [
+    "| fine-tuned row | unchanged | federated, last round | central, same batches (by rate) "
+    "| federated share of the central gain |",
+    "|---|---|---|---|---|",
+  ]
+  for label, by_rate in ceilings.items():
+    unchanged = rows[f"{label.split(',')[0]}, pretrained, unchanged"]["eval_loss_per_char"]
+    federated = rows[label]["eval_loss_per_char"]
+    last = {float(r): ev[-1]["eval_loss_per_char"] for r, ev in by_rate.items()}
+    best = min(last.values())
+    share = f"{(unchanged - federated) / (unchanged - best):.0%}" if best < unchanged else "-"
+    by = ", ".join(f"{loss:.4f} at {r:.3g}" for r, loss in last.items())
+    lines.append(f"| {label} | {unchanged:.4f} | {federated:.4f} | {by} | {share} |")
+  return "\n".join(lines)
 
 
 def at_bytes(row: dict, budget: float) -> float | None:
@@ -171,6 +215,9 @@ def main(argv=None) -> dict:
   )
   parser.add_argument("--plot", default="", help="Write the curves as PNG here.")
   parser.add_argument("--plot_from", default="", help="Only draw --plot from this earlier --out JSON.")
+  parser.add_argument(
+    "--keep_rows", action="store_true", help="Keep what --out holds; measure only what it lacks."
+  )
   args = parser.parse_args(argv)
   if args.plot_from:
     with open(args.plot_from) as f:
@@ -183,8 +230,17 @@ def main(argv=None) -> dict:
   pretraining = {m: pretrain_best(s, work, m, rates[m], lstm_length) for m in rates}
   presets = {m: p["preset"] for m, p in pretraining.items()}
   labels = QUICK_ROWS if args.quick else tuple(ROWS)
-  rows = {label: measure(label, s, work, lstm_length, presets) for label in labels}
+  done = {}
+  if args.keep_rows and os.path.exists(args.out):
+    with open(args.out) as f:
+      done = json.load(f)
+  rows = {
+    label: done.get("rows", {}).get(label) or measure(label, s, work, lstm_length, presets)
+    for label in labels
+  }
   print(table(rows))
+  ceilings = done.get("central_same_batches") or central(rows, work, presets)
+  print(gain_table(rows, ceilings))
   if args.plot:
     plot(rows, args.plot)
   result = {
@@ -195,6 +251,8 @@ def main(argv=None) -> dict:
     },
     "rows": {label: {k: v for k, v in r.items() if k != "curve"} for label, r in rows.items()},
     "table": table(rows),
+    "central_same_batches": ceilings,
+    "gain_table": gain_table(rows, ceilings),
     "work_dir": work,
   }
   return common.write(result, args.out)
