@@ -55,7 +55,11 @@ flags.DEFINE_string(
 flags.DEFINE_integer("bpe_vocab_size", 2000, "Without --vocab_file: tokens of the BPE learned from the text.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Sequences per batch.")
 flags.DEFINE_float(
-  "learning_rate", _D.learning_rate, "Peak AdamW learning rate (linear warmup, cosine decay)."
+  "learning_rate",
+  None,
+  "Peak AdamW learning rate (linear warmup, cosine decay); default: "
+  + ", ".join(f"{rate:g} for {model}" for model, rate in pretraining.DEFAULT_LEARNING_RATES.items())
+  + ".",
 )
 flags.DEFINE_float("warmup_fraction", _D.warmup_fraction, "Fraction of the steps spent warming up.")
 flags.DEFINE_float("weight_decay", _D.weight_decay, "AdamW weight decay.")

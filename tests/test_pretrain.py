@@ -13,7 +13,7 @@ from tests import helpers
 from tff_gpt import errors
 from tff_gpt.data import client_data, client_groups, datasets
 from tff_gpt.models import char_lstm, checkpoints, gpt2_lm, trainable
-from tff_gpt.training import trainer
+from tff_gpt.training import pretraining, trainer
 
 # Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -86,7 +86,9 @@ def test_federated_fine_tuning_starts_from_the_pretrained_weights(pretrained, tm
 def pretrained_lstm(pretrained):
   """The LSTM pretrained on the same clients' text (characters), beside the GPT-2 preset."""
   tmp_path, values, _ = pretrained
-  lstm = values | dict(model="char_lstm", preset_dir=str(tmp_path / "lstm"), rest_jsonl="", epochs=3)
+  lstm = values | dict(  # No --learning_rate: the LSTM's own default.
+    model="char_lstm", preset_dir=str(tmp_path / "lstm"), rest_jsonl="", epochs=3, learning_rate=None
+  )
   with flagsaver.flagsaver(**lstm):
     info = pretrain.pretrain()
   return lstm | {"rest_jsonl": values["rest_jsonl"]}, info
@@ -98,6 +100,7 @@ def test_the_lstm_pretrains_on_the_same_text_and_fine_tuning_starts_from_it(pret
   preset = values["preset_dir"]
   assert char_lstm.is_preset(preset) and info["train_clients"] == 2
   assert info["model"]["architecture"] == "char_lstm"
+  assert info["config"]["learning_rate"] == pretraining.DEFAULT_LEARNING_RATES["char_lstm"] != 1e-3
   losses = [e["train_loss"] for e in info["epochs"]]
   assert losses[-1] < losses[0], losses
   config = helpers.tiny_config(tmp_path, model="char_lstm", preset=preset, dataset_path=values["rest_jsonl"])
