@@ -68,10 +68,11 @@ QUICK_ROWS = (
 
 
 def run_name(label: str, presets: dict) -> str | None:
-  """Row `label`'s run (None: the unchanged preset); runs from a preset carry its name, so a work
-  directory reused after a different pretraining never mixes the two."""
+  """Row `label`'s run (None: the unchanged preset). A run that reads a preset (its weights, or
+  GPT-2's BPE from scratch) carries its name, so a work directory reused after a different
+  pretraining never mixes the two."""
   model, name, _ = ROWS[label]
-  if name is None or name in ("scratch", "lstm_scratch"):
+  if name is None or name == "lstm_scratch":
     return name
   return f"{name}_{presets[model]}"
 
@@ -82,7 +83,7 @@ def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> 
   name = run_name(label, presets)
   lstm = model == "char_lstm"
   preset = presets[model]
-  from_scratch = name in ("scratch", "lstm_scratch")
+  from_scratch = ROWS[label][1] in ("scratch", "lstm_scratch")
   if name is None:
     if lstm:
       lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
