@@ -164,23 +164,29 @@ def _unchanged(s: dict, work: str, *, preset: str = "preset", **overrides) -> di
   }
 
 
-def central_same_batches(work: str, name: str, rates: tuple) -> dict:
+def central_same_batches(work: str, name: str, rates: tuple, optimizer: str | None = None) -> dict:
   """`{rate: evaluations}`: run `name`'s own batches trained centrally (`tff_gpt.training.replay`:
-  one model, the run's client optimizer at each rate), each evaluation the run's own metrics
-  dict (`round_num`, `eval_loss`, `eval_loss_per_char`, ...) at the run's evaluation rounds."""
+  one model, the run's client optimizer, or `optimizer`, at each rate), each evaluation the run's
+  own metrics dict (`round_num`, `eval_loss`, `eval_loss_per_char`, ...) at its evaluation rounds.
+  The batches do not depend on the optimizer: the run's seed deals its clients and shuffles."""
+  import dataclasses
+
   from tff_gpt import runtime
   from tff_gpt.training import config as config_lib
   from tff_gpt.training import outputs, replay, trainer
 
   dirs = outputs.RunDirs.of(os.path.join(work, "runs"), name)
   config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
+  if optimizer is not None:  # Another optimizer is another run's settings: built away from this run's.
+    elsewhere = tempfile.mkdtemp(prefix="central-")
+    config = dataclasses.replace(config, client_optimizer=optimizer, root_output_dir=elsewhere)
   out = {}
   with runtime.execution_context(max_concurrent_computation_calls=1):
     loop = trainer.FederatedExperiment(config, progress=False).loop
     for rate in rates:
       out[str(rate)] = evals = replay.train(loop, rate, progress=False)["evals"]
       losses = ", ".join(f"{e['round_num']}: {e['eval_loss']:.4f}" for e in evals)
-      print(f"central replay of {name} at {rate:g}: eval loss {losses}", flush=True)
+      print(f"central replay of {name}, {config.client_optimizer} {rate:g}: eval loss {losses}", flush=True)
   return out
 
 
