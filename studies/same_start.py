@@ -46,6 +46,21 @@ ROWS = {
     "all_sgd0.1",
     ["--trainable=all", "--client_optimizer=sgd", "--client_learning_rate=0.1"],
   ),
+  "GPT-2, pretrained, all weights (client Adam 1e-4)": (
+    "gpt2",
+    "all_adam1e-4",
+    ["--trainable=all", "--client_learning_rate=1e-4"],
+  ),
+  "GPT-2, pretrained, all weights (client SGD 0.1, 4 local epochs)": (
+    "gpt2",
+    "all_sgd0.1_e4",
+    [
+      "--trainable=all",
+      "--client_optimizer=sgd",
+      "--client_learning_rate=0.1",
+      "--client_epochs_per_round=4",
+    ],
+  ),
   "GPT-2, pretrained, LoRA rank 8 (client Adam 3e-3)": ("gpt2", "lora_8", ["--trainable=lora:8"]),
   "LSTM, from scratch (client Adam 0.018)": ("char_lstm", "lstm_scratch", ["--client_learning_rate=0.018"]),
   "LSTM, pretrained, unchanged": ("char_lstm", None, []),
