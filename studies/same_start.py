@@ -219,8 +219,17 @@ def plot(rows: dict, path: str) -> None:
   import matplotlib.pyplot as plt
 
   fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+  shades = {}  # GPT-2's rows in blues, the LSTM's in oranges, one shade each.
+  for label in rows:
+    family = "Blues" if label.startswith("GPT-2") else "Oranges"
+    shades.setdefault(family, []).append(label)
+  colors = {
+    label: plt.get_cmap(family)(0.4 + 0.6 * i / max(len(labels) - 1, 1))
+    for family, labels in shades.items()
+    for i, label in enumerate(labels)
+  }
   for label, r in rows.items():
-    color = "tab:blue" if label.startswith("GPT-2") else "tab:orange"
+    color = colors[label]
     style = ":" if "scratch" in label else "-"
     if not r["bytes_communicated"]:
       for ax in axes:
