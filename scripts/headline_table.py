@@ -25,6 +25,11 @@ HEADLINE_COLUMNS = (
 )
 # The comparison's report (runs/shakespeare/report/comparison.md), copied with its CSVs and plot.
 COMPARISON_SOURCE = "studies/results_compare_shakespeare.md"
+SAME_START_SOURCE = "studies/results_same_start.json"  # Written by `studies.same_start --out`.
+SAME_START_MADE = (
+  "2026-12-03; the rows at commit c9ff556, then with `--keep_rows` the central ceilings at 8562229 and "
+  "the rows of client Adam 1e-4 and 4 local epochs at bc3b062"
+)
 COMPARISON_MADE = (
   "2026-12-03; the runs trained at commits 8b04eb2 and 2bb6e1b, which train alike, the report rewritten by "
   "the commit that added this file"
@@ -63,10 +68,28 @@ def comparison_table() -> str:
   )
 
 
-# page: (block name, what makes it)
+def same_start_table(up: str, ceiling: bool) -> str:
+  """GPT-2 and the LSTM pretrained alike, then fine-tuned federatedly (with `ceiling`, also against
+  central training of the same batches); `up` leads from the page to REPO."""
+  import json
+
+  with open(os.path.join(REPO, SAME_START_SOURCE)) as f:
+    result = json.load(f)
+  tables = [result["table"], result["gain_table"]] if ceiling else [result["table"]]
+  return (
+    "\n\n".join(tables)
+    + f"\n\nSource: [`{SAME_START_SOURCE}`]({up}{SAME_START_SOURCE}), written by `.venv/bin/python -m "
+    f"studies.same_start --work_dir /tmp/same_start --out {SAME_START_SOURCE} --plot docs/same_start.png` "
+    f"({SAME_START_MADE})."
+  )
+
+
+# block name: (page, what makes it)
 BLOCKS = {
-  "README.md": ("headline table", headline_table),
-  "docs/results.md": ("comparison table", comparison_table),
+  "headline table": ("README.md", headline_table),
+  "same-start headline": ("README.md", lambda: same_start_table("", ceiling=False)),
+  "comparison table": ("docs/results.md", comparison_table),
+  "same-start table": ("docs/results.md", lambda: same_start_table("../", ceiling=True)),
 }
 
 
@@ -74,20 +97,20 @@ def markers(name: str) -> tuple[str, str]:
   return f"<!-- {name}: scripts/headline_table.py -->", f"<!-- end of {name} -->"
 
 
-def page_with_table(page: str, text: str) -> str:
-  """`text` (the page's contents) with its block between the markers made anew."""
-  name, make = BLOCKS[page]
+def page_with_table(name: str, text: str) -> str:
+  """`text` (the contents of block `name`'s page) with that block between its markers made anew."""
+  _, make = BLOCKS[name]
   start_marker, end_marker = markers(name)
   start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
   return text[:start] + "\n".join([start_marker, make(), end_marker]) + text[end:]
 
 
 if __name__ == "__main__":
-  for page, (name, make) in BLOCKS.items():
+  for name, (page, make) in BLOCKS.items():
     path = os.path.join(REPO, page)
     if "--write" in sys.argv[1:]:
       with open(path) as f:
-        text = page_with_table(page, f.read())
+        text = page_with_table(name, f.read())
       with open(path, "w") as f:
         f.write(text)
     else:
