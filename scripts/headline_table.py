@@ -9,6 +9,7 @@ differs from what this prints.
 """
 
 import csv
+import json
 import os
 import sys
 
@@ -25,14 +26,14 @@ HEADLINE_COLUMNS = (
 )
 # The comparison's report (runs/shakespeare/report/comparison.md), copied with its CSVs and plot.
 COMPARISON_SOURCE = "studies/results_compare_shakespeare.md"
+COMPARISON_MADE = (
+  "2026-12-03; the runs trained at commits 8b04eb2 and 2bb6e1b, which train alike, the report rewritten by "
+  "the commit that added this file"
+)
 SAME_START_SOURCE = "studies/results_same_start.json"  # Written by `studies.same_start --out`.
 SAME_START_MADE = (
   "2026-12-03; the rows at commit c9ff556, then with `--keep_rows` the central ceilings at 8562229 and "
   "the rows of client Adam 1e-4 and 4 local epochs at bc3b062"
-)
-COMPARISON_MADE = (
-  "2026-12-03; the runs trained at commits 8b04eb2 and 2bb6e1b, which train alike, the report rewritten by "
-  "the commit that added this file"
 )
 
 
@@ -71,8 +72,6 @@ def comparison_table() -> str:
 def same_start_table(up: str, ceiling: bool) -> str:
   """GPT-2 and the LSTM pretrained alike, then fine-tuned federatedly (with `ceiling`, also against
   central training of the same batches); `up` leads from the page to REPO."""
-  import json
-
   with open(os.path.join(REPO, SAME_START_SOURCE)) as f:
     result = json.load(f)
   tables = [result["table"], result["gain_table"]] if ceiling else [result["table"]]

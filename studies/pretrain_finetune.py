@@ -177,16 +177,16 @@ def central_same_batches(work: str, name: str, rates: tuple, optimizer: str | No
 
   dirs = outputs.RunDirs.of(os.path.join(work, "runs"), name)
   config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
-  if optimizer is not None:  # Another optimizer is another run's settings: built away from this run's.
-    elsewhere = tempfile.mkdtemp(prefix="central-")
-    config = dataclasses.replace(config, client_optimizer=optimizer, root_output_dir=elsewhere)
   out = {}
-  with runtime.execution_context(max_concurrent_computation_calls=1):
-    loop = trainer.FederatedExperiment(config, progress=False).loop
-    for rate in rates:
-      out[str(rate)] = evals = replay.train(loop, rate, progress=False)["evals"]
-      losses = ", ".join(f"{e['round_num']}: {e['eval_loss']:.4f}" for e in evals)
-      print(f"central replay of {name}, {config.client_optimizer} {rate:g}: eval loss {losses}", flush=True)
+  with tempfile.TemporaryDirectory(prefix="central-") as elsewhere:
+    if optimizer is not None:  # Another optimizer is another run's settings: built away from this run's.
+      config = dataclasses.replace(config, client_optimizer=optimizer, root_output_dir=elsewhere)
+    with runtime.execution_context(max_concurrent_computation_calls=1):
+      loop = trainer.FederatedExperiment(config, progress=False).loop
+      for rate in rates:
+        out[str(rate)] = evals = replay.train(loop, rate, progress=False)["evals"]
+        losses = ", ".join(f"{e['round_num']}: {e['eval_loss']:.4f}" for e in evals)
+        print(f"central replay of {name}, {config.client_optimizer} {rate:g}: eval loss {losses}", flush=True)
   return out
 
 

@@ -94,11 +94,11 @@ def run_name(label: str, presets: dict) -> str | None:
 
 def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> dict:
   """One row: a federated run (or the unchanged preset's evaluation) and its loss per character."""
-  model, _, flags = ROWS[label]
+  model, base_name, flags = ROWS[label]
   name = run_name(label, presets)
   lstm = model == "char_lstm"
   preset = presets[model]
-  from_scratch = ROWS[label][1] in ("scratch", "lstm_scratch")
+  from_scratch = base_name in ("scratch", "lstm_scratch")
   if name is None:
     if lstm:
       lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
@@ -121,8 +121,8 @@ def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> 
 def pretrain_best(s: dict, work: str, model: str, rates: tuple, lstm_length: int) -> dict:
   """`model` pretrained at each of `rates` into `{work}/{model's preset}_lr{rate}`; the best kept.
 
-  Returns the best pretraining's report with `preset` (its directory's name), `learning_rate`
-  and `held_out_by_rate` (each rate's last held-out loss, in the model's own units).
+  Returns the best pretraining's report (its rate in `config`) with `preset` (its directory's
+  name) and `held_out_by_rate` (each rate's last held-out loss, in the model's own units).
   """
   lstm = model == "char_lstm"
   reports = {}
