@@ -59,10 +59,10 @@ config = config_lib.ExperimentConfig(
 if sys.argv[2] == "gpt2_124m":  # One client computation at a time, as 124M runs need on 24 GB (README).
   config.max_concurrent_computation_calls = 1
 with runtime.execution_context(**config.context_args()):
-  experiment = trainer.FederatedExperiment(config)
+  experiment = trainer.FederatedExperiment(config, progress=False)
   built = time.perf_counter()
   if sys.argv[4] == "round":
-    experiment.run(progress=False)
+    experiment.run()
   ran = time.perf_counter()
 print(json.dumps(dict(import_s=imported - start, build_s=built - imported, first_round_and_eval_s=ran - built,
                       total_s=ran - start, autograph_conversions=conversions[0],

@@ -44,11 +44,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
-from benchmarks.run_benchmarks import PeakMemory, count_tokens  # noqa: E402
+from benchmarks.measure import PeakMemory, count_tokens  # noqa: E402
 from tff_gpt.algorithms import registry  # noqa: E402
+from tff_gpt.central import step as central_step  # noqa: E402
 from tff_gpt.data import datasets, preprocessing, tokenizers  # noqa: E402
 from tff_gpt.models import frozen, gpt2_lm, presets, tff_model  # noqa: E402
-from tff_gpt.training import central_step  # noqa: E402
 
 MODES = ("all", "last_blocks:1", "bitfit", "lora:8")
 QUICK_MODES = ("all", "last_blocks:1", "bitfit", "lora:2")

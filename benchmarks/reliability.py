@@ -101,12 +101,10 @@ def _rounds(root: str, name: str) -> list[int]:
 
 
 def _final_weights(root: str, name: str):
-  from tff_gpt.training import config as config_lib
-  from tff_gpt.training import trainer
+  from tff_gpt.training import restore
 
-  config = config_lib.ExperimentConfig(root_output_dir=root, experiment_name=name, **KILL_SETTINGS)
-  state, version = trainer.FederatedExperiment(config).loop.latest_state()
-  return version, state.global_model_weights.trainable
+  weights, version = restore.latest_weights(restore.open_run(root, name))
+  return version, weights.trainable
 
 
 def kill_trials(trials: int, work_dir: str, seed: int) -> dict:

@@ -20,14 +20,14 @@ import time
 
 import psutil
 
-from benchmarks import run_benchmarks  # noqa: E402
+from benchmarks import measure  # noqa: E402
 from tff_gpt import runtime
 from tff_gpt.runtime import host
 
 host.configure()  # Before TensorFlow runs anything; the worker(s) inherit the environment.
 
 
-def empty_rounds(task: run_benchmarks.Task, clients: int, rounds: int) -> dict:
+def empty_rounds(task: measure.Task, clients: int, rounds: int) -> dict:
   process = task.process()
   state = process.initialize()
   empty = [ds.take(0) for ds in task.client_datasets(clients)]
@@ -48,11 +48,11 @@ def empty_rounds(task: run_benchmarks.Task, clients: int, rounds: int) -> dict:
   }
 
 
-def client_loops(task: run_benchmarks.Task, clients: int, repeats: int) -> dict:
+def client_loops(task: measure.Task, clients: int, repeats: int) -> dict:
   client_datasets = task.client_datasets(clients)
-  tokens = run_benchmarks.count_tokens(client_datasets)
-  seconds = run_benchmarks.compiled_central_seconds(task, client_datasets, repeats)
-  seconds["fit"] = run_benchmarks.central_seconds(task, client_datasets, repeats)
+  tokens = measure.count_tokens(client_datasets)
+  seconds = measure.compiled_central_seconds(task, client_datasets, repeats)
+  seconds["fit"] = measure.central_seconds(task, client_datasets, repeats)
   out = {"tokens": tokens, **{f"tokens_per_s[{k}]": tokens / v for k, v in seconds.items()}}
   out["graph_loop_over_step_loop"] = seconds["compiled_step_loop"] / seconds["compiled_dataset_loop"]
   return out
@@ -65,7 +65,7 @@ def main():
   parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
   args = parser.parse_args()
   with runtime.execution_context():
-    task = run_benchmarks.Task("2x128")
+    task = measure.Task("2x128")
     results = {
       "central_loops": client_loops(task, 10, args.repeats),  # Before any TFF process (see STACK_NOTES).
       "empty_rounds": empty_rounds(task, 10, args.rounds),

@@ -27,7 +27,7 @@ import time
 
 import portpicker
 
-from benchmarks.run_benchmarks import Task  # noqa: E402
+from benchmarks.measure import Task  # noqa: E402
 from tff_gpt import runtime
 from tff_gpt.runtime import host
 

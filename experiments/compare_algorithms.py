@@ -25,8 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
-from tff_gpt import runtime  # noqa: E402
-from tff_gpt.training import comparison, comparison_configs  # noqa: E402
+from tff_gpt import (
+  comparison,  # noqa: E402
+  runtime,  # noqa: E402
+)
 
 flags_common.define_experiment_flags()
 flags.DEFINE_string(
@@ -70,7 +72,7 @@ FLAGS = flags.FLAGS
 
 def run() -> dict:
   """Runs the comparison the flags describe; returns the report's paths and rows."""
-  configurations = [comparison_configs.parse_configuration(spec) for spec in FLAGS.configuration]
+  configurations = [comparison.parse_configuration(spec) for spec in FLAGS.configuration]
   try:
     base = flags_common.config_from_flags()
     base.validate()

@@ -12,12 +12,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
 from tff_gpt import export, runtime  # noqa: E402
-from tff_gpt.training import config as config_lib  # noqa: E402
-from tff_gpt.training import outputs, trainer  # noqa: E402
+from tff_gpt.training import restore  # noqa: E402
 
 flags_common.define_experiment_flags(names=("root_output_dir", "experiment_name"))
 flags.DEFINE_string("export_dir", None, "Where to write the export; default results/<name>/export.")
@@ -25,17 +24,13 @@ FLAGS = flags.FLAGS
 
 
 def export_latest() -> str:
-  dirs = outputs.RunDirs.of(FLAGS.root_output_dir, FLAGS.experiment_name)
-  if not os.path.exists(dirs.run_config):
-    raise app.UsageError(f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name.")
-  config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
-  with runtime.execution_context(**config.context_args()):
-    experiment = trainer.FederatedExperiment(config)
-    state, round_num = experiment.loop.latest_state()
-    path = export.export_run(
-      experiment.task, experiment.process.get_model_weights(state), round_num, FLAGS.export_dir
-    )
-  print(f"Exported round {round_num} of {config.experiment_name} to {path}")
+  """Exports the run's latest checkpoint from its stored settings: no training process, no memory check;
+  the corpus is read for the evaluation clients' held-out text only."""
+  task = restore.open_run(FLAGS.root_output_dir, FLAGS.experiment_name)
+  with runtime.execution_context(**task.config.context_args()):
+    weights, round_num = restore.latest_weights(task)
+    path = export.export_run(task, weights, round_num, FLAGS.export_dir)
+  print(f"Exported round {round_num} of {task.config.experiment_name} to {path}")
   return path
 
 

@@ -32,6 +32,24 @@ def define_experiment_flags(*groups: type, names=(), flag_values=flags.FLAGS) ->
     _define(field, flag_values)
 
 
+def define_settings_flags(group: type, flag_values=flags.FLAGS) -> None:
+  """One flag per `setting(...)` field of `group`, a settings dataclass outside `ExperimentConfig` (e.g.
+  `central.pretraining.PretrainSettings`); a flag defined already is left as it is."""
+  for field in dataclasses.fields(group):
+    if field.name not in flag_values:
+      _define(field, flag_values)
+
+
+def values_from_flags(group: type, flag_values=flags.FLAGS) -> dict:
+  """`{field: value}` of `group`'s settings from their flags (an unset optional int is None)."""
+  return {f.name: _value(f, getattr(flag_values, f.name)) for f in dataclasses.fields(group)}
+
+
+def _value(field, value):
+  optional_int = settings.is_optional(field) and int in field.type.__args__
+  return None if value == "" or (optional_int and not value) else value
+
+
 def _define(field, flag_values) -> None:
   """One absl flag of the type, default, help and choices the setting declares (None ints: 0)."""
   name, default, help_, choices = field.name, field.default, field.metadata["help"], field.metadata["choices"]
@@ -53,12 +71,7 @@ def config_from_flags(flag_values=flags.FLAGS) -> config_lib.ExperimentConfig:
 
   Fields without a defined flag (entry points define only some) keep their defaults.
   """
-  values = {}
-  for field in fields_of():
-    if field.name in flag_values:
-      value = getattr(flag_values, field.name)
-      optional_int = settings.is_optional(field) and int in field.type.__args__
-      values[field.name] = None if value == "" or (optional_int and not value) else value
+  values = {f.name: _value(f, getattr(flag_values, f.name)) for f in fields_of() if f.name in flag_values}
   return config_lib.ExperimentConfig(**values)
 
 

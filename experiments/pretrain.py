@@ -15,7 +15,7 @@
 The text is the training split of the corpus's clients (all of them, or those
 of `--groups`). Without `--vocab_file`, a byte-level BPE of `--bpe_vocab_size`
 tokens is learned from that same text (GPT-2 only). Interrupted, the same command resumes
-after its last finished epoch. The logic lives in `tff_gpt.training.pretraining`.
+after its last finished epoch. The logic lives in `tff_gpt.central.pretraining`.
 """
 
 import os
@@ -26,20 +26,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 from experiments import flags_common  # noqa: E402
+from tff_gpt.central import pretraining  # noqa: E402
 from tff_gpt.data import bpe_training, client_groups, tokenizers  # noqa: E402
 from tff_gpt.data.settings import CorpusSettings  # noqa: E402
 from tff_gpt.models import char_lstm  # noqa: E402
 from tff_gpt.runtime import host  # noqa: E402
-from tff_gpt.training import pretraining  # noqa: E402
 
 # Shared with the other entry points (defined once when several are imported, as in tests).
 flags_common.define_experiment_flags(
   CorpusSettings, names=("vocab_file", "merges_file", "seed", "model", "model_size", "sequence_length")
 )
-_D = pretraining.PretrainConfig(preset_dir="")
-flags.DEFINE_string(
-  "preset_dir", "runs/pretrained/gpt2", "Where the preset (weights and tokenizer) is written."
-)
+flags_common.define_settings_flags(pretraining.PretrainSettings)
 flags.DEFINE_list(
   "groups",
   [],
@@ -53,33 +50,14 @@ flags.DEFINE_string(
   "(same train/test split).",
 )
 flags.DEFINE_integer("bpe_vocab_size", 2000, "Without --vocab_file: tokens of the BPE learned from the text.")
-flags.DEFINE_integer("batch_size", _D.batch_size, "Sequences per batch.")
-flags.DEFINE_float(
-  "learning_rate",
-  None,
-  "Peak AdamW learning rate (linear warmup, cosine decay); default: "
-  + ", ".join(f"{rate:g} for {model}" for model, rate in pretraining.DEFAULT_LEARNING_RATES.items())
-  + ".",
-)
-flags.DEFINE_float("warmup_fraction", _D.warmup_fraction, "Fraction of the steps spent warming up.")
-flags.DEFINE_float("weight_decay", _D.weight_decay, "AdamW weight decay.")
-flags.DEFINE_integer("epochs", _D.epochs, "Passes over the pretraining text.")
 FLAGS = flags.FLAGS
 
 
 def pretrain() -> dict:
   """Runs the pretraining the flags describe; returns what `pretraining.pretrain` reports."""
+  shared = dict(model=FLAGS.model, model_size=FLAGS.model_size, sequence_length=FLAGS.sequence_length)
   config = pretraining.PretrainConfig(
-    preset_dir=FLAGS.preset_dir,
-    model=FLAGS.model,
-    model_size=FLAGS.model_size,
-    sequence_length=FLAGS.sequence_length,
-    batch_size=FLAGS.batch_size,
-    learning_rate=FLAGS.learning_rate,
-    warmup_fraction=FLAGS.warmup_fraction,
-    weight_decay=FLAGS.weight_decay,
-    epochs=FLAGS.epochs,
-    seed=FLAGS.seed,
+    **flags_common.values_from_flags(pretraining.PretrainSettings), **shared, seed=FLAGS.seed
   )
   try:
     config.validate()

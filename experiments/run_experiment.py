@@ -33,11 +33,10 @@ def run() -> dict:
   """Runs the experiment the flags describe; returns its summary."""
   try:
     config = flags_common.config_from_flags()
-    config.validate()
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   with runtime.execution_context(**config.context_args()):
-    experiment = trainer.FederatedExperiment(config)
+    experiment = trainer.FederatedExperiment(config)  # Validates the config before any worker starts.
     print(experiment.task.corpus.summary_text())
     if (pair_counts := experiment.task.pair_summary()) is not None:
       print(report.format_pairs(pair_counts))
@@ -45,6 +44,7 @@ def run() -> dict:
   print(report.format_summary(summary))
   if registry.MODELS[config.model].is_gpt2:
     summary["sample"] = _sample(experiment.task, summary["model_weights"], seed=config.seed)
+    report.add_to_summary(experiment.dirs, sample=summary["sample"])
   return summary
 
 

@@ -9,7 +9,7 @@ the sweep's best GPT-2 and the tuned LSTM) as `experiments.compare_algorithms`
 does and runs its federated runs there (finished ones are skipped, so after
 that command nothing is trained again). Then it trains each configuration
 (its best grid point) centrally on exactly the batches its federated run
-trained on (`tff_gpt.training.replay`: the same clients, rounds,
+trained on (`tff_gpt.central.replay`: the same clients, rounds,
 batches and client optimizer, one model and one optimizer state throughout,
 the same initial weights and the same federated evaluation), at the
 configuration's client rate times each of `--factors`: a round of central
@@ -34,8 +34,12 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tff_gpt import runtime  # noqa: E402
-from tff_gpt.training import comparison, comparison_configs, outputs, replay, trainer  # noqa: E402
+from tff_gpt import (
+  comparison,  # noqa: E402
+  runtime,  # noqa: E402
+)
+from tff_gpt.central import replay  # noqa: E402
+from tff_gpt.training import outputs, trainer  # noqa: E402
 
 FLAGFILE = "configs/gpt2_vs_lstm_shakespeare.flags"
 QUICK_FLAGS = """\
@@ -53,7 +57,7 @@ QUICK_FLAGS = """\
 
 def _comparison(flagfile: str, extra: list[str]):
   """The comparison the flagfile describes: (base config, configurations, its directory)."""
-  base, configurations, name = comparison_configs.read_comparison(flagfile, tuple(extra))
+  base, configurations, name = comparison.read_comparison(flagfile, tuple(extra))
   return base, configurations, os.path.join(base.root_output_dir, name)
 
 
@@ -90,8 +94,8 @@ def _federated(record: dict, config) -> dict:
   )
 
 
-def _central(loop, learning_rate: float) -> dict:
-  result = replay.train(loop, learning_rate)
+def _central(experiment, learning_rate: float) -> dict:
+  result = replay.train(experiment.context, experiment.evaluate, learning_rate)
   result.pop("model_weights")
   keys = ("round_num", "eval_loss", "eval_loss_per_char", "eval_accuracy", "eval_perplexity")
   result["evals"] = [{k: e[k] for k in keys} for e in result["evals"]]
@@ -154,6 +158,29 @@ def plot(results: dict, path: str) -> None:
   plt.close(fig)
 
 
+def _measure(configuration, comparison_runs: tuple, factors: list, done: list, save) -> None:
+  """The configuration's best grid point, and its batches trained centrally at each of `factors` times its
+  client rate (those in `done` kept); `save(name, row)` after each."""
+  base, comparison_dir, records = comparison_runs
+  configs = {c.experiment_name: c for c in comparison.grid_configs(base, configuration, comparison_dir)}
+  best = min((r for r in records if r["run"] in configs), key=lambda r: r["summary"]["eval_loss"])
+  config = configs[best["run"]]
+  federated = _federated(best, config)
+  central, experiment = [], None
+  with runtime.execution_context(**config.context_args()):
+    for rate in (config.client_learning_rate * factor for factor in factors):
+      kept = next((c for c in done if math.isclose(c["learning_rate"], rate, rel_tol=1e-9)), None)
+      if kept is None:
+        print(f"\n=== {configuration.name}: central, learning rate {rate:g} ===", flush=True)
+        # Built once per configuration, so that its evaluation compiles once.
+        experiment = experiment or trainer.FederatedExperiment(config)
+      central.append(kept or _central(experiment, rate))
+      best_rate = min(central, key=lambda c: c["final_eval_loss"])["learning_rate"]
+      save(
+        configuration.name, dict(federated=federated, central=central, best_central_learning_rate=best_rate)
+      )
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--flagfile", default=FLAGFILE, help="A comparison flagfile (configs/*.flags).")
@@ -187,31 +214,16 @@ def main(argv=None) -> dict:
     with open(args.out) as f:
       previous = json.load(f).get("results", {})
   results = {}
+
+  def save(name: str, row: dict) -> None:  # After each central run: an interrupted study keeps what it did.
+    results[name] = row
+    if args.out:
+      with open(args.out, "w") as f:
+        json.dump({"flagfile": args.flagfile, "factors": factors, "results": previous | results}, f, indent=1)
+
   for configuration in configurations:
-    configs = {c.experiment_name: c for c in comparison.grid_configs(base, configuration, comparison_dir)}
-    best = min((r for r in records if r["run"] in configs), key=lambda r: r["summary"]["eval_loss"])
-    config = configs[best["run"]]
-    federated = _federated(best, config)
     done = previous.get(configuration.name, {}).get("central", [])
-    central, experiment = [], None
-    with runtime.execution_context(**config.context_args()):
-      for rate in (config.client_learning_rate * factor for factor in factors):
-        kept = next((c for c in done if math.isclose(c["learning_rate"], rate, rel_tol=1e-9)), None)
-        if kept is None:
-          print(f"\n=== {configuration.name}: central, learning rate {rate:g} ===", flush=True)
-          # Built once per configuration, so that its evaluation compiles once.
-          experiment = experiment or trainer.FederatedExperiment(config).loop
-        central.append(kept or _central(experiment, rate))
-        results[configuration.name] = dict(
-          federated=federated,
-          central=central,
-          best_central_learning_rate=min(central, key=lambda c: c["final_eval_loss"])["learning_rate"],
-        )
-        if args.out:  # After each central run: an interrupted benchmark keeps what it finished.
-          with open(args.out, "w") as f:
-            json.dump(
-              {"flagfile": args.flagfile, "factors": factors, "results": previous | results}, f, indent=1
-            )
+    _measure(configuration, (base, comparison_dir, records), factors, done, save)
   results = previous | results  # The report covers every configuration in --out, run now or before.
   print("\n" + table(results))
   if args.plot:

@@ -2,6 +2,9 @@
 
 import argparse
 import json
+import os
+
+STUDIES = os.path.dirname(os.path.abspath(__file__))
 
 
 def parser(doc: str, *, quick: bool = True, work_dir: str | None = None) -> argparse.ArgumentParser:
@@ -21,3 +24,9 @@ def write(result: dict, out: str) -> dict:
     with open(out, "w") as f:
       json.dump(result, f, indent=1)
   return result
+
+
+def read(name: str) -> dict:
+  """A study's committed results file, `studies/<name>` (e.g. "results_dialogue.json")."""
+  with open(os.path.join(STUDIES, name)) as f:
+    return json.load(f)

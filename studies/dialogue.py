@@ -21,20 +21,29 @@ weights; the pair runs' own federated evaluation agrees):
   server momentum, FFA-LoRA.
 """
 
+import dataclasses
 import glob
 import json
 import os
-import statistics
 import tempfile
 
-from studies import common, pretrain_finetune
+from studies import common, pretrain_finetune, runs
 
 SEPARATOR = "\n\n### Response:\n"
 
 
-def settings(quick: bool) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Settings(runs.Settings):
+  plays: tuple | None = None  # The plays whose dialogue is fine-tuned on; None: every play not pretrained on.
+  rank: int = 8  # LoRA's rank.
+  personalization_clients: int | None = (
+    None  # studies.lora_variants: clients personalized at each evaluation.
+  )
+
+
+def settings(quick: bool) -> Settings:
   if quick:
-    return dict(
+    return Settings(
       groups="hamlet,macbeth",
       plays=("othello",),
       model_size="tiny",
@@ -47,9 +56,8 @@ def settings(quick: bool) -> dict:
       clients_per_eval=5,
       rank=2,
     )
-  return dict(
+  return Settings(
     groups=pretrain_finetune.HISTORIES,
-    plays=None,  # Every play not pretrained on.
     model_size="2x128",
     bpe_vocab_size=2000,
     epochs=6,
@@ -58,20 +66,19 @@ def settings(quick: bool) -> dict:
     clients=10,
     rounds_per_eval=10,
     clients_per_eval=60,
-    rank=8,
   )
 
 
-def write_dialogue(s: dict, work: str) -> dict:
+def write_dialogue(s: Settings, work: str) -> dict:
   """The dialogue of the plays not pretrained on, as pairs and as plain text; counts."""
   from tff_gpt.data import pairs, shakespeare
 
   plays_dir = shakespeare.find_plays_dir()
-  skip = set(s["groups"].split(","))
+  skip = set(s.groups.split(","))
   pairs_rows, text_rows = [], []
   for path in sorted(glob.glob(os.path.join(plays_dir, "**", "*.md"), recursive=True)):
     play = shakespeare.play_name(path)
-    if play in skip or (s["plays"] and play not in s["plays"]):
+    if play in skip or (s.plays and play not in s.plays):
       continue
     with open(path, encoding="utf-8") as f:
       roles = shakespeare.dialogue_pairs(f.read(), SEPARATOR)
@@ -89,58 +96,33 @@ def write_dialogue(s: dict, work: str) -> dict:
   return {"pairs": len(pairs_rows), "clients": len({r["client_id"] for r in pairs_rows})}
 
 
-def _common(s: dict, work: str) -> list[str]:
-  return [
-    f"--root_output_dir={work}/runs",
+def run_row(name: str, s: Settings, work: str, extra: list[str]) -> dict:
+  """One federated run from the preset (reused when it finished before, in `work`); its row's figures."""
+  flags = [
     "--dataset=jsonl",
     f"--preset={work}/preset",
-    f"--sequence_length={s['sequence_length']}",
-    f"--clients_per_eval={s['clients_per_eval']}",
+    f"--sequence_length={s.sequence_length}",
+    f"--clients_per_eval={s.clients_per_eval}",
+    f"--total_rounds={s.rounds}",
+    f"--clients_per_round={s.clients}",
+    f"--rounds_per_eval={s.rounds_per_eval}",
+    f"--rounds_per_checkpoint={s.rounds}",
+    "--max_concurrent_computation_calls=1",
+    "--sample_prompt=",
+    "--noexport",
+    *extra,
   ]
-
-
-def _run(name: str, s: dict, work: str, extra: list[str]) -> dict:
-  """One federated run (unless it finished before, in `work`); its summary figures and seconds per round."""
-  results = os.path.join(work, "runs", "results", name)
-  if os.path.exists(os.path.join(results, "summary.json")):
-    print(f"{name}: finished before, reused.")
-  else:
-    _launch(name, s, work, extra)
-  import csv
-
-  with open(os.path.join(results, "summary.json")) as f:
-    summary = json.load(f)
-  with open(os.path.join(results, "experiment.metrics.csv")) as f:
-    rows = list(csv.DictReader(f))
-  later = [float(r["round_seconds"]) for r in rows[1:]] or [float(rows[0]["round_seconds"])]
+  run = runs.federated(work, name, flags)
   return {
-    "run_eval_perplexity": summary["eval_perplexity"],
-    "bytes_communicated": summary["bytes_communicated"],
-    "median_round_seconds": statistics.median(later),
-    "train_seconds": summary["train_seconds"],
-    "curve": [(int(r["round_num"]), float(r["eval_perplexity"])) for r in rows if r.get("eval_perplexity")],
+    "run_eval_perplexity": run.summary["eval_perplexity"],
+    "bytes_communicated": run.summary["bytes_communicated"],
+    "median_round_seconds": run.median_round_seconds,
+    "train_seconds": run.summary["train_seconds"],
+    "curve": run.curve(),
   }
 
 
-def _launch(name: str, s: dict, work: str, extra: list[str]) -> None:
-  pretrain_finetune._python(
-    "experiments.run_experiment",
-    [
-      *_common(s, work),
-      f"--experiment_name={name}",
-      f"--total_rounds={s['rounds']}",
-      f"--clients_per_round={s['clients']}",
-      f"--rounds_per_eval={s['rounds_per_eval']}",
-      f"--rounds_per_checkpoint={s['rounds']}",
-      "--max_concurrent_computation_calls=1",
-      "--sample_prompt=",
-      "--noexport",
-      *extra,
-    ],
-  )
-
-
-def score(s: dict, work: str, names: list[str]) -> dict:
+def score(s: Settings, work: str, names: list[str]) -> dict:
   """Response loss of the unchanged preset and of each run's final model on the same held-out pairs."""
   import numpy as np
 
@@ -157,8 +139,8 @@ def score(s: dict, work: str, names: list[str]) -> dict:
     dataset_path=f"{work}/dialogue_pairs.jsonl",
     examples="pairs",
     preset=f"{work}/preset",
-    sequence_length=s["sequence_length"],
-    clients_per_eval=s["clients_per_eval"],
+    sequence_length=s.sequence_length,
+    clients_per_eval=s.clients_per_eval,
   )
   out = {}
   with runtime.execution_context(max_concurrent_computation_calls=1):
@@ -167,7 +149,7 @@ def score(s: dict, work: str, names: list[str]) -> dict:
     for name in names:
       models[name] = restore.load_latest_model(f"{work}/runs", name)[2]
     held_out = [
-      pairs.split(task.test_data.texts[c][0]) for c in task.eval_client_ids[: 1 if s["rounds"] < 5 else 3]
+      pairs.split(task.test_data.texts[c][0]) for c in task.eval_client_ids[: 1 if s.rounds < 5 else 3]
     ]
     for name, model in models.items():
       loss, tokens = metrics.TokenLoss(), metrics.NumTokens()
@@ -205,21 +187,21 @@ def table(rows: dict) -> str:
   return "\n".join(lines)
 
 
-def _runs(s: dict, work: str, quick: bool) -> dict:
+def rows_to_run(s: Settings, work: str, quick: bool) -> dict:
   """`{row label: (run name, its flags)}`."""
   pairs_file, text_file = (
     f"--dataset_path={work}/dialogue_pairs.jsonl",
     f"--dataset_path={work}/dialogue_text.jsonl",
   )
-  lora = f"--trainable=lora:{s['rank']}"
+  lora = f"--trainable=lora:{s.rank}"
   e4 = "--client_epochs_per_round=4"
   on_pairs = [pairs_file, "--examples=pairs"]
-  runs = {
+  planned = {
     "federated LoRA, loss on responses": ("lora_pairs", [*on_pairs, lora]),
     "federated LoRA, same pairs as plain text": ("lora_text", [text_file, lora]),
   }
   if not quick:  # Full fine-tuning, and the recipe search: each row one change from the first.
-    runs |= {
+    planned |= {
       "federated full fine-tuning, loss on responses": (
         "all_pairs",
         [*on_pairs, "--trainable=all", "--client_learning_rate=3e-4"],
@@ -232,17 +214,17 @@ def _runs(s: dict, work: str, quick: bool) -> dict:
         [*on_pairs, "--trainable=lora:16", "--lora_alpha=32", e4],
       ),
       "LoRA, 4 local epochs, FedAvgM": ("lora8_e4_avgm", [*on_pairs, lora, e4, "--algorithm=fedavgm"]),
-      "FFA-LoRA, 4 local epochs": ("ffa_pairs_e4", [*on_pairs, f"--trainable=ffa_lora:{s['rank']}", e4]),
+      "FFA-LoRA, 4 local epochs": ("ffa_pairs_e4", [*on_pairs, f"--trainable=ffa_lora:{s.rank}", e4]),
       "LoRA, 8 local epochs": ("lora_pairs_e8", [*on_pairs, lora, "--client_epochs_per_round=8"]),
       "LoRA, 4 local epochs, 20 clients a round": (
         "lora_pairs_e4_c20",
         [*on_pairs, lora, e4, "--clients_per_round=20"],
       ),
     }
-  return runs
+  return planned
 
 
-def prepare(s: dict, work: str) -> tuple[dict, dict]:
+def prepare(s: Settings, work: str) -> tuple[dict, dict]:
   """Pretrains the preset and writes the dialogue corpora into `work` (unless done there before);
   returns the pretraining's figures and the corpora's."""
   pretrained = pretrain_finetune.pretrain(s, work, rest_jsonl=False)
@@ -256,13 +238,13 @@ def main(argv=None) -> dict:
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
   os.makedirs(work, exist_ok=True)
   pretrained, data = prepare(s, work)
-  runs = _runs(s, work, args.quick)
+  planned = rows_to_run(s, work, args.quick)
   rows = {}
-  for label, (name, extra) in runs.items():
-    rows[label] = _run(name, s, work, extra)
-  scores = score(s, work, [name for name, _ in runs.values()])
+  for label, (name, extra) in planned.items():
+    rows[label] = run_row(name, s, work, extra)
+  scores = score(s, work, [name for name, _ in planned.values()])
   result_rows = {"pretrained, unchanged": scores["unchanged"]}
-  for label, (name, _) in runs.items():
+  for label, (name, _) in planned.items():
     result_rows[label] = {**rows[label], **scores[name]}
   print(table(result_rows))
   for name, r in result_rows.items():
@@ -273,7 +255,7 @@ def main(argv=None) -> dict:
         f"  truth  {reply['truth'][:120]!r}"
       )
   result = {
-    "settings": {k: v for k, v in s.items()},
+    "settings": s.to_dict(),
     "pretraining": pretrained,
     "dialogue": data,
     "pair_counts": scores["pair_counts"],

@@ -14,15 +14,13 @@ not), the client rate, the server rate, and the local work. Each row: held-out
 response perplexity after every 10 rounds (the runs' own federated
 evaluation, response tokens only) and bytes; and the ceiling: the drifting
 row's own batches trained centrally (one model, one Adam state throughout,
-`tff_gpt.training.replay`) at 3e-4, 1e-4 and 3e-5, evaluated the same way.
+`tff_gpt.central.replay`) at 3e-4, 1e-4 and 3e-5, evaluated the same way.
 """
 
-import json
 import math
-import os
 import tempfile
 
-from studies import common, dialogue, pretrain_finetune
+from studies import common, dialogue, runs
 
 ROWS = {
   # label: (run name, flags beyond --trainable=all on the pairs)
@@ -41,23 +39,21 @@ ROWS = {
 
 def ceiling(work: str, name: str, rates: tuple) -> dict:
   """`{rate: [(round, response perplexity), ...]}` of run `name`'s batches trained centrally."""
-  central = pretrain_finetune.central_same_batches(work, name, rates)
+  central = runs.central_same_batches(work, name, rates)
   return {r: [(e["round_num"], math.exp(e["eval_loss"])) for e in evals] for r, evals in central.items()}
 
 
-def _run_or_divergence(name: str, s: dict, work: str, flags: list[str]) -> dict:
-  """The run's figures (`dialogue._run`), or `{"diverged_round", "message"}` when it diverged."""
-  from tff_gpt.training import divergence
-
-  diverged = divergence.read(os.path.join(work, "runs", "results", name))
+def _run_or_divergence(name: str, s: dialogue.Settings, work: str, flags: list[str]) -> dict:
+  """The run's figures (`dialogue.run_row`), or `{"diverged_round", "message"}` when it diverged."""
+  diverged = runs.divergence(work, name)
   if diverged is None:
     try:
-      return dialogue._run(name, s, work, flags)
+      return dialogue.run_row(name, s, work, flags)
     except RuntimeError:
-      diverged = divergence.read(os.path.join(work, "runs", "results", name))
+      diverged = runs.divergence(work, name)
       if diverged is None:
         raise
-  return {k: diverged[k] for k in ("diverged_round", "message")}
+  return diverged
 
 
 def table(rows: dict, unchanged: float) -> str:
@@ -87,14 +83,12 @@ def main(argv=None) -> dict:
   rows = {
     label: _run_or_divergence(name, s, work, [*shared, *flags]) for label, (name, flags) in ROWS.items()
   }
-  unchanged = json.load(open(os.path.join(os.path.dirname(__file__), "results_dialogue.json")))["rows"][
-    "pretrained, unchanged"
-  ]["response_perplexity"]
+  unchanged = common.read("results_dialogue.json")["rows"]["pretrained, unchanged"]["response_perplexity"]
   print(table(rows, unchanged))
   # The ceiling: the drifting row's batches through one model, at its client rate and below.
   central = ceiling(work, ROWS["Adam 3e-4 (the drifting row)"][0], (3e-4, 1e-4, 3e-5))
   result = {
-    "settings": s,
+    "settings": s.to_dict(),
     "unchanged_response_perplexity": unchanged,
     "rows": rows,
     "central_same_batches": central,

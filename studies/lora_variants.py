@@ -14,22 +14,22 @@ aggregate (median over rounds, and the last), and the global against the
 personalized held-out loss of the personalization clients.
 """
 
-import csv
+import dataclasses
 import os
 import statistics
 import tempfile
 
-from studies import common, dialogue
+from studies import common, dialogue, runs
 
 
-def variants(s: dict) -> dict:
+def variants(s: dialogue.Settings) -> dict:
   """`{row label: (run name, flags)}`: one change each from LoRA at the dialogue study's best settings."""
-  r = s["rank"]
+  r = s.rank
   common = [
     "--dataset_path={work}/dialogue_pairs.jsonl",
     "--examples=pairs",
     "--client_epochs_per_round=4",
-    f"--personalization_clients={s['personalization_clients']}",
+    f"--personalization_clients={s.personalization_clients}",
   ]
   low = ",".join(str(k) for k in (max(1, r // 4), max(1, r // 2), r))
   return {
@@ -48,10 +48,9 @@ def variants(s: dict) -> dict:
 
 def gap_and_personalization(work: str, name: str) -> dict:
   """The run's exactness gap per round and its last personalization figures, from its metrics CSV."""
-  with open(os.path.join(work, "runs", "results", name, "experiment.metrics.csv")) as f:
-    rows = list(csv.DictReader(f))
-  gaps = [float(r["lora_gap"]) for r in rows if r.get("lora_gap")]
-  last = [r for r in rows if r.get("personalization_gain_median")][-1]
+  run = runs.RunResult.read(work, name)
+  gaps = run.column("lora_gap")
+  last = [r for r in run.rows if r.get("personalization_gain_median")][-1]
   keys = (
     "global_loss_mean",
     "personalized_loss_mean",
@@ -74,22 +73,18 @@ def personalize_again(work: str, names: list[str], rates: tuple, clients: int, s
   and steps at each of `rates` on the final model, to see whether the rate or the model decides the gain.
   """
   from tff_gpt import runtime
-  from tff_gpt.training import config as config_lib
-  from tff_gpt.training import outputs, personalization, trainer
+  from tff_gpt.training import personalization, restore
 
   out = {name: {} for name in names}
   if not rates:
     return out
   with runtime.execution_context(max_concurrent_computation_calls=1):
     for name in names:
-      dirs = outputs.RunDirs.of(os.path.join(work, "runs"), name)
-      config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
-      experiment = trainer.FederatedExperiment(config, progress=False)
-      state, _ = experiment.loop.latest_state()
-      weights = experiment.process.get_model_weights(state)
+      task = restore.open_run(os.path.join(work, "runs"), name)
+      weights, _ = restore.latest_weights(task)
       for rate in rates:
-        p = personalization.Personalization(clients, steps, rate, config.client_batch_size)
-        out[name][str(rate)] = personalization.evaluate(experiment.task, weights, p)[0]
+        p = personalization.Personalization(clients, steps, rate, task.config.client_batch_size)
+        out[name][str(rate)] = personalization.evaluate(task, weights, p)[0]
         print(f"{name}: personalization at {rate}: {out[name][str(rate)]}", flush=True)
   return out
 
@@ -113,24 +108,26 @@ def table(rows: dict) -> str:
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="studies.dialogue's work directory (made when missing).")
   args = parser.parse_args(argv)
-  s = dialogue.settings(args.quick) | {"personalization_clients": 3 if args.quick else 20}
+  s = dataclasses.replace(dialogue.settings(args.quick), personalization_clients=3 if args.quick else 20)
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
   dialogue.prepare(s, work)
-  runs = {label: (name, [f.format(work=work) for f in flags]) for label, (name, flags) in variants(s).items()}
-  rows = {label: dialogue._run(name, s, work, flags) for label, (name, flags) in runs.items()}
-  scores = dialogue.score(s, work, [name for name, _ in runs.values()])
+  planned = {
+    label: (name, [f.format(work=work) for f in flags]) for label, (name, flags) in variants(s).items()
+  }
+  rows = {label: dialogue.run_row(name, s, work, flags) for label, (name, flags) in planned.items()}
+  scores = dialogue.score(s, work, [name for name, _ in planned.values()])
   result_rows = {}
-  for label, (name, _) in runs.items():
+  for label, (name, _) in planned.items():
     scored = {k: v for k, v in scores[name].items() if k != "replies"}
     result_rows[label] = {**rows[label], **scored, **gap_and_personalization(work, name)}
   result_rows["pretrained, unchanged"] = {k: v for k, v in scores["unchanged"].items() if k != "replies"}
   print(table({k: v for k, v in result_rows.items() if "lora_gap_median" in v}))
   print(f"pretrained, unchanged: response perplexity {scores['unchanged']['response_perplexity']:.2f}")
   rates = () if args.quick else (0.001, 0.01)  # Quick: the runs' own personalization only.
-  again = personalize_again(work, [n for n, _ in runs.values()], rates, s["personalization_clients"], 20)
-  for label, (name, _) in runs.items():
+  again = personalize_again(work, [n for n, _ in planned.values()], rates, s.personalization_clients, 20)
+  for label, (name, _) in planned.items():
     result_rows[label]["personalization_at"] = again[name]
-  result = {"settings": s, "rows": result_rows, "work_dir": work}
+  result = {"settings": s.to_dict(), "rows": result_rows, "work_dir": work}
   return common.write(result, args.out)
 
 

@@ -20,15 +20,13 @@ process tree (per-round samples), median seconds per round and a sample. The
 table goes to stdout and `--out`, the curves to `--plot`.
 """
 
+import dataclasses
 import json
 import os
 import re
-import statistics
-import subprocess
-import sys
 import tempfile
 
-from studies import common
+from studies import common, runs
 
 HISTORIES = (
   "edward-iii,henry-iv-part-1,henry-iv-part-2,henry-v,henry-vi-part-1,henry-vi-part-2,"
@@ -39,9 +37,14 @@ FINE_TUNES = (("all", None), ("all", 3e-4), ("last_blocks:1", None), ("lora:8", 
 PROMPT = "My lord,"
 
 
-def settings(quick: bool) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Settings(runs.Settings):
+  fine_tunes: tuple = FINE_TUNES  # (--trainable, client learning rate or None) of each fine-tuned row.
+
+
+def settings(quick: bool) -> Settings:
   if quick:
-    return dict(
+    return Settings(
       groups="hamlet,macbeth",
       model_size="tiny",
       bpe_vocab_size=400,
@@ -53,7 +56,7 @@ def settings(quick: bool) -> dict:
       clients_per_eval=5,
       fine_tunes=(("all", None), ("lora:2", None)),
     )
-  return dict(
+  return Settings(
     groups=HISTORIES,
     model_size="2x128",
     bpe_vocab_size=2000,
@@ -63,70 +66,47 @@ def settings(quick: bool) -> dict:
     clients=10,
     rounds_per_eval=10,
     clients_per_eval=60,
-    fine_tunes=FINE_TUNES,
   )
 
 
-def _python(module: str, args: list[str]) -> str:
-  cmd = [sys.executable, "-m", module, *args]
-  print("$", " ".join(cmd), flush=True)
-  result = subprocess.run(cmd, capture_output=True, text=True)
-  if result.returncode != 0:
-    raise RuntimeError(
-      f"{module} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-  return result.stdout
-
-
-def _run(name: str, s: dict, work: str, extra: list[str], *, tokenizer="bpe", sequence_length=None) -> dict:
-  """One federated run on the other plays; its summary, metrics rows and sample."""
-  stdout = _python(
-    "experiments.run_experiment",
+def run_row(
+  name: str, s: runs.Settings, work: str, extra: list[str], *, tokenizer="bpe", sequence_length=None
+):
+  """One federated run on the other plays (reused when it finished before); its row."""
+  run = runs.federated(
+    work,
+    name,
     [
-      f"--root_output_dir={work}/runs",
-      f"--experiment_name={name}",
       "--dataset=jsonl",
       f"--dataset_path={work}/other_plays.jsonl",
       f"--tokenizer={tokenizer}",
-      f"--sequence_length={sequence_length or s['sequence_length']}",
-      f"--total_rounds={s['rounds']}",
-      f"--clients_per_round={s['clients']}",
-      f"--rounds_per_eval={s['rounds_per_eval']}",
-      f"--clients_per_eval={s['clients_per_eval']}",
-      f"--rounds_per_checkpoint={s['rounds']}",
+      f"--sequence_length={sequence_length or s.sequence_length}",
+      f"--total_rounds={s.rounds}",
+      f"--clients_per_round={s.clients}",
+      f"--rounds_per_eval={s.rounds_per_eval}",
+      f"--clients_per_eval={s.clients_per_eval}",
+      f"--rounds_per_checkpoint={s.rounds}",
       "--max_concurrent_computation_calls=1",
       f"--sample_prompt={PROMPT}",
       "--noexport",
       *extra,
     ],
   )
-  results = os.path.join(work, "runs", "results", name)
-  with open(os.path.join(results, "summary.json")) as f:
-    summary = json.load(f)
-  import csv
-
-  with open(os.path.join(results, "experiment.metrics.csv")) as f:
-    rows = list(csv.DictReader(f))
-  sample = stdout.split(f"Sample (top-k, prompt {PROMPT!r}):\n", 1)[-1].strip()
-  later = [float(r["round_seconds"]) for r in rows[1:]] or [float(rows[0]["round_seconds"])]
-  evaluated = [r for r in rows if r.get("eval_perplexity")]
   return {
-    "eval_loss": summary["eval_loss"],
-    "eval_perplexity": summary["eval_perplexity"],
-    "eval_accuracy": summary["eval_accuracy"],
-    "eval_loss_per_char": summary.get("eval_loss_per_char"),
-    "bytes_communicated": summary["bytes_communicated"],
-    "peak_memory_mb": max(float(r["memory_mb"]) for r in rows),
-    "median_round_seconds": statistics.median(later),
-    "curve": [(int(r["round_num"]), float(r["eval_perplexity"])) for r in evaluated],
-    "loss_per_char_curve": [
-      (int(r["round_num"]), float(r["eval_loss_per_char"]), float(r["bytes_communicated"])) for r in evaluated
-    ],
-    "sample": sample,
+    "eval_loss": run.summary["eval_loss"],
+    "eval_perplexity": run.summary["eval_perplexity"],
+    "eval_accuracy": run.summary["eval_accuracy"],
+    "eval_loss_per_char": run.summary.get("eval_loss_per_char"),
+    "bytes_communicated": run.summary["bytes_communicated"],
+    "peak_memory_mb": run.peak_memory_mb,
+    "median_round_seconds": run.median_round_seconds,
+    "curve": run.curve(),
+    "loss_per_char_curve": run.curve("eval_loss_per_char", "bytes_communicated"),
+    "sample": run.sample,
   }
 
 
-def _unchanged(s: dict, work: str, *, preset: str = "preset", **overrides) -> dict:
+def unchanged_row(s: runs.Settings, work: str, *, preset: str = "preset", **overrides) -> dict:
   """`{work}/{preset}` evaluated on the same clients' held-out text, and a GPT-2's sample (in process)."""
   from tff_gpt import generation, runtime
   from tff_gpt.models import tff_model
@@ -140,8 +120,8 @@ def _unchanged(s: dict, work: str, *, preset: str = "preset", **overrides) -> di
     dataset_path=f"{work}/other_plays.jsonl",
     tokenizer="bpe",
     preset=f"{work}/{preset}",
-    sequence_length=s["sequence_length"],
-    clients_per_eval=s["clients_per_eval"],
+    sequence_length=s.sequence_length,
+    clients_per_eval=s.clients_per_eval,
   )
   config = config_lib.ExperimentConfig(**values | overrides)
   with runtime.execution_context(max_concurrent_computation_calls=1):
@@ -149,7 +129,7 @@ def _unchanged(s: dict, work: str, *, preset: str = "preset", **overrides) -> di
     weights = tff_model.initial_weights(
       experiment.task.model_config, seed=config.seed, preset=experiment.task.preset
     )
-    result = experiment.loop.evaluate(weights)
+    result = experiment.evaluate(weights)
     sample = ""
     if config.gpt2_preset:  # Generation is GPT-2's.
       model = experiment.task.keras_model(weights)
@@ -162,32 +142,6 @@ def _unchanged(s: dict, work: str, *, preset: str = "preset", **overrides) -> di
     "bytes_communicated": 0,
     "sample": sample,
   }
-
-
-def central_same_batches(work: str, name: str, rates: tuple, optimizer: str | None = None) -> dict:
-  """`{rate: evaluations}`: run `name`'s own batches trained centrally (`tff_gpt.training.replay`:
-  one model, the run's client optimizer, or `optimizer`, at each rate), each evaluation the run's
-  own metrics dict (`round_num`, `eval_loss`, `eval_loss_per_char`, ...) at its evaluation rounds.
-  The batches do not depend on the optimizer: the run's seed deals its clients and shuffles."""
-  import dataclasses
-
-  from tff_gpt import runtime
-  from tff_gpt.training import config as config_lib
-  from tff_gpt.training import outputs, replay, trainer
-
-  dirs = outputs.RunDirs.of(os.path.join(work, "runs"), name)
-  config = config_lib.ExperimentConfig.from_dict(outputs.read_json(dirs.run_config)["experiment"])
-  out = {}
-  with tempfile.TemporaryDirectory(prefix="central-") as elsewhere:
-    if optimizer is not None:  # Another optimizer is another run's settings: built away from this run's.
-      config = dataclasses.replace(config, client_optimizer=optimizer, root_output_dir=elsewhere)
-    with runtime.execution_context(max_concurrent_computation_calls=1):
-      loop = trainer.FederatedExperiment(config, progress=False).loop
-      for rate in rates:
-        out[str(rate)] = evals = replay.train(loop, rate, progress=False)["evals"]
-        losses = ", ".join(f"{e['round_num']}: {e['eval_loss']:.4f}" for e in evals)
-        print(f"central replay of {name}, {config.client_optimizer} {rate:g}: eval loss {losses}", flush=True)
-  return out
 
 
 def table(rows: dict) -> str:
@@ -241,7 +195,7 @@ def plot(rows: dict, path: str) -> None:
 
 
 def pretrain(
-  s: dict,
+  s: runs.Settings,
   work: str,
   *,
   model="gpt2",
@@ -253,7 +207,7 @@ def pretrain(
 ) -> dict:
   """`model` pretrained centrally on the groups' text into `{work}/{preset}` (reused when there).
 
-  GPT-2 learns its BPE from that text; the LSTM reads characters; both train `s["epochs"]` (or
+  GPT-2 learns its BPE from that text; the LSTM reads characters; both train `s.epochs` (or
   `epochs`) at AdamW `learning_rate` (None: `experiments.pretrain`'s default). `rest_jsonl` also
   writes the other groups' clients to `{work}/other_plays.jsonl`. Returns what
   `experiments.pretrain` reported.
@@ -261,15 +215,15 @@ def pretrain(
   if os.path.exists(f"{work}/{preset}/pretrain.json"):
     print(f"Reusing the pretrained {model} in {work}/{preset}.")
   else:
-    args = [f"--model={model}", f"--groups={s['groups']}", f"--epochs={epochs or s['epochs']}"]
+    args = [f"--model={model}", f"--groups={s.groups}", f"--epochs={epochs or s.epochs}"]
     if learning_rate is not None:
       args.append(f"--learning_rate={learning_rate}")
-    args += [f"--sequence_length={sequence_length or s['sequence_length']}", f"--preset_dir={work}/{preset}"]
+    args += [f"--sequence_length={sequence_length or s.sequence_length}", f"--preset_dir={work}/{preset}"]
     if model == "gpt2":
-      args += [f"--bpe_vocab_size={s['bpe_vocab_size']}", f"--model_size={s['model_size']}"]
+      args += [f"--bpe_vocab_size={s.bpe_vocab_size}", f"--model_size={s.model_size}"]
     if rest_jsonl:
       args.append(f"--rest_jsonl={work}/other_plays.jsonl")
-    print(_python("experiments.pretrain", args).strip().splitlines()[-1])
+    print(runs.python("experiments.pretrain", args).strip().splitlines()[-1])
   with open(f"{work}/{preset}/pretrain.json") as f:
     return json.load(f)
 
@@ -297,15 +251,15 @@ def main(argv=None) -> dict:
     with open(args.out) as f:
       rows = json.load(f)["rows"]
   if "random / all" not in rows:
-    rows["random / all"] = _run("scratch", s, work, [*vocab, f"--model_size={s['model_size']}"])
+    rows["random / all"] = run_row("scratch", s, work, [*vocab, f"--model_size={s.model_size}"])
   if "pretrained / nothing (unchanged)" not in rows:
-    rows["pretrained / nothing (unchanged)"] = _unchanged(s, work)
-  for mode, lr in s["fine_tunes"]:
+    rows["pretrained / nothing (unchanged)"] = unchanged_row(s, work)
+  for mode, lr in s.fine_tunes:
     name, label, extra = re.sub(r"\W", "_", mode), mode, []
     if lr is not None:
       name, label, extra = f"{name}_lr{lr:g}", f"{mode}, client lr {lr:g}", [f"--client_learning_rate={lr}"]
     if f"pretrained / {label}" not in rows:
-      rows[f"pretrained / {label}"] = _run(
+      rows[f"pretrained / {label}"] = run_row(
         name, s, work, [f"--preset={work}/preset", f"--trainable={mode}", *extra]
       )
   print(table(rows))
@@ -313,7 +267,9 @@ def main(argv=None) -> dict:
     print(f"\n[{name}] {r['sample'][:300]!r}")
   if args.plot:
     plot(rows, args.plot)
-  return common.write({"settings": s, "pretraining": pretrained, "rows": rows, "work_dir": work}, args.out)
+  return common.write(
+    {"settings": s.to_dict(), "pretraining": pretrained, "rows": rows, "work_dir": work}, args.out
+  )
 
 
 if __name__ == "__main__":

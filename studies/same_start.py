@@ -20,7 +20,7 @@ at the last evaluation within the bytes GPT-2's whole-model fine-tuning
 communicated in all (the LSTM has more weights than this GPT-2).
 
 The ceiling: for GPT-2's whole-model row and the LSTM's best pretrained row,
-the run's own batches trained centrally (`tff_gpt.training.replay`, one
+the run's own batches trained centrally (`tff_gpt.central.replay`, one
 model, the run's client optimizer at its rate and a third of it, and Adam),
 evaluated like the run; `gain_table` gives the share of that central gain the
 federated run reached.
@@ -30,7 +30,7 @@ import json
 import os
 import tempfile
 
-from studies import common, pretrain_finetune
+from studies import common, pretrain_finetune, runs
 
 LSTM_SEQUENCE_LENGTH = 80  # TFF's Shakespeare baseline's characters per sequence.
 # AdamW peak rates each model is pretrained at (the lowest held-out loss is kept; 2026-12-03:
@@ -92,7 +92,7 @@ def run_name(label: str, presets: dict) -> str | None:
   return f"{name}_{presets[model]}"
 
 
-def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> dict:
+def measure(label: str, s: pretrain_finetune.Settings, work: str, lstm_length: int, presets: dict) -> dict:
   """One row: a federated run (or the unchanged preset's evaluation) and its loss per character."""
   model, base_name, flags = ROWS[label]
   name = run_name(label, presets)
@@ -102,23 +102,25 @@ def measure(label: str, s: dict, work: str, lstm_length: int, presets: dict) -> 
   if name is None:
     if lstm:
       lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
-      return pretrain_finetune._unchanged(
+      return pretrain_finetune.unchanged_row(
         s, work, preset=preset, experiment_name="lstm_unchanged", **lstm_values
       )
-    return pretrain_finetune._unchanged(s, work, preset=preset)
+    return pretrain_finetune.unchanged_row(s, work, preset=preset)
   if lstm:
     start = [] if from_scratch else [f"--preset={work}/{preset}"]
     args = dict(tokenizer="char", sequence_length=lstm_length)
-    return pretrain_finetune._run(name, s, work, ["--model=char_lstm", *start, *flags], **args)
+    return pretrain_finetune.run_row(name, s, work, ["--model=char_lstm", *start, *flags], **args)
   vocab = [  # Every GPT-2 preset learns the same BPE from the same text.
     f"--vocab_file={work}/{preset}/assets/tokenizer/vocabulary.json",
     f"--merges_file={work}/{preset}/assets/tokenizer/merges.txt",
   ]
-  start = [*vocab, f"--model_size={s['model_size']}"] if from_scratch else [f"--preset={work}/{preset}"]
-  return pretrain_finetune._run(name, s, work, [*start, *flags])
+  start = [*vocab, f"--model_size={s.model_size}"] if from_scratch else [f"--preset={work}/{preset}"]
+  return pretrain_finetune.run_row(name, s, work, [*start, *flags])
 
 
-def pretrain_best(s: dict, work: str, model: str, rates: tuple, lstm_length: int) -> dict:
+def pretrain_best(
+  s: pretrain_finetune.Settings, work: str, model: str, rates: tuple, lstm_length: int
+) -> dict:
   """`model` pretrained at each of `rates` into `{work}/{model's preset}_lr{rate}`; the best kept.
 
   Returns the best pretraining's report (its rate in `config`) with `preset` (its directory's
@@ -164,7 +166,7 @@ def central(rows: dict, work: str, presets: dict) -> dict:
     name = run_name(label, presets)
     out[label] = {}
     for optimizer, rates in ((own, (rate, rate / 3)), ("adam", CENTRAL_ADAM_RATES[model])):
-      for r, ev in pretrain_finetune.central_same_batches(work, name, rates, optimizer).items():
+      for r, ev in runs.central_same_batches(work, name, rates, optimizer).items():
         out[label][f"{optimizer} {float(r):.3g}"] = [{k: e[k] for k in keep} for e in ev]
   return out
 
@@ -280,7 +282,7 @@ def main(argv=None) -> dict:
   if args.plot:
     plot(rows, args.plot)
   result = {
-    "settings": s | {"lstm_sequence_length": lstm_length},
+    "settings": s.to_dict() | {"lstm_sequence_length": lstm_length},
     "pretraining": {
       k: {key: v[key] for key in ("preset", "held_out_by_rate", "train_tokens", "steps", "seconds", "epochs")}
       for k, v in pretraining.items()

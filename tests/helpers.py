@@ -206,15 +206,15 @@ def token_batch(*, vocabulary_size: int, batch: int = 2, length: int = 16) -> di
   }
 
 
-def keras_held_out_loss(experiment, model_weights) -> tuple[float, int]:
-  """`(mean loss per token, tokens)` of `model_weights` on the experiment's evaluation clients, by Keras."""
+def keras_held_out_loss(task, model_weights) -> tuple[float, int]:
+  """`(mean loss per token, tokens)` of `model_weights` on a `FederatedTask`'s test clients, by Keras."""
   from tff_gpt.models import metrics as lm_metrics
   from tff_gpt.models import tff_model
 
-  model = tff_model.keras_model_with_weights(experiment.task.model_config, model_weights)
+  model = tff_model.keras_model_with_weights(task.model_config, model_weights)
   loss, tokens = lm_metrics.TokenLoss(), lm_metrics.NumTokens()
-  for client in experiment.task.eval_client_ids:
-    for x, y in experiment.task.test_data.eval_dataset(client, batch_size=16):
+  for client in task.eval_client_ids:
+    for x, y in task.test_data.eval_dataset(client, batch_size=16):
       logits = model(x)
       loss.update_state(y, logits)
       tokens.update_state(y, logits)

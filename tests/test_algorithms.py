@@ -13,12 +13,13 @@ from tests import helpers
 from tff_gpt import algorithms, runtime
 from tff_gpt.algorithms import communication, privacy
 from tff_gpt.models import tff_model
-from tff_gpt.training import outputs, trainer
+from tff_gpt.training import evaluation, outputs, rounds, trainer
+from tff_gpt.training.run import Run
 
 
 def _one_round(tmp_path, **overrides):
   experiment = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, **overrides))
-  start = experiment.loop.initial_state()
+  start = experiment.context.initial_state()
   state, metrics = experiment.loop.train_round(start, 1)
   return experiment, start, state, metrics
 
@@ -174,7 +175,7 @@ def test_warmup_process_trains_at_the_warmed_up_rate(tmp_path):
   """Round 1 of a 2-round warmup trains at half the rate; the metrics row says so."""
   config = helpers.tiny_config(tmp_path, client_learning_rate=0.5, client_lr_warmup_rounds=2)
   experiment = trainer.FederatedExperiment(config)
-  _, metrics1 = experiment.loop.train_round(experiment.loop.initial_state(), 1)
+  _, metrics1 = experiment.loop.train_round(experiment.context.initial_state(), 1)
   assert metrics1["client_learning_rate"] == pytest.approx(0.25)
 
 
@@ -184,7 +185,7 @@ def test_scheduled_process_uses_the_schedule(tmp_path):
     tmp_path, client_lr_schedule="exp_decay", client_lr_decay_rate=1e-30, client_lr_decay_rounds=1
   )
   experiment = trainer.FederatedExperiment(config)
-  state1, metrics1 = experiment.loop.train_round(experiment.loop.initial_state(), 1)
+  state1, metrics1 = experiment.loop.train_round(experiment.context.initial_state(), 1)
   state2, metrics2 = experiment.loop.train_round(state1, 2)
   assert metrics1["client_learning_rate"] == pytest.approx(0.5)
   assert metrics2["client_learning_rate"] < 1e-20
@@ -196,7 +197,7 @@ def test_dp_run_reports_the_epsilon_dp_accounting_computes(tmp_path):
     tmp_path, algorithm="fedavg_unweighted", aggregator="dp_fixed", dp_noise_multiplier=1.3, dp_delta=1e-4
   )
   experiment = trainer.FederatedExperiment(config)
-  summary = experiment.run(progress=False)
+  summary = experiment.run()
   num_clients = len(experiment.task.train_data.client_ids)
 
   def direct(rounds, noise=1.3):
@@ -227,17 +228,17 @@ def test_quantized_bytes_follow_tffs_threshold():
   assert communication._update_bytes(small, 8) == 400  # Below TFF's threshold: sent as float32.
 
 
-def test_metrics_rows_carry_bytes_learning_rate_and_clients(tmp_path):
+def test_a_client_moves_the_whole_model_each_way_and_rows_carry_the_rates(tmp_path):
+  """FedAvgM: every weight down, every weight and the client's weight up, float32 each (the other parts of
+  a row and of the summary: tests/test_run_parts.py)."""
   config = helpers.tiny_config(tmp_path, algorithm="fedavgm")
-  experiment = trainer.FederatedExperiment(config)
-  model = tff_model.build_keras_model(experiment.task.model_config)
-  assert experiment.loop.bytes_per_client["client_download_bytes"] == 4 * model.count_params()
-  assert experiment.loop.bytes_per_client["client_upload_bytes"] == 4 * model.count_params() + 4
-  summary = experiment.run(progress=False)
-  rows = outputs.read_metrics(experiment.dirs)
-  per_round = 3 * sum(experiment.loop.bytes_per_client.values())
-  assert [int(r["bytes_communicated"]) for r in rows] == [per_round, 2 * per_round]
-  assert summary["bytes_communicated"] == 2 * per_round
-  assert summary["algorithm"] == "fedavgm" and summary["server_learning_rate"] == 1.0
-  assert all(float(r["client_learning_rate"]) == 0.5 for r in rows)
-  assert sorted(outputs.read_sampled_clients(experiment.dirs)) == [1, 2]
+  config.validate()
+  run = Run.build(config)
+  params = tff_model.build_keras_model(run.task.model_config).count_params()
+  assert run.bytes_per_client == {"client_download_bytes": 4 * params, "client_upload_bytes": 4 * params + 4}
+  loop = rounds.RoundLoop(run, evaluation.Evaluation(run.task, progress=False), progress=False)
+  _, row = loop.train_round(run.initial_state(), 1)
+  assert row["client_learning_rate"] == 0.5 and row["bytes_communicated"] == 3 * (8 * params + 4)
+  assert (
+    run.settings_summary()["algorithm"] == "fedavgm" and run.settings_summary()["server_learning_rate"] == 1.0
+  )

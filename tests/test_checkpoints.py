@@ -196,7 +196,7 @@ def lora_from_hf(refs, tmp_path_factory):
     client_learning_rate=0.5,
   )
   experiment = trainer.FederatedExperiment(config)
-  return experiment, experiment.run(progress=False)
+  return experiment, experiment.run()
 
 
 @pytest.mark.full
@@ -228,7 +228,7 @@ def test_a_run_restarts_from_its_own_keras_hub_export(lora_from_hf, tmp_path):
   experiment, summary = lora_from_hf
   preset = os.path.join(summary["export"], "keras_hub")
   again = trainer.FederatedExperiment(_run_config(tmp_path, preset, trainable="bitfit", export=False))
-  state = again.loop.initial_state()
+  state = again.context.initial_state()
   model = again.task.keras_model(again.process.get_model_weights(state))
   probe = helpers.token_batch(vocabulary_size=again.task.tokenizer.vocabulary_size)
   want = experiment.task.keras_model(summary["model_weights"])(probe).numpy()

@@ -11,23 +11,24 @@ from absl.testing import flagsaver
 
 from experiments import compare_algorithms, flags_common
 from tests import helpers
-from tff_gpt import runtime
-from tff_gpt.training import comparison, comparison_configs, comparison_stats, outputs, trainer
+from tff_gpt import comparison, runtime
+from tff_gpt.comparison import stats as comparison_stats
 from tff_gpt.training import config as config_lib
+from tff_gpt.training import outputs, trainer
 
 
 def test_parse_configuration_forms(tmp_path):
-  assert comparison_configs.parse_configuration("fedyogi").overrides == {"algorithm": "fedyogi"}
-  dp = comparison_configs.parse_configuration("fedavg_unweighted+dp_fixed")
+  assert comparison.parse_configuration("fedyogi").overrides == {"algorithm": "fedyogi"}
+  dp = comparison.parse_configuration("fedavg_unweighted+dp_fixed")
   assert dp.name == "fedavg_unweighted-dp_fixed"
   assert dp.overrides == {
     "algorithm": "fedavg_unweighted",
     "aggregator": "dp_fixed",
     "client_weighting": "uniform",
   }
-  assert comparison_configs.parse_configuration("char_lstm").overrides == {"model": "char_lstm"}
+  assert comparison.parse_configuration("char_lstm").overrides == {"model": "char_lstm"}
 
-  tuned = comparison_configs.parse_configuration(
+  tuned = comparison.parse_configuration(
     "adam: --algorithm=fedadam --server_learning_rate=0.01,0.1 --server_beta_2=0.9"
   )
   assert tuned.overrides == {"algorithm": "fedadam", "server_beta_2": 0.9}
@@ -35,17 +36,17 @@ def test_parse_configuration_forms(tmp_path):
 
   flagfile = tmp_path / "prox.cfg"
   flagfile.write_text("--algorithm=fedprox\n--proximal_strength=0.1\n--client_learning_rate=0.1,0.3\n")
-  prox = comparison_configs.parse_configuration(f"prox: --flagfile={flagfile}")
+  prox = comparison.parse_configuration(f"prox: --flagfile={flagfile}")
   assert prox.overrides == {"algorithm": "fedprox", "proximal_strength": 0.1}
   assert prox.client_learning_rates == [0.1, 0.3]
 
-  assert comparison_configs.parse_configuration("q: --noexport --max_elements_per_client=0").overrides == {
+  assert comparison.parse_configuration("q: --noexport --max_elements_per_client=0").overrides == {
     "export": False,
     "max_elements_per_client": None,
   }
   for bad in ("fedfoo", "x: --algorithm=fedfoo", "x: --no_such_flag=1", "x: --total_rounds=ten"):
-    with pytest.raises(comparison_configs.ConfigurationError):
-      comparison_configs.parse_configuration(bad)
+    with pytest.raises(comparison.ConfigurationError):
+      comparison.parse_configuration(bad)
 
 
 @pytest.mark.parametrize(
@@ -62,17 +63,17 @@ def test_every_shipped_comparison_flagfile_parses_and_validates(path, tmp_path):
     configs = [
       config
       for spec in specs
-      for config in comparison.grid_configs(base, comparison_configs.parse_configuration(spec), str(tmp_path))
+      for config in comparison.grid_configs(base, comparison.parse_configuration(spec), str(tmp_path))
     ]
   assert len(specs) >= 2 and len(configs) >= len(specs)
   assert len({c.experiment_name for c in configs}) == len(configs)
   # Read without absl (as the studies do), the same base and configurations.
-  same_base, configurations, _ = comparison_configs.read_comparison(path)
+  same_base, configurations, _ = comparison.read_comparison(path)
   assert same_base == base
-  assert configurations == [comparison_configs.parse_configuration(spec) for spec in specs]
+  assert configurations == [comparison.parse_configuration(spec) for spec in specs]
   # What the reader skips is exactly the comparison's own flags.
   own = {f.name for f in flags.FLAGS.get_flags_for_module(compare_algorithms)}
-  assert own - {"comparison_name", "configuration"} == set(comparison_configs.COMPARISON_FLAGS)
+  assert own - {"comparison_name", "configuration"} == set(comparison.COMPARISON_FLAGS)
 
 
 def test_grid_names_and_values(tmp_path):
@@ -87,6 +88,7 @@ def test_grid_names_and_values(tmp_path):
     comparison.grid_configs(base, bad, str(tmp_path / "cmp"))
 
 
+@pytest.mark.full
 def test_comparison_sees_the_same_clients_and_writes_the_report(tmp_path, capfd, bpe_files):
   config = helpers.tiny_config(tmp_path, clients_per_round=2)
   values = {k: v for k, v in config.to_dict().items() if v is not None}
@@ -235,7 +237,7 @@ def test_seeds_pair_the_runs_and_validation_clients_choose_the_grid_point(tmp_pa
   # A run trained in a process of the pool equals the same run trained here.
   here = dataclasses.replace(config, root_output_dir=str(tmp_path / "here"), experiment_name="fedavg_s0")
   with runtime.execution_context():
-    alone = trainer.FederatedExperiment(here).run(progress=False)
+    alone = trainer.FederatedExperiment(here, progress=False).run()
   pooled = outputs.read_json(outputs.RunDirs.of(root, "fedavg_s0").summary)
   assert pooled["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-6)
   sampled = {
@@ -270,7 +272,7 @@ def test_seeds_pair_the_runs_and_validation_clients_choose_the_grid_point(tmp_pa
     outputs.write_rows(dirs.metrics_csv, metrics)
   records = comparison.run_comparison(
     config_lib.ExperimentConfig(**values),
-    [comparison_configs.parse_configuration(c) for c in configurations],
+    [comparison.parse_configuration(c) for c in configurations],
     comparison_dir=root,
     seeds=[0, 1],
     progress=False,

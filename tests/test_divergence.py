@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tff_gpt import errors
-from tff_gpt.training import comparison, divergence, outputs, trainer
+from tff_gpt import comparison, errors
+from tff_gpt.training import divergence, outputs, trainer
 
 # The tiny model's client SGD at 0.5 trains; at 100 round 1 ends with finite weights so large that every
 # client's round-2 update is NaN (TFF drops them all).
@@ -36,7 +36,7 @@ def test_a_diverging_run_stops_there_names_the_rate_and_keeps_what_it_finished(t
     tmp_path, client_learning_rate=DIVERGING, total_rounds=6, rounds_per_eval=5, rounds_per_checkpoint=1
   )
   with pytest.raises(divergence.DivergedError) as raised:
-    trainer.FederatedExperiment(config).run(progress=False)
+    trainer.FederatedExperiment(config, progress=False).run()
   error = raised.value
   assert isinstance(error, errors.RunFailure)  # Entry points: "error: <message>", exit status 1.
   assert error.round_num == 2

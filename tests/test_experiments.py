@@ -8,9 +8,11 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from experiments import generate, run_experiment
+from experiments import flags_common, generate, run_experiment
 from tests import helpers
 from tff_gpt.training import config as config_lib
+from tff_gpt.training import outputs
+from tff_gpt.training.task import FederatedTask
 
 
 def _flags(tmp_path, **overrides):
@@ -55,25 +57,19 @@ def test_flagfile(tmp_path, capfd):
   flagfile.write_text("".join(f"--{k}={v}\n" for k, v in values.items()))
   with flagsaver.flagsaver():
     run_experiment.FLAGS(["run_experiment", f"--flagfile={flagfile}", "--sample_prompt="])
-    run_experiment.main(["run_experiment"])
-  assert os.path.exists(
-    os.path.join(values["root_output_dir"], "results", "from_flagfile", "experiment.metrics.csv")
-  )
+    config = flags_common.config_from_flags()
+  assert config == config_lib.ExperimentConfig(**values)  # What main() trains (the tests above run it)
 
 
-def test_run_from_a_preset_directory(tmp_path, bpe_files, capfd):
-  """--preset starts from the preset's weights and trains with its BPE tokenizer."""
+def test_a_preset_directory_brings_its_model_and_bpe(tmp_path, bpe_files):
+  """--preset builds the preset's model with its BPE tokenizer (its weights: tests/test_pretrain.py)."""
   preset, _, tok = helpers.write_preset(tmp_path / "preset", bpe_files)
   values = _flags(tmp_path, total_rounds=1, experiment_name="from_preset", preset=preset)
   del values["tokenizer"]  # Implied by --preset: its BPE.
-  with flagsaver.flagsaver(**values, sample_prompt="the"):
-    run_experiment.main(["run_experiment"])
-  out = capfd.readouterr().out
-  assert "Finished 1 rounds of fedavg" in out
-  results = os.path.join(values["root_output_dir"], "checkpoints", "from_preset", "run_config.json")
-  import json
-
-  run_config = json.load(open(results))
+  with flagsaver.flagsaver(**values):
+    config = flags_common.config_from_flags()
+  config.validate()
+  run_config = FederatedTask(config, outputs.RunDirs.of(config.root_output_dir, "from_preset")).run_config()
   assert run_config["model"]["vocabulary_size"] == tok.vocabulary_size
   assert run_config["model"]["max_sequence_length"] == 32
   assert run_config["tokenizer"]["preset"] == preset
@@ -119,14 +115,14 @@ def test_make_bpe_vocab_then_train_with_it(tmp_path, capfd):
   assert experiment.task.tokenizer.vocabulary_size <= 280
   assert experiment.task.model_config["vocabulary_size"] == experiment.task.tokenizer.vocabulary_size
   helpers.ensure_tff_context()  # make_vocab's corpus loading leaves none.
-  summary = experiment.run(progress=False)
+  summary = experiment.run()
 
   # Per character: the run's total held-out loss, recomputed by Keras, over the labels the char
   # tokenizer has on the same text.
   from tff_gpt.data import preprocessing, tokenizers
   from tff_gpt.training import report
 
-  loss, tokens = helpers.keras_held_out_loss(experiment, summary["model_weights"])
+  loss, tokens = helpers.keras_held_out_loss(experiment.task, summary["model_weights"])
   total_nats = loss * tokens
   texts = experiment.task.test_data.texts
   chars = preprocessing.TokenizedClients(texts, tokenizers.CharTokenizer(), sequence_length=8)

@@ -27,7 +27,7 @@ def run(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("export")
   helpers.ensure_tff_context()
   experiment = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, export=True, total_rounds=2))
-  summary = experiment.run(progress=False)
+  summary = experiment.run()
   return experiment, summary
 
 
@@ -119,7 +119,7 @@ def test_bpe_export_tokenizes_and_predicts_the_same_in_keras3(tmp_path, bpe_file
     tmp_path, export=True, total_rounds=1, tokenizer="bpe", vocab_file=vocab_file, merges_file=merges_file
   )
   experiment = trainer.FederatedExperiment(config)
-  summary = experiment.run(progress=False)
+  summary = experiment.run()
   assert os.path.isfile(os.path.join(summary["export"], "merges.txt"))
   text = "the cat sat on the mat"
   ours = experiment.task.tokenizer.encode([text])[0]

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests import helpers
-from tff_gpt.training import outputs, trainer
+from tff_gpt.training import outputs, restore, trainer
 
 
 def test_ctrl_c_during_a_write_finishes_the_write_then_interrupts(tmp_path):
@@ -72,8 +72,8 @@ def test_a_worker_killed_mid_run_fails_the_round_with_advice_then_resumes(tmp_pa
 
 
 def _weights_of(config):
-  state, version = trainer.FederatedExperiment(config).loop.latest_state()
-  return version, state.global_model_weights.trainable
+  weights, version = restore.latest_weights(restore.open_run(config.root_output_dir, config.experiment_name))
+  return version, weights.trainable
 
 
 def _truncate_checkpoint(dirs, round_num):
@@ -87,10 +87,10 @@ def _truncate_checkpoint(dirs, round_num):
 @pytest.mark.slow
 def test_a_truncated_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(tmp_path):
   reference = helpers.tiny_config(tmp_path, experiment_name="reference", total_rounds=4)
-  trainer.FederatedExperiment(reference).run(progress=False)
+  trainer.FederatedExperiment(reference, progress=False).run()
 
   config = helpers.tiny_config(tmp_path, total_rounds=3)
-  trainer.FederatedExperiment(config).run(progress=False)
+  trainer.FederatedExperiment(config, progress=False).run()
   dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
   _truncate_checkpoint(dirs, 3)
   # What a crash half-way through TFF's write-then-rename saves leaves behind.
@@ -99,7 +99,7 @@ def test_a_truncated_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_o
     f.write("round_num,train_loss\n1,")
 
   config.total_rounds = 4
-  trainer.FederatedExperiment(config).run(progress=False)
+  trainer.FederatedExperiment(config, progress=False).run()
 
   names = sorted(os.listdir(dirs.checkpoints))
   assert "unreadable_program_state_3" in names and not [n for n in names if "_temp" in n], names
@@ -109,17 +109,6 @@ def test_a_truncated_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_o
   assert got_round == want_round == 4
   for a, b in zip(got, want, strict=True):
     np.testing.assert_array_equal(a, b)
-
-
-def test_no_readable_checkpoint_is_an_error_that_keeps_them(tmp_path):
-  config = helpers.tiny_config(tmp_path, total_rounds=1)
-  trainer.FederatedExperiment(config).run(progress=False)
-  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
-  _truncate_checkpoint(dirs, 1)
-  config.total_rounds = 2
-  with pytest.raises(outputs.NoReadableCheckpointError, match="none of the 1 checkpoints .* reads back"):
-    trainer.FederatedExperiment(config).run(progress=False)
-  assert os.listdir(dirs.checkpoints).count("program_state_1") == 1
 
 
 @pytest.mark.full
@@ -164,7 +153,7 @@ def test_kill_9_before_between_and_during_checkpoints_loses_nothing(tmp_path):
   """Three kills of the Python process, then the same command to the end: as one uninterrupted run."""
   settings = dict(total_rounds=7, rounds_per_checkpoint=3, rounds_per_eval=1000)
   reference = helpers.tiny_config(tmp_path, experiment_name="reference", **settings)
-  trainer.FederatedExperiment(reference).run(progress=False)
+  trainer.FederatedExperiment(reference, progress=False).run()
 
   dirs = outputs.RunDirs.of(str(tmp_path / "runs"), "tiny")
 

@@ -26,7 +26,7 @@ def test_one_round_equals_example_weighted_mean_of_keras_training(tmp_path):
     client_batch_size=3,
   )
   experiment = trainer.FederatedExperiment(config)
-  clients = experiment.loop.clients_for_round(1)
+  clients = experiment.context.clients_for_round(1)
   assert len(clients) == 3
   start = tff_model.initial_weights(experiment.task.model_config, seed=config.seed)
   datasets = [

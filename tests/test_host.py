@@ -18,7 +18,7 @@ def snapshot():
   pools = threads.get_intra_op_parallelism_threads(), threads.get_inter_op_parallelism_threads()
   return dict(os.environ), pools, filters
 before = snapshot()
-import tff_gpt.runtime, tff_gpt.training, tff_gpt.training.trainer, tff_gpt.training.comparison
+import tff_gpt.runtime, tff_gpt.training, tff_gpt.training.trainer, tff_gpt.comparison
 after = snapshot()
 changed = {k for k in set(before[0]) | set(after[0]) if before[0].get(k) != after[0].get(k)}
 assert not changed, changed

@@ -36,8 +36,8 @@ def test_the_gap_is_the_distance_from_the_aggregate_to_the_mean_of_the_clients_p
   """
   ranks = dict(lora_client_ranks="1,2") if trainable.startswith("het") else {}
   experiment = _experiment(tmp_path, trainable, client_learning_rate=2.0, **ranks)
-  loop, task = experiment.loop, experiment.task
-  state = loop.initial_state()
+  task = experiment.task
+  state = experiment.context.initial_state()
   clients = task.train_data.client_ids[:3]
   if ranks:
     by_rank = {task.client_rank(c): c for c in task.train_data.client_ids}
@@ -88,12 +88,12 @@ def test_the_gap_is_the_distance_from_the_aggregate_to_the_mean_of_the_clients_p
 def test_ffa_lora_sends_half_of_loras_bytes_keeps_a_and_writes_the_gap_each_round(tmp_path):
   lora = _experiment(tmp_path, "lora:2")
   ffa = _experiment(tmp_path, "ffa_lora:2", total_rounds=2)
-  bytes_of = {e.config.trainable: sum(e.loop.bytes_per_client.values()) for e in (lora, ffa)}
+  bytes_of = {e.config.trainable: sum(e.context.bytes_per_client.values()) for e in (lora, ffa)}
   # B alone, down and up: half of LoRA's factors; the upload's 4-byte client weight is the same.
   assert bytes_of["ffa_lora:2"] - 4 == (bytes_of["lora:2"] - 4) / 2
   assert bytes_of["ffa_lora:2"] <= 0.55 * bytes_of["lora:2"]
   a_before = ffa.task.frozen_lora_a(ffa.task.initial_weights())  # The seeded draw, as the run makes it.
-  summary = ffa.run(progress=False)
+  summary = ffa.run()
   model = ffa.task.keras_model(summary["model_weights"], merged=False)
   from tff_gpt.models import adapters, gpt2_lm
 
@@ -109,6 +109,7 @@ def test_ffa_lora_sends_half_of_loras_bytes_keeps_a_and_writes_the_gap_each_roun
   np.testing.assert_array_equal(a_query, a_before[0].T)
 
 
+@pytest.mark.full
 def test_heterogeneous_ranks_are_drawn_per_client_and_a_run_resumes_exactly(tmp_path):
   ranked = dict(lora_client_ranks="2,4,8", total_rounds=2)
   for d in ("a", "b"):
@@ -116,14 +117,14 @@ def test_heterogeneous_ranks_are_drawn_per_client_and_a_run_resumes_exactly(tmp_
   uninterrupted = _experiment(tmp_path / "a", "hetlora:8", **ranked)
   ranks = [uninterrupted.task.client_rank(c) for c in uninterrupted.task.train_data.client_ids]
   assert set(ranks) == {2, 4, 8}
-  reference = uninterrupted.run(progress=False)
+  reference = uninterrupted.run()
   config = helpers.tiny_config(
     tmp_path / "b", experiment_name="het", trainable="hetlora:8", lora_client_ranks="2,4,8", total_rounds=1
   )
   first = trainer.FederatedExperiment(config)
   assert [first.task.client_rank(c) for c in first.task.train_data.client_ids] == ranks  # By (seed, client).
-  first.run(progress=False)
-  resumed = trainer.FederatedExperiment(dataclasses.replace(config, total_rounds=2)).run(progress=False)
+  first.run()
+  resumed = trainer.FederatedExperiment(dataclasses.replace(config, total_rounds=2), progress=False).run()
   for got, want in zip(resumed["model_weights"].trainable, reference["model_weights"].trainable, strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   assert resumed["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-5)
@@ -148,11 +149,11 @@ def test_bad_client_ranks_name_the_fix(tmp_path, overrides, message):
 def test_flexlora_sets_the_server_factors_to_the_truncated_svd_of_the_clients_mean_product(tmp_path):
   experiment = _experiment(tmp_path, "flexlora:2", lora_client_ranks="1,2", client_learning_rate=2.0)
   loop, task = experiment.loop, experiment.task
-  state = loop.initial_state()
+  state = experiment.context.initial_state()
   new_state, metrics = loop.train_round(state, 1)
-  singles = [_round(experiment, state, [c]) for c in loop.clients_for_round(1)]
+  singles = [_round(experiment, state, [c]) for c in experiment.context.clients_for_round(1)]
   weights = np.array([n for _, _, n in singles]) / sum(n for _, _, n in singles)
-  ranks = [task.client_rank(c) for c in loop.clients_for_round(1)]
+  ranks = [task.client_rank(c) for c in experiment.context.clients_for_round(1)]
   after = [np.asarray(w, np.float64) for w in new_state.global_model_weights.trainable]
   gap_sq = mean_sq = 0.0
   for i in range(0, len(after), 2):

@@ -60,7 +60,7 @@ def test_more_concurrent_clients_need_more_memory():
 
 @pytest.mark.slow
 def test_a_run_records_its_estimate_beside_its_measured_peak(tmp_path):
-  summary = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, total_rounds=2)).run(progress=False)
+  summary = trainer.FederatedExperiment(helpers.tiny_config(tmp_path, total_rounds=2), progress=False).run()
   assert 0.7 * summary["memory_peak_mb"] <= summary["memory_estimate_mb"] <= 2 * summary["memory_peak_mb"]
 
 
@@ -93,7 +93,7 @@ def test_the_local_worker_is_replaced_every_few_rounds_without_changing_results(
     monkeypatch.setattr(runtime, "replace_local_worker", watched)
     with runtime.execution_context():
       config = helpers.tiny_config(tmp_path, experiment_name=name, total_rounds=6, rounds_per_checkpoint=2)
-      weights = trainer.FederatedExperiment(config).run(progress=False)["model_weights"]
+      weights = trainer.FederatedExperiment(config, progress=False).run()["model_weights"]
     return weights, pids
 
   kept, no_replacements = run("kept", 1000)

@@ -118,7 +118,7 @@ def _losses(tmp_path, name: str, workers: str | None) -> list[float]:
   runtime.set_up(workers=workers)
   try:
     config = helpers.tiny_config(tmp_path, experiment_name=name, total_rounds=3, clients_per_round=4)
-    trainer.FederatedExperiment(config).run(progress=False)
+    trainer.FederatedExperiment(config, progress=False).run()
     return [
       float(r["train_loss"]) for r in outputs.read_metrics(outputs.RunDirs.of(config.root_output_dir, name))
     ]

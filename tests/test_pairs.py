@@ -214,7 +214,7 @@ def pair_run(tmp_path_factory):
     total_rounds=3,
   )
   experiment = trainer.FederatedExperiment(config)
-  return experiment, experiment.run(progress=False)
+  return experiment, experiment.run()
 
 
 def test_a_federated_run_on_pairs_learns_the_responses_and_counts_them(pair_run):
@@ -292,6 +292,6 @@ def test_pairs_train_with_lora_and_differential_privacy(tmp_path):
     aggregator="dp_adaptive",
     clients_per_round=4,
   )
-  summary = trainer.FederatedExperiment(config).run(progress=False)
+  summary = trainer.FederatedExperiment(config, progress=False).run()
   assert summary["dp_epsilon"] > 0 and np.isfinite(summary["eval_loss"])
   assert summary["pairs"]["train"]["pairs"] == 12

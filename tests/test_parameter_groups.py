@@ -122,7 +122,7 @@ def _one_step_round(tmp_path, name, **overrides):
   )
   experiment = trainer.FederatedExperiment(config)
   start = experiment.task.initial_weights()
-  state, metrics = experiment.loop.train_round(experiment.loop.initial_state(), 1)
+  state, metrics = experiment.loop.train_round(experiment.context.initial_state(), 1)
   assert metrics["train_sequences"] == 4  # One batch, one step.
   after = experiment.process.get_model_weights(state)
   return [a - b for a, b in zip(after.trainable, start.trainable, strict=True)], experiment

@@ -23,7 +23,7 @@ def run(tmp_path_factory):
     export=True,
   )
   experiment = trainer.FederatedExperiment(config)
-  return experiment, experiment.run(progress=False)
+  return experiment, experiment.run()
 
 
 def test_each_client_personalizes_below_the_global_models_loss_on_its_held_out_text(run):

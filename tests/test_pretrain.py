@@ -11,9 +11,9 @@ from absl.testing import flagsaver
 from experiments import pretrain
 from tests import helpers
 from tff_gpt import errors
+from tff_gpt.central import pretraining, trainer
 from tff_gpt.data import client_data, client_groups, datasets
 from tff_gpt.models import char_lstm, checkpoints, gpt2_lm, trainable
-from tff_gpt.training import pretraining, trainer
 
 # Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -75,7 +75,9 @@ def test_federated_fine_tuning_starts_from_the_pretrained_weights(pretrained, tm
     trainable="bitfit",
   )
   experiment = trainer.FederatedExperiment(config)
-  model = experiment.task.keras_model(experiment.process.get_model_weights(experiment.loop.initial_state()))
+  model = experiment.task.keras_model(
+    experiment.process.get_model_weights(experiment.context.initial_state())
+  )
   want = gpt2_lm.lm_from_backbone(keras_nlp.models.GPT2Backbone.from_preset(values["preset_dir"]))
   got_values = trainable.merged_values(gpt2_lm.backbone_of(model))
   for key, value in trainable.merged_values(gpt2_lm.backbone_of(want)).items():
@@ -106,7 +108,7 @@ def test_the_lstm_pretrains_on_the_same_text_and_fine_tuning_starts_from_it(pret
   config = helpers.tiny_config(tmp_path, model="char_lstm", preset=preset, dataset_path=values["rest_jsonl"])
   assert config.tokenizer == "char"  # The LSTM's own, not the BPE a GPT-2 preset brings.
   experiment = trainer.FederatedExperiment(config)
-  weights = experiment.process.get_model_weights(experiment.loop.initial_state())
+  weights = experiment.process.get_model_weights(experiment.context.initial_state())
   want = char_lstm.from_preset(preset, experiment.task.model_config)
   for got, value in zip(weights.trainable, want.trainable_weights, strict=True):
     np.testing.assert_array_equal(got, value.numpy())

@@ -8,7 +8,8 @@ import pytest
 
 from tests import helpers
 from tff_gpt import errors
-from tff_gpt.training import replay, trainer
+from tff_gpt.central import replay
+from tff_gpt.training import trainer
 
 
 @pytest.mark.parametrize(
@@ -26,9 +27,9 @@ def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, m
     client_learning_rate=rate,
   )
   experiment = trainer.FederatedExperiment(config)
-  state, round_metrics = experiment.loop.train_round(experiment.loop.initial_state(), 1)
+  state, round_metrics = experiment.loop.train_round(experiment.context.initial_state(), 1)
   federated = experiment.process.get_model_weights(state)
-  central = replay.train(experiment.loop, rate, progress=False)
+  central = replay.train(experiment.context, experiment.evaluate, rate, progress=False)
   start = experiment.task.initial_weights()
   assert central["examples"] == round_metrics["train_sequences"] > 4
   assert central["steps"] == -(-central["examples"] // config.client_batch_size)
@@ -39,7 +40,7 @@ def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, m
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     moved += not np.allclose(got, before)
   assert moved > len(start.trainable) * 0.9  # The comparison is not of untouched weights.
-  want_eval = experiment.loop.evaluate(federated)["eval_loss"]
+  want_eval = experiment.evaluate(federated)["eval_loss"]
   assert central["evals"][0]["eval_loss"] == pytest.approx(want_eval, rel=1e-5)
 
 

@@ -73,7 +73,7 @@ def round_datasets(experiment, round_num=1):
     experiment.task.train_data.train_dataset(
       c, round_num=round_num, seed=config.seed, batch_size=config.client_batch_size
     )
-    for c in experiment.loop.clients_for_round(round_num)
+    for c in experiment.context.clients_for_round(round_num)
   ]
 
 
@@ -127,9 +127,7 @@ def test_rounds_and_evaluations_draw_no_initial_values_and_give_the_same_results
   # Grappler folds the draws into constants: TFF's graphs carry a model's worth of random values.
   model_bytes = 4 * sum(w.size for w in drawing.initialize().global_model_weights.trainable)
   assert graph_bytes(drawing.next) - graph_bytes(experiment.process.next) > 0.9 * model_bytes
-  assert (
-    graph_bytes(drawing_eval.next) - graph_bytes(experiment.loop.evaluate.process.next) > 0.9 * model_bytes
-  )
+  assert graph_bytes(drawing_eval.next) - graph_bytes(experiment.evaluate.process.next) > 0.9 * model_bytes
   assert experiment.process.initialize.type_signature == drawing.initialize.type_signature
 
   # `initialize()` still draws as TFF's does: the same spread, kernel by kernel.
@@ -146,7 +144,7 @@ def test_rounds_and_evaluations_draw_no_initial_values_and_give_the_same_results
   weights = drawing.get_model_weights(state)
   ours, theirs = (
     p.next(p.set_model_weights(p.initialize(), weights), datasets).metrics["client_work"]["eval"]
-    for p in (experiment.loop.evaluate.process, drawing_eval)
+    for p in (experiment.evaluate.process, drawing_eval)
   )
   assert ours["current_round_metrics"]["loss"] == pytest.approx(
     theirs["current_round_metrics"]["loss"], rel=1e-6

@@ -224,7 +224,7 @@ def test_a_federated_run_on_tff_stackoverflow_with_words_and_on_a_tfds_partition
     export=True,
   )
   experiment = trainer.FederatedExperiment(config)
-  summary = experiment.run(progress=False)
+  summary = experiment.run()
   assert np.isfinite(summary["eval_loss"]) and summary["partition"] == "natural clients"
   assert summary["heterogeneity"]["clients"] == 3
   # The export carries the word vocabulary: the same ids, and text back.
@@ -245,7 +245,7 @@ def test_a_federated_run_on_tff_stackoverflow_with_words_and_on_a_tfds_partition
     partition_label="topic",
     total_rounds=1,
   )
-  summary = trainer.FederatedExperiment(config).run(progress=False)
+  summary = trainer.FederatedExperiment(config, progress=False).run()
   assert summary["heterogeneity"]["labels"] == 3 and summary["partition"].startswith("dirichlet over 4")
 
 

@@ -170,7 +170,7 @@ def lora_run(tmp_path_factory):
   helpers.ensure_tff_context()
   config = _lora_config(tmp_path)
   experiment = trainer.FederatedExperiment(config)
-  summary = experiment.run(progress=False)
+  summary = experiment.run()
   return experiment, config, summary
 
 
@@ -180,7 +180,7 @@ def test_tff_state_holds_only_the_adapters(lora_run):
   assert [tuple(t.shape) for t in weights_type.trainable] == [(16, 2), (2, 16)] * 4
   assert len(weights_type.non_trainable) == 0
   adapter_bytes = 4 * 4 * (16 * 2 + 2 * 16)
-  assert experiment.loop.bytes_per_client == {
+  assert experiment.context.bytes_per_client == {
     "client_download_bytes": adapter_bytes,
     "client_upload_bytes": adapter_bytes + 4,
   }
@@ -283,10 +283,10 @@ def test_resume_refuses_other_trainable_and_bad_frozen_weights(lora_run, tmp_pat
   frozen_dir = experiment.dirs.frozen_weights
   shutil.rmtree(frozen_dir)
   with pytest.raises(frozen.FrozenWeightsError, match="are missing. The run's checkpoints need"):
-    trainer.FederatedExperiment(copy).run(progress=False)
+    trainer.FederatedExperiment(copy, progress=False).run()
   tff_model.initial_weights(experiment.task.model_config, seed=0, trainable="bitfit", frozen_dir=frozen_dir)
   with pytest.raises(frozen.FrozenWeightsError, match="do not match the model"):
-    trainer.FederatedExperiment(copy).run(progress=False)
+    trainer.FederatedExperiment(copy, progress=False).run()
   with open(os.path.join(frozen_dir, "frozen.json")) as f:
     assert json.load(f)["trainable"] == "bitfit"
 
@@ -322,9 +322,9 @@ def test_each_mode_trains_with_algorithms_and_aggregators(tmp_path, mode, overri
     runtime.set_up(secure_aggregation=True)
   try:
     experiment = trainer.FederatedExperiment(config)
-    start = experiment.loop.initial_state()
+    start = experiment.context.initial_state()
     state, metrics = experiment.loop.train_round(start, 1)
-    evaluation = experiment.loop.evaluate(experiment.process.get_model_weights(state))
+    evaluation = experiment.evaluate(experiment.process.get_model_weights(state))
   finally:
     if secure:
       runtime.set_up()

@@ -73,7 +73,7 @@ def restore_local_context():
 def _run(tmp_path, name, workers):
   runtime.set_up(workers=workers)
   config = helpers.tiny_config(tmp_path, experiment_name=name, total_rounds=2, clients_per_round=4)
-  summary = trainer.FederatedExperiment(config).run(progress=False)
+  summary = trainer.FederatedExperiment(config, progress=False).run()
   rows = outputs.read_metrics(outputs.RunDirs.of(config.root_output_dir, name))
   clients = outputs.read_sampled_clients(outputs.RunDirs.of(config.root_output_dir, name))
   return summary, rows, clients

@@ -59,3 +59,8 @@ def bytes_per_client(config, process: tff.learning.templates.LearningProcess) ->
     download += _optimizer_state_bytes(config, trainable)
     upload += sum(_tensor_bytes(t) for t in trainable)
   return {"client_download_bytes": download, "client_upload_bytes": upload}
+
+
+def round_bytes(per_client: dict, clients: int) -> int:
+  """Bytes one round communicates: `clients` each moving `per_client` (`bytes_per_client`)."""
+  return clients * sum(per_client.values())

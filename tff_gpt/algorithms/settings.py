@@ -55,7 +55,7 @@ class ClientSettings:
     check=Check(AT_LEAST_0.accepts, "must be >= 0 (0: no warmup)"),
   )
 
-  def check(self) -> None:
+  def check_clients(self) -> None:
     check_declared(self, ClientSettings)
 
 
@@ -83,7 +83,7 @@ class ServerSettings:
   )
   proximal_strength: float = setting(0.01, "FedProx proximal strength mu.", check=AT_LEAST_0)
 
-  def check(self) -> None:
+  def check_server(self) -> None:
     check_declared(self, ServerSettings)
 
 
@@ -120,7 +120,7 @@ class AggregationSettings:
     check=Check(lambda v: 1 <= v <= 16, "must be in [1, 16]"),
   )
 
-  def check(self) -> None:
+  def check_aggregation(self) -> None:
     check_declared(self, AggregationSettings)
 
   @property

@@ -1,4 +1,5 @@
-"""Clients chosen by group (a Shakespeare play, a directory) and written out as JSON Lines.
+"""Clients chosen by group (a Shakespeare play, a directory) and written out as JSON Lines; the seeded
+choice of evaluation and validation clients.
 
 `experiments.pretrain` pretrains on some groups' clients and writes the
 others for the federated run, split exactly as the corpus split them.
@@ -9,6 +10,9 @@ import os
 import tempfile
 from collections.abc import Sequence
 
+import numpy as np
+
+from tff_gpt import errors
 from tff_gpt.data.client_data import CorpusError, FederatedCorpus
 
 
@@ -54,3 +58,28 @@ def write_jsonl(corpus: FederatedCorpus, client_ids: Sequence[str], path: str) -
         lines += 1
   os.replace(f.name, path)
   return lines
+
+
+def evaluation_clients(
+  client_ids: Sequence[str], *, clients_per_eval: int | None, validation_clients: int | None, seed: int
+) -> tuple[list[str], list[str]]:
+  """`(test clients, validation clients)`: a seeded sample of `clients_per_eval` of `client_ids` (None: all),
+  of which `validation_clients` (drawn by another stream of the seed) are set apart.
+
+  Raises:
+    errors.UserInputError: The validation clients would leave no test client.
+  """
+  ids = sorted(client_ids)
+  n, k = clients_per_eval, validation_clients
+  if n is not None and n < len(ids):
+    ids = sorted(np.random.default_rng(seed).choice(ids, size=n, replace=False).tolist())
+  if not k:
+    return ids, []
+  if k >= len(ids):
+    raise errors.UserInputError(
+      f"--validation_clients={k} leaves no test clients of the {len(ids)} evaluated; pass fewer, or raise "
+      "--clients_per_eval."
+    )
+  # Another stream of the seed than the sample's, so that the split does not depend on --clients_per_eval.
+  chosen = set(np.random.default_rng([seed, 1]).choice(ids, size=k, replace=False).tolist())
+  return [c for c in ids if c not in chosen], sorted(chosen)

@@ -33,7 +33,6 @@ KINDS = ("text", "pairs", "alpaca")
 LONG_RESPONSES = ("cut", "drop")
 PAIR_MARK = "\x1e"  # ASCII record separator: between prompt and response in the corpus cache.
 DEFAULT_SEPARATOR = "\n\n### Response:\n"
-ALPACA_FIELDS = ("instruction", "input", "output")
 
 # Reasons a record is dropped (counted in the corpus summary).
 EMPTY_RESPONSE = "empty response"

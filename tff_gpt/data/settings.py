@@ -74,7 +74,7 @@ class CorpusSettings:
     None, "Parsed-corpus cache; $TFF_GPT_CACHE or ~/.cache/tff_gpt when empty.", resume=False
   )
 
-  def check(self) -> None:
+  def check_corpus(self) -> None:
     """Raises `ConfigError` naming the first corpus setting that is out of range or inconsistent."""
     check_declared(self, CorpusSettings)
     needs_path = self.dataset in ("text_dir", "jsonl")
@@ -137,10 +137,10 @@ class CorpusSettings:
       separator=separator,
     )
 
-  def load(self, *, seed: int):
-    """The corpus these settings name (`datasets.load_corpus`), dealt into clients with `seed`."""
-    return datasets.load_corpus(
-      self.dataset,
+  def corpus_request(self, *, seed: int) -> dict:
+    """The arguments of `datasets.load_corpus` for these settings, dealt into clients with `seed`."""
+    return dict(
+      name=self.dataset,
       path=self.dataset_path,
       client_field=self.client_field,
       text_field=self.text_field,
@@ -181,12 +181,12 @@ class TokenizerSettings:
     choices=pairs.LONG_RESPONSES,
   )
 
-  def check(self) -> None:
+  def check_tokenizer(self) -> None:
     """Raises `ConfigError` naming the first tokenizer setting that is out of range or inconsistent."""
     check_declared(self, TokenizerSettings)
     require(self.sequence_length >= 2, "sequence_length", "must be >= 2")
 
-  def tokenizer_kwargs(self, tff_cache_dir: str | None = None) -> dict:
+  def tokenizer_arguments(self, tff_cache_dir: str | None = None) -> dict:
     """Arguments of `tokenizers.build_tokenizer` (but the preset)."""
     vocab_file = self.vocab_file
     if self.tokenizer == "word" and not vocab_file and tff_cache_dir:

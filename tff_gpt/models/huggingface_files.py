@@ -32,17 +32,6 @@ from tff_gpt.models.huggingface import (
 )
 
 
-def is_hf_dir(path: str) -> bool:
-  config = os.path.join(path, CONFIG_FILE)
-  if not os.path.isfile(config):
-    return False
-  try:
-    with open(config) as f:
-      return "model_type" in json.load(f)
-  except (OSError, ValueError):
-    return False
-
-
 def read_config(path: str) -> dict:
   source = os.path.join(path, CONFIG_FILE)
   try:

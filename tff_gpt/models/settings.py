@@ -6,15 +6,15 @@ from tff_gpt.models import client_ranks, gpt2_lm, parameter_groups, registry
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.settings import POSITIVE, Check, check_declared, require, setting
 
-MODELS = tuple(registry.MODELS)
-
 
 @dataclasses.dataclass
 class ModelSettings:
   """The model (`tff_model.build_model_fn`) and its trained subset (`trainable`)."""
 
   model: str = setting(
-    "gpt2", "; ".join(f"{k}: {v.description}" for k, v in registry.MODELS.items()) + ".", choices=MODELS
+    "gpt2",
+    "; ".join(f"{k}: {v.description}" for k, v in registry.MODELS.items()) + ".",
+    choices=tuple(registry.MODELS),
   )
   model_size: str = setting(
     gpt2_lm.DEFAULT_SIZE,
@@ -65,7 +65,7 @@ class ModelSettings:
   def __post_init__(self):
     self.model_size = gpt2_lm.canonical_size(self.model_size)
 
-  def check(self) -> None:
+  def check_model(self) -> None:
     """Raises `ConfigError` naming the first model setting that is out of range or inconsistent."""
     check_declared(self, ModelSettings)
     try:

@@ -119,7 +119,14 @@ def _set_tf_threads(settings: ProcessSettings) -> None:
       try:
         setter(value)
       except RuntimeError:  # TensorFlow has run an operation already: its pools are fixed.
-        pass
+        logging.warning(
+          "TensorFlow's thread pools were fixed before tff_gpt.runtime sized them (an operation ran first): "
+          "%s(%d) not applied; size the process before running TensorFlow, or set %s / %s.",
+          setter.__name__,
+          value,
+          INTRA_OP,
+          INTER_OP,
+        )
 
 
 def _limit_malloc_arenas(arenas: int) -> None:

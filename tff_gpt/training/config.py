@@ -14,15 +14,15 @@ import re
 from tff_gpt import settings
 from tff_gpt.algorithms import registry
 from tff_gpt.algorithms.settings import CLIENT_WEIGHTINGS, AggregationSettings, ClientSettings, ServerSettings
+from tff_gpt.data import datasets
 from tff_gpt.data.settings import CorpusSettings, TokenizerSettings
 from tff_gpt.models import registry as models_registry
-from tff_gpt.models.settings import MODELS, ModelSettings
+from tff_gpt.models.settings import ModelSettings
 from tff_gpt.settings import AT_LEAST_1, POSITIVE, Check, ConfigError, check_declared, require, setting
 
 __all__ = [
   "CLIENT_WEIGHTINGS",
   "GROUPS",
-  "MODELS",
   "RESUME_KEYS",
   "ConfigError",
   "ExperimentConfig",
@@ -116,10 +116,10 @@ class RunSettings:
     None, f"glibc malloc arenas of this process and its worker{_HOST} MALLOC_ARENA_MAX.", resume=False
   )
 
-  def check(self) -> None:
+  def check_run(self) -> None:
     check_declared(self, RunSettings)
 
-  def context_args(self, *, secure_aggregation: bool) -> dict:
+  def runtime_arguments(self, *, secure_aggregation: bool) -> dict:
     """`runtime.set_up` / `runtime.execution_context` arguments of this run."""
     return dict(
       max_concurrent_computation_calls=self.max_concurrent_computation_calls,
@@ -151,8 +151,16 @@ class ExperimentConfig(
 
   def validate(self) -> None:
     """Raises `ConfigError` (a `ValueError`) naming the first bad flag and what it accepts."""
-    for group in GROUPS:
-      group.check(self)
+    for check in (
+      self.check_run,
+      self.check_corpus,
+      self.check_tokenizer,
+      self.check_model,
+      self.check_clients,
+      self.check_server,
+      self.check_aggregation,
+    ):
+      check()
     self.partition_spec(self.seed).validate()
     self._check_tokenizer_fits()
     registry.check_combination(self)
@@ -200,15 +208,15 @@ class ExperimentConfig(
 
   def tokenizer_kwargs(self) -> dict:
     """Arguments of `tokenizers.build_tokenizer` (but the preset) for this run."""
-    return TokenizerSettings.tokenizer_kwargs(self, self.tff_cache_dir)
+    return self.tokenizer_arguments(self.tff_cache_dir)
 
   def load_corpus(self):
     """The run's corpus, dealt into clients by `--partition*` and `--seed`."""
-    return self.load(seed=self.seed)
+    return datasets.load_corpus(**self.corpus_request(seed=self.seed))
 
   def context_args(self) -> dict:
     """`runtime.execution_context` arguments of this run."""
-    return RunSettings.context_args(self, secure_aggregation=registry.AGGREGATORS[self.aggregator].secure)
+    return self.runtime_arguments(secure_aggregation=registry.AGGREGATORS[self.aggregator].secure)
 
   def resume_changes(self, saved: dict) -> list[str]:
     """`--name was X, now Y` for each setting that must match on resume but differs in `saved` (a `to_dict`).

@@ -60,17 +60,18 @@ def diagnose(row: dict, model_weights=None) -> str | None:
   return None
 
 
-def stop(config, round_num: int, why: str, recent: tuple, *, last_checkpoint: int, about: dict):
-  """Records that run `config` diverged in `round_num` (`write`) and returns the `DivergedError` to raise.
+def stop(run, round_num: int, why: str, recent: tuple, *, last_checkpoint: int):
+  """Records that `run` (a `run.Run`) diverged in `round_num` (`write`); returns the `DivergedError` to raise.
 
   The message says `why`, the train loss of the `recent` metrics rows (the
   round before's, empty when there was none, and this round's) where their
   clients trained, the rates to lower with their values in this run (the
   server's too when it is not 1), and what is kept: every metrics row and the
-  checkpoint of `last_checkpoint` (0: none). `about` is the run's settings
-  (`report.settings_summary`); the record adds the seconds and
-  bytes of the rounds run, as a summary has them.
+  checkpoint of `last_checkpoint` (0: none). The record holds the run's
+  settings (`Run.settings_summary`) and the seconds and bytes of the rounds
+  run, as a summary has them.
   """
+  config = run.config
   rates = {"--client_learning_rate": config.client_learning_rate}
   if algorithms.server_learning_rate(config) != 1.0:
     rates["--server_learning_rate"] = algorithms.server_learning_rate(config)
@@ -88,20 +89,19 @@ def stop(config, round_num: int, why: str, recent: tuple, *, last_checkpoint: in
     f"the metrics of every round so far{kept}.",
     round_num,
   )
-  dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
-  rows = outputs.read_metrics(dirs)
-  spent = {
-    "train_seconds": outputs.seconds_spent(rows),
-    "bytes_communicated": sum(float(r["round_bytes"]) for r in rows),
+  spent = {  # The seconds of every round run, in this process or before a resume.
+    "train_seconds": outputs.seconds_spent(outputs.read_metrics(run.dirs)),
+    "bytes_communicated": run.bytes_communicated(round_num),
   }
-  write(dirs.results, error, dict(about, **spent))
+  write(run.dirs.results, error, dict(run.settings_summary(), **spent))
   return error
 
 
 def write(results_dir: str, error: DivergedError, about: dict) -> None:
   """Records in `results_dir` that the run diverged: the round, the message and `about` (its settings)."""
-  with open(os.path.join(results_dir, FILE), "w") as f:
-    json.dump(dict(about, diverged_round=error.round_num, message=str(error)), f, indent=2)
+  outputs.write_json(
+    os.path.join(results_dir, FILE), dict(about, diverged_round=error.round_num, message=str(error))
+  )
 
 
 def read(results_dir: str) -> dict | None:

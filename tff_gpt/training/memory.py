@@ -114,9 +114,9 @@ def estimate(
   )
 
 
-def of_run(task, process, *, clients_per_round: int, process_bytes: int) -> Estimate:
-  """The estimate for a run of `process` on `task` (a `training.task.FederatedTask`), from what they hold."""
-  c = task.config
+def of_run(run, *, process_bytes: int) -> Estimate:
+  """The estimate for `run` (a `training.run.Run`), from what its task and process hold."""
+  c, task, process = run.config, run.task, run.process
   trained, non_trainable = communication.weight_bytes(process)
   layout = getattr(task.model_fn, "frozen_layout", None)
   return estimate(
@@ -126,7 +126,7 @@ def of_run(task, process, *, clients_per_round: int, process_bytes: int) -> Esti
     activations_bytes=activation_bytes(
       task.model_config, batch_size=c.client_batch_size, sequence_length=c.sequence_length
     ),
-    clients_per_round=clients_per_round,
+    clients_per_round=run.clients_per_round,
     max_concurrent_computation_calls=c.max_concurrent_computation_calls,
   )
 

@@ -1,47 +1,29 @@
 """What a finished run reports: its summary (results/<name>/summary.json) and its export."""
 
-from tff_gpt import algorithms, export
+from tff_gpt import export
 from tff_gpt.models import registry
 from tff_gpt.training import outputs, write_failures
-
-
-def settings_summary(config, corpus) -> dict:
-  """The settings a summary (and a divergence record) names the run by."""
-  return dict(
-    rounds=config.total_rounds,
-    algorithm=config.algorithm,
-    aggregator=config.aggregator,
-    model=config.model,
-    tokenizer=config.tokenizer,
-    client_weighting=algorithms.client_weighting(config),
-    client_learning_rate=config.client_learning_rate,
-    server_learning_rate=algorithms.server_learning_rate(config),
-    partition=corpus.summary.get("partition", "natural clients"),
-    partition_settings=corpus.summary.get("partition_settings"),
-    heterogeneity=corpus.summary.get("heterogeneity"),
-  )
-
 
 _EVALUATED = ("eval_", "val_", "personalization_")  # What an evaluation adds to a metrics row.
 
 
-def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: float) -> dict:
-  """Writes and returns the summary of a run that `loop` (a `rounds.RoundLoop`) has finished.
+def summarize(run, evaluate, final_state, last_metrics: dict, *, memory_estimate_mb: float) -> dict:
+  """Writes and returns the summary of `run` (a `run.Run`) after its rounds left `final_state`.
 
   The held-out figures are the last round's, or, when every round had run
   before, a fresh evaluation of the final weights. With `--export`, a GPT-2
   run also writes its export and names it. The returned summary also holds
   the final weights under "model_weights" (not written).
   """
-  config, task, dirs = loop.config, loop.task, loop.dirs
-  weights = loop.process.get_model_weights(final_state)
-  evaluated = {k: v for k, v in last_metrics.items() if k.startswith(_EVALUATED)} or loop.evaluate(weights)
+  config, task, dirs = run.config, run.task, run.dirs
+  weights = run.process.get_model_weights(final_state)
+  evaluated = {k: v for k, v in last_metrics.items() if k.startswith(_EVALUATED)} or evaluate(weights)
   final = {k: v for k, v in evaluated.items() if k.startswith(("eval_", "val_"))}
   rows = outputs.read_metrics(dirs)
   summary = dict(
     final,
-    **settings_summary(config, task.corpus),
-    bytes_communicated=config.total_rounds * loop.clients_per_round * sum(loop.bytes_per_client.values()),
+    **run.settings_summary(),
+    bytes_communicated=run.bytes_communicated(config.total_rounds),
     train_seconds=outputs.seconds_spent(rows),
     unigram_perplexity=task.unigram_perplexity(),
     memory_estimate_mb=round(memory_estimate_mb),
@@ -54,20 +36,25 @@ def summarize(loop, final_state, last_metrics: dict, *, memory_estimate_mb: floa
   )
   if (pair_counts := task.pair_summary()) is not None:
     summary["pairs"] = pair_counts
-  if loop.evaluate.personalized_clients:
+  if evaluate.personalized_clients:
     summary["personalization"] = {
       k.removeprefix("personalization_"): v for k, v in evaluated.items() if k.startswith("personalization_")
     }
     summary["personalization_csv"] = dirs.personalization_csv
-    outputs.write_rows(dirs.personalization_csv, loop.evaluate.personalized_clients)
+    outputs.write_rows(dirs.personalization_csv, evaluate.personalized_clients)
   if config.differentially_private:
-    summary.update(dp_epsilon=loop.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
+    summary.update(dp_epsilon=run.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
   if config.export and registry.MODELS[config.model].is_gpt2:
     with write_failures.guard("the export", dirs.results, resume_after=config.total_rounds):
       summary["export"] = export.export_run(task, weights, config.total_rounds)
   with write_failures.guard("the summary", dirs.summary, resume_after=config.total_rounds):
     outputs.write_json(dirs.summary, summary)
   return dict(summary, model_weights=weights)
+
+
+def add_to_summary(dirs: outputs.RunDirs, **values) -> None:
+  """Adds `values` (e.g. the sample an entry point generated after the run) to the run's summary.json."""
+  outputs.write_json(dirs.summary, dict(outputs.read_json(dirs.summary), **values))
 
 
 def format_pairs(counts: dict) -> str:

@@ -1,50 +1,69 @@
-"""A finished or running experiment's latest global model, back as a Keras GPT-2."""
+"""The one way back to a run's latest checkpoint: resume, generation, export and the Colab export use it.
+
+`latest_state(task, process)` reads the newest readable checkpoint of a run
+whose task and process are built (the round loop's resume passes its own).
+`open_run` builds the task of a stored run from its `run_config.json`
+alone: the tokenizer and model as the run built them, without reading the
+corpus or checking memory. `load_latest_model` turns the latest state into
+a whole Keras model.
+"""
 
 import asyncio
-import os
 
 import tensorflow_federated as tff
 
 from tff_gpt import algorithms, errors
-from tff_gpt.data import tokenizers
-from tff_gpt.models import checkpoints, frozen, registry, tff_model
-from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
+from tff_gpt.training.task import FederatedTask
+
+
+def latest_state(task: FederatedTask, process, *, set_aside: bool = False) -> tuple:
+  """`(state, round_num)` of the run's newest readable checkpoint; `(None, 0)` when it has none.
+
+  Args:
+    task: The run's task (its directories, and its frozen weights in subset modes, which are checked).
+    process: The run's learning process (the state's structure).
+    set_aside: Rename newer checkpoints that cannot be read (a resume does, so that it writes those
+      rounds again); a reader beside a running run leaves them.
+  """
+  state_manager = tff.program.FileProgramStateManager(task.dirs.checkpoints)
+  if not asyncio.run(state_manager.get_versions()):
+    return None, 0
+  task.check_frozen_weights()  # `initialize()` reads them in subset modes: only once they exist.
+  return asyncio.run(outputs.load_latest_readable(state_manager, process.initialize(), set_aside=set_aside))
+
+
+def open_run(root_output_dir: str, experiment_name: str) -> FederatedTask:
+  """The task of a stored run, built from its settings only (no memory check, no corpus read until a part
+  asks for its data).
+
+  Raises:
+    errors.UserInputError: No run there.
+  """
+  return FederatedTask.of_run(outputs.RunDirs.of(root_output_dir, experiment_name))
+
+
+def latest_weights(task: FederatedTask) -> tuple:
+  """`(model_weights, round_num)` of the latest checkpoint of `task`'s run.
+
+  Needs TFF's execution context (the checkpoint is read through the run's learning process).
+
+  Raises:
+    errors.UserInputError: No checkpoint yet.
+  """
+  process = algorithms.build_process(task.config, task.model_fn)
+  state, round_num = latest_state(task, process)
+  if state is None:
+    raise errors.UserInputError(f"{task.dirs.checkpoints} has no checkpoint yet; wait for the first one.")
+  return process.get_model_weights(state), round_num
 
 
 def load_latest_model(root_output_dir: str, experiment_name: str):
-  """Loads a run's latest checkpoint as a whole Keras GPT-2 (adapters folded in).
-
-  Needs TFF's execution context (the checkpoint is read through the run's
-  learning process) and, for a trained subset, the run's frozen weights.
+  """A run's latest checkpoint as a whole Keras model (GPT-2's adapters folded in).
 
   Returns:
     `(run_config, tokenizer, model, round_num)`.
   """
-  dirs = outputs.RunDirs.of(root_output_dir, experiment_name)
-  if not os.path.exists(dirs.run_config):
-    raise errors.UserInputError(
-      f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name."
-    )
-  run_config = outputs.read_json(dirs.run_config)
-  config = config_lib.ExperimentConfig.from_dict(run_config["experiment"])
-  preset = checkpoints.resolve(config.preset, dirs.pretrained) if config.preset else None
-  tokenizer = tokenizers.build_tokenizer(
-    config.tokenizer, preset=preset if config.gpt2_preset else None, **config.tokenizer_kwargs()
-  )
-  settings = dict(trainable=config.trainable, lora_alpha=config.lora_alpha, frozen_dir=dirs.frozen_weights)
-  model_fn = tff_model.build_model_fn(run_config["model"], sequence_length=config.sequence_length, **settings)
-  process = algorithms.build_process(config, model_fn)
-  state_manager = tff.program.FileProgramStateManager(dirs.checkpoints)
-  if not asyncio.run(state_manager.get_versions()):
-    raise errors.UserInputError(f"{dirs.checkpoints} has no checkpoint yet; wait for the first one.")
-  if getattr(model_fn, "frozen_layout", None) is not None:
-    frozen.check(dirs.frozen_weights, model_fn.frozen_layout)
-  state, version = asyncio.run(
-    outputs.load_latest_readable(state_manager, process.initialize(), set_aside=False)
-  )
-  weights = process.get_model_weights(state)
-  model = tff_model.keras_model_with_weights(run_config["model"], weights, **settings)
-  if registry.kind_of(run_config["model"]).is_gpt2:
-    model = tff_model.merged_model(model, run_config["model"])
-  return run_config, tokenizer, model, version
+  task = open_run(root_output_dir, experiment_name)
+  weights, round_num = latest_weights(task)
+  return task.run_config(), task.tokenizer, task.keras_model(weights), round_num

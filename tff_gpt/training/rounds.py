@@ -2,11 +2,10 @@
 
 It has the shape of `tff.learning.programs.train_model` and uses the same
 `tff.program` managers (a `FileProgramStateManager` for checkpoints, CSV and
-TensorBoard release managers for metrics), but is the project's own because a
-run here needs what `train_model` does not do:
+TensorBoard release managers for metrics) and starts, as `train_model` can
+(`initial_train_state`), from seeded or pretrained weights. It is the
+project's own because a run here needs what `train_model` does not do:
 
-- the first state holds seeded (or pretrained) weights, where `train_model`
-  starts from the process's unseeded initializer;
 - the last round is always evaluated and checkpointed, and evaluation runs
   in line on the round's weights (`train_model`'s evaluation manager runs it
   beside training, on TFF's own context);
@@ -20,7 +19,6 @@ run here needs what `train_model` does not do:
 """
 
 import asyncio
-import sys
 import time
 
 import numpy as np
@@ -28,9 +26,9 @@ import tensorflow_federated as tff
 import tqdm
 
 from tff_gpt import algorithms, runtime
-from tff_gpt.algorithms import communication, lora_gap, privacy
+from tff_gpt.algorithms import lora_gap
 from tff_gpt.models import metrics as metrics_lib
-from tff_gpt.training import divergence, evaluation, memory, outputs, write_failures
+from tff_gpt.training import divergence, evaluation, memory, outputs, restore, write_failures
 
 
 async def _release(managers, value, key):
@@ -38,75 +36,39 @@ async def _release(managers, value, key):
 
 
 class RoundLoop:
-  """Runs the rounds of `process` on `task`, resuming after the last readable checkpoint.
+  """Runs the rounds of a `run.Run`, resuming after the last readable checkpoint.
 
   Args:
-    config: The run's `config.ExperimentConfig` (client, run and privacy settings are read).
-    task: The run's `task.FederatedTask`.
-    process: The `tff.learning.templates.LearningProcess` built for `task`.
-    progress: Show progress bars and a line at each evaluation.
+    context: The run (`run.Run`: config, task, process, directories, clients and bytes per round).
+    evaluate: The run's `evaluation.Evaluation` (called at every evaluation round).
+    progress: Show a progress bar and a line at each evaluation.
   """
 
-  def __init__(self, config, task, process, *, progress: bool = True):
-    self.config, self.task, self.process, self.dirs = config, task, process, task.dirs
-    clients = task.train_data.client_ids
-    self.clients_per_round = min(config.clients_per_round, len(clients))
-    if config.clients_per_round > len(clients):
-      print(
-        f"note: --clients_per_round={config.clients_per_round} but the corpus has {len(clients):,} training "
-        f"clients: every round trains all {len(clients):,}.",
-        file=sys.stderr,
-      )
-    self._sample = tff.simulation.build_uniform_sampling_fn(clients, replace=False, random_seed=config.seed)
-    self.bytes_per_client = communication.bytes_per_client(config, process)
-    self.evaluate = evaluation.Evaluation(task, progress=progress)
-    self.progress = progress
+  def __init__(self, context, evaluate: evaluation.Evaluation, *, progress: bool = True):
+    self.context, self.evaluate, self.progress = context, evaluate, progress
     self._frozen_a = None  # ffa_lora's shared A, read once for the exactness gap.
-
-  def clients_for_round(self, round_num: int) -> list[str]:
-    """The clients of `round_num`: a function of the seed and the round only."""
-    return list(self._sample(round_num, self.clients_per_round))
-
-  def client_datasets(self, round_num: int) -> list:
-    """What each client of `round_num` trains on, in the order of `clients_for_round`."""
-    return self.task.train_datasets(self.clients_for_round(round_num), round_num)
-
-  def initial_state(self):
-    """A state holding the task's initial weights (in subset modes, those write the frozen weights first)."""
-    weights = self.task.initial_weights()
-    return self.process.set_model_weights(self.process.initialize(), weights)
-
-  def dp_epsilon(self, rounds: int) -> float:
-    """Client-level epsilon at `--dp_delta` spent by `rounds` rounds."""
-    return privacy.epsilon(
-      noise_multiplier=self.config.dp_noise_multiplier,
-      sampling_rate=self.clients_per_round / len(self.task.train_data.client_ids),
-      rounds=rounds,
-      delta=self.config.dp_delta,
-    )
 
   def train_round(self, state, round_num: int):
     """Runs round `round_num`; returns the new state and the round's metrics row."""
-    client_ids = self.clients_for_round(round_num)
-    client_datasets = runtime.largest_first(self.client_datasets(round_num))
+    r = self.context
+    client_datasets = runtime.largest_first(r.client_datasets(round_num))
     start = time.perf_counter()
-    result = self.process.next(state, client_datasets)
+    result = r.process.next(state, client_datasets)
     seconds = time.perf_counter() - start
     train = result.metrics["client_work"]["train"]
     metrics = metrics_lib.as_row("train", train)
-    round_bytes = len(client_ids) * sum(self.bytes_per_client.values())
     metrics.update(
-      clients=len(client_ids),
+      clients=r.clients_per_round,
       train_sequences=int(np.asarray(train["num_examples"])),
       round_seconds=seconds,
       tokens_per_second=metrics["train_tokens"] / seconds,
-      client_learning_rate=algorithms.client_learning_rate(self.config, round_num),
-      **self.bytes_per_client,
-      round_bytes=round_bytes,
-      bytes_communicated=round_num * round_bytes,  # Every round has the same clients count.
+      client_learning_rate=algorithms.client_learning_rate(r.config, round_num),
+      **r.bytes_per_client,
+      round_bytes=r.round_bytes,
+      bytes_communicated=r.bytes_communicated(round_num),
     )
-    if self.config.differentially_private:
-      metrics["dp_epsilon"] = self.dp_epsilon(round_num)
+    if r.config.differentially_private:
+      metrics["dp_epsilon"] = r.dp_epsilon(round_num)
     new_state = result.state
     measured = result.metrics.get("aggregator", {})
     if "lora_mean_delta" in measured:
@@ -116,61 +78,45 @@ class RoundLoop:
   def _lora_aggregate(self, state, new_state, measured):
     """`(state, exactness gap)` of a LoRA round; with flexlora the server's factors become the truncated
     SVD of the clients' mean product (`lora_gap.svd_factors`)."""
-    kind = self.task.lora_kind
+    task, process = self.context.task, self.context.process
+    kind = task.lora_kind
     if kind == "ffa_lora" and self._frozen_a is None:
-      self._frozen_a = self.task.frozen_lora_a(self.process.get_model_weights(new_state))
+      self._frozen_a = task.frozen_lora_a(process.get_model_weights(new_state))
     before = state.global_model_weights.trainable
     means = lora_gap.mean_products(kind, before, measured, self._frozen_a)
     after = new_state.global_model_weights.trainable
     if kind == "flexlora":
-      after = lora_gap.svd_factors(means, self.task.lora_rank)
+      after = lora_gap.svd_factors(means, task.lora_rank)
       weights = tff.learning.models.ModelWeights(trainable=after, non_trainable=[])
-      new_state = self.process.set_model_weights(new_state, weights)
+      new_state = process.set_model_weights(new_state, weights)
     return new_state, lora_gap.gap(kind, after, means, self._frozen_a)
 
-  def latest_state(self):
-    """`(state, round_num)` of the run's latest checkpoint."""
-    state_manager = tff.program.FileProgramStateManager(self.dirs.checkpoints)
-    if not asyncio.run(state_manager.get_versions()):
-      raise FileNotFoundError(f"{self.dirs.checkpoints} has no checkpoint yet.")
-    self.task.check_frozen_weights()
-    return asyncio.run(
-      outputs.load_latest_readable(state_manager, self.process.initialize(), set_aside=False)
-    )
-
-  def run(self, *, about: dict) -> tuple:
+  def run(self) -> tuple:
     """Trains to `--total_rounds` from the last readable checkpoint (or the initial state).
-
-    Args:
-      about: The run's settings summary, recorded if the run diverges.
 
     Returns:
       `(final state, the last round's metrics row)`; the row is empty when
       every round had run before.
     """
-    managers = outputs.create_managers(self.dirs)
+    managers = outputs.create_managers(self.context.dirs)
     loop = outputs.OutputLoop()
     try:
-      state, version = self._start(managers[0], loop)
-      return self._rounds(state, version, managers, loop, about)
+      state, version = self._start()
+      return self._rounds(state, version, managers, loop)
     finally:
       loop.close()
 
-  def _start(self, state_manager, loop) -> tuple:
-    state, version = None, 0
-    if loop.run(state_manager.get_versions()):
-      self.task.check_frozen_weights()  # `initialize()` reads them in subset modes: only once they exist.
-      state, version = loop.run(outputs.load_latest_readable(state_manager, self.process.initialize()))
+  def _start(self) -> tuple:
+    r = self.context
+    state, version = restore.latest_state(r.task, r.process, set_aside=True)
     if version == 0:
-      state = self.initial_state()
+      state = r.initial_state()
     elif self.progress:
-      tqdm.tqdm.write(
-        f"Resuming {self.config.experiment_name} after round {version} ({self.dirs.checkpoints})."
-      )
+      tqdm.tqdm.write(f"Resuming {r.config.experiment_name} after round {version} ({r.dirs.checkpoints}).")
     return state, version
 
-  def _rounds(self, state, version: int, managers, loop, about: dict) -> tuple:
-    c = self.config
+  def _rounds(self, state, version: int, managers, loop) -> tuple:
+    r, c = self.context, self.context.config
     state_manager, metrics_managers, clients_manager = managers
     replaced = saved = version  # Last worker replacement (runtime.REPLACE_WORKER_ROUNDS), last checkpoint.
     metrics = {}
@@ -186,15 +132,15 @@ class RoundLoop:
         last, (state, metrics) = metrics, self.train_round(state, round_num)
         diverged = divergence.diagnose(metrics, state.global_model_weights)
         if (round_num % c.rounds_per_eval == 0 or round_num == c.total_rounds) and not diverged:
-          metrics.update(self.evaluate(self.process.get_model_weights(state)))
+          metrics.update(self.evaluate(r.process.get_model_weights(state)))
           diverged = divergence.diagnose(metrics)
         metrics["memory_mb"] = memory.process_tree_rss_mb()
         self._record(round_num, metrics, (metrics_managers, clients_manager), loop, saved)
         if diverged:
-          raise divergence.stop(c, round_num, diverged, (last, metrics), last_checkpoint=saved, about=about)
+          raise divergence.stop(r, round_num, diverged, (last, metrics), last_checkpoint=saved)
         if round_num % c.rounds_per_checkpoint == 0 or round_num == c.total_rounds:
           with write_failures.guard(
-            f"round {round_num}'s checkpoint", self.dirs.checkpoints, resume_after=saved
+            f"round {round_num}'s checkpoint", r.dirs.checkpoints, resume_after=saved
           ):
             loop.run(state_manager.save(state, round_num))
           saved = round_num
@@ -206,8 +152,8 @@ class RoundLoop:
   def _record(self, round_num: int, metrics: dict, managers, loop, saved: int) -> None:
     """Releases the round's metrics row and its clients to the CSV and TensorBoard managers."""
     metrics_managers, clients_manager = managers
-    clients = {"client_ids": " ".join(self.clients_for_round(round_num))}
-    with write_failures.guard(f"round {round_num}'s metrics", self.dirs.results, resume_after=saved):
+    clients = {"client_ids": " ".join(self.context.clients_for_round(round_num))}
+    with write_failures.guard(f"round {round_num}'s metrics", self.context.dirs.results, resume_after=saved):
       loop.run(_release(metrics_managers, metrics, round_num))
       loop.run(clients_manager.release(clients, key=round_num))
 

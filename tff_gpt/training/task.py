@@ -9,14 +9,16 @@ builds one of its own.
 """
 
 import dataclasses
+import functools
+import os
 
-import numpy as np
 import tensorflow_federated as tff
 
 from tff_gpt import errors
-from tff_gpt.data import pairs, preprocessing, tokenizers
+from tff_gpt.data import client_groups, pairs, preprocessing, tokenizers
 from tff_gpt.models import adapters, char_lstm, checkpoints, frozen, gpt2_lm, registry, tff_model
 from tff_gpt.models import trainable as trainable_lib
+from tff_gpt.training import config as config_lib
 from tff_gpt.training import outputs
 
 
@@ -33,7 +35,9 @@ class FederatedTask:
       used, named with the fix.
   """
 
-  def __init__(self, config, dirs: outputs.RunDirs):
+  def __init__(
+    self, config, dirs: outputs.RunDirs, *, model_config: dict | None = None, load_data: bool = True
+  ):
     self.config = config
     self.dirs = dirs
     # keras-hub and Hugging Face checkpoints are converted once into the run's directory.
@@ -49,18 +53,67 @@ class FederatedTask:
       preset=self.preset if config.gpt2_preset else None,
       **config.tokenizer_kwargs(),
     )
-    self.corpus = config.load_corpus()
-    self.model_config = self._model_config()
-    self.train_data, self.test_data = (
-      self._tokenized(self.corpus.texts(split)) for split in ("train", "test")
-    )
+    self.model_config = model_config or self._model_config()
     self.model_fn = tff_model.build_model_fn(
       self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
-    self.eval_client_ids, self.validation_client_ids = self._choose_eval_clients()
     self._client_ranks = config.client_ranks() if registry.MODELS[config.model].is_gpt2 else None
+    if load_data:  # Corpus, tokenizer and evaluation-client errors before any round runs.
+      self.check_data()
+
+  @classmethod
+  def of_run(cls, dirs: outputs.RunDirs) -> "FederatedTask":
+    """The task of the run stored in `dirs`, as it was built (its stored settings and model), data unread.
+
+    Raises:
+      errors.UserInputError: `dirs` holds no run.
+    """
+    if not os.path.exists(dirs.run_config):
+      raise errors.UserInputError(
+        f"No run at {dirs.checkpoints}: check --root_output_dir and --experiment_name."
+      )
+    stored = outputs.read_json(dirs.run_config)
+    config = config_lib.ExperimentConfig.from_dict(stored["experiment"])
+    return cls(config, dirs, model_config=stored["model"], load_data=False)
+
+  def check_data(self) -> None:
+    """Reads the corpus and chooses the evaluation clients; fails on what cannot be used."""
+    _ = self.train_data, self.test_data, self.eval_client_ids
     if self._client_ranks is not None:
       self._client_ranks.check_clients(self.train_data.client_ids)
+
+  @functools.cached_property
+  def corpus(self):
+    """The run's `data.datasets.FederatedCorpus`, read at first use."""
+    return self.config.load_corpus()
+
+  @functools.cached_property
+  def train_data(self):
+    return self._tokenized(self.corpus.texts("train"))
+
+  @functools.cached_property
+  def test_data(self):
+    return self._tokenized(self.corpus.texts("test"))
+
+  @functools.cached_property
+  def _eval_clients(self) -> tuple[list[str], list[str]]:
+    c = self.config
+    return client_groups.evaluation_clients(
+      self.test_data.client_ids,
+      clients_per_eval=c.clients_per_eval,
+      validation_clients=c.validation_clients,
+      seed=c.seed,
+    )
+
+  @property
+  def eval_client_ids(self) -> list[str]:
+    """The test clients evaluated (`eval_*`)."""
+    return self._eval_clients[0]
+
+  @property
+  def validation_client_ids(self) -> list[str]:
+    """The validation clients (`val_*`; `--validation_clients`)."""
+    return self._eval_clients[1]
 
   def _tokenized(self, texts) -> preprocessing.TokenizedClients:
     """Text as packed streams, or prompt and response pairs as one window each (`pairs`)."""
@@ -193,24 +246,6 @@ class FederatedTask:
     )
     if not expected.is_assignable_from(actual):
       raise ValueError(f"Client datasets have type {actual} but the model expects {expected}.")
-
-  def _choose_eval_clients(self) -> tuple[list[str], list[str]]:
-    """`(test clients, validation clients)`: a seeded sample of `--clients_per_eval`, split by the seed."""
-    ids = self.test_data.client_ids
-    n = self.config.clients_per_eval
-    if n is not None and n < len(ids):
-      ids = sorted(np.random.default_rng(self.config.seed).choice(ids, size=n, replace=False).tolist())
-    k = self.config.validation_clients
-    if not k:
-      return ids, []
-    if k >= len(ids):
-      raise errors.UserInputError(
-        f"--validation_clients={k} leaves no test clients of the {len(ids)} evaluated; pass fewer, or raise "
-        "--clients_per_eval."
-      )
-    # Another stream of the seed than the sample's, so that the split does not depend on --clients_per_eval.
-    chosen = set(np.random.default_rng([self.config.seed, 1]).choice(ids, size=k, replace=False).tolist())
-    return [c for c in ids if c not in chosen], sorted(chosen)
 
   def train_datasets(self, client_ids: list[str], round_num: int) -> list:
     """What each client trains on in `round_num` (seeded shuffles, epochs, the per-round cap)."""

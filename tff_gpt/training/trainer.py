@@ -7,18 +7,19 @@ updates weighted by each client's number of training sequences.
 `tff_gpt.algorithms` builds the others (`--algorithm`, `--aggregator`).
 
 `FederatedExperiment` only assembles the parts, each of which can be used
-alone: the task (`task.FederatedTask`: data, tokenizer, model function,
-evaluation clients), the learning process (`algorithms.build_process`), the
-round loop (`rounds.RoundLoop`) and the report (`report.summarize`).
+alone: the run's context (`run.Run.build`: the task, the learning process
+and the clients and bytes per round), the evaluation
+(`evaluation.Evaluation`), the round loop (`rounds.RoundLoop`) and the
+report (`report.summarize`).
 """
 
 import os
 import sys
 
-from tff_gpt import algorithms, errors
+from tff_gpt import errors
 from tff_gpt.training import config as config_lib
-from tff_gpt.training import divergence, memory, outputs, report, rounds, write_failures
-from tff_gpt.training.task import FederatedTask
+from tff_gpt.training import divergence, evaluation, memory, outputs, report, rounds, write_failures
+from tff_gpt.training.run import Run
 
 
 class ResumeError(errors.UserInputError):
@@ -26,16 +27,17 @@ class ResumeError(errors.UserInputError):
 
 
 class FederatedExperiment:
-  """A run's task, learning process and round loop, built and checked before any round runs.
+  """A run's context, evaluation and round loop, built and checked before any round runs.
 
   Args:
-    config: The run's `config_lib.ExperimentConfig`.
-    progress: Show progress bars (rounds, evaluation).
+    config: The run's `config_lib.ExperimentConfig` (validated here, the one place a run's config is).
+    progress: Show progress bars (rounds, evaluation) and a line at each evaluation.
 
   Attributes:
-    task: The `task.FederatedTask` (data, tokenizer, model function).
-    process: The `tff.learning.templates.LearningProcess`.
-    loop: The `rounds.RoundLoop` (client sampling, rounds, evaluation).
+    context: The `run.Run` (config, task, process, directories, clients and bytes per round).
+    task, process: The context's task and learning process.
+    evaluate: The `evaluation.Evaluation` of the run's held-out clients.
+    loop: The `rounds.RoundLoop`.
 
   Raises:
     ValueError: A bad configuration value (names the flag), a corpus or
@@ -47,28 +49,18 @@ class FederatedExperiment:
     for note in config.advice():
       print(f"note: {note}", file=sys.stderr)
     self.config = config
-    self.dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
-    check_resume(config, self.dirs)
-    self.task = FederatedTask(config, self.dirs)
-    self.process = algorithms.build_process(
-      config,
-      self.task.model_fn,
-      client_model_fn=self.task.client_model_fn,
-      client_lr_multipliers=self.task.client_lr_multipliers(),
-      lora_gap=self.task.lora_kind,
-    )
-    self.task.check_fits(self.process)
-    self.loop = rounds.RoundLoop(config, self.task, self.process, progress=progress)
-    self.memory_estimate = memory.of_run(
-      self.task,
-      self.process,
-      clients_per_round=self.loop.clients_per_round,
-      process_bytes=int(memory.process_tree_rss_mb() * memory.MB),
-    )
+    dirs = outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+    check_resume(config, dirs)
+    self.context = Run.build(config, dirs)
+    self.task, self.process, self.dirs = self.context.task, self.context.process, dirs
+    self.evaluate = evaluation.Evaluation(self.task, progress=progress)
+    self.loop = rounds.RoundLoop(self.context, self.evaluate, progress=progress)
+    process_bytes = int(memory.process_tree_rss_mb() * memory.MB)
+    self.memory_estimate = memory.of_run(self.context, process_bytes=process_bytes)
     if not (config.ignore_memory_estimate or config.workers):  # Remote workers' memory is their hosts'.
       memory.check(self.memory_estimate, process_mb=memory.process_tree_rss_mb())
 
-  def run(self, *, progress: bool | None = None) -> dict:
+  def run(self) -> dict:
     """Trains for `total_rounds`, resuming after the last readable checkpoint if there is one.
 
     Returns:
@@ -79,17 +71,15 @@ class FederatedExperiment:
       outputs.RunInUseError: Another process is running this experiment.
       divergence.DivergedError: A round's weights or loss were not finite.
     """
-    if progress is not None:
-      self.loop.progress = self.loop.evaluate.progress = progress
     with outputs.run_lock(self.dirs.create_all()):
       outputs.remove_partial_writes(self.dirs)
       divergence.clear(self.dirs.results)  # Going again: a divergence recorded before no longer holds.
       with write_failures.guard("the run's settings", self.dirs.checkpoints):
         outputs.write_json(self.dirs.run_config, self.task.run_config())
         outputs.write_hparams(self.dirs, self.config.to_dict())
-      state, last_metrics = self.loop.run(about=report.settings_summary(self.config, self.task.corpus))
+      state, last_metrics = self.loop.run()
       return report.summarize(
-        self.loop, state, last_metrics, memory_estimate_mb=self.memory_estimate.total_mb
+        self.context, self.evaluate, state, last_metrics, memory_estimate_mb=self.memory_estimate.total_mb
       )
 
 

@@ -3,8 +3,8 @@
 Federated learning papers report how far a federated model is from one
 trained centrally on the union of the clients' data. The fair version of
 that baseline trains on exactly the batches the federated run trains on: the
-clients `rounds.RoundLoop.clients_for_round` samples, each one's dataset
-of that round (`RoundLoop.client_datasets`: the same epochs, batch
+clients `training.run.Run.clients_for_round` samples, each one's dataset
+of that round (`Run.client_datasets`: the same epochs, batch
 size, cap and shuffle), one client after another, through one model and one
 optimizer that persist over the whole run, from the run's initial weights.
 The optimizer is the clients' own (`tff.learning.optimizers`, by
@@ -26,8 +26,8 @@ import tqdm
 
 from tff_gpt import algorithms, errors
 from tff_gpt.algorithms import optimizers
+from tff_gpt.central import step as central_step
 from tff_gpt.models import tff_model
-from tff_gpt.training import central_step
 
 
 def check(config) -> None:
@@ -39,12 +39,13 @@ def check(config) -> None:
     )
 
 
-def train(loop, learning_rate: float, *, rounds: int | None = None, progress: bool = True) -> dict:
+def train(run, evaluate, learning_rate: float, *, rounds: int | None = None, progress: bool = True) -> dict:
   """Trains a run's model centrally on its rounds' batches; evaluates like the federated run.
 
   Args:
-    loop: The run's `rounds.RoundLoop` (its task's data and initial weights,
-      its clients, evaluation and settings are used; its process is not run).
+    run: The federated run's `training.run.Run` (its task's data and initial
+      weights, its clients and settings are used; its process is not run).
+    evaluate: The run's `training.evaluation.Evaluation`.
     learning_rate: The central optimizer's rate. With a client learning-rate
       schedule, it is scaled by the schedule's factor of each round.
     rounds: How many of the run's rounds to go through (default: all).
@@ -55,7 +56,7 @@ def train(loop, learning_rate: float, *, rounds: int | None = None, progress: bo
     [{"round_num", "eval_loss", "eval_accuracy", ...}], "model_weights"}`,
     evaluated every `rounds_per_eval` rounds and after the last.
   """
-  c, task = loop.config, loop.task
+  c, task = run.config, run.task
   check(c)
   rounds = c.total_rounds if rounds is None else rounds
   model = tff_model.keras_model_with_weights(task.model_config, task.initial_weights())
@@ -74,14 +75,14 @@ def train(loop, learning_rate: float, *, rounds: int | None = None, progress: bo
     if "learning_rate" in state:  # The client schedule's factor of this round, if there is one.
       factor = algorithms.client_learning_rate(c, round_num) / c.client_learning_rate
       state["learning_rate"].assign(learning_rate * factor)
-    for dataset in loop.client_datasets(round_num):
+    for dataset in run.client_datasets(round_num):
       for x, y in dataset:
         step(x, y)
         steps += 1
         examples += int(y.shape[0])
     if round_num % c.rounds_per_eval == 0 or round_num == rounds:
       weights = tff.learning.models.ModelWeights.from_model(model)
-      evals.append(dict(round_num=round_num, **loop.evaluate(weights)))
+      evals.append(dict(round_num=round_num, **evaluate(weights)))
       if progress:
         tqdm.tqdm.write(
           f"central lr {learning_rate:g} round {round_num}: eval loss {evals[-1]['eval_loss']:.4f}"

@@ -12,10 +12,8 @@ import csv
 import math
 import os
 
-from tff_gpt.training import comparison_stats, outputs
-from tff_gpt.training.comparison_plots import PER_CHAR, PER_TOKEN, plot_curves, plot_heterogeneity
-from tff_gpt.training.comparison_plots import curve as _curve
-from tff_gpt.training.comparison_plots import loss_curve as _loss_curve
+from tff_gpt.comparison import plots, stats
+from tff_gpt.training import outputs
 
 
 def _tokenizer(record: dict) -> str:
@@ -29,32 +27,37 @@ def loss_key(records: list[dict]) -> str:
   covers several characters); the same totals per character of the held-out
   text are (`preprocessing.num_characters`).
   """
-  return PER_CHAR if len({_tokenizer(r) for r in records}) > 1 else PER_TOKEN
+  return plots.PER_CHAR if len({_tokenizer(r) for r in records}) > 1 else plots.PER_TOKEN
 
 
 def _row(
-  record: dict, comparison_dir: str, target_loss: float | None, key: str = PER_TOKEN, select_on: str = "test"
+  record: dict,
+  comparison_dir: str,
+  target_loss: float | None,
+  key: str = plots.PER_TOKEN,
+  select_on: str = "test",
 ) -> dict:
   """A run's report row; a diverged run's losses and final figures are blank, its round in `diverged_round`.
 
   Rounds to target are counted on the selection clients' loss (validation or test).
   """
   summary = record["summary"]
-  heterogeneity = summary.get("heterogeneity") or {}
   rows = outputs.read_metrics(outputs.RunDirs.of(comparison_dir, record["run"]))
-  losses = _curve(rows, "eval_loss")
+  losses = plots.curve(rows, "eval_loss")
   finite = [x for x in losses if math.isfinite(x[2])]  # A diverged run's last evaluation may be NaN.
   best_round, _, best_loss = min(finite, key=lambda x: x[2]) if finite else ("", "", "")
-  per_char = [x for x in _loss_curve(rows, PER_CHAR, _tokenizer(record)) if math.isfinite(x[2])]
-  compared = per_char if key == PER_CHAR else finite
+  per_char = [x for x in plots.loss_curve(rows, plots.PER_CHAR, _tokenizer(record)) if math.isfinite(x[2])]
+  compared = per_char if key == plots.PER_CHAR else finite
   if select_on == "validation":
     compared = [
-      x for x in _curve(rows, "val_loss_per_char" if key == PER_CHAR else "val_loss") if math.isfinite(x[2])
+      x
+      for x in plots.curve(rows, "val_loss_per_char" if key == plots.PER_CHAR else "val_loss")
+      if math.isfinite(x[2])
     ]
   reached = [r for r, _, loss in compared if target_loss is not None and loss <= target_loss]
   diverged = "diverged_round" in summary
   final = {k: "" if diverged else summary[k] for k in ("eval_loss", "eval_perplexity", "eval_accuracy")}
-  val_key = "val_loss_per_char" if key == PER_CHAR else "val_loss"
+  val_key = "val_loss_per_char" if key == plots.PER_CHAR else "val_loss"
   return {
     "configuration": record["configuration"],
     "run": record["run"],
@@ -80,9 +83,18 @@ def _row(
     "train_seconds": round(summary["train_seconds"], 1),  # A diverged run's: up to the round it stopped.
     "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
     "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
-    # With --personalization_clients: personalized held-out loss and the median per-client gain.
-    "personalized_loss": _round((summary.get("personalization") or {}).get("personalized_loss_mean", ""), 4),
-    "personalization_gain": _round((summary.get("personalization") or {}).get("gain_median", ""), 4),
+    **_personalization_and_data(summary),
+  }
+
+
+def _personalization_and_data(summary: dict) -> dict:
+  """A row's personalization figures (with --personalization_clients: the personalized held-out loss and
+  the median per-client gain) and how the run's data was dealt."""
+  personalization = summary.get("personalization") or {}
+  heterogeneity = summary.get("heterogeneity") or {}
+  return {
+    "personalized_loss": _round(personalization.get("personalized_loss_mean", ""), 4),
+    "personalization_gain": _round(personalization.get("gain_median", ""), 4),
     "partition": summary.get("partition", ""),
     "partition_alpha": (summary.get("partition_settings") or {}).get("alpha") or "",
     "clients": heterogeneity.get("clients", ""),
@@ -158,11 +170,11 @@ def write_report(
   points = {}
   for row in grid:
     points.setdefault(row["grid_point"], []).append(row)
-  best = comparison_stats.best_points(points, select_on, key)
+  best = stats.best_points(points, select_on, key)
   rows = [row for row, _ in best.values()]
   names = list(best)
   reference = reference or ("fedavg" if "fedavg" in names else names[0])
-  differences = comparison_stats.paired_differences(best, reference, key) if reference in best else []
+  differences = stats.paired_differences(best, reference, key) if reference in best else []
   paths = {
     "csv": os.path.join(report_dir, "comparison.csv"),
     "markdown": os.path.join(report_dir, "comparison.md"),
@@ -176,7 +188,7 @@ def write_report(
     _write_csv(paths["differences_csv"], differences)
   about = _selection_text(records, select_on, reference, differences)
   _write_markdown(paths["markdown"], rows, grid, key, target_loss, about)
-  plot_curves(
+  plots.plot_curves(
     [(name, [r["run"] for r in runs]) for name, (_, runs) in best.items()],
     comparison_dir,
     paths["plot"],
@@ -185,7 +197,7 @@ def write_report(
   )
   if len({r["partition"] for r in rows}) > 1 and all(r["mean_label_tv"] != "" for r in rows):
     paths["heterogeneity_plot"] = os.path.join(report_dir, "heterogeneity.png")
-    plot_heterogeneity(rows, paths["heterogeneity_plot"])
+    plots.plot_heterogeneity(rows, paths["heterogeneity_plot"])
   return {"rows": rows, "grid": grid, "differences": differences, **paths}
 
 
@@ -205,7 +217,7 @@ def _selection_text(records: list[dict], select_on: str, reference: str, differe
       "large grids)."
     )
   if differences:
-    text += " " + comparison_stats.conclusions(differences, reference)
+    text += " " + stats.conclusions(differences, reference)
   return text
 
 
@@ -214,13 +226,13 @@ def _write_markdown(
 ) -> None:
   """The best rows as a Markdown table and a paragraph: what was evaluated, the target, data, divergences."""
   columns = [c for c in _MD_COLUMNS if any(r[c] != "" for r in rows)]
-  if key == PER_TOKEN:  # One tokenizer: the per-token losses say it all.
+  if key == plots.PER_TOKEN:  # One tokenizer: the per-token losses say it all.
     columns = [c for c in columns if "_per_char" not in c]
   if len({r["partition"] for r in rows}) == 1:  # One partition: said once below the table.
     columns = [c for c in columns if c not in ("partition", "size_gini", "mean_label_tv")]
-  unit = " per character" if key == PER_CHAR else ""
+  unit = " per character" if key == plots.PER_CHAR else ""
   target = f" Rounds to target: first evaluation with loss{unit} <= {target_loss}." if target_loss else ""
-  if key == PER_CHAR:
+  if key == plots.PER_CHAR:
     tokenizers = ", ".join(sorted({r["tokenizer"] for r in rows}))
     target = (
       f" The runs use different tokenizers ({tokenizers}): eval losses and perplexities are per token of "

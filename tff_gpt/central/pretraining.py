@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +26,7 @@ import tensorflow as tf
 from tff_gpt import errors
 from tff_gpt.data import preprocessing
 from tff_gpt.models import char_lstm, gpt2_lm, metrics, presets, registry
+from tff_gpt.settings import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, check_declared, require, setting
 
 INFO_FILE = "pretrain.json"
 # Peak AdamW rate by model when none is given: each the best of its sweep pretraining on the
@@ -33,19 +35,32 @@ INFO_FILE = "pretrain.json"
 DEFAULT_LEARNING_RATES = {"gpt2": 1e-3, "char_lstm": 1e-2}
 
 
-@dataclasses.dataclass
-class PretrainConfig:
-  """Settings of one central pretraining run (experiments/pretrain.py's flags)."""
+_RATES_HELP = ", ".join(f"{rate:g} for {model}" for model, rate in DEFAULT_LEARNING_RATES.items())
 
-  preset_dir: str
+
+@dataclasses.dataclass
+class PretrainSettings:
+  """The settings only central pretraining reads; `experiments/pretrain.py` makes one flag of each."""
+
+  preset_dir: str = setting("runs/pretrained/gpt2", "Where the preset (weights and tokenizer) is written.")
+  batch_size: int = setting(16, "Sequences per batch.", check=AT_LEAST_1)
+  learning_rate: float | None = setting(
+    None, f"Peak AdamW learning rate (linear warmup, cosine decay); default: {_RATES_HELP}.", check=POSITIVE
+  )
+  warmup_fraction: float = setting(0.05, "Fraction of the steps spent warming up.", check=FRACTION)
+  weight_decay: float = setting(0.01, "AdamW weight decay.", check=AT_LEAST_0)
+  epochs: int = setting(4, "Passes over the pretraining text.", check=AT_LEAST_1)
+
+
+@dataclasses.dataclass
+class PretrainConfig(PretrainSettings):
+  """One pretraining run: its own settings and four it shares with federated runs, declared (with their
+  flags) by `models.settings.ModelSettings` and `data.settings` (`model`, `model_size`,
+  `sequence_length`, `seed`)."""
+
   model: str = "gpt2"
   model_size: str = gpt2_lm.DEFAULT_SIZE
   sequence_length: int = 64
-  batch_size: int = 16
-  learning_rate: float | None = None  # None: DEFAULT_LEARNING_RATES[model].
-  warmup_fraction: float = 0.05
-  weight_decay: float = 0.01
-  epochs: int = 4
   seed: int = 0
 
   def __post_init__(self) -> None:
@@ -53,21 +68,14 @@ class PretrainConfig:
       self.learning_rate = DEFAULT_LEARNING_RATES.get(self.model, DEFAULT_LEARNING_RATES["gpt2"])
 
   def validate(self) -> None:
-    for name in ("sequence_length", "batch_size", "epochs"):
-      if getattr(self, name) < 1:
-        raise errors.UserInputError(f"--{name} must be >= 1.")
-    if self.sequence_length < 2:
-      raise errors.UserInputError("--sequence_length must be >= 2.")
-    if self.learning_rate <= 0:
-      raise errors.UserInputError("--learning_rate must be > 0.")
-    if not 0 <= self.warmup_fraction < 1:
-      raise errors.UserInputError("--warmup_fraction must be in [0, 1).")
-    if self.model not in registry.MODELS:
-      raise errors.UserInputError(f"--model must be one of {list(registry.MODELS)}.")
+    """Raises `ConfigError` naming the first setting out of range."""
+    check_declared(self, PretrainSettings)
+    require(self.sequence_length >= 2, "sequence_length", "must be >= 2")
+    require(self.model in registry.MODELS, "model", f"must be one of {list(registry.MODELS)}")
     try:
       gpt2_lm.size_config(self.model_size)
     except ValueError:
-      raise errors.UserInputError(f"--model_size must be {gpt2_lm.SIZE_HELP}.") from None
+      require(False, "model_size", f"must be {gpt2_lm.SIZE_HELP}")
 
   @property
   def work_dir(self) -> str:
@@ -105,10 +113,6 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
     What was done (also written to `<preset_dir>/pretrain.json`): sequences,
     tokens, steps, seconds, and each epoch's train and held-out loss.
   """
-  import time
-
-  import tqdm.keras
-
   config.validate()
   gpt2 = registry.MODELS[config.model].is_gpt2
   if gpt2 and not hasattr(tokenizer, "keras_tokenizer"):
@@ -119,28 +123,10 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
   test = _packed(test_texts, tokenizer, config.sequence_length)
   total_steps = math.ceil(len(train["labels"]) / config.batch_size) * config.epochs
   tf.keras.utils.set_random_seed(config.seed)
-  if gpt2:
-    model_config = gpt2_lm.model_config(
-      config.model_size, vocabulary_size=tokenizer.vocabulary_size, max_sequence_length=config.sequence_length
-    )
-  else:
-    model_config = char_lstm.model_config(
-      vocabulary_size=tokenizer.vocabulary_size, sequence_length=config.sequence_length
-    )
+  model_config = _model_config(config, tokenizer.vocabulary_size)
   model = _compiled_model(model_config, config, total_steps)
-  train_ds = _dataset(train, config.batch_size, seed=config.seed)
-  callbacks = [tf.keras.callbacks.BackupAndRestore(os.path.join(config.work_dir, "backup"))]
-  if progress:
-    callbacks.append(tqdm.keras.TqdmCallback(verbose=1, dynamic_ncols=True))
   start = time.perf_counter()
-  history = model.fit(
-    train_ds,
-    epochs=config.epochs,
-    validation_data=_dataset(test, config.batch_size),
-    callbacks=callbacks,
-    verbose=0,
-  )
-  seconds = time.perf_counter() - start
+  history = _fit(model, config, train, test, progress=progress)
   info = {
     "model": model_config,
     "config": dataclasses.asdict(config),
@@ -148,7 +134,7 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
     "train_sequences": int(len(train["labels"])),
     "train_tokens": int(train["padding_mask"].sum()),
     "steps": total_steps,
-    "seconds": seconds,
+    "seconds": time.perf_counter() - start,
     "epochs": [
       {"epoch": i + 1, "train_loss": loss, "eval_loss": history.history["val_token_loss"][i]}
       for i, loss in enumerate(history.history.get("token_loss", []))
@@ -157,6 +143,30 @@ def pretrain(config: PretrainConfig, train_texts, test_texts, tokenizer, *, prog
   _write_preset(model, model_config, tokenizer, config.preset_dir, info)
   shutil.rmtree(config.work_dir, ignore_errors=True)
   return info
+
+
+def _model_config(config: PretrainConfig, vocabulary_size: int) -> dict:
+  if registry.MODELS[config.model].is_gpt2:
+    return gpt2_lm.model_config(
+      config.model_size, vocabulary_size=vocabulary_size, max_sequence_length=config.sequence_length
+    )
+  return char_lstm.model_config(vocabulary_size=vocabulary_size, sequence_length=config.sequence_length)
+
+
+def _fit(model, config: PretrainConfig, train: dict, test: dict, *, progress: bool):
+  """Keras `fit` over `config.epochs`, evaluated on `test` after each, resuming from the last backup."""
+  import tqdm.keras
+
+  callbacks = [tf.keras.callbacks.BackupAndRestore(os.path.join(config.work_dir, "backup"))]
+  if progress:
+    callbacks.append(tqdm.keras.TqdmCallback(verbose=1, dynamic_ncols=True))
+  return model.fit(
+    _dataset(train, config.batch_size, seed=config.seed),
+    epochs=config.epochs,
+    validation_data=_dataset(test, config.batch_size),
+    callbacks=callbacks,
+    verbose=0,
+  )
 
 
 def _compiled_model(model_config: dict, config: PretrainConfig, total_steps: int) -> tf.keras.Model:

@@ -26,10 +26,9 @@ import os
 import time
 
 from tff_gpt import errors, runtime
+from tff_gpt.comparison.configs import Configuration, grid_configs
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import divergence, outputs, trainer
-from tff_gpt.training.comparison_configs import Configuration, grid_configs  # noqa: F401
-from tff_gpt.training.comparison_report import write_report  # noqa: F401
 
 
 def _finished(config: config_lib.ExperimentConfig) -> dict | None:
@@ -48,7 +47,7 @@ def _train_here(config: config_lib.ExperimentConfig, progress: bool) -> None:
   start = time.perf_counter()
   try:
     with runtime.execution_context(**config.context_args()):
-      summary = trainer.FederatedExperiment(config).run(progress=progress)
+      summary = trainer.FederatedExperiment(config, progress=progress).run()
   except divergence.DivergedError as e:  # The rest of the grid still runs.
     if progress:
       print(f"{config.experiment_name}: {e}", flush=True)
@@ -63,7 +62,7 @@ def _train_in_child(config_values: dict) -> None:
   config = config_lib.ExperimentConfig.from_dict(config_values)
   try:
     with runtime.execution_context(**config.context_args()):
-      trainer.FederatedExperiment(config).run(progress=False)
+      trainer.FederatedExperiment(config, progress=False).run()
   except divergence.DivergedError:
     pass  # Recorded in the run's results directory, as in this process.
   finally:

@@ -1,0 +1,120 @@
+"""One federated run's context: built once (`Run.build`), read by the loop, evaluation, report and divergence.
+
+A `Run` is frozen: it holds what every part of a run reads and none of them
+changes, so a part can be tested on a `Run` of the smallest model without
+building the others (`tests/test_run_parts.py`). What changes during a run
+(the state, the metrics rows, the evaluation's personalized clients) lives in
+the part that makes it.
+
+Fields:
+  config: The validated `config.ExperimentConfig`.
+  task: The `task.FederatedTask` (data, tokenizer, model function, evaluation clients).
+  process: The `tff.learning.templates.LearningProcess` built for `task`.
+  dirs: The run's `outputs.RunDirs` (the task's: one place says where the run lives).
+  clients_per_round: Clients trained each round (`--clients_per_round`, at most the training clients).
+  bytes_per_client: `{"client_download_bytes", "client_upload_bytes"}` of one client and round
+    (`algorithms.communication`).
+  round_bytes: Bytes one round communicates, every client's download and upload.
+"""
+
+import dataclasses
+import sys
+from collections.abc import Callable
+
+import tensorflow_federated as tff
+
+from tff_gpt import algorithms
+from tff_gpt.algorithms import communication, privacy
+from tff_gpt.training import outputs
+from tff_gpt.training.task import FederatedTask
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What one federated run is; see the module docstring for the fields."""
+
+  config: object
+  task: FederatedTask
+  process: tff.learning.templates.LearningProcess
+  clients_per_round: int
+  bytes_per_client: dict
+  round_bytes: int
+  sample: Callable[[int, int], list] = dataclasses.field(repr=False, compare=False)
+
+  @classmethod
+  def build(cls, config, dirs: outputs.RunDirs | None = None) -> "Run":
+    """The run of `config` (validated already): task, process, bytes; checked before any round runs."""
+    dirs = dirs or outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
+    task = FederatedTask(config, dirs)
+    process = algorithms.build_process(
+      config,
+      task.model_fn,
+      client_model_fn=task.client_model_fn,
+      client_lr_multipliers=task.client_lr_multipliers(),
+      lora_gap=task.lora_kind,
+    )
+    task.check_fits(process)
+    clients = task.train_data.client_ids
+    if config.clients_per_round > len(clients):
+      print(
+        f"note: --clients_per_round={config.clients_per_round} but the corpus has {len(clients):,} training "
+        f"clients: every round trains all {len(clients):,}.",
+        file=sys.stderr,
+      )
+    per_round = min(config.clients_per_round, len(clients))
+    per_client = communication.bytes_per_client(config, process)
+    return cls(
+      config=config,
+      task=task,
+      process=process,
+      clients_per_round=per_round,
+      bytes_per_client=per_client,
+      round_bytes=communication.round_bytes(per_client, per_round),
+      sample=tff.simulation.build_uniform_sampling_fn(clients, replace=False, random_seed=config.seed),
+    )
+
+  @property
+  def dirs(self) -> outputs.RunDirs:
+    return self.task.dirs
+
+  def bytes_communicated(self, rounds: int) -> int:
+    """Bytes communicated by `rounds` rounds (every round trains `clients_per_round` clients)."""
+    return rounds * self.round_bytes
+
+  def clients_for_round(self, round_num: int) -> list[str]:
+    """The clients of `round_num`: a function of the seed and the round only."""
+    return list(self.sample(round_num, self.clients_per_round))
+
+  def client_datasets(self, round_num: int) -> list:
+    """What each client of `round_num` trains on, in the order of `clients_for_round`."""
+    return self.task.train_datasets(self.clients_for_round(round_num), round_num)
+
+  def initial_state(self):
+    """A state holding the task's initial weights (in subset modes, those write the frozen weights first)."""
+    return self.process.set_model_weights(self.process.initialize(), self.task.initial_weights())
+
+  def dp_epsilon(self, rounds: int) -> float:
+    """Client-level epsilon at `--dp_delta` spent by `rounds` rounds."""
+    return privacy.epsilon(
+      noise_multiplier=self.config.dp_noise_multiplier,
+      sampling_rate=self.clients_per_round / len(self.task.train_data.client_ids),
+      rounds=rounds,
+      delta=self.config.dp_delta,
+    )
+
+  def settings_summary(self) -> dict:
+    """The settings a summary (and a divergence record) names the run by."""
+    config, corpus = self.config, self.task.corpus
+    return dict(
+      rounds=config.total_rounds,
+      algorithm=config.algorithm,
+      aggregator=config.aggregator,
+      model=config.model,
+      tokenizer=config.tokenizer,
+      client_weighting=algorithms.client_weighting(config),
+      client_learning_rate=config.client_learning_rate,
+      server_learning_rate=algorithms.server_learning_rate(config),
+      partition=corpus.summary.get("partition", "natural clients"),
+      partition_settings=corpus.summary.get("partition_settings"),
+      heterogeneity=corpus.summary.get("heterogeneity"),
+    )
