@@ -11,9 +11,10 @@ from absl.testing import flagsaver
 from experiments import pretrain
 from tests import helpers
 from tff_gpt import errors
-from tff_gpt.central import pretraining, trainer
+from tff_gpt.central import pretraining
 from tff_gpt.data import client_data, client_groups, datasets
 from tff_gpt.models import char_lstm, checkpoints, gpt2_lm, trainable
+from tff_gpt.training import trainer
 
 # Its module-scoped fixtures are built once: ./test.sh keeps this file in one pytest process (xdist group).
 pytestmark = pytest.mark.xdist_group(__name__)

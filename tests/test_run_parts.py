@@ -14,6 +14,7 @@ import pytest
 from tests import helpers
 from tff_gpt import errors
 from tff_gpt.training import divergence, evaluation, outputs, report, restore, rounds
+from tff_gpt.training import run as run_lib
 from tff_gpt.training.run import Run
 from tff_gpt.training.task import FederatedTask
 
@@ -189,3 +190,13 @@ def test_divergence_records_the_runs_settings_bytes_and_the_rates_to_lower(run, 
   divergence.clear(run.dirs.results)
   assert divergence.read(run.dirs.results) is None
   assert not os.path.exists(os.path.join(run.dirs.results, divergence.FILE))
+
+
+def test_settings_asking_for_more_clients_than_there_are_get_a_note_of_what_runs(run):
+  asks = dataclasses.replace(run.config, clients_per_round=99, personalization_clients=100_000)
+  assert run_lib.notes_on_capped_clients(asks, run.task) == [
+    "--clients_per_round=99 but the corpus has 4 training clients: every round trains all 4.",
+    "--personalization_clients=100000 but 3 evaluation clients have training text to fine-tune on: each "
+    "evaluation personalizes those 3.",
+  ]
+  assert run_lib.notes_on_capped_clients(run.config, run.task) == []

@@ -283,10 +283,10 @@ def test_resume_refuses_other_trainable_and_bad_frozen_weights(lora_run, tmp_pat
   frozen_dir = experiment.dirs.frozen_weights
   shutil.rmtree(frozen_dir)
   with pytest.raises(frozen.FrozenWeightsError, match="are missing. The run's checkpoints need"):
-    trainer.FederatedExperiment(copy, progress=False).run()
+    restore.latest_state(experiment.task, experiment.process)  # What a resume reads first.
   tff_model.initial_weights(experiment.task.model_config, seed=0, trainable="bitfit", frozen_dir=frozen_dir)
   with pytest.raises(frozen.FrozenWeightsError, match="do not match the model"):
-    trainer.FederatedExperiment(copy, progress=False).run()
+    restore.latest_state(experiment.task, experiment.process)
   with open(os.path.join(frozen_dir, "frozen.json")) as f:
     assert json.load(f)["trainable"] == "bitfit"
 

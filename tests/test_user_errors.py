@@ -76,6 +76,11 @@ def _cases(tmp):
     ("run_experiment", [runs, *jsonl, "--partition=iid", "--partition_clients=500"], "needs at least 1000"),
     ("run_experiment", ["--client_weighting=num_examples", "--aggregator=dp_fixed"], "weight"),
     ("run_experiment", ["--examples=alpaca"], "--examples alpaca reads --dataset=jsonl or tfds"),
+    (
+      "run_experiment",
+      [*jsonl, "--examples=pairs", "--response_separator="],
+      "--response_separator must hold visible text",
+    ),
     ("run_experiment", ["unexpected"], "Unexpected arguments"),
     ("generate", [runs, "--experiment_name=none"], "No run at"),
     ("export_model", [runs, "--experiment_name=none"], "No run at"),

@@ -128,7 +128,7 @@ class CorpusSettings:
 
   def example_format(self) -> pairs.ExampleFormat:
     """What one record is (`pairs.ExampleFormat`), the separator's escapes read."""
-    separator = self.response_separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    separator = (self.response_separator or "").encode("latin-1", "backslashreplace").decode("unicode_escape")
     return pairs.ExampleFormat(
       kind=self.examples,
       text_field=self.text_field,

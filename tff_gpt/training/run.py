@@ -25,8 +25,26 @@ import tensorflow_federated as tff
 
 from tff_gpt import algorithms
 from tff_gpt.algorithms import communication, privacy
-from tff_gpt.training import outputs
+from tff_gpt.training import outputs, personalization
 from tff_gpt.training.task import FederatedTask
+
+
+def notes_on_capped_clients(config, task: FederatedTask) -> list[str]:
+  """What the run does instead of settings that ask for more clients than the corpus has."""
+  notes, train = [], task.train_data.client_ids
+  if config.clients_per_round > len(train):
+    notes.append(
+      f"--clients_per_round={config.clients_per_round} but the corpus has {len(train):,} training clients: "
+      f"every round trains all {len(train):,}."
+    )
+  if config.personalization_clients:
+    can = len(personalization.clients_of(task, config.personalization_clients))
+    if config.personalization_clients > can:
+      notes.append(
+        f"--personalization_clients={config.personalization_clients} but {can:,} evaluation clients have "
+        f"training text to fine-tune on: each evaluation personalizes those {can:,}."
+      )
+  return notes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +73,8 @@ class Run:
     )
     task.check_fits(process)
     clients = task.train_data.client_ids
-    if config.clients_per_round > len(clients):
-      print(
-        f"note: --clients_per_round={config.clients_per_round} but the corpus has {len(clients):,} training "
-        f"clients: every round trains all {len(clients):,}.",
-        file=sys.stderr,
-      )
+    for note in notes_on_capped_clients(config, task):
+      print(f"note: {note}", file=sys.stderr)
     per_round = min(config.clients_per_round, len(clients))
     per_client = communication.bytes_per_client(config, process)
     return cls(
@@ -91,7 +105,8 @@ class Run:
 
   def initial_state(self):
     """A state holding the task's initial weights (in subset modes, those write the frozen weights first)."""
-    return self.process.set_model_weights(self.process.initialize(), self.task.initial_weights())
+    weights = self.task.initial_weights()  # First: in subset modes `initialize()` reads the frozen weights.
+    return self.process.set_model_weights(self.process.initialize(), weights)
 
   def dp_epsilon(self, rounds: int) -> float:
     """Client-level epsilon at `--dp_delta` spent by `rounds` rounds."""
