@@ -301,6 +301,27 @@ def worker_processes(pid: int) -> list[psutil.Process]:
     return []
 
 
+def workers_in_session(sid: int) -> list[psutil.Process]:
+  """The TFF `worker_binary` processes of session `sid`: a run that `start_run` started (a session of its
+  own) and every worker it started, which keep the session after the run has exited and been reaped."""
+  found = []
+  for p in psutil.process_iter(["name"]):
+    try:
+      if p.info["name"] == "worker_binary" and os.getsid(p.pid) == sid:
+        found.append(p)
+    except OSError:
+      pass  # Ended meanwhile.
+  return found
+
+
+def assert_no_worker_left(sid: int, within: float) -> None:
+  """Fails unless every worker of session `sid` has ended within `within` seconds (then kills the rest)."""
+  _, alive = psutil.wait_procs(workers_in_session(sid), timeout=within)
+  for p in alive:
+    p.kill()
+  assert not alive, f"worker(s) {[p.pid for p in alive]} still running {within:g} s after the run ended"
+
+
 def wait_for_rows(metrics_csv, rows: int, proc: subprocess.Popen, timeout: float = 300) -> None:
   """Waits until the run's metrics CSV has `rows` rounds; fails if the run ends first."""
   deadline = time.time() + timeout

@@ -11,7 +11,7 @@ from dp_accounting import rdp
 
 from tests import helpers
 from tff_gpt import algorithms, runtime
-from tff_gpt.algorithms import communication, privacy
+from tff_gpt.algorithms import aggregators, communication, privacy
 from tff_gpt.models import tff_model
 from tff_gpt.training import evaluation, outputs, rounds, trainer
 from tff_gpt.training.run import Run
@@ -242,3 +242,24 @@ def test_a_client_moves_the_whole_model_each_way_and_rows_carry_the_rates(tmp_pa
   assert (
     run.settings_summary()["algorithm"] == "fedavgm" and run.settings_summary()["server_learning_rate"] == 1.0
   )
+
+
+@pytest.mark.parametrize("aggregator", ["dp_fixed", "dp_adaptive"])
+def test_dp_aggregators_add_gaussian_noise_of_the_stated_scale(aggregator):
+  """On all-zero updates the aggregate is the noise alone: per coordinate, std z * C / n for dp_fixed
+  (`gaussian_fixed`: N(0, (zC)^2) on the sum of n clipped updates, then / n); dp_adaptive gives the
+  update the share of z left after the clipped count's noise sigma_b, z_v = (z^-2 - (2 sigma_b)^-2)^-1/2
+  (`gaussian_adaptive`), with sigma_b = max(0.05 n, z) as `aggregators._dp_adaptive` sets it."""
+  coordinates, n, z, clip = 20_000, 5, 1.3, 0.7
+  config = dataclasses.make_dataclass("C", [])()
+  config.dp_noise_multiplier, config.clients_per_round, config.dp_clip_norm = z, n, clip
+  config.dp_target_unclipped_quantile = 0.5
+  process = aggregators.AGGREGATORS[aggregator].build(config, False).create(
+    tff.types.TensorType(np.float32, [coordinates])
+  )
+  noise = np.asarray(process.next(process.initialize(), [np.zeros(coordinates, np.float32)] * n).result)
+  if aggregator == "dp_adaptive":
+    sigma_b = max(0.05 * n, z)
+    z = (z**-2 - (2 * sigma_b) ** -2) ** -0.5
+  assert abs(noise.mean()) < 4 * z * clip / n / np.sqrt(coordinates)
+  assert noise.std() == pytest.approx(z * clip / n, rel=0.03)  # 6 standard errors of a std of 20,000 draws.

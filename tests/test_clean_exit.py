@@ -14,13 +14,19 @@ from tests import helpers
 pytestmark = pytest.mark.full  # Subprocess runs or benchmarks: ./test.sh --full.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WATCHDOG_SECONDS = 2.0  # README: "the watchdog kills the workers within 2 seconds".
 
 
 @pytest.mark.slow
 def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
-  proc = helpers.start_run(tmp_path, total_rounds=1, rounds_per_eval=1000)
-  # communicate() returns only once every holder of the pipe (the worker too) has closed it.
-  out, _ = proc.communicate(timeout=300)
+  log = tmp_path / "run.log"
+  proc = helpers.start_run(tmp_path, stdout=open(log, "w"), total_rounds=3, rounds_per_eval=1000)
+  helpers.wait_for_rows(tmp_path / "runs" / "results" / "tiny" / "experiment.metrics.csv", 1, proc)
+  assert helpers.workers_in_session(proc.pid), "training is under way in the run's own TFF worker"
+  proc.wait(timeout=300)
+  # The run stops its worker before it exits (its watchdog is the second line: tests below).
+  helpers.assert_no_worker_left(proc.pid, within=0)
+  out = log.read_bytes()
   assert proc.returncode == 0, out.decode()[-2000:]
   assert b"Finished 1 rounds of fedavg" in out
   assert b"Traceback" not in out, out.decode()[-3000:]  # Nothing asks a stopped worker for anything at exit.
@@ -47,8 +53,7 @@ def test_ctrl_c_stops_the_worker(tmp_path, whole_group):
   output = (tmp_path / "run.log").read_text()
   assert "Run the same command again to resume" in output
   assert "Exception ignored" not in output
-  _, alive = psutil.wait_procs(workers, timeout=30)
-  assert not alive, f"worker(s) left running: {[p.pid for p in alive]}"
+  helpers.assert_no_worker_left(proc.pid, within=0)  # Stopped by the run before it exited.
 
 
 @pytest.mark.slow
@@ -64,8 +69,8 @@ def test_kill_9_leaves_no_worker(tmp_path):
   assert workers, (tmp_path / "run.log").read_text()[-2000:]
   proc.kill()
   proc.wait(timeout=30)
-  _, alive = psutil.wait_procs(workers, timeout=30)
-  assert not alive, f"worker(s) left running after kill -9: {[p.pid for p in alive]}"
+  # The watchdog sees the run's end at once (its pipe closes) or at its next look (every 0.5 s).
+  helpers.assert_no_worker_left(proc.pid, within=WATCHDOG_SECONDS)
 
 
 def test_a_worker_that_ignores_sigint_is_stopped_within_seconds():

@@ -46,3 +46,20 @@ def test_every_local_link_in_the_docs_points_at_a_file():
       if not os.path.exists(os.path.normpath(os.path.join(os.path.dirname(page), target))):
         broken.append(f"{os.path.relpath(page, helpers.REPO)} -> {target}")
   assert not broken, broken
+
+
+_NAMED_TEST = re.compile(r"`(tests/test_\w+\.py)::(test_\w+)`")
+
+
+def test_every_test_the_guarantees_table_names_exists():
+  """docs/testing.md maps each guarantee to its test: a renamed or deleted test fails here."""
+  text = _read(f"{helpers.REPO}/docs/testing.md")
+  table = text[text.index("## Guarantees and the tests that hold them") :]
+  named = _NAMED_TEST.findall(table)
+  assert len(named) >= 20
+  missing = [
+    f"{path}::{name}"
+    for path, name in named
+    if not os.path.exists(f"{helpers.REPO}/{path}") or f"def {name}(" not in _read(f"{helpers.REPO}/{path}")
+  ]
+  assert not missing, missing

@@ -126,8 +126,8 @@ def test_heterogeneous_ranks_are_drawn_per_client_and_a_run_resumes_exactly(tmp_
   first.run()
   resumed = trainer.FederatedExperiment(dataclasses.replace(config, total_rounds=2), progress=False).run()
   for got, want in zip(resumed["model_weights"].trainable, reference["model_weights"].trainable, strict=True):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  assert resumed["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-5)
+    np.testing.assert_array_equal(got, want)  # docs/fine-tuning.md: "resumes exactly".
+  assert resumed["eval_loss"] == reference["eval_loss"]
   rows = outputs.read_metrics(uninterrupted.dirs)
   assert all(float(r["lora_gap"]) > 0 for r in rows)
 

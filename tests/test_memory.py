@@ -1,6 +1,8 @@
 """The peak-memory estimate: its fit to measured peaks, the refusal before round 1, and the override."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -30,7 +32,10 @@ def test_estimate_matches_the_measured_gpt2_124m_peaks(trained_params, clients, 
     clients_per_round=clients,
     max_concurrent_computation_calls=1,
   )
-  assert estimate.total_mb / 1024 == pytest.approx(measured_gb, rel=0.15)
+  # docs/reliability.md: "within 11%" of the process tree's peak, the Python process's measured size given
+  # (a run measures it before round 1); the worker's share, which the estimate models, within 18%.
+  assert estimate.total_mb / 1024 == pytest.approx(measured_gb, rel=0.11)
+  assert estimate.worker_mb / 1024 == pytest.approx(measured_gb - python_gb, rel=0.18)
 
 
 def test_the_whole_124m_model_at_10_clients_is_refused_on_a_24_gb_machine():
@@ -103,14 +108,45 @@ def test_the_local_worker_is_replaced_every_few_rounds_without_changing_results(
     np.testing.assert_array_equal(a, b)
 
 
+_COUNT_ARENAS = """
+import ctypes, sys, threading
+from tff_gpt import runtime
+if sys.argv[1] == "set_up":
+  runtime.set_up()
+import tensorflow as tf
+def work():
+  for _ in range(30):
+    x = tf.random.normal([300, 300])
+    (x @ x).numpy()
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+ctypes.CDLL("libc.so.6").malloc_stats()  # One "Arena N:" block per arena, to stderr.
+runtime.shutdown()
+"""
+
+
+def _arenas(mode: str) -> int:
+  env = dict(os.environ, PYTHONPATH=helpers.REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("MALLOC_ARENA_MAX", None)  # This process's own setting must not reach the child's start.
+  result = subprocess.run(
+    [sys.executable, "-c", _COUNT_ARENAS, mode], capture_output=True, text=True, env=env, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  return sum(line.startswith("Arena ") for line in result.stderr.splitlines())
+
+
 def test_the_worker_and_this_process_use_few_malloc_arenas():
-  """Many glibc arenas made the Python process grow over 1,000 rounds (BENCHMARKS.md s.8)."""
+  """Many glibc arenas made the Python process grow over 1,000 rounds (BENCHMARKS.md s.8): after
+  `runtime.set_up`, 8 threads running TensorFlow ops leave at most 3 arenas in this process (2, and the one
+  TensorFlow's import may make first) where they leave many more without it; TFF's worker starts with
+  `MALLOC_ARENA_MAX=2`, which glibc reads when a process starts."""
   import psutil
 
   from tff_gpt import runtime
 
+  assert _arenas("set_up") <= 3 < _arenas("default")
   helpers.ensure_tff_context()
-  assert os.environ["MALLOC_ARENA_MAX"] == "2"
   worker = runtime.local_worker()
   worker.stub()  # Started.
   assert psutil.Process(worker.process.pid).environ().get("MALLOC_ARENA_MAX") == "2"

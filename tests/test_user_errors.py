@@ -29,8 +29,7 @@ from experiments import (
 )
 from tests import helpers
 from tff_gpt import errors
-from tff_gpt.data import client_data, tokenizers
-from tff_gpt.models import checkpoints, frozen
+from tff_gpt.data import client_data
 from tff_gpt.training import config as config_lib
 from tff_gpt.training import trainer
 
@@ -158,16 +157,23 @@ def test_the_commands_themselves_report_a_bad_flag_and_a_bad_corpus_in_one_line(
     assert _one_line_error(result.returncode, result.stderr, expected), result.stderr[-1500:]
 
 
-def test_every_project_error_is_a_user_input_error():
-  for error in (
-    client_data.CorpusError,
-    tokenizers.TokenizerError,
-    checkpoints.CheckpointError,
-    frozen.FrozenWeightsError,
-    trainer.ResumeError,
-    config_lib.ConfigError,
-  ):
-    assert issubclass(error, errors.UserInputError) and issubclass(error, ValueError), error
+def test_every_project_error_is_a_user_input_error_or_a_run_failure():
+  """Every exception class the library defines reaches the user as one line (`flags_common.guard`)."""
+  import importlib
+  import inspect
+  import pkgutil
+
+  import tff_gpt
+
+  defined = set()
+  for module in pkgutil.walk_packages(tff_gpt.__path__, "tff_gpt."):
+    for _, cls in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+      if issubclass(cls, Exception) and cls.__module__.startswith("tff_gpt."):
+        defined.add(cls)
+  ours = {e for e in defined if e not in (errors.UserInputError, errors.RunFailure)}
+  assert {client_data.CorpusError, trainer.ResumeError, config_lib.ConfigError} <= ours  # Found by the walk.
+  for error in ours:
+    assert issubclass(error, errors.UserInputError | errors.RunFailure), error
 
 
 @pytest.mark.full
