@@ -254,8 +254,10 @@ def test_dp_aggregators_add_gaussian_noise_of_the_stated_scale(aggregator):
   config = dataclasses.make_dataclass("C", [])()
   config.dp_noise_multiplier, config.clients_per_round, config.dp_clip_norm = z, n, clip
   config.dp_target_unclipped_quantile = 0.5
-  process = aggregators.AGGREGATORS[aggregator].build(config, False).create(
-    tff.types.TensorType(np.float32, [coordinates])
+  process = (
+    aggregators.AGGREGATORS[aggregator]
+    .build(config, False)
+    .create(tff.types.TensorType(np.float32, [coordinates]))
   )
   noise = np.asarray(process.next(process.initialize(), [np.zeros(coordinates, np.float32)] * n).result)
   if aggregator == "dp_adaptive":
