@@ -83,12 +83,161 @@ def same_start_table(up: str, ceiling: bool) -> str:
   )
 
 
+def _study(name: str):
+  """A study module (its `table` functions), importable when this file runs as a script."""
+  import importlib
+
+  if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+  return importlib.import_module(f"studies.{name}")
+
+
+def _results(name: str) -> dict:
+  with open(os.path.join(REPO, "studies", name)) as f:
+    return json.load(f)
+
+
+def _source(name: str, command: str, made: str) -> str:
+  path = f"studies/{name}"
+  return f"Source: [`{path}`](../{path}), written by `.venv/bin/python -m {command}` ({made})."
+
+
+def _csv(name: str) -> list[dict]:
+  with open(os.path.join(REPO, "studies", name), newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def heterogeneity_table() -> str:
+  """Final held-out loss of FedAvg, FedProx and FedAdam at each Dirichlet alpha over plays."""
+  rows = _csv("results_heterogeneity.csv")
+  alphas = sorted({r["partition_alpha"] for r in rows}, key=float)
+  loss = {(r["algorithm"], r["partition_alpha"]): r["final_eval_loss"] for r in rows}
+  tv = {r["partition_alpha"]: r["mean_label_tv"] for r in rows}
+  lines = ["| alpha | mean label TV | FedAvg | FedProx | FedAdam |", "|---|---|---|---|---|"]
+  for a in alphas:
+    lines.append(f"| {float(a):g} | {tv[a]} | " + " | ".join(loss[(x, a)] for x in ALGORITHMS) + " |")
+  made = "2026-11-26, commit bb9ee4c"
+  command = "experiments.compare_algorithms --flagfile=configs/heterogeneity_shakespeare.flags"
+  return "\n".join(lines) + "\n\n" + _source("results_heterogeneity.csv", command, made)
+
+
+ALGORITHMS = ("fedavg", "fedprox", "fedadam")
+
+
+def pretrain_finetune_table() -> str:
+  rows = _results("results_pretrain_finetune.json")["rows"]
+  command = (
+    "studies.pretrain_finetune --out studies/results_pretrain_finetune.json --plot docs/pretrain_finetune.png"
+  )
+  made = "2026-11-26, commit 27e4a26, with the `all, client lr 0.0003` row"
+  return (
+    _study("pretrain_finetune").table(rows)
+    + "\n\n"
+    + _source("results_pretrain_finetune.json", command, made)
+  )
+
+
+def dialogue_table() -> str:
+  rows = _results("results_dialogue.json")["rows"]
+  command = "studies.dialogue --out studies/results_dialogue.json --work_dir /tmp/dialogue"
+  made = "2026-12-03, commits f9acf6a..ff78574, the last two rows 7ec0573"
+  return _study("dialogue").table(rows) + "\n\n" + _source("results_dialogue.json", command, made)
+
+
+def recipe_table() -> str:
+  """The drifting whole-model row, one change each, and central training of its batches."""
+  result = _results("results_finetune_recipe.json")
+  unchanged = result["unchanged_response_perplexity"]
+  lines = [_study("finetune_recipe").table(result["rows"], unchanged)]
+  for rate, curve in result["central_same_batches"].items():
+    final = curve[-1][1]
+    ppl = ", ".join(f"{p:.1f}" for _, p in curve)
+    lines.append(
+      f"| central, same batches, Adam {float(rate):g} | {ppl} | {100 * (final / unchanged - 1):+.1f}% | - |"
+    )
+  command = "studies.finetune_recipe --work_dir /tmp/dialogue --out studies/results_finetune_recipe.json"
+  made = "2026-12-03, commit 8438c57"
+  return "\n".join(lines) + "\n\n" + _source("results_finetune_recipe.json", command, made)
+
+
+def lora_variants_table() -> str:
+  rows = _results("results_lora_variants.json")["rows"]
+  trained = {k: v for k, v in rows.items() if "lora_gap_median" in v}
+  command = "studies.lora_variants --work_dir /tmp/dialogue --out studies/results_lora_variants.json"
+  made = "2026-12-03, commits c7ef83b..43f1d73"
+  table = _study("lora_variants").table(trained)
+  return table + "\n\n" + _source("results_lora_variants.json", command, made)
+
+
+def sweep_table() -> str:
+  """The sweep's ten best runs by held-out loss per character at round 50."""
+  rows = sorted(_csv("results_sweep_gpt2.csv"), key=lambda r: float(r["final_loss_per_char"] or "inf"))
+  lines = [
+    f"The ten best of the sweep's {len(rows)} runs:",
+    "",
+    "| run | tokenizer | client lr | loss per char, round 50 | accuracy (own tokens) | MB communicated |",
+    "|---|---|---|---|---|---|",
+    *(
+      f"| {r['run']} | {r['tokenizer']} | {r['client_lr']} | {r['final_loss_per_char']} | "
+      f"{r['final_accuracy']} | {r['mb_communicated']} |"
+      for r in rows[:10]
+    ),
+  ]
+  command = "experiments.compare_algorithms --flagfile=configs/sweep_gpt2_shakespeare.flags"
+  made = "2026-11-25..28, ten passes; the comparison's `grid.csv`"
+  return "\n".join(lines) + "\n\n" + _source("results_sweep_gpt2.csv", command, made)
+
+
+def central_table() -> str:
+  results = _results("results_central_replay.json")["results"]
+  command = (
+    "studies.central_replay --out studies/results_central_replay.json "
+    "--plot docs/central_baseline_shakespeare.png"
+  )
+  made = "2026-11-27..28; `gpt2_lr_groups` and `gpt2_bpe_decay` added with `--configurations`"
+  return (
+    _study("central_replay").table(results) + "\n\n" + _source("results_central_replay.json", command, made)
+  )
+
+
+def pretraining_rates_table() -> str:
+  """Each model's held-out loss after pretraining at each AdamW rate; the kept one in bold."""
+  pretraining = _results("results_same_start.json")["pretraining"]
+  lines = ["| model | AdamW rate: held-out loss after 6 epochs (kept in bold) |", "|---|---|"]
+  units = {"gpt2": "GPT-2 (nats per token)", "char_lstm": "LSTM (nats per character)"}
+  for model, p in pretraining.items():
+    kept = p["preset"].rsplit("_lr", 1)[1]  # The kept preset's directory: ..._lr<rate>.
+    cells = [
+      f"**{float(r):g}: {loss:.3f}**" if float(r) == float(kept) else f"{float(r):g}: {loss:.3f}"
+      for r, loss in sorted(p["held_out_by_rate"].items(), key=lambda x: float(x[0]))
+    ]
+    lines.append(f"| {units.get(model, model)} | {', '.join(cells)} |")
+  return "\n".join(lines)
+
+
+def gpt2_vs_lstm_300_table() -> str:
+  return (
+    headline_table()
+    .replace("](studies/", "](../studies/")
+    .replace("[docs/results.md](docs/results.md", "[above](")
+  )
+
+
 # block name: (page, what makes it)
 BLOCKS = {
   "headline table": ("README.md", headline_table),
   "same-start headline": ("README.md", lambda: same_start_table("", ceiling=False)),
   "comparison table": ("docs/results.md", comparison_table),
+  "300-round table": ("docs/results.md", gpt2_vs_lstm_300_table),
+  "central table": ("docs/results.md", central_table),
+  "sweep table": ("docs/results.md", sweep_table),
+  "heterogeneity table": ("docs/results.md", heterogeneity_table),
+  "pretrain-finetune table": ("docs/results.md", pretrain_finetune_table),
+  "dialogue table": ("docs/results.md", dialogue_table),
+  "recipe table": ("docs/results.md", recipe_table),
+  "pretraining rates table": ("docs/results.md", pretraining_rates_table),
   "same-start table": ("docs/results.md", lambda: same_start_table("../", ceiling=True)),
+  "lora variants table": ("docs/results.md", lora_variants_table),
 }
 
 

@@ -69,8 +69,9 @@ def test_quick_peft_benchmark_compares_modes(tmp_path):
   assert lora["client_download_bytes"] == 4 * lora["trained_parameters"]
   assert lora["bytes_fraction_of_full"] < 0.05
   for row in rows.values():
-    assert row["peak_mb"] > 0 and row["federated_tokens_per_s"] > 0 and row["central_tokens_per_s"] > 0
-    assert len(row["round_s"]) == 2 and row["build_process_s"] > 0
+    # The round trains the central loop's batches plus TFF's work: never much faster than it.
+    assert row["federated_tokens_per_s"] <= 1.5 * row["central_tokens_per_s"], row
+    assert len(row["round_s"]) == 2
 
 
 @pytest.mark.slow
@@ -100,8 +101,6 @@ def test_build_time_benchmark_sees_both_build_speedups_undone_and_done(tmp_path)
   assert current["autograph_conversions"] == session["autograph_conversions"]
   # Keras's session functions are the constants of GPT-2's op layers, evaluated once per build.
   assert session["keras_session_functions"] >= 50 and current["keras_session_functions"] == 0
-  for figures in median.values():
-    assert figures["build_s"] > 0 and figures["first_round_and_eval_s"] > 0
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import pytest
 
 from tests import helpers
 from tff_gpt import comparison, errors
+from tff_gpt.models import tff_model
 from tff_gpt.training import divergence, outputs, trainer
 
 # The tiny model's client SGD at 0.5 trains; at 100 round 1 ends with finite weights so large that every
@@ -60,7 +61,11 @@ def test_a_diverging_run_stops_there_names_the_rate_and_keeps_what_it_finished(t
   report = comparison.write_report([record], config.root_output_dir)
   (row,) = report["rows"]
   assert row["diverged_round"] == 2 and row["final_eval_loss"] == row["best_eval_loss"] == ""
-  assert row["mb_communicated"] > 0 and row["client_lr"] == DIVERGING
+  # The two rounds it ran, 3 clients each, every weight down and up (float32) and the client's weight.
+  params = tff_model.build_keras_model(outputs.read_json(dirs.run_config)["model"]).count_params()
+  assert (
+    row["mb_communicated"] == round(2 * 3 * (8 * params + 4) / 2**20, 1) and row["client_lr"] == DIVERGING
+  )
   with open(report["markdown"]) as f:
     assert "see grid.csv): tiny (round 2)." in f.read()
-  assert os.path.getsize(report["plot"]) > 0
+  assert os.path.getsize(report["plot"]) > 10_000  # A drawn figure, not an empty file.

@@ -129,7 +129,7 @@ def test_heterogeneous_ranks_are_drawn_per_client_and_a_run_resumes_exactly(tmp_
     np.testing.assert_array_equal(got, want)  # docs/fine-tuning.md: "resumes exactly".
   assert resumed["eval_loss"] == reference["eval_loss"]
   rows = outputs.read_metrics(uninterrupted.dirs)
-  assert all(float(r["lora_gap"]) > 0 for r in rows)
+  assert all(float(r["lora_gap"]) > 1e-4 for r in rows)  # Averaging factors of mixed ranks is not exact.
 
 
 @pytest.mark.parametrize(

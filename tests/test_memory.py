@@ -137,7 +137,7 @@ def _arenas(mode: str) -> int:
 
 
 def test_the_worker_and_this_process_use_few_malloc_arenas():
-  """Many glibc arenas made the Python process grow over 1,000 rounds (BENCHMARKS.md s.8): after
+  """Many glibc arenas made the Python process grow over 1,000 rounds (docs/reliability.md): after
   `runtime.set_up`, 8 threads running TensorFlow ops leave at most 3 arenas in this process (2, and the one
   TensorFlow's import may make first) where they leave many more without it; TFF's worker starts with
   `MALLOC_ARENA_MAX=2`, which glibc reads when a process starts."""

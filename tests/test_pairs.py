@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tests import helpers
 from tff_gpt import export, generation
+from tff_gpt.algorithms import privacy
 from tff_gpt.data import client_data, pairs, preprocessing, shakespeare, text_corpus, tokenizers
 from tff_gpt.export import portable
 from tff_gpt.models import gpt2_lm, metrics, tff_model
@@ -292,6 +293,11 @@ def test_pairs_train_with_lora_and_differential_privacy(tmp_path):
     aggregator="dp_adaptive",
     clients_per_round=4,
   )
-  summary = trainer.FederatedExperiment(config, progress=False).run()
-  assert summary["dp_epsilon"] > 0 and np.isfinite(summary["eval_loss"])
+  experiment = trainer.FederatedExperiment(config, progress=False)
+  summary = experiment.run()
+  clients = len(experiment.task.train_data.client_ids)
+  assert summary["dp_epsilon"] == privacy.epsilon(
+    noise_multiplier=config.dp_noise_multiplier, sampling_rate=4 / clients, rounds=1, delta=config.dp_delta
+  )
+  assert np.isfinite(summary["eval_loss"])
   assert summary["pairs"]["train"]["pairs"] == 12
