@@ -75,6 +75,8 @@ def same_start_table(up: str, ceiling: bool) -> str:
   with open(os.path.join(REPO, SAME_START_SOURCE)) as f:
     result = json.load(f)
   tables = [result["table"], result["gain_table"]] if ceiling else [result["table"]]
+  if ceiling and "seeds_table" in result:  # Written by `--seeds` with more than one seed.
+    tables.append(result["seeds_table"])
   return (
     "\n\n".join(tables)
     + f"\n\nSource: [`{SAME_START_SOURCE}`]({up}{SAME_START_SOURCE}), written by `.venv/bin/python -m "

@@ -147,3 +147,52 @@ def central_same_batches(work: str, name: str, rates: tuple, optimizer: str | No
         losses = ", ".join(f"{e['round_num']}: {e['eval_loss']:.4f}" for e in evals)
         print(f"central replay of {name}, {config.client_optimizer} {rate:g}: eval loss {losses}", flush=True)
   return out
+
+
+def over_seeds(rows_by_seed: dict, key: str, reference_of) -> list[dict]:
+  """Each row's `key` over seeds: mean and 95% t-interval, and its paired difference from its reference row.
+
+  Args:
+    rows_by_seed: `{seed: {row label: row}}`, the same labels for every seed.
+    key: The figure compared (e.g. "eval_loss_per_char").
+    reference_of: `label -> reference label` (None: no difference for that row).
+  """
+  from tff_gpt.comparison import stats
+
+  seeds = sorted(rows_by_seed)
+  out = []
+  for label in rows_by_seed[seeds[0]]:
+    values = [rows_by_seed[s][label][key] for s in seeds]
+    mean, low, high = stats.interval(values)
+    row = {"label": label, "seeds": len(seeds), "values": values, "mean": mean, "low": low, "high": high}
+    reference = reference_of(label)
+    if reference is not None and reference != label:
+      differences = [rows_by_seed[s][label][key] - rows_by_seed[s][reference][key] for s in seeds]
+      d_mean, d_low, d_high = stats.interval(differences)
+      row |= {
+        "reference": reference,
+        "difference": d_mean,
+        "difference_low": d_low,
+        "difference_high": d_high,
+      }
+    out.append(row)
+  return out
+
+
+def seeds_table(summary: list[dict], what: str) -> str:
+  """Markdown of `over_seeds`: `what` (mean [95% interval]) and the paired difference from the reference."""
+
+  def ci(mean, low, high) -> str:
+    return f"{mean:.4f}" if low == "" else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+
+  lines = [
+    f"| row | seeds | {what}, mean [95% interval] | minus its reference, paired [95% interval] | reference |",
+    "|---|---|---|---|---|",
+  ]
+  for r in summary:
+    diff = ci(r["difference"], r["difference_low"], r["difference_high"]) if "difference" in r else ""
+    lines.append(
+      f"| {r['label']} | {r['seeds']} | {ci(r['mean'], r['low'], r['high'])} | {diff} | "
+      f"{r.get('reference', '')} |"
+    )
+  return "\n".join(lines)

@@ -2,6 +2,8 @@
 
   .venv/bin/python -m studies.same_start --work_dir /tmp/same_start --out studies/results_same_start.json
   .venv/bin/python -m studies.same_start --quick     # tiny models, few rounds
+  .venv/bin/python -m studies.same_start --work_dir /tmp/same_start --seeds 0,1,2 --keep_rows \
+      --out studies/results_same_start.json          # every row over three seeds, paired
   .venv/bin/python -m studies.same_start --plot_from studies/results_same_start.json \
       --plot docs/same_start.png                     # redraws the figure from the results
 
@@ -31,6 +33,7 @@ import os
 import tempfile
 
 from studies import common, pretrain_finetune, runs
+from studies.same_start_report import BUDGET_ROW, gain_table, plot, table
 
 LSTM_SEQUENCE_LENGTH = 80  # TFF's Shakespeare baseline's characters per sequence.
 # AdamW peak rates each model is pretrained at (the lowest held-out loss is kept; 2026-12-03:
@@ -92,10 +95,17 @@ def run_name(label: str, presets: dict) -> str | None:
   return f"{name}_{presets[model]}"
 
 
-def measure(label: str, s: pretrain_finetune.Settings, work: str, lstm_length: int, presets: dict) -> dict:
-  """One row: a federated run (or the unchanged preset's evaluation) and its loss per character."""
+def measure(
+  label: str, s: pretrain_finetune.Settings, work: str, lstm_length: int, presets: dict, seed: int = 0
+) -> dict:
+  """One row: a federated run (or the unchanged preset's evaluation) and its loss per character.
+
+  `seed` sets the run's client sampling, data order and evaluation clients (and the initial weights of
+  a row from scratch); the pretrained presets are the same for every seed. Seed 0's runs keep the names
+  runs had before seeds (a work directory made then is reused), other seeds' end in `_s<seed>`."""
   model, base_name, flags = ROWS[label]
   name = run_name(label, presets)
+  suffix = f"_s{seed}" if seed else ""
   lstm = model == "char_lstm"
   preset = presets[model]
   from_scratch = base_name in ("scratch", "lstm_scratch")
@@ -103,9 +113,12 @@ def measure(label: str, s: pretrain_finetune.Settings, work: str, lstm_length: i
     if lstm:
       lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
       return pretrain_finetune.unchanged_row(
-        s, work, preset=preset, experiment_name="lstm_unchanged", **lstm_values
+        s, work, preset=preset, experiment_name=f"lstm_unchanged{suffix}", seed=seed, **lstm_values
       )
-    return pretrain_finetune.unchanged_row(s, work, preset=preset)
+    return pretrain_finetune.unchanged_row(
+      s, work, preset=preset, experiment_name=f"unchanged{suffix}", seed=seed
+    )
+  name, flags = name + suffix, [*flags, f"--seed={seed}"]
   if lstm:
     start = [] if from_scratch else [f"--preset={work}/{preset}"]
     args = dict(tokenizer="char", sequence_length=lstm_length)
@@ -171,80 +184,23 @@ def central(rows: dict, work: str, presets: dict) -> dict:
   return out
 
 
-def gain_table(rows: dict, ceilings: dict) -> str:
-  """Federated fine-tuning against the central training of its own batches, in loss per character."""
-  lines = [
-    "| fine-tuned row | unchanged | federated, last round | central, same batches: last round by optimizer "
-    "| federated share of the best central gain |",
-    "|---|---|---|---|---|",
-  ]
-  for label, by_setting in ceilings.items():
-    unchanged = rows[f"{label.split(',')[0]}, pretrained, unchanged"]["eval_loss_per_char"]
-    federated = rows[label]["eval_loss_per_char"]
-    last = {setting: ev[-1]["eval_loss_per_char"] for setting, ev in by_setting.items()}
-    best = min(last.values())
-    share = f"{(unchanged - federated) / (unchanged - best):.0%}" if best < unchanged else "-"
-    by = ", ".join(f"{setting}: {loss:.4f}" for setting, loss in last.items())
-    lines.append(f"| {label} | {unchanged:.4f} | {federated:.4f} | {by} | {share} |")
-  return "\n".join(lines)
+def reference_row(label: str) -> str:
+  """The row a row is compared with over seeds: its model's unchanged preset."""
+  return f"{label.split(',')[0]}, pretrained, unchanged"
 
 
-def at_bytes(row: dict, budget: float) -> float | None:
-  """The row's loss per character at the last evaluation within `budget` bytes (None: none within)."""
-  within = [loss for _, loss, sent in row.get("loss_per_char_curve", []) if sent <= budget]
-  return within[-1] if within else None
-
-
-BUDGET_ROW = "GPT-2, pretrained, all weights (client SGD 0.1)"  # Its bytes in all: the equal-bytes budget.
-
-
-def table(rows: dict) -> str:
-  budget = rows[BUDGET_ROW]["bytes_communicated"]
-  lines = [
-    f"| row | loss per char, last round | loss per char within {budget / 2**20:.1f} MB | MB communicated |",
-    "|---|---|---|---|",
-  ]
-  for label, r in rows.items():
-    at = at_bytes(r, budget) if r["bytes_communicated"] else r["eval_loss_per_char"]
-    at_text = "-" if at is None else f"{at:.4f}"
-    lines.append(
-      f"| {label} | {r['eval_loss_per_char']:.4f} | {at_text} | {r['bytes_communicated'] / 2**20:.1f} |"
-    )
-  return "\n".join(lines)
-
-
-def plot(rows: dict, path: str) -> None:
-  """Loss per character against rounds and against MB communicated; unchanged presets as lines."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
-  shades = {}  # GPT-2's rows in blues, the LSTM's in oranges, one shade each.
-  for label in rows:
-    family = "Blues" if label.startswith("GPT-2") else "Oranges"
-    shades.setdefault(family, []).append(label)
-  colors = {
-    label: plt.get_cmap(family)(0.4 + 0.6 * i / max(len(labels) - 1, 1))
-    for family, labels in shades.items()
-    for i, label in enumerate(labels)
-  }
-  for label, r in rows.items():
-    color = colors[label]
-    style = ":" if "scratch" in label else "-"
-    if not r["bytes_communicated"]:
-      for ax in axes:
-        ax.axhline(r["eval_loss_per_char"], color=color, linestyle="--", linewidth=1, label=label)
-      continue
-    rounds, losses, sent = zip(*r["loss_per_char_curve"], strict=True)
-    axes[0].plot(rounds, losses, style, marker="o", color=color, alpha=0.85, label=label)
-    axes[1].plot([b / 2**20 for b in sent], losses, style, marker="o", color=color, alpha=0.85)
-  axes[0].set(xlabel="round", ylabel="held-out loss per character (nats)", title="Against rounds")
-  axes[1].set(xlabel="MB communicated", xscale="log", title="Against bytes")
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+def _rows_by_seed(args, s, work: str, lstm_length: int, presets: dict, done: dict) -> dict:
+  """`{seed: {label: row}}` for every seed of `--seeds`, keeping what `done` (an earlier `--out`) holds."""
+  labels = QUICK_ROWS if args.quick else tuple(ROWS)
+  seeds = [int(x) for x in args.seeds.split(",")]
+  kept = {0: done.get("rows", {})} | {int(k): v for k, v in done.get("rows_by_seed", {}).items()}
+  out = {}
+  for seed in seeds:
+    have = kept.get(seed, {})
+    out[seed] = {
+      label: have.get(label) or measure(label, s, work, lstm_length, presets, seed) for label in labels
+    }
+  return out
 
 
 def main(argv=None) -> dict:
@@ -255,6 +211,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--plot_from", default="", help="Only draw --plot from this earlier --out JSON.")
   parser.add_argument(
     "--keep_rows", action="store_true", help="Keep what --out holds; measure only what it lacks."
+  )
+  parser.add_argument(
+    "--seeds", default="0", help="Comma-separated seeds of every federated row (the presets stay the same)."
   )
   args = parser.parse_args(argv)
   if args.plot_from:
@@ -267,15 +226,12 @@ def main(argv=None) -> dict:
   rates = QUICK_PRETRAIN_RATES if args.quick else PRETRAIN_RATES
   pretraining = {m: pretrain_best(s, work, m, rates[m], lstm_length) for m in rates}
   presets = {m: p["preset"] for m, p in pretraining.items()}
-  labels = QUICK_ROWS if args.quick else tuple(ROWS)
   done = {}
   if args.keep_rows and os.path.exists(args.out):
     with open(args.out) as f:
       done = json.load(f)
-  rows = {
-    label: done.get("rows", {}).get(label) or measure(label, s, work, lstm_length, presets)
-    for label in labels
-  }
+  by_seed = _rows_by_seed(args, s, work, lstm_length, presets, done)
+  rows = by_seed[min(by_seed)]
   print(table(rows))
   ceilings = done.get("central_same_batches") or central(rows, work, presets)
   print(gain_table(rows, ceilings))
@@ -293,6 +249,15 @@ def main(argv=None) -> dict:
     "gain_table": gain_table(rows, ceilings),
     "work_dir": work,
   }
+  if len(by_seed) > 1:
+    summary = runs.over_seeds(by_seed, "eval_loss_per_char", reference_row)
+    result["rows_by_seed"] = {
+      str(seed): {label: {k: v for k, v in r.items() if k != "curve"} for label, r in rows_.items()}
+      for seed, rows_ in by_seed.items()
+    }
+    result["over_seeds"] = summary
+    result["seeds_table"] = runs.seeds_table(summary, "loss per char, last round")
+    print(result["seeds_table"])
   return common.write(result, args.out)
 
 

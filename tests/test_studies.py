@@ -1,6 +1,6 @@
 """The studies' own arithmetic, on rows written by hand (their runs are tested in test_benchmarks)."""
 
-from studies import same_start
+from studies import same_start_report
 
 
 def _row(loss, sent, curve):
@@ -10,18 +10,46 @@ def _row(loss, sent, curve):
 def test_same_start_reads_every_row_within_the_whole_model_runs_bytes():
   mb = 2**20
   rows = {
-    same_start.BUDGET_ROW: _row(1.5, 100 * mb, [(10, 1.9, 25 * mb), (20, 1.5, 100 * mb)]),
+    same_start_report.BUDGET_ROW: _row(1.5, 100 * mb, [(10, 1.9, 25 * mb), (20, 1.5, 100 * mb)]),
     "cheaper": _row(1.4, 150 * mb, [(10, 1.8, 50 * mb), (20, 1.6, 100 * mb), (30, 1.4, 150 * mb)]),
     "dearer": _row(1.2, 400 * mb, [(10, 1.7, 200 * mb), (20, 1.2, 400 * mb)]),
     "unchanged": _row(1.7, 0, []),
   }
-  assert same_start.at_bytes(rows["cheaper"], 100 * mb) == 1.6  # The last evaluation within, not the last.
-  assert same_start.at_bytes(rows["dearer"], 100 * mb) is None
-  lines = same_start.table(rows).splitlines()
+  assert (
+    same_start_report.at_bytes(rows["cheaper"], 100 * mb) == 1.6
+  )  # The last evaluation within, not the last.
+  assert same_start_report.at_bytes(rows["dearer"], 100 * mb) is None
+  lines = same_start_report.table(rows).splitlines()
   assert "within 100.0 MB" in lines[0]
   assert lines[2:] == [
-    f"| {same_start.BUDGET_ROW} | 1.5000 | 1.5000 | 100.0 |",
+    f"| {same_start_report.BUDGET_ROW} | 1.5000 | 1.5000 | 100.0 |",
     "| cheaper | 1.4000 | 1.6000 | 150.0 |",
     "| dearer | 1.2000 | - | 400.0 |",
     "| unchanged | 1.7000 | 1.7000 | 0.0 |",
   ]
+
+
+def test_rows_over_seeds_give_means_intervals_and_paired_differences_from_their_reference():
+  import numpy as np
+  from scipy import stats
+
+  from studies import runs
+
+  by_seed = {  # A row and its reference, paired by seed: the reference moves with the seed, the gap not.
+    s: {"ref": {"loss": 2.0 + 0.1 * s}, "row": {"loss": 1.9 + 0.1 * s + 0.01 * (s - 1)}} for s in (0, 1, 2)
+  }
+  summary = {r["label"]: r for r in runs.over_seeds(by_seed, "loss", lambda label: "ref")}
+  ref, row = summary["ref"], summary["row"]
+  assert "difference" not in ref and ref["seeds"] == 3 and ref["mean"] == np.mean([2.0, 2.1, 2.2])
+  low, high = stats.t.interval(0.95, 2, loc=2.1, scale=stats.sem([2.0, 2.1, 2.2]))
+  assert (ref["low"], ref["high"]) == (low, high)
+  differences = [by_seed[s]["row"]["loss"] - by_seed[s]["ref"]["loss"] for s in (0, 1, 2)]
+  assert row["difference"] == np.mean(differences)
+  low, high = stats.t.interval(0.95, 2, loc=np.mean(differences), scale=stats.sem(differences))
+  assert row["difference_low"] == low and row["difference_high"] == high < 0  # Excludes zero: paired.
+  assert row["low"] < ref["mean"] < row["high"]  # Unpaired: no finding.
+  lines = runs.seeds_table(list(summary.values()), "loss").splitlines()
+  assert lines[2] == f"| ref | 3 | 2.1000 [{ref['low']:.4f}, {ref['high']:.4f}] |  |  |"
+  assert (
+    lines[3].startswith("| row | 3 | 2.0000 [") and f"-0.1000 [{low:.4f}, {high:.4f}] | ref |" in lines[3]
+  )
