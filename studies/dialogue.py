@@ -2,6 +2,7 @@
 
   .venv/bin/python -m studies.dialogue --out studies/results_dialogue.json --work_dir /tmp/dialogue
   .venv/bin/python -m studies.dialogue --quick      # tiny model, few rounds (the tests run it)
+  .venv/bin/python -m studies.dialogue --seeds 0,1,2 --out ... --work_dir ...   # every row over seeds
 
 `experiments.pretrain` trains GPT-2 centrally on the histories' text (as
 `studies.pretrain_finetune` does, with longer sequences). The other plays'
@@ -13,12 +14,10 @@ examples into the same train/test split. Rows, each scored on the same
 held-out pairs' response tokens (response perplexity, by Keras on the final
 weights; the pair runs' own federated evaluation agrees):
 
-- pretrained, unchanged;
-- federated LoRA on the pairs, loss on the responses (`--examples=pairs`);
-- federated LoRA on the same pairs as plain text, loss on every token;
-- federated full fine-tuning on the pairs (client Adam 3e-4);
-- the LoRA recipe search, one change each: client rate, local epochs, rank,
-  server momentum, FFA-LoRA.
+the preset unchanged; federated LoRA on the pairs with the loss on the
+responses (`--examples=pairs`) and on the same pairs as plain text; full
+fine-tuning on the pairs (client Adam 3e-4); the LoRA recipe search, one
+change each (client rate, local epochs, rank, server momentum, FFA-LoRA).
 """
 
 import dataclasses
@@ -130,7 +129,8 @@ def score(s: Settings, work: str, names: list[str]) -> dict:
   from tff_gpt.data import pairs
   from tff_gpt.models import metrics, tff_model
   from tff_gpt.training import config as config_lib
-  from tff_gpt.training import restore, trainer
+  from tff_gpt.training import outputs, restore
+  from tff_gpt.training.task import FederatedTask
 
   config = config_lib.ExperimentConfig(
     root_output_dir=f"{work}/runs",
@@ -144,7 +144,8 @@ def score(s: Settings, work: str, names: list[str]) -> dict:
   )
   out = {}
   with runtime.execution_context(max_concurrent_computation_calls=1):
-    task = trainer.FederatedExperiment(config).task
+    config.validate()
+    task = FederatedTask(config, outputs.RunDirs.of(config.root_output_dir, config.experiment_name))
     models = {"unchanged": tff_model.keras_model_with_weights(task.model_config, task.initial_weights())}
     for name in names:
       models[name] = restore.load_latest_model(f"{work}/runs", name)[2]
@@ -225,27 +226,45 @@ def rows_to_run(s: Settings, work: str, quick: bool) -> dict:
 
 
 def prepare(s: Settings, work: str) -> tuple[dict, dict]:
-  """Pretrains the preset and writes the dialogue corpora into `work` (unless done there before);
-  returns the pretraining's figures and the corpora's."""
+  """The preset pretrained and the dialogue corpora written in `work` (unless there): their figures."""
   pretrained = pretrain_finetune.pretrain(s, work, rest_jsonl=False)
   return pretrained, write_dialogue(s, work)
 
 
+BASE_ROW = "federated LoRA, loss on responses"  # What rows over seeds are compared with.
+
+
+def rows_over_seeds(s: Settings, work: str, planned: dict, seeds: list[int]) -> dict:
+  """`{seed: {label: row}}`: every planned run once per seed (seed 0's under the names runs had before
+  seeds, others' ending in `_s<seed>`), each scored on the same held-out pairs (`score`)."""
+  names = {seed: {label: runs.seeded(name, seed) for label, (name, _) in planned.items()} for seed in seeds}
+  runs_ = {
+    seed: {
+      label: run_row(names[seed][label], s, work, [*extra, f"--seed={seed}"])
+      for label, (_, extra) in planned.items()
+    }
+    for seed in seeds
+  }
+  scores = score(s, work, [name for by_label in names.values() for name in by_label.values()])
+  return {
+    seed: {"pretrained, unchanged": scores["unchanged"]}
+    | {label: {**runs_[seed][label], **scores[names[seed][label]]} for label in planned}
+    for seed in seeds
+  } | {"pair_counts": scores["pair_counts"]}
+
+
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="Where the preset and runs go; reusing one skips what is done.")
+  parser.add_argument("--seeds", default="0", help="Comma-separated seeds of every federated row.")
   args = parser.parse_args(argv)
   s = settings(args.quick)
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
   os.makedirs(work, exist_ok=True)
   pretrained, data = prepare(s, work)
-  planned = rows_to_run(s, work, args.quick)
-  rows = {}
-  for label, (name, extra) in planned.items():
-    rows[label] = run_row(name, s, work, extra)
-  scores = score(s, work, [name for name, _ in planned.values()])
-  result_rows = {"pretrained, unchanged": scores["unchanged"]}
-  for label, (name, _) in planned.items():
-    result_rows[label] = {**rows[label], **scores[name]}
+  seeds = [int(x) for x in args.seeds.split(",")]
+  by_seed = rows_over_seeds(s, work, rows_to_run(s, work, args.quick), seeds)
+  pair_counts = by_seed.pop("pair_counts")
+  result_rows = by_seed[seeds[0]]
   print(table(result_rows))
   for name, r in result_rows.items():
     print(f"\n[{name}]")
@@ -258,10 +277,19 @@ def main(argv=None) -> dict:
     "settings": s.to_dict(),
     "pretraining": pretrained,
     "dialogue": data,
-    "pair_counts": scores["pair_counts"],
+    "pair_counts": pair_counts,
     "rows": result_rows,
     "work_dir": work,
   }
+  if len(seeds) > 1:
+    plain = {
+      seed: {k: {f: v for f, v in r.items() if f != "replies"} for k, r in rows.items()}
+      for seed, rows in by_seed.items()
+    }
+    result["rows_by_seed"] = {str(seed): rows for seed, rows in plain.items()}
+    result["over_seeds"] = runs.over_seeds(plain, "response_loss", lambda label: BASE_ROW)
+    result["seeds_table"] = runs.seeds_table(result["over_seeds"], "response loss (nats per token)")
+    print(result["seeds_table"])
   return common.write(result, args.out)
 
 

@@ -107,6 +107,7 @@ def table(rows: dict) -> str:
 
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="studies.dialogue's work directory (made when missing).")
+  parser.add_argument("--seeds", default="0", help="Comma-separated seeds of every variant's run.")
   args = parser.parse_args(argv)
   s = dataclasses.replace(dialogue.settings(args.quick), personalization_clients=3 if args.quick else 20)
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
@@ -114,20 +115,28 @@ def main(argv=None) -> dict:
   planned = {
     label: (name, [f.format(work=work) for f in flags]) for label, (name, flags) in variants(s).items()
   }
-  rows = {label: dialogue.run_row(name, s, work, flags) for label, (name, flags) in planned.items()}
-  scores = dialogue.score(s, work, [name for name, _ in planned.values()])
-  result_rows = {}
-  for label, (name, _) in planned.items():
-    scored = {k: v for k, v in scores[name].items() if k != "replies"}
-    result_rows[label] = {**rows[label], **scored, **gap_and_personalization(work, name)}
-  result_rows["pretrained, unchanged"] = {k: v for k, v in scores["unchanged"].items() if k != "replies"}
+  seeds = [int(x) for x in args.seeds.split(",")]
+  by_seed = dialogue.rows_over_seeds(s, work, planned, seeds)
+  by_seed.pop("pair_counts")
+  for seed, rows in by_seed.items():
+    by_seed[seed] = {label: {k: v for k, v in r.items() if k != "replies"} for label, r in rows.items()}
+    for label, (name, _) in planned.items():
+      by_seed[seed][label] |= gap_and_personalization(work, runs.seeded(name, seed))
+  result_rows = by_seed[seeds[0]]
   print(table({k: v for k, v in result_rows.items() if "lora_gap_median" in v}))
-  print(f"pretrained, unchanged: response perplexity {scores['unchanged']['response_perplexity']:.2f}")
+  unchanged = result_rows["pretrained, unchanged"]["response_perplexity"]
+  print(f"pretrained, unchanged: response perplexity {unchanged:.2f}")
   rates = () if args.quick else (0.001, 0.01)  # Quick: the runs' own personalization only.
   again = personalize_again(work, [n for n, _ in planned.values()], rates, s.personalization_clients, 20)
   for label, (name, _) in planned.items():
     result_rows[label]["personalization_at"] = again[name]
   result = {"settings": s.to_dict(), "rows": result_rows, "work_dir": work}
+  if len(seeds) > 1:
+    result["rows_by_seed"] = {str(seed): rows for seed, rows in by_seed.items()}
+    base = next(label for label in planned if label.startswith("LoRA, rank"))
+    result["over_seeds"] = runs.over_seeds(by_seed, "response_loss", lambda label: base)
+    result["seeds_table"] = runs.seeds_table(result["over_seeds"], "response loss (nats per token)")
+    print(result["seeds_table"])
   return common.write(result, args.out)
 
 

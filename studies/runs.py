@@ -196,3 +196,9 @@ def seeds_table(summary: list[dict], what: str) -> str:
       f"{r.get('reference', '')} |"
     )
   return "\n".join(lines)
+
+
+def seeded(name: str, seed: int) -> str:
+  """Run `name` of `seed`: seed 0 keeps the name runs had before seeds (a work directory made then is
+  reused), other seeds' end in `_s<seed>`."""
+  return f"{name}_s{seed}" if seed else name

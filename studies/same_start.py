@@ -105,7 +105,6 @@ def measure(
   runs had before seeds (a work directory made then is reused), other seeds' end in `_s<seed>`."""
   model, base_name, flags = ROWS[label]
   name = run_name(label, presets)
-  suffix = f"_s{seed}" if seed else ""
   lstm = model == "char_lstm"
   preset = presets[model]
   from_scratch = base_name in ("scratch", "lstm_scratch")
@@ -113,12 +112,12 @@ def measure(
     if lstm:
       lstm_values = dict(model="char_lstm", tokenizer="char", sequence_length=lstm_length)
       return pretrain_finetune.unchanged_row(
-        s, work, preset=preset, experiment_name=f"lstm_unchanged{suffix}", seed=seed, **lstm_values
+        s, work, preset=preset, experiment_name=runs.seeded("lstm_unchanged", seed), seed=seed, **lstm_values
       )
     return pretrain_finetune.unchanged_row(
-      s, work, preset=preset, experiment_name=f"unchanged{suffix}", seed=seed
+      s, work, preset=preset, experiment_name=runs.seeded("unchanged", seed), seed=seed
     )
-  name, flags = name + suffix, [*flags, f"--seed={seed}"]
+  name, flags = runs.seeded(name, seed), [*flags, f"--seed={seed}"]
   if lstm:
     start = [] if from_scratch else [f"--preset={work}/{preset}"]
     args = dict(tokenizer="char", sequence_length=lstm_length)

@@ -133,10 +133,27 @@ def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_resp
   )
   variants = tmp_path / "variants.json"  # The same work directory: its pretrained preset is reused.
   text = _run_benchmark(
-    tmp_path, "studies.lora_variants", "--quick", "--out", str(variants), "--work_dir", str(tmp_path / "w")
+    tmp_path,
+    "studies.lora_variants",
+    "--quick",
+    "--seeds=0,1",
+    "--out",
+    str(variants),
+    "--work_dir",
+    str(tmp_path / "w"),
   )
   assert "| variant | response perplexity |" in text
-  variant_rows = json.loads(variants.read_text())["rows"]
+  variant_result = json.loads(variants.read_text())
+  variant_rows = variant_result["rows"]
+  # Over two seeds: each variant's response loss per seed, paired with LoRA's of the same seed.
+  by_seed = variant_result["rows_by_seed"]
+  assert set(by_seed) == {"0", "1"} and by_seed["0"] == variant_rows
+  ffa = next(r for r in variant_result["over_seeds"] if r["label"].startswith("FFA-LoRA"))
+  lora = [by_seed[s][ffa["reference"]]["response_loss"] for s in ("0", "1")]
+  own = [by_seed[s][ffa["label"]]["response_loss"] for s in ("0", "1")]
+  assert ffa["reference"].startswith("LoRA, rank") and ffa["values"] == own
+  assert ffa["difference"] == pytest.approx((own[0] - lora[0] + own[1] - lora[1]) / 2)
+  assert own[0] != own[1]  # Seed 1 trained on other clients.
   assert len(variant_rows) == 5  # Four variants and the unchanged preset, scored on the same responses.
   assert len({r["response_tokens"] for r in variant_rows.values()}) == 1
   by_kind = {label.split(",")[0]: r for label, r in variant_rows.items()}
