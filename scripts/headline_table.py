@@ -139,11 +139,18 @@ def pretrain_finetune_table() -> str:
   )
 
 
+def _with_seeds(table: str, result: dict) -> str:
+  """`table`, and the table over seeds when the study ran more than one (`--seeds`)."""
+  return table + ("\n\n" + result["seeds_table"] if "seeds_table" in result else "")
+
+
 def dialogue_table() -> str:
-  rows = _results("results_dialogue.json")["rows"]
+  result = _results("results_dialogue.json")
+  rows = result["rows"]
   command = "studies.dialogue --out studies/results_dialogue.json --work_dir /tmp/dialogue"
   made = "2026-12-03, commits f9acf6a..ff78574, the last two rows 7ec0573"
-  return _study("dialogue").table(rows) + "\n\n" + _source("results_dialogue.json", command, made)
+  table = _with_seeds(_study("dialogue").table(rows), result)
+  return table + "\n\n" + _source("results_dialogue.json", command, made)
 
 
 def recipe_table() -> str:
@@ -163,11 +170,12 @@ def recipe_table() -> str:
 
 
 def lora_variants_table() -> str:
-  rows = _results("results_lora_variants.json")["rows"]
+  result = _results("results_lora_variants.json")
+  rows = result["rows"]
   trained = {k: v for k, v in rows.items() if "lora_gap_median" in v}
   command = "studies.lora_variants --work_dir /tmp/dialogue --out studies/results_lora_variants.json"
   made = "2026-12-03, commits c7ef83b..43f1d73"
-  table = _study("lora_variants").table(trained)
+  table = _with_seeds(_study("lora_variants").table(trained), result)
   return table + "\n\n" + _source("results_lora_variants.json", command, made)
 
 
