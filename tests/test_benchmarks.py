@@ -172,30 +172,3 @@ def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_resp
   plain = rows[text]
   assert plain["run_eval_perplexity"] != pytest.approx(plain["response_perplexity"], rel=1e-3)  # All tokens.
   assert result["pair_counts"]["test"]["pairs"] > 0
-
-
-@pytest.mark.slow
-def test_quick_same_start_over_two_seeds_pairs_every_row_with_its_unchanged_preset(tmp_path):
-  out = tmp_path / "same_start.json"
-  work = tmp_path / "w"
-  text = _run_benchmark(
-    tmp_path, "studies.same_start", "--quick", "--seeds=0,1", "--out", str(out), "--work_dir", str(work)
-  )
-  assert "| row | seeds | loss per char, last round, mean [95% interval] |" in text
-  result = json.loads(out.read_text())
-  by_seed = result["rows_by_seed"]
-  assert set(by_seed) == {"0", "1"} and result["rows"] == by_seed["0"]
-  summary = {r["label"]: r for r in result["over_seeds"]}
-  for label, r in summary.items():
-    values = [by_seed[s][label]["eval_loss_per_char"] for s in ("0", "1")]
-    assert r["values"] == values and r["mean"] == pytest.approx(sum(values) / 2)
-    if not label.endswith("unchanged"):  # Every other row against its model's unchanged preset, per seed.
-      reference = (
-        by_seed["0"][r["reference"]]["eval_loss_per_char"],
-        by_seed["1"][r["reference"]]["eval_loss_per_char"],
-      )
-      assert r["difference"] == pytest.approx((values[0] - reference[0] + values[1] - reference[1]) / 2)
-  # Seed 1's runs are runs of their own (their clients differ), seed 0's keep the names runs had before seeds.
-  results = work / "runs" / "results"
-  seed_0, seed_1 = (results / name / "sampled_clients.csv" for name in ("lstm_scratch", "lstm_scratch_s1"))
-  assert seed_0.read_text() != seed_1.read_text()
