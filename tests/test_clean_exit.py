@@ -28,7 +28,7 @@ def test_finished_run_closes_stdout_and_leaves_no_worker(tmp_path):
   helpers.assert_no_worker_left(proc.pid, within=0)
   out = log.read_bytes()
   assert proc.returncode == 0, out.decode()[-2000:]
-  assert b"Finished 1 rounds of fedavg" in out
+  assert b"Finished 3 rounds of fedavg" in out
   assert b"Traceback" not in out, out.decode()[-3000:]  # Nothing asks a stopped worker for anything at exit.
 
 

@@ -163,7 +163,7 @@ def test_comparison_of_trainable_modes(tmp_path):
   }
   # Every round each client moves the trained weights down and up, float32, and its weight: 8 P + 4 bytes.
   model = outputs.read_json(outputs.RunDirs.of(root, "whole").run_config)["model"]
-  whole_params, lora_params = tff_model.build_keras_model(model).count_params(), 4 * 2 * (16 * 2 + 2 * 16)
+  whole_params, lora_params = tff_model.build_keras_model(model).count_params(), 4 * (16 * 2 + 2 * 16)
   assert sent["lora"] / sent["whole"] == pytest.approx((8 * lora_params + 4) / (8 * whole_params + 4))
   assert os.path.isdir(outputs.RunDirs.of(root, "lora").frozen_weights)
   assert not os.path.exists(outputs.RunDirs.of(root, "whole").frozen_weights)

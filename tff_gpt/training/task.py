@@ -53,7 +53,7 @@ class FederatedTask:
       preset=self.preset if config.gpt2_preset else None,
       **config.tokenizer_kwargs(),
     )
-    self.model_config = model_config or self._model_config()
+    self.model_config = self._model_config() if model_config is None else model_config
     self.model_fn = tff_model.build_model_fn(
       self.model_config, sequence_length=config.sequence_length, **self.model_settings
     )
