@@ -2,8 +2,9 @@
 
   .venv/bin/python -m studies.same_start --work_dir /tmp/same_start --out studies/results_same_start.json
   .venv/bin/python -m studies.same_start --quick     # tiny models, few rounds
-  .venv/bin/python -m studies.same_start --work_dir /tmp/same_start --seeds 0,1,2 --keep_rows \
-      --out studies/results_same_start.json          # every row over three seeds, paired
+  .venv/bin/python -m studies.same_start --work_dir /tmp/same_start --seeds 0,1,2 \
+      --out studies/results_same_start.json          # every row over three seeds, paired (--keep_rows
+                                                     # only with the work directory --out was made in)
   .venv/bin/python -m studies.same_start --plot_from studies/results_same_start.json \
       --plot docs/same_start.png                     # redraws the figure from the results
 
