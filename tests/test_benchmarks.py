@@ -109,7 +109,7 @@ def test_quick_central_replay_trains_every_configuration_centrally(tmp_path):
   text = _run_benchmark(
     tmp_path, "studies.central_replay", "--quick", "--factors=0.5,1", "--out", str(out), "--plot", str(plot)
   )
-  assert "| configuration | federated: client lr |" in text and plot.stat().st_size > 0
+  assert "| configuration | federated: client lr |" in text and plot.stat().st_size > 10_000
   results = json.loads(out.read_text())["results"]
   assert set(results) == {"gpt2_tiny"}
   for r in results.values():
