@@ -15,6 +15,8 @@ Fields:
   bytes_per_client: `{"client_download_bytes", "client_upload_bytes"}` of one client and round
     (`algorithms.communication`).
   round_bytes: Bytes one round communicates, every client's download and upload.
+  sample: `(round_num, clients) -> client ids`, TFF's uniform sampling of the training clients by the seed
+    (`clients_for_round` calls it).
 """
 
 import dataclasses
