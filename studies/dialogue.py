@@ -2,7 +2,8 @@
 
   .venv/bin/python -m studies.dialogue --out studies/results_dialogue.json --work_dir /tmp/dialogue
   .venv/bin/python -m studies.dialogue --quick      # tiny model, few rounds (the tests run it)
-  .venv/bin/python -m studies.dialogue --seeds 0,1,2 --out ... --work_dir ...   # every row over seeds
+  .venv/bin/python -m studies.dialogue --seeds 0,1,2 --keep_rows --out studies/results_dialogue.json \
+      --work_dir /tmp/dialogue   # SEEDED_ROWS over seeds, the rows --out holds kept
 
 `experiments.pretrain` trains GPT-2 centrally on the histories' text (as
 `studies.pretrain_finetune` does, with longer sequences). The other plays'
@@ -26,7 +27,7 @@ import json
 import os
 import tempfile
 
-from studies import common, pretrain_finetune, runs
+from studies import common, dialogue_scoring, pretrain_finetune, runs
 
 SEPARATOR = "\n\n### Response:\n"
 
@@ -121,59 +122,6 @@ def run_row(name: str, s: Settings, work: str, extra: list[str]) -> dict:
   }
 
 
-def score(s: Settings, work: str, names: list[str]) -> dict:
-  """Response loss of the unchanged preset and of each run's final model on the same held-out pairs."""
-  import numpy as np
-
-  from tff_gpt import generation, runtime
-  from tff_gpt.data import pairs
-  from tff_gpt.models import metrics, tff_model
-  from tff_gpt.training import config as config_lib
-  from tff_gpt.training import outputs, restore
-  from tff_gpt.training.task import FederatedTask
-
-  config = config_lib.ExperimentConfig(
-    root_output_dir=f"{work}/runs",
-    experiment_name="score",
-    dataset="jsonl",
-    dataset_path=f"{work}/dialogue_pairs.jsonl",
-    examples="pairs",
-    preset=f"{work}/preset",
-    sequence_length=s.sequence_length,
-    clients_per_eval=s.clients_per_eval,
-  )
-  out = {}
-  with runtime.execution_context(max_concurrent_computation_calls=1):
-    config.validate()
-    task = FederatedTask(config, outputs.RunDirs.of(config.root_output_dir, config.experiment_name))
-    models = {"unchanged": tff_model.keras_model_with_weights(task.model_config, task.initial_weights())}
-    for name in names:
-      models[name] = restore.load_latest_model(f"{work}/runs", name)[2]
-    held_out = [
-      pairs.split(task.test_data.texts[c][0]) for c in task.eval_client_ids[: 1 if s.rounds < 5 else 3]
-    ]
-    for name, model in models.items():
-      loss, tokens = metrics.TokenLoss(), metrics.NumTokens()
-      for client in task.eval_client_ids:
-        for x, y in task.test_data.eval_dataset(client, batch_size=32):
-          logits = model(x)
-          loss.update_state(y, logits)
-          tokens.update_state(y, logits)
-      replies = [
-        generation.reply(model, task.tokenizer, p, SEPARATOR, max_new_tokens=48, seed=0) for p, _ in held_out
-      ]
-      out[name] = {
-        "response_loss": float(loss.result()),
-        "response_perplexity": float(np.exp(loss.result())),
-        "response_tokens": int(tokens.result()),
-        "replies": [
-          {"prompt": p, "truth": t, "reply": r} for (p, t), r in zip(held_out, replies, strict=True)
-        ],
-      }
-    out["pair_counts"] = task.pair_summary()
-  return out
-
-
 def table(rows: dict) -> str:
   lines = [
     "| row | held-out response perplexity | vs unchanged | MB communicated | s/round |",
@@ -232,43 +180,68 @@ def prepare(s: Settings, work: str) -> tuple[dict, dict]:
 
 
 BASE_ROW = "federated LoRA, loss on responses"  # What rows over seeds are compared with.
+# The rows the conclusions rest on, run at every seed of --seeds (the recipe search: the first seed only;
+# studies.lora_variants runs LoRA and FFA-LoRA at 4 local epochs over seeds).
+SEEDED_ROWS = (
+  BASE_ROW,
+  "federated LoRA, same pairs as plain text",
+  "federated full fine-tuning, loss on responses",
+)
 
 
-def rows_over_seeds(s: Settings, work: str, planned: dict, seeds: list[int]) -> dict:
+def rows_over_seeds(
+  s: Settings, work: str, planned: dict, seeds: list[int], kept: dict | None = None
+) -> dict:
   """`{seed: {label: row}}`: every planned run once per seed (seed 0's under the names runs had before
-  seeds, others' ending in `_s<seed>`), each scored on the same held-out pairs (`score`)."""
-  names = {seed: {label: runs.seeded(name, seed) for label, (name, _) in planned.items()} for seed in seeds}
+  seeds, others' ending in `_s<seed>`), each scored on the same held-out pairs (`score`). A seed whose
+  rows `kept` (`runs.kept_rows`) holds, every planned label and the unchanged preset's, is not run."""
+  kept = kept or {}
+  labels = ["pretrained, unchanged", *planned]
+  todo = [seed for seed in seeds if not all(label in kept.get(seed, {}) for label in labels)]
+  names = {seed: {label: runs.seeded(name, seed) for label, (name, _) in planned.items()} for seed in todo}
   runs_ = {
     seed: {
       label: run_row(names[seed][label], s, work, [*extra, f"--seed={seed}"])
       for label, (_, extra) in planned.items()
     }
-    for seed in seeds
+    for seed in todo
   }
-  scores = score(s, work, [name for by_label in names.values() for name in by_label.values()])
-  return {
-    seed: {"pretrained, unchanged": scores["unchanged"]}
-    | {label: {**runs_[seed][label], **scores[names[seed][label]]} for label in planned}
-    for seed in seeds
-  } | {"pair_counts": scores["pair_counts"]}
+  scores = dialogue_scoring.score(
+    s, work, [name for by_label in names.values() for name in by_label.values()], SEPARATOR
+  )
+  out = {seed: {label: kept[seed][label] for label in labels} for seed in seeds if seed not in todo}
+  for seed in todo:
+    out[seed] = {"pretrained, unchanged": scores["unchanged"]} | {
+      label: {**runs_[seed][label], **scores[names[seed][label]]} for label in planned
+    }
+  return {seed: out[seed] for seed in seeds} | {"pair_counts": scores["pair_counts"]}
 
 
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="Where the preset and runs go; reusing one skips what is done.")
-  parser.add_argument("--seeds", default="0", help="Comma-separated seeds of every federated row.")
+  parser.add_argument(
+    "--seeds", default="0", help="Comma-separated seeds: all rows at the first, SEEDED_ROWS at every one."
+  )
+  parser.add_argument("--keep_rows", action="store_true", help=runs.KEEP_ROWS_HELP)
   args = parser.parse_args(argv)
   s = settings(args.quick)
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
   os.makedirs(work, exist_ok=True)
+  done = runs.kept_results(args.out) if args.keep_rows else {}
+  kept = runs.kept_rows(done)
   pretrained, data = prepare(s, work)
+  if done:
+    held_out = [p["epochs"][-1]["eval_loss"] for p in (done["pretraining"], pretrained)]
+    runs.same_preset(*held_out, "the dialogue preset")
   seeds = [int(x) for x in args.seeds.split(",")]
-  by_seed = rows_over_seeds(s, work, rows_to_run(s, work, args.quick), seeds)
-  pair_counts = by_seed.pop("pair_counts")
-  result_rows = by_seed[seeds[0]]
+  planned = rows_to_run(s, work, args.quick)
+  first = rows_over_seeds(s, work, planned, seeds[:1], kept)
+  pair_counts = first.pop("pair_counts")
+  result_rows = first[seeds[0]]
   print(table(result_rows))
   for name, r in result_rows.items():
     print(f"\n[{name}]")
-    for reply in r["replies"][:2]:
+    for reply in r.get("replies", [])[:2]:
       print(
         f"  prompt {reply['prompt'][-80:]!r}\n  reply  {reply['reply'][:120]!r}\n"
         f"  truth  {reply['truth'][:120]!r}"
@@ -282,6 +255,9 @@ def main(argv=None) -> dict:
     "work_dir": work,
   }
   if len(seeds) > 1:
+    seeded_rows = {label: run for label, run in planned.items() if label in SEEDED_ROWS}
+    by_seed = rows_over_seeds(s, work, seeded_rows, seeds, kept | first)
+    by_seed.pop("pair_counts")
     plain = {
       seed: {k: {f: v for f, v in r.items() if f != "replies"} for k, r in rows.items()}
       for seed, rows in by_seed.items()

@@ -2,6 +2,8 @@
 
   .venv/bin/python -m studies.lora_variants --work_dir /tmp/dialogue --out studies/results_lora_variants.json
   .venv/bin/python -m studies.lora_variants --quick     # tiny model, few rounds (the tests run it)
+  .venv/bin/python -m studies.lora_variants --work_dir /tmp/dialogue --seeds 0,1,2 --keep_rows \
+      --out studies/results_lora_variants.json          # seeds 1 and 2 beside the rows --out holds
 
 The task is `studies.dialogue`'s (central pretraining on the histories, then
 federated fine-tuning on the other plays' dialogue, loss on the responses;
@@ -108,29 +110,44 @@ def table(rows: dict) -> str:
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="studies.dialogue's work directory (made when missing).")
   parser.add_argument("--seeds", default="0", help="Comma-separated seeds of every variant's run.")
+  parser.add_argument("--keep_rows", action="store_true", help=runs.KEEP_ROWS_HELP)
   args = parser.parse_args(argv)
   s = dataclasses.replace(dialogue.settings(args.quick), personalization_clients=3 if args.quick else 20)
   work = args.work_dir or tempfile.mkdtemp(prefix="dialogue-")
-  dialogue.prepare(s, work)
+  done = runs.kept_results(args.out) if args.keep_rows else {}
+  kept = runs.kept_rows(done)
+  pretrained, _ = dialogue.prepare(s, work)
+  held_out = pretrained["epochs"][-1]["eval_loss"]
+  if done:  # Files written before this key: the preset is the dialogue study's (the same work directory).
+    recorded = done.get("preset_held_out_loss")
+    if recorded is None:
+      recorded = common.read("results_dialogue.json")["pretraining"]["epochs"][-1]["eval_loss"]
+    runs.same_preset(recorded, held_out, "the preset")
   planned = {
     label: (name, [f.format(work=work) for f in flags]) for label, (name, flags) in variants(s).items()
   }
   seeds = [int(x) for x in args.seeds.split(",")]
-  by_seed = dialogue.rows_over_seeds(s, work, planned, seeds)
+  by_seed = dialogue.rows_over_seeds(s, work, planned, seeds, kept)
   by_seed.pop("pair_counts")
   for seed, rows in by_seed.items():
     by_seed[seed] = {label: {k: v for k, v in r.items() if k != "replies"} for label, r in rows.items()}
     for label, (name, _) in planned.items():
-      by_seed[seed][label] |= gap_and_personalization(work, runs.seeded(name, seed))
+      if "lora_gap_median" not in by_seed[seed][label]:
+        by_seed[seed][label] |= gap_and_personalization(work, runs.seeded(name, seed))
   result_rows = by_seed[seeds[0]]
   print(table({k: v for k, v in result_rows.items() if "lora_gap_median" in v}))
   unchanged = result_rows["pretrained, unchanged"]["response_perplexity"]
   print(f"pretrained, unchanged: response perplexity {unchanged:.2f}")
   rates = () if args.quick else (0.001, 0.01)  # Quick: the runs' own personalization only.
-  again = personalize_again(work, [n for n, _ in planned.values()], rates, s.personalization_clients, 20)
+  names = [
+    runs.seeded(n, seeds[0])
+    for label, (n, _) in planned.items()
+    if "personalization_at" not in result_rows[label]
+  ]
+  again = personalize_again(work, names, rates, s.personalization_clients, 20)
   for label, (name, _) in planned.items():
-    result_rows[label]["personalization_at"] = again[name]
-  result = {"settings": s.to_dict(), "rows": result_rows, "work_dir": work}
+    result_rows[label].setdefault("personalization_at", again.get(runs.seeded(name, seeds[0])))
+  result = {"settings": s.to_dict(), "preset_held_out_loss": held_out, "rows": result_rows, "work_dir": work}
   if len(seeds) > 1:
     result["rows_by_seed"] = {str(seed): rows for seed, rows in by_seed.items()}
     base = next(label for label in planned if label.startswith("LoRA, rank"))

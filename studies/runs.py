@@ -12,6 +12,7 @@ extends `Settings`, written into its results file as a dict.
 import csv
 import dataclasses
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -202,3 +203,38 @@ def seeded(name: str, seed: int) -> str:
   """Run `name` of `seed`: seed 0 keeps the name runs had before seeds (a work directory made then is
   reused), other seeds' end in `_s<seed>`."""
   return f"{name}_s{seed}" if seed else name
+
+
+KEEP_ROWS_HELP = (
+  "Keep the rows --out holds (at each of its seeds) and run only what it lacks; a preset pretrained "
+  "again in a new --work_dir must end at the held-out loss --out records."
+)
+
+
+def kept_results(out: str) -> dict:
+  """An earlier results file `out` (for `--keep_rows`), or {} when there is none."""
+  if not out or not os.path.exists(out):
+    return {}
+  with open(out) as f:
+    return json.load(f)
+
+
+def kept_rows(done: dict) -> dict:
+  """`{seed: {label: row}}` of an earlier results file: "rows_by_seed", and seed 0's from "rows" (the
+  first seed's whole table, replies included)."""
+  if not done:
+    return {}
+  return {int(k): v for k, v in done.get("rows_by_seed", {}).items()} | {0: done.get("rows", {})}
+
+
+PRESET_TOLERANCE = 1e-5  # Relative: pretraining again on 2 CPU threads moved a held-out loss by 9e-7 of it.
+
+
+def same_preset(recorded: float, again: float, what: str) -> None:
+  """Stops unless `what`, pretrained again, ends at the held-out loss the kept rows started from (up to
+  `PRESET_TOLERANCE` of it: float rounding, far below what a seed moves)."""
+  if not math.isclose(recorded, again, rel_tol=PRESET_TOLERANCE):
+    raise SystemExit(
+      f"error: {what} pretrained again ends at held-out loss {again!r}, not the {recorded!r} the kept rows "
+      "started from; run without --keep_rows (every row again) or in the work directory --out was made in."
+    )

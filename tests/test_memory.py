@@ -1,5 +1,6 @@
 """The peak-memory estimate: its fit to measured peaks, the refusal before round 1, and the override."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,17 +14,24 @@ GPT2_124M = dict(num_layers=12, hidden_dim=768, num_heads=12, vocabulary_size=50
 GPT2_124M_BYTES = 124_439_808 * 4
 
 
+def _peft_peak(clients: int, mode: str) -> dict:
+  """`benchmarks/results_peft.json`'s row of `mode` at `clients` a round (BENCHMARKS.md section 6)."""
+  with open(os.path.join(helpers.REPO, "benchmarks", "results_peft.json")) as f:
+    return next(r for r in json.load(f)[f"clients_{clients}"]["rows"] if r["mode"] == mode)
+
+
 @pytest.mark.parametrize(
-  "trained_params, clients, python_gb, measured_gb",
-  [
-    # BENCHMARKS.md section 6: batches of 4 x 128 tokens, one client at a time.
-    (124_439_808, 2, 4.3, 21.7),  # The whole model; its Python process held 4.3 GB.
-    (294_912, 10, 2.0, 4.6),  # lora:8
-    (121_344, 10, 2.0, 4.4),  # bitfit
-    (7_089_408, 10, 2.0, 5.1),  # last_blocks:1
+  "mode, clients, python_gb",
+  [  # Batches of 4 x 128 tokens, one client at a time; GB = 2^30 bytes.
+    ("all", 2, 4.3),  # The whole model; its Python process held 4.3 GB.
+    ("lora:8", 10, 2.0),
+    ("bitfit", 10, 2.0),
+    ("last_blocks:1", 10, 2.0),
   ],
 )
-def test_estimate_matches_the_measured_gpt2_124m_peaks(trained_params, clients, python_gb, measured_gb):
+def test_estimate_matches_the_measured_gpt2_124m_peaks(mode, clients, python_gb):
+  row = _peft_peak(clients, mode)
+  trained_params, measured_gb = row["trained_parameters"], row["peak_mb"] / 1024
   estimate = memory.estimate(
     process_bytes=int(python_gb * 2**30),
     weights_bytes=GPT2_124M_BYTES,
@@ -32,10 +40,10 @@ def test_estimate_matches_the_measured_gpt2_124m_peaks(trained_params, clients, 
     clients_per_round=clients,
     max_concurrent_computation_calls=1,
   )
-  # docs/reliability.md: "within 11%" of the process tree's peak, the Python process's measured size given
-  # (a run measures it before round 1); the worker's share, which the estimate models, within 18%.
-  assert estimate.total_mb / 1024 == pytest.approx(measured_gb, rel=0.11)
-  assert estimate.worker_mb / 1024 == pytest.approx(measured_gb - python_gb, rel=0.18)
+  # docs/reliability.md: "within 15%" of the process tree's peak, the Python process's measured size given
+  # (a run measures it before round 1); the worker's share, which the estimate models, within 24%.
+  assert estimate.total_mb / 1024 == pytest.approx(measured_gb, rel=0.15)
+  assert estimate.worker_mb / 1024 == pytest.approx(measured_gb - python_gb, rel=0.24)
 
 
 def test_the_whole_124m_model_at_10_clients_is_refused_on_a_24_gb_machine():

@@ -236,11 +236,22 @@ def test_a_federated_run_on_pairs_learns_the_responses_and_counts_them(pair_run)
   assert "prompt and response pairs, loss on responses: train 18 pairs" in report.format_summary(summary)
 
 
-def test_a_reply_starts_after_the_separator_and_stops_at_the_end_token(pair_run):
+def test_a_reply_is_the_greedy_continuation_after_the_separator_up_to_the_end_token(pair_run):
   experiment, summary = pair_run
   model = experiment.task.keras_model(summary["model_weights"])
-  text = generation.reply(model, experiment.task.tokenizer, "say abc", "\n>", seed=0)
-  assert isinstance(text, str) and "\n>" not in text and len(text) < 24
+  tokenizer = experiment.task.tokenizer
+  # By hand: argmax of the backbone's next-token logits after `[BOS] prompt separator`, one token at a time.
+  ids = [tokenizer.bos_id, *(int(i) for part in tokenizer.encode(["say abc", "\n>"]) for i in part)]
+  backbone, new = gpt2_lm.backbone_of(model), []
+  while len(ids) < 24 and tokenizer.eos_id not in new:
+    x = {"token_ids": np.array([ids], np.int32), "padding_mask": np.ones((1, len(ids)), bool)}
+    hidden = backbone(x)[0, -1]
+    logits = tf.linalg.matvec(backbone.token_embedding.embeddings, hidden)
+    new.append(int(np.argmax(logits)))
+    ids.append(new[-1])
+  assert tokenizer.eos_id in new  # The case under test: the model ends its reply itself.
+  expected = tokenizer.decode(np.array(new[: new.index(tokenizer.eos_id)], np.int32))
+  assert generation.reply(model, tokenizer, "say abc", "\n>", sampler="greedy") == expected
 
 
 def test_the_export_holds_the_pairs_and_the_portable_packing_equals_trainings(pair_run, tmp_path):

@@ -1,5 +1,7 @@
 """The studies' own arithmetic, on rows written by hand (their runs are tested in test_benchmarks)."""
 
+import pytest
+
 from studies import same_start_report
 
 
@@ -53,3 +55,16 @@ def test_rows_over_seeds_give_means_intervals_and_paired_differences_from_their_
   assert (
     lines[3].startswith("| row | 3 | 2.0000 [") and f"-0.1000 [{low:.4f}, {high:.4f}] | ref |" in lines[3]
   )
+
+
+def test_kept_rows_take_the_first_seeds_whole_table_and_a_preset_that_moved_stops_the_study():
+  from studies import runs
+
+  done = {
+    "rows": {"a": {"loss": 1.0, "replies": ["r"]}, "b": {"loss": 2.0}},
+    "rows_by_seed": {"0": {"a": {"loss": 1.0}}, "1": {"a": {"loss": 1.5}}},
+  }
+  assert runs.kept_rows(done) == {0: done["rows"], 1: {"a": {"loss": 1.5}}} and runs.kept_rows({}) == {}
+  runs.same_preset(4.342155456542969, 4.342159271240234, "the preset")  # Pretrained again: 9e-7 of it.
+  with pytest.raises(SystemExit, match=r"^error: the preset pretrained again ends at held-out loss 4.54,"):
+    runs.same_preset(4.5371, 4.54, "the preset")

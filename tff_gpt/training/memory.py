@@ -14,8 +14,8 @@ worker part-way through a round (GPT-2 124M, all weights, 10 clients: at
   (BENCHMARKS.md, "Scaling"); plus `SERVER_COPIES` of the trained weights.
 
 The coefficients are fitted to the measurements in BENCHMARKS.md: sections 4
-(per-client growth of the small model) and 6 (GPT-2 124M: 21.7 GB for the
-whole model at 2 clients a round, 4.6 GB for `lora:8` at 10). Every run
+(per-client growth of the small model) and 6 (GPT-2 124M: 21.2 GB for the
+whole model at 2 clients a round, 4.5 GB for `lora:8` at 10). Every run
 writes its estimate beside its measured peak in `summary.json`
 (`memory_estimate_mb`, `memory_peak_mb`), so the fit can be checked on any
 machine.
