@@ -9,7 +9,16 @@ that `data.settings.CorpusSettings` declares and documents) and returns a
 import dataclasses
 from collections.abc import Callable
 
-from tff_gpt.data import client_data, pairs, partitions, shakespeare, text_corpus, tfds_corpus, tff_datasets
+from tff_gpt.data import (
+  client_data,
+  packaged,
+  pairs,
+  partitions,
+  shakespeare,
+  text_corpus,
+  tfds_corpus,
+  tff_datasets,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +82,20 @@ def _tff(r: Request) -> client_data.FederatedCorpus:
   )
 
 
+def _packaged(r: Request) -> client_data.FederatedCorpus:
+  """A corpus of `packaged`: text is its first field; pairs, unless fields are given, its two fields."""
+  if r.path:
+    raise client_data.CorpusError(f"The {r.name} corpus is fetched and cached: do not pass a path.")
+  first, second = packaged.FIELDS[r.name]
+  examples = r.examples or pairs.ExampleFormat()
+  if not examples.is_pairs:
+    examples = dataclasses.replace(examples, text_field=first)
+  elif (examples.prompt_field, examples.response_field) == ("prompt", "response"):
+    examples = dataclasses.replace(examples, prompt_field=first, response_field=second)
+  path = packaged.prepare(r.name, r.cache_dir)
+  return text_corpus.load_jsonl(path, examples=examples, **r.dealt)
+
+
 LOADERS: dict[str, Callable[[Request], client_data.FederatedCorpus]] = {
   "shakespeare": _shakespeare,
   "text_dir": _text_dir,
@@ -80,9 +103,12 @@ LOADERS: dict[str, Callable[[Request], client_data.FederatedCorpus]] = {
   "tfds": _tfds,
   "tff_shakespeare": _tff,
   "tff_stackoverflow": _tff,
+  "rotten_tomatoes": _packaged,
+  "spam_assassin": _packaged,
 }
 CORPORA = tuple(LOADERS)
-PAIRS_CORPORA = ("shakespeare", "jsonl", "tfds")  # The loaders that read prompt and response pairs.
+# The loaders that read prompt and response pairs (jsonl and tfds first: they read alpaca too).
+PAIRS_CORPORA = ("jsonl", "tfds", "shakespeare", "rotten_tomatoes", "spam_assassin")
 
 
 def load_corpus(name: str, **request) -> client_data.FederatedCorpus:
@@ -98,6 +124,6 @@ def load_corpus(name: str, **request) -> client_data.FederatedCorpus:
   r = Request(name, **request)
   if r.examples is not None and r.examples.is_pairs and name not in PAIRS_CORPORA:
     raise client_data.CorpusError(
-      f"--examples={r.examples.kind} reads jsonl, tfds or shakespeare, not {name}."
+      f"--examples={r.examples.kind} reads {', '.join(PAIRS_CORPORA)}, not {name}."
     )
   return LOADERS[name](r)

