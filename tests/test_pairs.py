@@ -7,9 +7,10 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import special
 
 from tests import helpers
-from tff_gpt import export, generation
+from tff_gpt import errors, export, generation, label_scoring
 from tff_gpt.algorithms import privacy
 from tff_gpt.data import client_data, pairs, preprocessing, shakespeare, text_corpus, tokenizers
 from tff_gpt.export import portable
@@ -312,3 +313,40 @@ def test_pairs_train_with_lora_and_differential_privacy(tmp_path):
   )
   assert np.isfinite(summary["eval_loss"])
   assert summary["pairs"]["train"]["pairs"] == 12
+
+
+def test_generative_classification_scores_each_class_as_its_response_and_counts_f1_by_class(pair_run):
+  experiment, summary = pair_run
+  model, tokenizer = experiment.task.keras_model(summary["model_weights"]), experiment.task.tokenizer
+  classes, prompts = ["abc abc", "xyz xyz", "cat cat"], ["say abc", "say zyx"]
+  losses = label_scoring.class_losses(model, tokenizer, prompts, classes, separator="\n>", sequence_length=24)
+
+  def by_hand(prompt, response):  # [BOS] prompt separator response [END], summed -log p of the response part.
+    head = [tokenizer.bos_id, *(int(i) for part in tokenizer.encode([prompt, "\n>"]) for i in part)]
+    tail = [*(int(i) for i in tokenizer.encode([response])[0]), tokenizer.eos_id]
+    ids = np.array([head + tail], np.int32)
+    logits = model({"token_ids": ids[:, :-1], "padding_mask": np.ones_like(ids[:, :-1], bool)})[0].numpy()
+    log_p = special.log_softmax(logits, axis=-1)
+    return -sum(log_p[len(head) - 1 + i, t] for i, t in enumerate(tail))
+
+  np.testing.assert_allclose(losses, [[by_hand(p, c) for c in classes] for p in prompts], rtol=1e-4)
+  held_out = {"a": [("say abc", "abc abc"), ("say cat", "cat cat")], "b": [("say zyx", "xyz xyz")]}
+  result = label_scoring.evaluate(model, tokenizer, held_out, classes, separator="\n>", sequence_length=24)
+  truth = [0, 2, 1]
+  predicted = [
+    int(np.argmin([by_hand(p, c) for c in classes])) for examples in held_out.values() for p, _ in examples
+  ]
+  f1 = []  # Macro-F1 by hand: each class's F1 (0 where it is never true nor predicted), averaged.
+  for k in range(3):
+    tp = sum(t == p == k for t, p in zip(truth, predicted, strict=True))
+    f1.append(2 * tp / (truth.count(k) + predicted.count(k)) if truth.count(k) + predicted.count(k) else 0.0)
+  assert result["overall"] == {
+    "examples": 3,
+    "accuracy": pytest.approx(np.mean(np.equal(truth, predicted))),
+    "macro_f1": pytest.approx(np.mean(f1)),
+  }
+  assert result["clients"]["a"]["examples"] == 2 and result["clients"]["b"]["examples"] == 1
+  with pytest.raises(errors.UserInputError, match=r"^Client 'b' has the label 'dog', not one of the classes"):
+    label_scoring.evaluate(
+      model, tokenizer, {"b": [("say dog", "dog")]}, classes, separator="\n>", sequence_length=24
+    )

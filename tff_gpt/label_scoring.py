@@ -1,0 +1,100 @@
+"""Classification in generative form: the class whose words the model finds likeliest after the prompt.
+
+Every held-out prompt is packed with every class as its response, exactly as
+training packs a pair (`pairs.TokenizedPairs`: `[BOS] prompt separator class
+[END]`, the prompt cut from its start when long), and each class scored by the
+summed cross-entropy of its tokens and the end token; the prediction is the
+lowest. Accuracy and macro-F1 (scikit-learn's) per client and over all of them.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tff_gpt import errors
+from tff_gpt.data import pairs, preprocessing
+
+
+def class_losses(
+  model: tf.keras.Model,
+  tokenizer,
+  prompts: Sequence[str],
+  classes: Sequence[str],
+  *,
+  separator: str,
+  sequence_length: int,
+  batch_size: int = 32,
+) -> np.ndarray:
+  """`[len(prompts), len(classes)]`: each class's summed cross-entropy as the response to each prompt."""
+  texts = [pairs.join(p, c, separator)[0] for p in prompts for c in classes]
+  if None in texts:
+    raise errors.UserInputError(
+      f"A class or prompt is empty or holds the separator {separator!r}: change it."
+    )
+  packed = pairs.TokenizedPairs(
+    {"all": texts}, tokenizer, sequence_length=sequence_length, separator=separator
+  )
+  sequences = packed.sequences("all")
+  if len(sequences["labels"]) != len(texts):
+    raise errors.UserInputError(
+      f"A class does not fit in --sequence_length={sequence_length} beside the separator; use a longer one."
+    )
+  out = []
+  for start in range(0, len(texts), batch_size):
+    part = {k: v[start : start + batch_size] for k, v in sequences.items()}
+    logits = model({"token_ids": part["token_ids"], "padding_mask": part["padding_mask"]})
+    labels = part["labels"]
+    losses = tf.keras.losses.sparse_categorical_crossentropy(np.maximum(labels, 0), logits, from_logits=True)
+    out.append(np.sum(np.where(labels != preprocessing.IGNORE_LABEL, losses, 0.0), axis=1))
+  return np.concatenate(out).reshape(len(prompts), len(classes))
+
+
+def scores(truth: Sequence[int], predicted: Sequence[int], classes: Sequence[str]) -> dict:
+  """Accuracy and macro-F1 (over every class, a class never predicted nor true scoring 0) of one group."""
+  from sklearn import metrics
+
+  labels = list(range(len(classes)))
+  return {
+    "examples": len(truth),
+    "accuracy": float(metrics.accuracy_score(truth, predicted)),
+    "macro_f1": float(metrics.f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
+  }
+
+
+def evaluate(
+  model: tf.keras.Model,
+  tokenizer,
+  held_out: Mapping[str, Sequence[tuple[str, str]]],
+  classes: Sequence[str],
+  *,
+  separator: str,
+  sequence_length: int,
+) -> dict:
+  """`{"overall": scores, "clients": {client: scores}}` of `held_out`'s `(prompt, label)` pairs.
+
+  Raises:
+    errors.UserInputError: A label that is not one of `classes`.
+  """
+  index = {c: i for i, c in enumerate(classes)}
+  truth, predicted, clients = [], [], {}
+  for client, examples in held_out.items():
+    for _, label in examples:
+      if label not in index:
+        raise errors.UserInputError(
+          f"Client {client!r} has the label {label!r}, not one of the classes {list(classes)}: add it to "
+          "the classes or drop its examples."
+        )
+    losses = class_losses(
+      model,
+      tokenizer,
+      [p for p, _ in examples],
+      classes,
+      separator=separator,
+      sequence_length=sequence_length,
+    )
+    own_truth, own = [index[label] for _, label in examples], list(np.argmin(losses, axis=1))
+    clients[client] = scores(own_truth, own, classes)
+    truth += own_truth
+    predicted += own
+  return {"overall": scores(truth, predicted, classes), "clients": clients}
