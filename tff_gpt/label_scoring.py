@@ -98,3 +98,23 @@ def evaluate(
     truth += own_truth
     predicted += own
   return {"overall": scores(truth, predicted, classes), "clients": clients}
+
+
+def check_labels(train: Mapping[str, Sequence[str]], test: Mapping[str, Sequence[str]], classes) -> None:
+  """Raises (one line) unless every response of both splits is a class and every class is trained on."""
+  trained = set()
+  for split, texts in (("training", train), ("held-out", test)):
+    for client, examples in texts.items():
+      for example in examples:
+        response = pairs.split(example)[1]
+        if response not in classes:
+          raise errors.UserInputError(
+            f"{split.capitalize()} client {client!r} has the response {response!r}, not one of --classes "
+            f"{','.join(classes)}: add it there or drop its examples."
+          )
+        if split == "training":
+          trained.add(response)
+  if missing := [c for c in classes if c not in trained]:
+    raise errors.UserInputError(
+      f"No training client has an example of the class(es) {missing} of --classes: drop them or add examples."
+    )

@@ -86,6 +86,13 @@ class RunSettings:
   personalization_learning_rate: float = setting(
     0.1, "Learning rate of the personalizing clients' plain SGD.", resume=False, check=POSITIVE
   )
+  classes: str | None = setting(
+    None,
+    "Comma-separated class words of a classification in generative form (--examples=pairs, each response "
+    "one of them): every evaluation also picks each held-out prompt's likeliest class (eval_label_accuracy, "
+    "eval_macro_f1; per client in summary.json).",
+    resume=False,
+  )
   seed: int = setting(0, "Seed of the initial weights, client sampling, client shuffling and partitions.")
   max_concurrent_computation_calls: int = setting(
     2, "Client computations TFF runs at once (1 for 124M).", resume=False, check=AT_LEAST_1
@@ -118,6 +125,19 @@ class RunSettings:
 
   def check_run(self) -> None:
     check_declared(self, RunSettings)
+    classes = self.class_words()
+    require(
+      self.classes is None or (len(classes) >= 2 and len(set(classes)) == len(classes)),
+      "classes",
+      "needs two or more different words, comma-separated",
+    )
+    require(
+      self.classes is None or self.examples == "pairs", "classes", "scores responses: add --examples=pairs"
+    )
+
+  def class_words(self) -> list[str]:
+    """The words of `--classes`, in order (none when unset)."""
+    return [c.strip() for c in (self.classes or "").split(",") if c.strip()]
 
   def runtime_arguments(self, *, secure_aggregation: bool) -> dict:
     """`runtime.set_up` / `runtime.execution_context` arguments of this run."""

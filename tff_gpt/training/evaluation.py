@@ -13,7 +13,8 @@ import time
 
 import tqdm
 
-from tff_gpt import algorithms, runtime
+from tff_gpt import algorithms, label_scoring, runtime
+from tff_gpt.data import pairs
 from tff_gpt.models import metrics as metrics_lib
 from tff_gpt.training import personalization
 
@@ -35,6 +36,7 @@ class Evaluation:
     self.task = task
     self.progress = progress
     self.personalized_clients: list[dict] = []  # The last evaluation's per-client personalization rows.
+    self.classified_clients: dict[str, dict] = {}  # The last evaluation's per-client classification scores.
 
   @functools.cached_property
   def personalization(self) -> personalization.Personalization | None:
@@ -103,7 +105,25 @@ class Evaluation:
     # The same total loss per character of the held-out text: comparable across tokenizers.
     characters = self.task.characters(client_ids)
     metrics["eval_loss_per_char"] = metrics["eval_loss"] * metrics["eval_tokens"] / max(characters, 1)
+    if self.task.config.classes:
+      metrics.update(self._classify(model_weights, client_ids))
     return metrics
+
+  def _classify(self, model_weights, client_ids: list[str]) -> dict:
+    """`eval_label_accuracy` and `eval_macro_f1` of the likeliest class (`label_scoring`); per client kept."""
+    c = self.task.config
+    held_out = {cid: [pairs.split(e) for e in self.task.test_data.texts[cid]] for cid in client_ids}
+    result = label_scoring.evaluate(
+      self.task.keras_model(model_weights),
+      self.task.tokenizer,
+      held_out,
+      c.class_words(),
+      separator=c.example_format().separator,
+      sequence_length=c.sequence_length,
+    )
+    self.classified_clients = result["clients"]
+    overall = result["overall"]
+    return {"eval_label_accuracy": overall["accuracy"], "eval_macro_f1": overall["macro_f1"]}
 
 
 def combine(rows: list[dict]) -> dict:

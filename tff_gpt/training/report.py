@@ -42,6 +42,8 @@ def summarize(run, evaluate, final_state, last_metrics: dict, *, memory_estimate
     }
     summary["personalization_csv"] = dirs.personalization_csv
     outputs.write_rows(dirs.personalization_csv, evaluate.personalized_clients)
+  if evaluate.classified_clients:
+    summary["classification_by_client"] = evaluate.classified_clients
   if config.differentially_private:
     summary.update(dp_epsilon=run.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
   if config.export and registry.MODELS[config.model].is_gpt2:
@@ -86,6 +88,11 @@ def format_summary(summary: dict) -> str:
       f"  personalized on {p['clients']} clients: held-out loss {p['global_loss_mean']:.4f} -> "
       f"{p['personalized_loss_mean']:.4f}, median gain {p['gain_median']:.4f} nats/token, "
       f"{100 * p['fraction_improved']:.0f}% of clients improved ({summary['personalization_csv']})"
+    )
+  if "eval_label_accuracy" in summary:
+    lines.append(
+      f"  likeliest class: accuracy {summary['eval_label_accuracy']:.4f}, "
+      f"macro-F1 {summary['eval_macro_f1']:.4f} (per client: classification_by_client in summary.json)"
     )
   if "dp_epsilon" in summary:
     lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import tensorflow_federated as tff
 
-from tff_gpt import algorithms
+from tff_gpt import algorithms, label_scoring
 from tff_gpt.algorithms import communication, privacy
 from tff_gpt.training import outputs, personalization
 from tff_gpt.training.task import FederatedTask
@@ -66,6 +66,8 @@ class Run:
     """The run of `config` (validated already): task, process, bytes; checked before any round runs."""
     dirs = dirs or outputs.RunDirs.of(config.root_output_dir, config.experiment_name)
     task = FederatedTask(config, dirs)
+    if config.classes:  # Every response a class, every class trained on: checked before any round.
+      label_scoring.check_labels(task.corpus.texts("train"), task.corpus.texts("test"), config.class_words())
     process = algorithms.build_process(
       config,
       task.model_fn,
