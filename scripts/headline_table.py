@@ -31,6 +31,7 @@ COMPARISON_MADE = (
   "the commit that added this file"
 )
 SAME_START_SOURCE = "studies/results_same_start.json"  # Written by `studies.same_start --out`.
+SAME_START_ARGS = "--work_dir /tmp/same_start --plot docs/same_start.png"
 SAME_START_MADE = (
   "2026-12-03; the rows at commit c9ff556, then with `--keep_rows` the central ceilings at 8562229 and "
   "the rows of client Adam 1e-4 and 4 local epochs at bc3b062"
@@ -70,18 +71,17 @@ def comparison_table() -> str:
 
 
 def same_start_table(up: str, ceiling: bool) -> str:
-  """GPT-2 and the LSTM pretrained alike, then fine-tuned federatedly (with `ceiling`, also against
-  central training of the same batches); `up` leads from the page to REPO."""
+  """GPT-2 and the LSTM pretrained alike, then fine-tuned federatedly: over seeds when the file has them
+  (the first seed's table beside them with `ceiling`, which also sets it against central training of the
+  same batches); `up` leads from the page to REPO."""
   with open(os.path.join(REPO, SAME_START_SOURCE)) as f:
     result = json.load(f)
-  tables = [result["table"], result["gain_table"]] if ceiling else [result["table"]]
-  if ceiling and "seeds_table" in result:  # Written by `--seeds` with more than one seed.
-    tables.append(result["seeds_table"])
+  seeds = [result["seeds_table"]] if "seeds_table" in result else []
+  tables = [result["table"], result["gain_table"], *seeds] if ceiling else seeds or [result["table"]]
   return (
     "\n\n".join(tables)
     + f"\n\nSource: [`{SAME_START_SOURCE}`]({up}{SAME_START_SOURCE}), written by `.venv/bin/python -m "
-    f"studies.same_start --work_dir /tmp/same_start --out {SAME_START_SOURCE} --plot docs/same_start.png` "
-    f"({SAME_START_MADE})."
+    f"studies.same_start {SAME_START_ARGS} --out {SAME_START_SOURCE}` ({SAME_START_MADE})."
   )
 
 
