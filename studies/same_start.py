@@ -75,12 +75,6 @@ ROWS = {
     ["--client_optimizer=sgd", "--client_learning_rate=1.0"],
   ),
 }
-ROWS_AT_ONE_SEED = (
-  "GPT-2, from scratch (client Adam 3e-3)",
-  "LSTM, from scratch (client Adam 0.018)",
-  "LSTM, pretrained (client Adam 3e-3)",
-  "LSTM, pretrained (client Adam 0.018)",
-)
 QUICK_ROWS = (
   "GPT-2, from scratch (client Adam 3e-3)",
   "GPT-2, pretrained, unchanged",
@@ -91,10 +85,13 @@ QUICK_ROWS = (
 )
 
 
-# The rows run at every seed of --seeds (the others at the first only): those the conclusions compare
-# closely. The rows from scratch and the LSTM at client Adam 0.018 end over 0.13 nats from every other row;
-# the LSTM at client Adam 3e-3 stays at one seed to save compute.
-SEEDED_ROWS = tuple(label for label in ROWS if label not in ROWS_AT_ONE_SEED)
+# The rows run at every seed of --seeds (the others at the first only): GPT-2's pretrained rows, whose
+# differences the conclusions weigh. The LSTM's pretraining does not end at the same loss when run again
+# on this CPU (held-out 1.40421, then 1.40302: --keep_rows refuses its preset), so its rows, like the rows
+# from scratch, stay at the first seed.
+SEEDED_ROWS = tuple(
+  label for label, (model, _, _) in ROWS.items() if model == "gpt2" and "scratch" not in label
+)
 
 
 def run_name(label: str, presets: dict) -> str | None:
@@ -236,17 +233,19 @@ def main(argv=None) -> dict:
   work = args.work_dir or tempfile.mkdtemp(prefix="same_start-")
   rates = QUICK_PRETRAIN_RATES if args.quick else PRETRAIN_RATES
   done = runs.kept_results(args.out) if args.keep_rows else {}
-  if done:  # Only the rate kept before, which must end where it did.
+  if done:  # Only the presets new rows start from, at the rate kept before; each must end where it did.
+    seeded = {ROWS[label][0] for label in SEEDED_ROWS}
     rates = {
       m: (float(min(p["held_out_by_rate"], key=p["held_out_by_rate"].get)),)
       for m, p in done["pretraining"].items()
+      if m in seeded
     }
   pretraining = {m: pretrain_best(s, work, m, rates[m], lstm_length) for m in rates}
-  for m, p in pretraining.items():
-    if done:
-      recorded = done["pretraining"][m]
-      runs.same_preset(recorded["epochs"][-1]["eval_loss"], p["epochs"][-1]["eval_loss"], f"the {m} preset")
-      p["held_out_by_rate"] = {float(r): v for r, v in recorded["held_out_by_rate"].items()}
+  if done:
+    for m, p in pretraining.items():
+      recorded = done["pretraining"][m]["epochs"][-1]["eval_loss"]
+      runs.same_preset(recorded, p["epochs"][-1]["eval_loss"], f"the {m} preset")
+    pretraining = done["pretraining"]  # What the kept rows were measured from.
   presets = {m: p["preset"] for m, p in pretraining.items()}
   by_seed = _rows_by_seed(args, s, work, lstm_length, presets, done)
   rows = by_seed[min(by_seed)]
