@@ -34,7 +34,9 @@ SAME_START_SOURCE = "studies/results_same_start.json"  # Written by `studies.sam
 SAME_START_ARGS = "--work_dir /tmp/same_start --plot docs/same_start.png"
 SAME_START_MADE = (
   "2026-12-03; the rows at commit c9ff556, then with `--keep_rows` the central ceilings at 8562229 and "
-  "the rows of client Adam 1e-4 and 4 local epochs at bc3b062"
+  "the rows of client Adam 1e-4 and 4 local epochs at bc3b062; seeds 1 and 2 of GPT-2's pretrained rows "
+  "2026-12-07 at 19cdcef with `--seeds 0,1,2 --keep_rows`, the GPT-2 preset pretrained again to 9e-7 of "
+  "its held-out loss"
 )
 
 
