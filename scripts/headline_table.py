@@ -175,8 +175,14 @@ def lora_variants_table() -> str:
   result = _results("results_lora_variants.json")
   rows = result["rows"]
   trained = {k: v for k, v in rows.items() if "lora_gap_median" in v}
-  command = "studies.lora_variants --work_dir /tmp/dialogue --out studies/results_lora_variants.json"
-  made = "2026-12-03, commits c7ef83b..43f1d73"
+  command = (
+    "studies.lora_variants --work_dir /tmp/dialogue --seeds 0,1,2 --keep_rows "
+    "--out studies/results_lora_variants.json"
+  )
+  made = (
+    "2026-12-03, commits c7ef83b..43f1d73; seeds 1 and 2 2026-12-07 at d71b019, the preset pretrained again "
+    "to the same held-out loss"
+  )
   table = _with_seeds(_study("lora_variants").table(trained), result)
   return table + "\n\n" + _source("results_lora_variants.json", command, made)
 
