@@ -149,8 +149,13 @@ def _with_seeds(table: str, result: dict) -> str:
 def dialogue_table() -> str:
   result = _results("results_dialogue.json")
   rows = result["rows"]
-  command = "studies.dialogue --out studies/results_dialogue.json --work_dir /tmp/dialogue"
-  made = "2026-12-03, commits f9acf6a..ff78574, the last two rows 7ec0573"
+  command = (
+    "studies.dialogue --work_dir /tmp/dialogue --seeds 0,1,2 --keep_rows --out studies/results_dialogue.json"
+  )
+  made = (
+    "2026-12-03, commits f9acf6a..ff78574, the last two rows 7ec0573; seeds 1 and 2 of the first two "
+    "federated rows 2026-12-07 at 702513b, the preset pretrained again to the same held-out loss"
+  )
   table = _with_seeds(_study("dialogue").table(rows), result)
   return table + "\n\n" + _source("results_dialogue.json", command, made)
 
