@@ -213,6 +213,26 @@ def _rows_by_seed(args, s, work: str, lstm_length: int, presets: dict, done: dic
   return out
 
 
+def _pretrain(quick: bool, s, work: str, lstm_length: int, done: dict) -> dict:
+  """Each model's pretraining (`pretrain_best`); with `done` (an earlier `--out`), only the presets new
+  rows start from, at the rate kept before, each checked to end where it did, and the recorded reports."""
+  rates = QUICK_PRETRAIN_RATES if quick else PRETRAIN_RATES
+  if done:  # Only the presets new rows start from, at the rate kept before; each must end where it did.
+    seeded = {ROWS[label][0] for label in SEEDED_ROWS}
+    rates = {
+      m: (float(min(p["held_out_by_rate"], key=p["held_out_by_rate"].get)),)
+      for m, p in done["pretraining"].items()
+      if m in seeded
+    }
+  pretraining = {m: pretrain_best(s, work, m, rates[m], lstm_length) for m in rates}
+  if done:
+    for m, p in pretraining.items():
+      recorded = done["pretraining"][m]["epochs"][-1]["eval_loss"]
+      runs.same_preset(recorded, p["epochs"][-1]["eval_loss"], f"the {m} preset")
+    pretraining = done["pretraining"]  # What the kept rows were measured from.
+  return pretraining
+
+
 def main(argv=None) -> dict:
   parser = common.parser(
     __doc__, work_dir="Where the preset and runs go (default: a temp dir); reusing one skips what is done."
@@ -231,21 +251,8 @@ def main(argv=None) -> dict:
   s = pretrain_finetune.settings(args.quick)
   lstm_length = 32 if args.quick else LSTM_SEQUENCE_LENGTH
   work = args.work_dir or tempfile.mkdtemp(prefix="same_start-")
-  rates = QUICK_PRETRAIN_RATES if args.quick else PRETRAIN_RATES
   done = runs.kept_results(args.out) if args.keep_rows else {}
-  if done:  # Only the presets new rows start from, at the rate kept before; each must end where it did.
-    seeded = {ROWS[label][0] for label in SEEDED_ROWS}
-    rates = {
-      m: (float(min(p["held_out_by_rate"], key=p["held_out_by_rate"].get)),)
-      for m, p in done["pretraining"].items()
-      if m in seeded
-    }
-  pretraining = {m: pretrain_best(s, work, m, rates[m], lstm_length) for m in rates}
-  if done:
-    for m, p in pretraining.items():
-      recorded = done["pretraining"][m]["epochs"][-1]["eval_loss"]
-      runs.same_preset(recorded, p["epochs"][-1]["eval_loss"], f"the {m} preset")
-    pretraining = done["pretraining"]  # What the kept rows were measured from.
+  pretraining = _pretrain(args.quick, s, work, lstm_length, done)
   presets = {m: p["preset"] for m, p in pretraining.items()}
   by_seed = _rows_by_seed(args, s, work, lstm_length, presets, done)
   rows = by_seed[min(by_seed)]
