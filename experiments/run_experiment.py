@@ -42,7 +42,7 @@ def run() -> dict:
       print(report.format_pairs(pair_counts))
     summary = experiment.run()
   print(report.format_summary(summary))
-  if registry.MODELS[config.model].is_gpt2:
+  if registry.MODELS[config.model].is_gpt2 and config.classify_with != "head":  # A classifier writes no text.
     summary["sample"] = _sample(experiment.task, summary["model_weights"], seed=config.seed)
     report.add_to_summary(experiment.dirs, sample=summary["sample"])
   return summary

@@ -8,6 +8,8 @@ the project's conversions are checked against code nobody here wrote.
   make-keras-hub OUT VOCAB MERGES PROBE  random keras_hub GPT2CausalLM -> save_to_preset(OUT)
   load EXPORT PROBE                      one-call loads of an export's keras_hub/,
                                          huggingface/ and peft/; prints logits and ids
+  load-classifier EXPORT PROBE           a classifier's export: huggingface/ as
+                                         GPT2ForSequenceClassification, and tff_gpt_export's head
 
 PROBE is an .npz with token_ids, padding_mask and `text`; results are written
 to PROBE with a ".<name>.npz" suffix.
@@ -138,6 +140,24 @@ def load(export, probe):
   np.savez(probe + ".load.npz", **out)
 
 
+def load_classifier(export, probe):
+  import transformers  # isort: skip (PyTorch's side first, as in `load`)
+
+  token_ids, padding_mask, _ = _probe(probe)
+  model = transformers.GPT2ForSequenceClassification.from_pretrained(os.path.join(export, "huggingface"))
+  out = {"huggingface": _hf_logits(model.eval(), token_ids, padding_mask)}
+  out["labels"] = np.array([model.config.id2label[i] for i in range(model.config.num_labels)])
+  sys.path.insert(0, export)
+  import tff_gpt_export
+
+  kernel, _ = tff_gpt_export.load_head(export)
+  backbone = tff_gpt_export.load_backbone(export)
+  out["portable"] = tff_gpt_export.class_logits(backbone, kernel, token_ids, padding_mask)
+  np.savez(probe + ".load.npz", **out)
+
+
 if __name__ == "__main__":
   command, *args = sys.argv[1:]
-  {"make-hf": make_hf, "make-keras-hub": make_keras_hub, "load": load}[command](*args)
+  {"make-hf": make_hf, "make-keras-hub": make_keras_hub, "load": load, "load-classifier": load_classifier}[
+    command
+  ](*args)

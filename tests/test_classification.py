@@ -1,11 +1,17 @@
-"""Classification in generative form in a run: --classes scores every evaluation; bad labels stop it first."""
+"""Classification in a run: --classes scores every evaluation (class words, or a classifier head exported
+as transformers' GPT2ForSequenceClassification); bad labels stop it first."""
 
 import json
+import os
 
+import numpy as np
 import pytest
+from sklearn import metrics
 
 from tests import helpers
 from tff_gpt import errors
+from tff_gpt.data import pairs
+from tff_gpt.models import gpt2_lm, tff_model
 from tff_gpt.settings import ConfigError
 from tff_gpt.training import outputs, report, trainer
 
@@ -69,3 +75,85 @@ def test_classes_that_do_not_fit_the_labels_stop_the_run_before_round_1(tmp_path
   with pytest.raises(error, match=message):
     config.validate()
     trainer.FederatedExperiment(config)
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory):
+  """A classifier head trained beside LoRA adapters, exported."""
+  tmp_path = tmp_path_factory.mktemp("head")
+  helpers.ensure_tff_context()
+  config = _config(tmp_path, classify_with="head", trainable="lora:2", total_rounds=3, export=True)
+  experiment = trainer.FederatedExperiment(config)
+  return experiment, experiment.run()
+
+
+def _own_predictions(experiment, summary) -> tuple[list[int], list[int], np.ndarray, dict]:
+  """Truth and the head's argmax for each held-out text, one unpadded `[BOS] text` sequence at a time."""
+  task = experiment.task
+  model = task.keras_model(summary["model_weights"])
+  classes, tokenizer = task.config.class_words(), task.tokenizer
+  truth, predicted, logits, inputs = [], [], [], {"token_ids": [], "padding_mask": []}
+  for client in task.eval_client_ids:
+    for text, label in (pairs.split(e) for e in task.test_data.texts[client]):
+      ids = np.concatenate([[tokenizer.bos_id], tokenizer.encode([text])[0]]).astype(np.int32)[None]
+      row = model({"token_ids": ids, "padding_mask": np.ones_like(ids)}).numpy()[0, -1]
+      truth.append(classes.index(label))
+      predicted.append(int(np.argmax(row)))
+      logits.append(row)
+      if len(inputs["token_ids"]) < 4:
+        inputs["token_ids"].append(ids[0])
+  return truth, predicted, np.array(logits), inputs
+
+
+def test_head_scores_its_own_predictions_as_scikit_learn_and_tff_do(head_run):
+  experiment, summary = head_run
+  truth, predicted, _, _ = _own_predictions(experiment, summary)
+  assert len(truth) == sum(v["examples"] for v in summary["classification_by_client"].values()) > 0
+  assert summary["eval_label_accuracy"] == pytest.approx(metrics.accuracy_score(truth, predicted))
+  assert summary["eval_macro_f1"] == pytest.approx(metrics.f1_score(truth, predicted, average="macro"))
+  # TFF's masked token accuracy reads the same last-token logits: it is the classifier's accuracy.
+  rows = [r for r in outputs.read_metrics(experiment.dirs) if r.get("eval_loss")]
+  assert len(rows) == 3
+  assert all(float(r["eval_accuracy"]) == pytest.approx(float(r["eval_label_accuracy"])) for r in rows)
+  assert "sample" not in summary  # A classifier writes no text.
+
+
+@pytest.mark.parametrize("trainable", ["all", "last_blocks:1", "bitfit", "lora:2", "ffa_lora:2"])
+def test_the_head_trains_in_every_trainable_mode(trainable):
+  config = dict(gpt2_lm.size_config("tiny"), vocabulary_size=40, max_sequence_length=8, num_classes=3)
+  model, trained, _ = tff_model.build_lm(config, trainable=trainable)
+  (head,) = gpt2_lm.head_variables(model)
+  assert head.shape == (16, 3) and trained[-1] is head
+  assert len(trained) < len(model.weights) or trainable == "all"  # The rest as the mode says.
+
+
+@pytest.mark.full
+def test_head_export_loads_as_transformers_sequence_classifier_with_the_runs_logits(head_run, tmp_path):
+  experiment, summary = head_run
+  _, _, logits, inputs = _own_predictions(experiment, summary)
+  rows = inputs["token_ids"]
+  length = max(len(r) for r in rows)
+  pad = experiment.task.tokenizer.pad_id
+  token_ids = np.array([np.pad(r, (0, length - len(r)), constant_values=pad) for r in rows], np.int32)
+  padding_mask = np.array([[1] * len(r) + [0] * (length - len(r)) for r in rows], np.int32)
+  probe = tmp_path / "probe.npz"
+  np.savez(probe, token_ids=token_ids, padding_mask=padding_mask, text="")
+  helpers.colab(
+    [os.path.join(helpers.REPO, "tests", "reference_gpt2.py"), "load-classifier", summary["export"], probe]
+  )
+  loaded = np.load(f"{probe}.load.npz")
+  assert list(loaded["labels"]) == ["fresh", "rotten"]
+  for name in ("huggingface", "portable"):  # Padded batches, pooled at each row's last token.
+    np.testing.assert_allclose(loaded[name], logits[: len(rows)], atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    (dict(classify_with="head", classes=None), "--classify_with head needs --classes"),
+    (dict(classify_with="head", trainable="hetlora:2"), "--classify_with head trains beside adapters"),
+  ],
+)
+def test_a_head_without_classes_or_with_ranked_adapters_is_refused(tmp_path, overrides, message):
+  with pytest.raises(ConfigError, match=message):
+    _config(tmp_path, **overrides).validate()

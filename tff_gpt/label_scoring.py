@@ -1,10 +1,13 @@
-"""Classification in generative form: the class whose words the model finds likeliest after the prompt.
+"""Classification scored: the generative form's likeliest class word, or a classifier head's.
 
-Every held-out prompt is packed with every class as its response, exactly as
-training packs a pair (`pairs.TokenizedPairs`: `[BOS] prompt separator class
-[END]`, the prompt cut from its start when long), and each class scored by the
-summed cross-entropy of its tokens and the end token; the prediction is the
-lowest. Accuracy and macro-F1 (scikit-learn's) per client and over all of them.
+Generative form (`--classify_with=words`): every held-out prompt is packed
+with every class as its response, exactly as training packs a pair
+(`pairs.TokenizedPairs`: `[BOS] prompt separator class [END]`, the prompt cut
+from its start when long), and each class scored by the summed cross-entropy
+of its tokens and the end token; the prediction is the lowest. Head
+(`--classify_with=head`, `data/classified.py`): the argmax of the class logits
+at each text's last token. Accuracy and macro-F1 (scikit-learn's)
+per client and over all of them.
 """
 
 from collections.abc import Mapping, Sequence
@@ -13,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_gpt import errors
-from tff_gpt.data import pairs, preprocessing
+from tff_gpt.data import classified, pairs, preprocessing
 
 
 def class_losses(
@@ -77,7 +80,7 @@ def evaluate(
     errors.UserInputError: A label that is not one of `classes`.
   """
   index = {c: i for i, c in enumerate(classes)}
-  truth, predicted, clients = [], [], {}
+  by_client = {}
   for client, examples in held_out.items():
     for _, label in examples:
       if label not in index:
@@ -93,7 +96,36 @@ def evaluate(
       separator=separator,
       sequence_length=sequence_length,
     )
-    own_truth, own = [index[label] for _, label in examples], list(np.argmin(losses, axis=1))
+    by_client[client] = ([index[label] for _, label in examples], list(np.argmin(losses, axis=1)))
+  return _scored(by_client, classes)
+
+
+def head_predictions(
+  model: tf.keras.Model, sequences: Mapping[str, np.ndarray], batch_size: int = 32
+) -> np.ndarray:
+  """The classifier head's class of each row of `sequences` (`classified.pack_labelled`): the argmax at
+  its last token."""
+  last = classified.last_positions(sequences["padding_mask"])
+  out = []
+  for start in range(0, len(last), batch_size):
+    part = {k: sequences[k][start : start + batch_size] for k in ("token_ids", "padding_mask")}
+    logits = model(part).numpy()
+    out.append(np.argmax(logits[np.arange(len(logits)), last[start : start + batch_size]], axis=-1))
+  return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_head(model: tf.keras.Model, data: classified.ClassifiedTexts, client_ids: Sequence[str]) -> dict:
+  """`evaluate`'s scores of a classifier head on `client_ids`' labelled texts in `data`."""
+  by_client = {
+    cid: (data.labels(cid), list(head_predictions(model, data.sequences(cid)))) for cid in client_ids
+  }
+  return _scored(by_client, data.classes)
+
+
+def _scored(by_client: Mapping[str, tuple[list[int], list[int]]], classes: Sequence[str]) -> dict:
+  """`{"overall": scores, "clients": {client: scores}}` of each client's `(truth, predicted)`."""
+  clients, truth, predicted = {}, [], []
+  for client, (own_truth, own) in by_client.items():
     clients[client] = scores(own_truth, own, classes)
     truth += own_truth
     predicted += own

@@ -8,8 +8,12 @@ weights from keras_hub/. Each format is there because someone loads it
 
   keras_hub/    keras_hub.models.GPT2CausalLM.from_preset("export/keras_hub")
   huggingface/  transformers.GPT2LMHeadModel.from_pretrained("export/huggingface")
+                (a classifier: GPT2ForSequenceClassification, labels named)
   peft/         with LoRA: the adapters in PEFT's layout, and peft/base/ the
-                model they adapt (PeftModel.from_pretrained(base, "export/peft"))
+                model they adapt (PeftModel.from_pretrained(base, "export/peft"));
+                not for a classifier, whose huggingface/ holds the adapters folded in
+  classifier_head.npy  a classifier's head kernel [hidden, classes] (config.json's
+                "classifier" names the classes); keras_hub/ holds its backbone
 
 With the character or word tokenizer, keras_hub/ and huggingface/ hold the
 model only: neither library has those tokenizers (use tokenizer.json).
@@ -40,10 +44,13 @@ EXPORT_DIR = "export"
 FORMAT = "tff_gpt.export/1"
 TRAINED_SUBSET_FILE = "trained_subset.npz"
 KERAS_HUB_DIR, HUGGING_FACE_DIR, PEFT_DIR = "keras_hub", "huggingface", "peft"
+HEAD_FILE = "classifier_head.npy"
 
 
-def _write_ecosystems(stage: str, model: tf.keras.Model, model_config: dict, tokenizer, lora: dict | None):
-  """keras_hub/, huggingface/ and (with LoRA) peft/ beside the portable export."""
+def _write_ecosystems(
+  stage: str, model: tf.keras.Model, model_config: dict, tokenizer, lora: dict | None, head: dict | None
+):
+  """keras_hub/, huggingface/ and (with LoRA, no head) peft/ beside the portable export."""
   backbone = gpt2_lm.backbone_of(model)
   keras_tokenizer = getattr(tokenizer, "keras_tokenizer", None)
   bpe = {"vocabulary": None, "merges": None}
@@ -51,13 +58,26 @@ def _write_ecosystems(stage: str, model: tf.keras.Model, model_config: dict, tok
     bpe = {"vocabulary": keras_tokenizer.vocabulary, "merges": list(keras_tokenizer.merges)}
   checkpoints.write_keras_hub(backbone, keras_tokenizer, os.path.join(stage, KERAS_HUB_DIR))
   values = {key: w.numpy() for key, w in trainable.named_weights(backbone).items()}
-  huggingface_files.write_dir(os.path.join(stage, HUGGING_FACE_DIR), values, model_config, **bpe)
-  if lora:
+  huggingface_files.write_dir(os.path.join(stage, HUGGING_FACE_DIR), values, model_config, **bpe, head=head)
+  if lora and head is None:
     peft_dir = os.path.join(stage, PEFT_DIR)
     huggingface_files.write_dir(os.path.join(peft_dir, "base"), lora["base"], model_config, **bpe)
     huggingface_files.write_peft(
       peft_dir, lora["adapters"], model_config, rank=lora["rank"], alpha=lora["alpha"], base="base"
     )
+
+
+def _write_head(stage: str, model: tf.keras.Model, config: dict, classes, pad_id: int) -> dict | None:
+  """A classifier's head as classifier_head.npy, named in `config`; returns what huggingface/ needs."""
+  kernels = gpt2_lm.head_variables(model)
+  if not kernels:
+    return None
+  kernel = kernels[0].numpy()
+  if not classes or len(classes) != kernel.shape[1]:
+    raise ValueError(f"A classifier of {kernel.shape[1]} classes exports with their names, not {classes}.")
+  np.save(os.path.join(stage, HEAD_FILE), kernel)
+  config["classifier"] = {"classes": list(classes), "head": HEAD_FILE, "reads": "the last non-padding token"}
+  return {"kernel": kernel, "classes": list(classes), "pad_id": int(pad_id)}
 
 
 def _write_tokenizer(tokenizer, out_dir: str) -> dict:
@@ -124,6 +144,7 @@ def export_model(
   trainable_info: dict | None = None,
   lora: dict | None = None,
   examples: dict | None = None,
+  classes: list[str] | None = None,
 ) -> str:
   """Writes a portable export of a GPT-2 model to `out_dir` (replaced atomically); returns `out_dir`.
 
@@ -142,6 +163,7 @@ def export_model(
     lora: With LoRA adapters, `{"base": weights by path without adapters,
       "adapters": lora_a/lora_b by path, "rank", "alpha"}`, written as peft/.
     examples: Runs on pairs: `{"kind", "separator"}` (heldout.jsonl: prompt, response).
+    classes: A classifier's class words (a model with a head needs them): written with its head.
   """
   if not registry.kind_of(model_config).is_gpt2:
     raise ValueError(f"Only GPT-2 models export to keras_hub, not {model_config['architecture']!r}.")
@@ -163,9 +185,10 @@ def export_model(
       "parameters": int(sum(v.size for v in trained_subset.values())),
       **(trainable_info or {}),
     }
+  head = _write_head(stage, model, config, classes, tokenizer.pad_id)
   _write_config_and_heldout(stage, config, heldout)
   _save_logits_model(model, os.path.join(stage, "saved_model"))
-  _write_ecosystems(stage, model, model_config, tokenizer, lora)
+  _write_ecosystems(stage, model, model_config, tokenizer, lora, head)
   shutil.copy(portable.__file__, os.path.join(stage, "tff_gpt_export.py"))
   shutil.copy(os.path.join(os.path.dirname(__file__), "EXPORT_README.md"), os.path.join(stage, "README.md"))
   shutil.rmtree(out_dir, ignore_errors=True)
@@ -212,4 +235,5 @@ def export_run(task, model_weights, round_num: int, out_dir: str | None = None) 
     examples=None
     if c.examples == "text"
     else {"kind": c.examples, "separator": c.example_format().separator},
+    classes=c.class_words() if c.classify_with == "head" else None,
   )

@@ -8,6 +8,7 @@ Export layout (what this loader reads):
   config.json     model (GPT2Backbone arguments), tokenizer, sequence length, run
   keras_hub/      the backbone as a keras-hub preset; the weights are read from here
   tokenizer.json  (char, word) vocabulary and special ids; or vocab.json + merges.txt (bpe)
+  classifier_head.npy  a classifier's head kernel [hidden, classes] (config.json's "classifier")
   heldout.jsonl   held-out text of the run's evaluation clients, when exported
                   (prompt and response fields for runs on pairs, whose separator is in config.json)
 Exports written before keras_hub/ held the notebook's weights have weights.npz
@@ -69,6 +70,21 @@ def logits(backbone, token_ids, padding_mask):
   """GPT-2 logits with the LM head tied to the token embedding."""
   hidden = backbone({"token_ids": token_ids, "padding_mask": padding_mask})
   return backbone.token_embedding(hidden, reverse=True)
+
+
+def load_head(export_dir: str):
+  """`(kernel [hidden, classes], class words)` of a classifier's export; None for a language model."""
+  about = read_config(export_dir).get("classifier")
+  if not about:
+    return None
+  return np.load(os.path.join(export_dir, about["head"])), about["classes"]
+
+
+def class_logits(backbone, kernel, token_ids, padding_mask):
+  """A classifier's logits `[batch, classes]`: the head on each row's last non-padding token."""
+  hidden = np.asarray(backbone({"token_ids": token_ids, "padding_mask": padding_mask}))
+  last = np.asarray(padding_mask).astype(np.int64).sum(axis=1) - 1
+  return hidden[np.arange(len(last)), last] @ kernel
 
 
 class Tokenizer:

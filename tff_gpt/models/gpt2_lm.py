@@ -105,8 +105,20 @@ def without_autograph(fn):
   return tf.autograph.experimental.do_not_convert(fn)
 
 
+# A model config holding this key is a sequence classifier of that many classes (`GPT2LM`'s `num_classes`).
+NUM_CLASSES = "num_classes"
+# Hugging Face's `GPT2ForSequenceClassification` draws its head from N(0, initializer_range^2).
+HEAD_INIT_STDDEV = 0.02
+
+
 class GPT2LM(tf.keras.Model):
-  """A backbone with the tied LM head: `{token_ids, padding_mask}` -> logits.
+  """A backbone with the tied LM head, or a classifier head: `{token_ids, padding_mask}` -> logits.
+
+  With `num_classes`, a bias-free dense layer `score` maps every position's
+  hidden state to class logits, as transformers' `GPT2ForSequenceClassification`
+  does; training reads them at the last non-padding token only (the data puts
+  the class there and `IGNORE_LABEL` elsewhere, `data/classified.py`), so the
+  language model's masked loss and accuracy are the classifier's.
 
   Subclassed rather than functional on purpose: a functional wrapper calls
   the backbone on symbolic inputs when it is built, and in graph mode (where
@@ -114,10 +126,18 @@ class GPT2LM(tf.keras.Model):
   op, which took 30 of the 47 seconds of building GPT-2 124M.
   """
 
-  def __init__(self, backbone: keras_nlp.models.GPT2Backbone, **kwargs):
+  def __init__(self, backbone: keras_nlp.models.GPT2Backbone, num_classes: int | None = None, **kwargs):
     super().__init__(name="gpt2_lm", **kwargs)
     self.backbone = backbone
-    self.built = True  # No weights of its own; the backbone is built.
+    self.num_classes = num_classes
+    self.score = None
+    if num_classes:
+      initializer = tf.keras.initializers.RandomNormal(stddev=HEAD_INIT_STDDEV)
+      self.score = tf.keras.layers.Dense(
+        num_classes, use_bias=False, kernel_initializer=initializer, name="score"
+      )
+      self.score.build((None, None, backbone.hidden_dim))
+    self.built = True  # The backbone (and the head) are built.
     # Dropout masks drawn from each training batch, not from unseeded state (seeded_dropout.py).
     self._dropout_seed = seeded_dropout.install(backbone)
 
@@ -131,19 +151,32 @@ class GPT2LM(tf.keras.Model):
         hidden = self.backbone(inputs, training=training)
       finally:
         self._dropout_seed.seed = None
+    if self.score is not None:
+      return self.score(hidden)
     return self.backbone.token_embedding(hidden, reverse=True)
 
   def get_config(self):
-    return {"backbone": tf.keras.saving.serialize_keras_object(self.backbone)}
+    return {
+      "backbone": tf.keras.saving.serialize_keras_object(self.backbone),
+      "num_classes": self.num_classes,
+    }
 
   @classmethod
   def from_config(cls, config):
-    return cls(tf.keras.saving.deserialize_keras_object(config["backbone"]))
+    return cls(tf.keras.saving.deserialize_keras_object(config["backbone"]), config.get("num_classes"))
 
 
-def lm_from_backbone(backbone: keras_nlp.models.GPT2Backbone) -> tf.keras.Model:
-  """Wraps a backbone with the tied LM head: `{token_ids, padding_mask}` -> logits."""
-  return GPT2LM(backbone)
+def lm_from_backbone(
+  backbone: keras_nlp.models.GPT2Backbone, num_classes: int | None = None
+) -> tf.keras.Model:
+  """Wraps a backbone with the tied LM head (or a classifier head of `num_classes`)."""
+  return GPT2LM(backbone, num_classes)
+
+
+def head_variables(model: tf.keras.Model) -> list[tf.Variable]:
+  """The classifier head's kernel (a model without one: none); it trains in every `--trainable` mode."""
+  score = getattr(model, "score", None)
+  return [score.kernel] if score is not None else []
 
 
 @contextlib.contextmanager
@@ -178,14 +211,14 @@ def build_gpt2_lm(config: dict) -> tf.keras.Model:
     A `tf.keras.Model` from `OrderedDict(token_ids, padding_mask)` (int32,
     `[batch, length]`) to logits `[batch, length, vocabulary_size]`.
   """
-  return lm_from_backbone(new_backbone(config))
+  return lm_from_backbone(new_backbone(config), config.get(NUM_CLASSES))
 
 
 @without_autograph
 def new_backbone(config: dict) -> keras_nlp.models.GPT2Backbone:
-  """A freshly initialized `GPT2Backbone` of `config` (its keyword arguments)."""
+  """A freshly initialized `GPT2Backbone` of `config` (its keyword arguments; a head's are left out)."""
   with constants_kept_in_graph():
-    return keras_nlp.models.GPT2Backbone(**config)
+    return keras_nlp.models.GPT2Backbone(**{k: v for k, v in config.items() if k in BACKBONE_KEYS})
 
 
 # The stddev a fresh GPT-2's embeddings are drawn with unless `--embedding_init_stddev` says otherwise

@@ -98,17 +98,43 @@ def read_tokenizer(path: str) -> tuple[dict, list[str]]:
   return vocabulary, merges
 
 
+def classifier_config(config: dict, *, classes: list[str], pad_id: int) -> dict:
+  """`hf_config` of a sequence classifier: `GPT2ForSequenceClassification` over `classes`, pooling the
+  last token that is not `pad_id`."""
+  return {
+    "architectures": ["GPT2ForSequenceClassification"],
+    "id2label": {str(i): c for i, c in enumerate(classes)},
+    "label2id": {c: i for i, c in enumerate(classes)},
+    "pad_token_id": pad_id,
+  }
+
+
 def write_dir(
-  out_dir: str, values: dict[str, np.ndarray], config: dict, *, vocabulary: dict | None, merges
+  out_dir: str,
+  values: dict[str, np.ndarray],
+  config: dict,
+  *,
+  vocabulary: dict | None,
+  merges,
+  head: dict | None = None,
 ) -> None:
-  """Writes a directory `GPT2LMHeadModel.from_pretrained` (and, with BPE, `AutoTokenizer`) loads."""
+  """Writes a directory `GPT2LMHeadModel.from_pretrained` (and, with BPE, `AutoTokenizer`) loads.
+
+  With `head` (`{"kernel": [hidden, classes], "classes", "pad_id"}`), the directory is a
+  `GPT2ForSequenceClassification` (`score.weight` is the kernel transposed).
+  """
   from safetensors.numpy import save_file
 
   os.makedirs(out_dir, exist_ok=True)
   eos = vocabulary.get(END_OF_TEXT) if vocabulary else None
+  hf = hf_config(config, eos_id=eos)
+  tensors = from_keras(values, config)
+  if head is not None:
+    hf.update(classifier_config(config, classes=head["classes"], pad_id=head["pad_id"]))
+    tensors["score.weight"] = np.ascontiguousarray(np.asarray(head["kernel"], np.float32).T)
   with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
-    json.dump(hf_config(config, eos_id=eos), f, indent=2)
-  save_file(from_keras(values, config), os.path.join(out_dir, SAFETENSORS_FILE), metadata={"format": "pt"})
+    json.dump(hf, f, indent=2)
+  save_file(tensors, os.path.join(out_dir, SAFETENSORS_FILE), metadata={"format": "pt"})
   if vocabulary is None:
     return
   with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:

@@ -34,8 +34,8 @@ class ModelKind:
 
 
 def _gpt2_from_preset(preset: str, config: dict) -> tf.keras.Model:
-  del config  # A GPT-2 preset carries its own.
-  return gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset))
+  # A GPT-2 preset carries its backbone's config; a classifier head starts from its seeded draw.
+  return gpt2_lm.lm_from_backbone(gpt2_lm.load_preset(preset), config.get(gpt2_lm.NUM_CLASSES))
 
 
 MODELS = {

@@ -83,8 +83,8 @@ def build_lm(
   with log.scope(), _initial_values(draw_initial_values):
     backbone = gpt2_lm.load_preset(preset) if preset else gpt2_lm.new_backbone(config)
     trained = trainable_lib.select(backbone, mode, lora_alpha=lora_alpha)
-    model = gpt2_lm.lm_from_backbone(backbone)
-  return model, trained, log
+    model = gpt2_lm.lm_from_backbone(backbone, config.get(gpt2_lm.NUM_CLASSES))
+  return model, trained + gpt2_lm.head_variables(model), log
 
 
 def frozen_layout(config: dict, *, trainable: str, lora_alpha: float = DEFAULT_LORA_ALPHA) -> frozen.Layout:
@@ -271,4 +271,6 @@ def merged_model(model: tf.keras.Model, config: dict) -> tf.keras.Model:
   plain = gpt2_lm.build_gpt2_lm(config)
   for key, variable in trainable_lib.named_weights(gpt2_lm.backbone_of(plain)).items():
     variable.assign(values[key])
+  for ours, head in zip(gpt2_lm.head_variables(plain), gpt2_lm.head_variables(model), strict=True):
+    ours.assign(head)
   return plain

@@ -13,7 +13,7 @@ import time
 
 import tqdm
 
-from tff_gpt import algorithms, label_scoring, runtime
+from tff_gpt import algorithms, label_scoring, response_scoring, runtime
 from tff_gpt.data import pairs
 from tff_gpt.models import metrics as metrics_lib
 from tff_gpt.training import personalization
@@ -37,6 +37,7 @@ class Evaluation:
     self.progress = progress
     self.personalized_clients: list[dict] = []  # The last evaluation's per-client personalization rows.
     self.classified_clients: dict[str, dict] = {}  # The last evaluation's per-client classification scores.
+    self.rouge_clients: dict[str, dict] = {}  # ... and ROUGE scores (--rouge_pairs).
 
   @functools.cached_property
   def personalization(self) -> personalization.Personalization | None:
@@ -107,23 +108,46 @@ class Evaluation:
     metrics["eval_loss_per_char"] = metrics["eval_loss"] * metrics["eval_tokens"] / max(characters, 1)
     if self.task.config.classes:
       metrics.update(self._classify(model_weights, client_ids))
+    if self.task.config.rouge_pairs:
+      metrics.update(self._rouge(model_weights, client_ids))
     return metrics
 
   def _classify(self, model_weights, client_ids: list[str]) -> dict:
     """`eval_label_accuracy` and `eval_macro_f1` of the likeliest class (`label_scoring`); per client kept."""
-    c = self.task.config
-    held_out = {cid: [pairs.split(e) for e in self.task.test_data.texts[cid]] for cid in client_ids}
-    result = label_scoring.evaluate(
-      self.task.keras_model(model_weights),
-      self.task.tokenizer,
-      held_out,
-      c.class_words(),
-      separator=c.example_format().separator,
-      sequence_length=c.sequence_length,
-    )
+    c, model = self.task.config, self.task.keras_model(model_weights)
+    if c.classify_with == "head":
+      result = label_scoring.evaluate_head(model, self.task.test_data, client_ids)
+    else:
+      held_out = {cid: [pairs.split(e) for e in self.task.test_data.texts[cid]] for cid in client_ids}
+      result = label_scoring.evaluate(
+        model,
+        self.task.tokenizer,
+        held_out,
+        c.class_words(),
+        separator=c.example_format().separator,
+        sequence_length=c.sequence_length,
+      )
     self.classified_clients = result["clients"]
     overall = result["overall"]
     return {"eval_label_accuracy": overall["accuracy"], "eval_macro_f1": overall["macro_f1"]}
+
+  def _rouge(self, model_weights, client_ids: list[str]) -> dict:
+    """`eval_rouge1`, `eval_rouge2`, `eval_rougeL` of greedy responses (`response_scoring`); per client
+    kept."""
+    c = self.task.config
+    held_out = {
+      cid: [pairs.split(e) for e in self.task.test_data.texts[cid][: c.rouge_pairs]] for cid in client_ids
+    }
+    result = response_scoring.evaluate(
+      self.task.keras_model(model_weights),
+      self.task.tokenizer,
+      held_out,
+      separator=c.example_format().separator,
+      sequence_length=c.sequence_length,
+      max_new_tokens=c.rouge_max_tokens,
+    )
+    self.rouge_clients = result["clients"]
+    return {f"eval_{name}": result["overall"][name] for name in response_scoring.ROUGE_TYPES}
 
 
 def combine(rows: list[dict]) -> dict:

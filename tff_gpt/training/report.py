@@ -44,6 +44,8 @@ def summarize(run, evaluate, final_state, last_metrics: dict, *, memory_estimate
     outputs.write_rows(dirs.personalization_csv, evaluate.personalized_clients)
   if evaluate.classified_clients:
     summary["classification_by_client"] = evaluate.classified_clients
+  if evaluate.rouge_clients:
+    summary["rouge_by_client"] = evaluate.rouge_clients
   if config.differentially_private:
     summary.update(dp_epsilon=run.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
   if config.export and registry.MODELS[config.model].is_gpt2:
@@ -93,6 +95,11 @@ def format_summary(summary: dict) -> str:
     lines.append(
       f"  likeliest class: accuracy {summary['eval_label_accuracy']:.4f}, "
       f"macro-F1 {summary['eval_macro_f1']:.4f} (per client: classification_by_client in summary.json)"
+    )
+  if "eval_rougeL" in summary:
+    lines.append(
+      f"  greedy responses: ROUGE-1 {summary['eval_rouge1']:.4f}, ROUGE-2 {summary['eval_rouge2']:.4f}, "
+      f"ROUGE-L {summary['eval_rougeL']:.4f} (per client: rouge_by_client in summary.json)"
     )
   if "dp_epsilon" in summary:
     lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import tensorflow_federated as tff
 
-from tff_gpt import algorithms, label_scoring
+from tff_gpt import algorithms, label_scoring, response_scoring
 from tff_gpt.algorithms import communication, privacy
 from tff_gpt.training import outputs, personalization
 from tff_gpt.training.task import FederatedTask
@@ -68,6 +68,8 @@ class Run:
     task = FederatedTask(config, dirs)
     if config.classes:  # Every response a class, every class trained on: checked before any round.
       label_scoring.check_labels(task.corpus.texts("train"), task.corpus.texts("test"), config.class_words())
+    if config.rouge_pairs:  # Every document non-empty: checked before any round.
+      response_scoring.check_documents(task.corpus.texts("train"), task.corpus.texts("test"))
     process = algorithms.build_process(
       config,
       task.model_fn,

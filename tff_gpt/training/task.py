@@ -15,7 +15,7 @@ import os
 import tensorflow_federated as tff
 
 from tff_gpt import errors
-from tff_gpt.data import client_groups, pairs, preprocessing, tokenizers
+from tff_gpt.data import classified, client_groups, pairs, preprocessing, tokenizers
 from tff_gpt.models import adapters, char_lstm, checkpoints, frozen, gpt2_lm, registry, tff_model
 from tff_gpt.models import trainable as trainable_lib
 from tff_gpt.training import config as config_lib
@@ -120,6 +120,10 @@ class FederatedTask:
     c = self.config
     if c.examples == "text":
       return preprocessing.TokenizedClients(texts, self.tokenizer, sequence_length=c.sequence_length)
+    if c.classify_with == "head":
+      return classified.ClassifiedTexts(
+        texts, self.tokenizer, sequence_length=c.sequence_length, classes=c.class_words()
+      )
     try:
       return pairs.TokenizedPairs(
         texts,
@@ -164,6 +168,8 @@ class FederatedTask:
         c.model_size, vocabulary_size=self.tokenizer.vocabulary_size, max_sequence_length=c.sequence_length
       )
     trainable_lib.parse(c.trainable, num_layers=model_config["num_layers"])
+    if c.classify_with == "head":
+      model_config[gpt2_lm.NUM_CLASSES] = len(c.class_words())
     return model_config
 
   @property
@@ -176,9 +182,12 @@ class FederatedTask:
   @property
   def lora_kind(self) -> str | None:
     """The LoRA kind (`trainable.LORA_KINDS`) of a GPT-2 with adapters (the round's exactness gap is
-    measured), else None."""
-    mode = trainable_lib.parse(self.config.trainable)
-    return mode.kind if mode.is_lora and registry.MODELS[self.config.model].is_gpt2 else None
+    measured), else None (and for a classifier head)."""
+    mode, c = trainable_lib.parse(self.config.trainable), self.config
+    # A classifier head trains beside the adapters: the gap is the adapters' and is not measured then.
+    return (
+      mode.kind if mode.is_lora and registry.MODELS[c.model].is_gpt2 and c.classify_with != "head" else None
+    )
 
   @property
   def lora_rank(self) -> int | None:
