@@ -195,3 +195,42 @@ def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_resp
   plain = rows[text]
   assert plain["run_eval_perplexity"] != pytest.approx(plain["response_perplexity"], rel=1e-3)  # All tokens.
   assert result["pair_counts"]["test"]["pairs"] > 0
+
+
+@pytest.mark.slow
+def test_quick_sentiment_and_summarization_studies_score_every_row_on_the_same_clients(tmp_path):
+  from studies import sentiment, summarization
+
+  out = tmp_path / "sentiment.json"
+  work = str(tmp_path / "sentiment")
+  _run_benchmark(
+    tmp_path, "studies.sentiment", "--quick", "--seeds=0,1", "--out", str(out), "--work_dir", work
+  )
+  result = json.loads(out.read_text())
+  assert set(result["rows_by_seed"]) == {"0", "1"}
+  for rows in result["rows_by_seed"].values():
+    assert set(rows) == {
+      sentiment.HEAD,
+      sentiment.WORDS,
+      sentiment.CENTRAL,
+      sentiment.FLOOR,
+      sentiment.PERSONALIZED,
+      sentiment.MAJORITY,
+      sentiment.SKEW,
+    }
+    # Every row but the skewed one classifies the same clients' held-out reviews.
+    assert rows[sentiment.HEAD]["eval_clients"] == rows[sentiment.WORDS]["eval_clients"] == 12
+    assert rows[sentiment.FLOOR]["by_rate"]["0.1"]["clients"] == 12
+    assert rows[sentiment.CENTRAL]["bytes_communicated"] == 0 < rows[sentiment.HEAD]["bytes_communicated"]
+    floor, ceiling = rows[sentiment.FLOOR]["accuracy"], rows[sentiment.CENTRAL]["accuracy"]
+    closed = (rows[sentiment.HEAD]["accuracy"] - floor) / (ceiling - floor) if ceiling != floor else None
+    assert rows[sentiment.HEAD]["gap_closed"] == (pytest.approx(closed) if closed is not None else None)
+  out = tmp_path / "summarization.json"
+  work = str(tmp_path / "summarization")
+  _run_benchmark(tmp_path, "studies.summarization", "--quick", "--out", str(out), "--work_dir", work)
+  rows = json.loads(out.read_text())["rows_by_seed"]["0"]
+  assert set(rows) == {summarization.UNCHANGED, summarization.FEDERATED, summarization.CENTRAL}
+  for r in rows.values():
+    assert 0 <= r["rougeL"] <= 1 and r["response_loss"] > 0
+  # The federated row and the unchanged preset are scored on the same pairs: training moved the loss.
+  assert rows[summarization.FEDERATED]["response_loss"] != rows[summarization.UNCHANGED]["response_loss"]

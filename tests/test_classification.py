@@ -66,12 +66,19 @@ def test_every_evaluation_scores_the_likeliest_class_overall_and_per_client(tmp_
     (dict(examples="text", classes="fresh,rotten"), ConfigError, "--classes scores responses"),
     (dict(classes="fresh,stale"), errors.UserInputError, "has the response 'rotten', not one of --classes"),
     (dict(classes="fresh,rotten,meh"), errors.UserInputError, r"class\(es\) \['meh'\]"),
+    (dict(response_field="label"), errors.UserInputError, r":5: missing field\(s\) \['label'\]"),
   ],
 )
 def test_classes_that_do_not_fit_the_labels_stop_the_run_before_round_1(tmp_path, overrides, error, message):
   config = _config(tmp_path, **overrides)
   if overrides.get("examples") == "text":
     config.dataset_path = str(tmp_path / "corpus.jsonl")  # Plain text: helpers' corpus.
+  if overrides.get("response_field"):  # One record without its label field.
+    path = tmp_path / "reviews.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = [{"label" if k == "response" else k: v for k, v in r.items()} for r in rows]
+    del rows[4]["label"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
   with pytest.raises(error, match=message):
     config.validate()
     trainer.FederatedExperiment(config)

@@ -13,14 +13,16 @@ from tff_gpt.training import trainer
 
 
 @pytest.mark.parametrize(
-  "model", ["gpt2", pytest.param("char_lstm", marks=pytest.mark.full)]
-)  # The LSTM's embedding gradients are IndexedSlices.
-def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, model):
+  "model, trainable",
+  [("gpt2", "all"), ("gpt2", "lora:2"), pytest.param("char_lstm", "all", marks=pytest.mark.full)],
+)  # The LSTM's embedding gradients are IndexedSlices; LoRA trains the adapters alone.
+def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, model, trainable):
   """With one client, FedAvg's round is that client's training: TFF's round is the reference."""
   rate = 0.01
   config = helpers.tiny_config(
     tmp_path,
     model=model,
+    trainable=trainable,
     total_rounds=1,
     clients_per_round=1,
     client_optimizer="adam",
@@ -44,6 +46,6 @@ def test_one_client_for_one_round_gives_the_federated_rounds_weights(tmp_path, m
   assert central["evals"][0]["eval_loss"] == pytest.approx(want_eval, rel=1e-5)
 
 
-def test_a_trained_subset_is_refused_with_the_flag_to_change(tmp_path):
-  with pytest.raises(errors.UserInputError, match="--trainable=all"):
-    replay.check(helpers.tiny_config(tmp_path, trainable="bitfit"))
+def test_adapters_of_client_ranks_are_refused_with_the_flag_to_change(tmp_path):
+  with pytest.raises(errors.UserInputError, match="its own adapter rank. Use --trainable=lora:R"):
+    replay.check(helpers.tiny_config(tmp_path, trainable="hetlora:2"))

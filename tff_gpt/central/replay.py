@@ -27,16 +27,25 @@ import tqdm
 from tff_gpt import algorithms, errors
 from tff_gpt.algorithms import optimizers
 from tff_gpt.central import step as central_step
-from tff_gpt.models import tff_model
+from tff_gpt.models import gpt2_lm, tff_model, trainable
 
 
 def check(config) -> None:
   """Raises `UserInputError` for a run the central baseline cannot mirror."""
-  if config.trainable != "all":
+  if trainable.parse(config.trainable).kind in trainable.RANKED_KINDS:
     raise errors.UserInputError(
-      f"The central baseline trains every weight; --trainable={config.trainable} trains a subset. "
-      "Use --trainable=all."
+      f"The central baseline trains one model; --trainable={config.trainable} gives each client its own "
+      "adapter rank. Use --trainable=lora:R."
     )
+
+
+def trained_variables(model, config) -> list:
+  """What the run trains, in the order of its TFF model's weights: every weight, or the `--trainable`
+  subset (and a classifier head)."""
+  if config.trainable == "all":
+    return model.trainable_variables
+  backbone = gpt2_lm.backbone_of(model)
+  return trainable.trained_variables(backbone, config.trainable) + gpt2_lm.head_variables(model)
 
 
 def train(run, evaluate, learning_rate: float, *, rounds: int | None = None, progress: bool = True) -> dict:
@@ -59,8 +68,8 @@ def train(run, evaluate, learning_rate: float, *, rounds: int | None = None, pro
   c, task = run.config, run.task
   check(c)
   rounds = c.total_rounds if rounds is None else rounds
-  model = tff_model.keras_model_with_weights(task.model_config, task.initial_weights())
-  variables = model.trainable_variables
+  model = tff_model.keras_model_with_weights(task.model_config, task.initial_weights(), **task.model_settings)
+  variables = trained_variables(model, c)
   optimizer = optimizers.build(c.client_optimizer, learning_rate, task.client_lr_multipliers())
   update = central_step.tff_update(optimizer, variables)
   state = update.state
@@ -81,7 +90,7 @@ def train(run, evaluate, learning_rate: float, *, rounds: int | None = None, pro
         steps += 1
         examples += int(y.shape[0])
     if round_num % c.rounds_per_eval == 0 or round_num == rounds:
-      weights = tff.learning.models.ModelWeights.from_model(model)
+      weights = _weights(model, variables, c)
       evals.append(dict(round_num=round_num, **evaluate(weights)))
       if progress:
         tqdm.tqdm.write(
@@ -94,5 +103,12 @@ def train(run, evaluate, learning_rate: float, *, rounds: int | None = None, pro
     examples=examples,
     seconds=time.perf_counter() - start,
     evals=evals,
-    model_weights=tff.learning.models.ModelWeights.from_model(model),
+    model_weights=_weights(model, variables, c),
   )
+
+
+def _weights(model, variables, config) -> tff.learning.models.ModelWeights:
+  """The model's weights as the run's process holds them (a trained subset: that alone)."""
+  if config.trainable == "all":
+    return tff.learning.models.ModelWeights.from_model(model)
+  return tff.learning.models.ModelWeights(trainable=[v.numpy() for v in variables], non_trainable=[])

@@ -42,28 +42,36 @@ def body_text(message: email.message.Message) -> str:
   return "\n".join(lines).strip()
 
 
-def from_email(raw: str) -> dict | None:
-  """`{client_id, document, summary}` of one raw email, or None when it lacks a list, subject or body."""
+def from_email(raw: str, *, unlisted: str | None = None) -> dict | None:
+  """`{client_id, document, summary}` of one raw email, or None when it lacks a list, subject or body.
+
+  With `unlisted`, the other way round: an email without a list, its client `unlisted` (None for a list's).
+  """
   message = email.message_from_string(raw, policy=policy.compat32)
   list_id = message.get("List-Id")
-  if not list_id:
+  if bool(list_id) == bool(unlisted):
     return None
-  found = re.search(r"<([^>]+)>", list_id)
-  client = (found.group(1) if found else list_id).strip().lower()
+  found = re.search(r"<([^>]+)>", list_id or "")
+  client = unlisted or (found.group(1) if found else list_id).strip().lower()
   summary, document = subject_line(str(message.get("Subject", ""))), body_text(message)
   if not summary or not document:
     return None
   return {"client_id": client, "document": document, "summary": summary}
 
 
-def list_emails(archive: str) -> list[dict]:
-  """Every list email of the npm package's archive (`package/data/<group>/<id>.json`), in file order."""
+def list_emails(archive: str, *, unlisted: bool = False) -> list[dict]:
+  """Every list email of the npm package's archive (`package/data/<group>/<id>.json`), in file order.
+
+  `unlisted`: the emails without a list instead (no client's: text to pretrain on), each the client of its
+  group (`easy_ham`, `spam`, ...).
+  """
   rows = []
   with tarfile.open(archive) as tar:
     for member in tar:
       parts = member.name.split("/")
       if member.isfile() and len(parts) == 4 and parts[1] == "data" and parts[3].endswith(".json"):
-        row = from_email(json.load(tar.extractfile(member))["text"])
+        raw = json.load(tar.extractfile(member))["text"]
+        row = from_email(raw, unlisted=parts[2] if unlisted else None)
         if row is not None:
           rows.append(row)
   return rows

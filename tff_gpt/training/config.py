@@ -19,7 +19,6 @@ from tff_gpt.data.settings import CorpusSettings, TokenizerSettings
 from tff_gpt.models import registry as models_registry
 from tff_gpt.models.settings import ModelSettings
 from tff_gpt.settings import (
-  AT_LEAST_0,
   AT_LEAST_1,
   POSITIVE,
   Check,
@@ -28,6 +27,7 @@ from tff_gpt.settings import (
   require,
   setting,
 )
+from tff_gpt.training.task_settings import TaskSettings
 
 __all__ = [
   "CLIENT_WEIGHTINGS",
@@ -36,6 +36,7 @@ __all__ = [
   "ConfigError",
   "ExperimentConfig",
   "RunSettings",
+  "TaskSettings",
 ]
 
 _NAME = Check(
@@ -95,30 +96,6 @@ class RunSettings:
   personalization_learning_rate: float = setting(
     0.1, "Learning rate of the personalizing clients' plain SGD.", resume=False, check=POSITIVE
   )
-  classes: str | None = setting(
-    None,
-    "Comma-separated class words of a classification in generative form (--examples=pairs, each response "
-    "one of them): every evaluation also picks each held-out prompt's likeliest class (eval_label_accuracy, "
-    "eval_macro_f1; per client in summary.json).",
-    resume=False,
-  )
-  classify_with: str = setting(
-    "words",
-    "How --classes are predicted: 'words', the likeliest class word as the response (the language model); "
-    "'head', a classifier head on the text's last token, as transformers' GPT2ForSequenceClassification.",
-    choices=("words", "head"),
-  )
-  rouge_pairs: int = setting(
-    0,
-    "Summarization: every evaluation decodes (greedy) the response to each evaluation client's first N "
-    "held-out pairs and scores it against the held-out one with ROUGE-1/2/L (eval_rouge1, eval_rouge2, "
-    "eval_rougeL; per client in summary.json). 0: off.",
-    resume=False,
-    check=AT_LEAST_0,
-  )
-  rouge_max_tokens: int = setting(
-    32, "Most tokens a response decoded for --rouge_pairs has.", resume=False, check=AT_LEAST_1
-  )
   seed: int = setting(0, "Seed of the initial weights, client sampling, client shuffling and partitions.")
   max_concurrent_computation_calls: int = setting(
     2, "Client computations TFF runs at once (1 for 124M).", resume=False, check=AT_LEAST_1
@@ -151,47 +128,6 @@ class RunSettings:
 
   def check_run(self) -> None:
     check_declared(self, RunSettings)
-    classes = self.class_words()
-    require(
-      self.classes is None or (len(classes) >= 2 and len(set(classes)) == len(classes)),
-      "classes",
-      "needs two or more different words, comma-separated",
-    )
-    require(
-      self.classes is None or self.examples == "pairs", "classes", "scores responses: add --examples=pairs"
-    )
-    require(
-      self.rouge_pairs == 0 or self.examples == "pairs",
-      "rouge_pairs",
-      "scores responses: add --examples=pairs",
-    )
-    require(
-      self.rouge_pairs == 0 or models_registry.MODELS[self.model].is_gpt2,
-      "rouge_pairs",
-      "decodes with GPT-2: use --model=gpt2",
-    )
-    require(
-      self.rouge_pairs == 0 or self.rouge_max_tokens < self.sequence_length - 1,
-      "rouge_max_tokens",
-      f"must leave a prompt room in --sequence_length={self.sequence_length}: lower it or raise that",
-    )
-    require(
-      self.classify_with == "words" or self.classes is not None, "classify_with", "head needs --classes"
-    )
-    require(
-      self.classify_with == "words" or models_registry.MODELS[self.model].is_gpt2,
-      "classify_with",
-      "head is a GPT-2 head: use --model=gpt2",
-    )
-    require(
-      self.classify_with == "words" or not self.trainable.startswith(("hetlora", "flexlora")),
-      "classify_with",
-      f"head trains beside adapters of one rank: use --trainable=lora:R, not {self.trainable}",
-    )
-
-  def class_words(self) -> list[str]:
-    """The words of `--classes`, in order (none when unset)."""
-    return [c.strip() for c in (self.classes or "").split(",") if c.strip()]
 
   def runtime_arguments(self, *, secure_aggregation: bool) -> dict:
     """`runtime.set_up` / `runtime.execution_context` arguments of this run."""
@@ -213,6 +149,7 @@ class ExperimentConfig(
   ModelSettings,
   TokenizerSettings,
   CorpusSettings,
+  TaskSettings,
   RunSettings,
 ):
   """Everything that defines a federated run (google-research naming), one field per flag."""
@@ -227,6 +164,7 @@ class ExperimentConfig(
     """Raises `ConfigError` (a `ValueError`) naming the first bad flag and what it accepts."""
     for check in (
       self.check_run,
+      self.check_task,
       self.check_corpus,
       self.check_tokenizer,
       self.check_model,
@@ -315,6 +253,7 @@ class ExperimentConfig(
 
 GROUPS = (
   RunSettings,
+  TaskSettings,
   CorpusSettings,
   TokenizerSettings,
   ModelSettings,
