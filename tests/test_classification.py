@@ -164,3 +164,12 @@ def test_head_export_loads_as_transformers_sequence_classifier_with_the_runs_log
 def test_a_head_without_classes_or_with_ranked_adapters_is_refused(tmp_path, overrides, message):
   with pytest.raises(ConfigError, match=message):
     _config(tmp_path, **overrides).validate()
+
+
+@pytest.mark.full
+def test_notebook_shows_the_classifiers_confusion_matrix_with_the_runs_accuracy(head_run, tmp_path):
+  experiment, summary = head_run
+  text = helpers.run_notebook(experiment.dirs.results, tmp_path)  # Learning curves and the confusion matrix.
+  assert f"held-out texts: accuracy {summary['eval_label_accuracy']:.4f}" in text
+  diffs = helpers.one_call_diffs(text)
+  assert set(diffs) == {"huggingface"} and diffs["huggingface"] < 1e-4, diffs

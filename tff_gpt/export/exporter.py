@@ -67,6 +67,13 @@ def _write_ecosystems(
     )
 
 
+def _write_subset(stage: str, trained_subset: dict, trainable_info: dict | None) -> dict:
+  """The trained subset alone as trained_subset.npz; what config.json says of it."""
+  np.savez(os.path.join(stage, TRAINED_SUBSET_FILE), **trained_subset)
+  parameters = int(sum(v.size for v in trained_subset.values()))
+  return {"file": TRAINED_SUBSET_FILE, "parameters": parameters, **(trainable_info or {})}
+
+
 def _write_head(stage: str, model: tf.keras.Model, config: dict, classes, pad_id: int) -> dict | None:
   """A classifier's head as classifier_head.npy, named in `config`; returns what huggingface/ needs."""
   kernels = gpt2_lm.head_variables(model)
@@ -179,12 +186,7 @@ def export_model(
     **({"examples": examples} if examples else {}),
   }
   if trained_subset:
-    np.savez(os.path.join(stage, TRAINED_SUBSET_FILE), **trained_subset)
-    config["trained_subset"] = {
-      "file": TRAINED_SUBSET_FILE,
-      "parameters": int(sum(v.size for v in trained_subset.values())),
-      **(trainable_info or {}),
-    }
+    config["trained_subset"] = _write_subset(stage, trained_subset, trainable_info)
   head = _write_head(stage, model, config, classes, tokenizer.pad_id)
   _write_config_and_heldout(stage, config, heldout)
   _save_logits_model(model, os.path.join(stage, "saved_model"))

@@ -66,9 +66,12 @@ def load_backbone(export_dir: str):
   return backbone
 
 
-def logits(backbone, token_ids, padding_mask):
-  """GPT-2 logits with the LM head tied to the token embedding."""
+def logits(backbone, token_ids, padding_mask, kernel=None):
+  """GPT-2 logits with the LM head tied to the token embedding; with a classifier's head `kernel`
+  (`load_head`), class logits at every position, as the export's SavedModel gives them."""
   hidden = backbone({"token_ids": token_ids, "padding_mask": padding_mask})
+  if kernel is not None:
+    return np.asarray(hidden) @ kernel
   return backbone.token_embedding(hidden, reverse=True)
 
 
