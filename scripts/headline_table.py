@@ -106,6 +106,12 @@ def _source(name: str, command: str, made: str) -> str:
   return f"Source: [`{path}`](../{path}), written by `.venv/bin/python -m {command}` ({made})."
 
 
+def _task_table(study: str) -> str:
+  """A study of docs/results_tasks.md: its `doc_table`, and the command and date its module records."""
+  module, name = _study(study), f"results_{study}.json"
+  return module.doc_table(_results(name)) + "\n\n" + _source(name, module.COMMAND, module.MADE)
+
+
 def _csv(name: str) -> list[dict]:
   with open(os.path.join(REPO, "studies", name), newline="") as f:
     return list(csv.DictReader(f))
@@ -263,6 +269,8 @@ BLOCKS = {
   "pretraining rates table": ("docs/results.md", pretraining_rates_table),
   "same-start table": ("docs/results.md", lambda: same_start_table("../", ceiling=True)),
   "lora variants table": ("docs/results.md", lora_variants_table),
+  "sentiment table": ("docs/results_tasks.md", lambda: _task_table("sentiment")),
+  "summarization table": ("docs/results_tasks.md", lambda: _task_table("summarization")),
 }
 
 

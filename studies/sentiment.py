@@ -50,7 +50,10 @@ HEAD, WORDS, CENTRAL, FLOOR, SKEW = (
 )
 PERSONALIZED = "federated LoRA + head, then each client fine-tunes"
 MAJORITY = "each client's majority training label (no model)"
-FLOOR_RATES = (0.1, 1.0)  # Plain SGD rates each client alone tries (personalization's optimizer).
+FLOOR_RATES = (0.1, 1.0)
+# How docs/results_tasks.md names the results file's making (scripts/headline_table.py).
+COMMAND = "studies.sentiment --seeds 0,1,2 --work_dir /tmp/sentiment --out studies/results_sentiment.json"
+MADE = "2026-12-07, commit 1dc8069"  # Plain SGD rates each client alone tries (personalization's optimizer).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +238,35 @@ def table(rows: dict) -> str:
       f"| {label} | {r['accuracy']:.4f} | {f1} | {closed} | {r['bytes_communicated'] / 2**20:.1f} |"
     )
   return "\n".join(lines)
+
+
+def doc_table(result: dict) -> str:
+  """docs/results_tasks.md's table: accuracy over seeds (paired with its reference), macro-F1, MB, gap."""
+  by_seed = list(result["rows_by_seed"].values())
+  lines = [
+    f"| row ({len(by_seed)} seeds) | accuracy | minus its reference, paired | macro-F1 | gap closed | MB "
+    "sent |",
+    "|---|---|---|---|---|---|",
+  ]
+  for r in result["over_seeds"]:
+    label, first = r["label"], by_seed[0][r["label"]]
+    diff = ""
+    if "difference" in r:
+      low, high = r["difference_low"], r["difference_high"]
+      diff = f"{r['difference']:+.4f} [{low:+.4f}, {high:+.4f}] vs {r['reference']}"
+    f1 = _ci([rows[label]["macro_f1"] for rows in by_seed]) if "macro_f1" in first else "-"
+    closed = _ci([rows[label]["gap_closed"] for rows in by_seed]) if "gap_closed" in first else ""
+    mb = first["bytes_communicated"] / 2**20
+    lines.append(f"| {label} | {_ci(r['values'])} | {diff} | {f1} | {closed} | {mb:.1f} |")
+  return "\n".join(lines)
+
+
+def _ci(values, sign: str = "") -> str:
+  """`mean [low, high]` (95% t-interval) of `values`; the mean alone for one value."""
+  from tff_gpt.comparison import stats
+
+  mean, low, high = stats.interval(values)
+  return f"{mean:{sign}.4f}" if low == "" else f"{mean:{sign}.4f} [{low:{sign}.4f}, {high:{sign}.4f}]"
 
 
 def main(argv=None) -> dict:

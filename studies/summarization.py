@@ -26,6 +26,11 @@ import tempfile
 from studies import common, runs
 
 SEPARATOR = "\n\nSubject:"
+# How docs/results_tasks.md names the results file's making (scripts/headline_table.py).
+COMMAND = (
+  "studies.summarization --seeds 0,1,2 --work_dir /tmp/summarization --out studies/results_summarization.json"
+)
+MADE = "2026-12-07, commit 1dc8069"
 UNCHANGED, FEDERATED, CENTRAL = "pretrained, unchanged", "federated LoRA", "central, same batches"
 
 
@@ -147,6 +152,30 @@ def table(rows: dict) -> str:
       f"| {label} | {r['rouge1']:.4f} | {r['rouge2']:.4f} | {r['rougeL']:.4f} | {r['response_loss']:.4f} | "
       f"{r['bytes_communicated'] / 2**20:.1f} |"
     )
+  return "\n".join(lines)
+
+
+def doc_table(result: dict) -> str:
+  """docs/results_tasks.md's table: each figure over seeds, each row's paired difference from the preset."""
+  from studies.sentiment import _ci
+
+  by_seed = list(result["rows_by_seed"].values())
+  lines = [
+    f"| row ({len(by_seed)} seeds) | ROUGE-L | minus unchanged | ROUGE-1 | ROUGE-2 | subject-line loss | "
+    "minus unchanged | MB sent |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  for label in by_seed[0]:
+    v = {
+      k: _ci([rows[label][k] for rows in by_seed]) for k in ("rougeL", "rouge1", "rouge2", "response_loss")
+    }
+    d = {
+      k: _ci([rows[label][k] - rows[UNCHANGED][k] for rows in by_seed], "+") if label != UNCHANGED else ""
+      for k in ("rougeL", "response_loss")
+    }
+    mb = by_seed[0][label]["bytes_communicated"] / 2**20
+    row = [label, v["rougeL"], d["rougeL"], v["rouge1"], v["rouge2"], v["response_loss"], d["response_loss"]]
+    lines.append("| " + " | ".join(row) + f" | {mb:.1f} |")
   return "\n".join(lines)
 
 
