@@ -45,6 +45,35 @@ def test_jsonl_with_named_fields(tmp_path, cache_dir):
   assert corpus.summary["train"]["clients"] == 3
 
 
+def test_csv_labelled_text_reads_as_the_same_json_lines_would(tmp_path, cache_dir):
+  from tff_gpt.data import pairs
+
+  rows = [("m1", 'a warm, "funny" film', "fresh"), ("m2", "dull", "rotten"), ("m1", "bad", "rotten")]
+  rows += [("m2", "great fun", "fresh"), ("m1", "fine", "fresh")]
+  (tmp_path / "r.csv").write_text(
+    "movie,review,label\n" + "".join(f'{m},"{t.replace(chr(34), 2 * chr(34))}",{y}\n' for m, t, y in rows),
+    encoding="utf-8",
+  )
+  (tmp_path / "r.jsonl").write_text(
+    "".join(json.dumps({"movie": m, "review": t, "label": y}) + "\n" for m, t, y in rows), encoding="utf-8"
+  )
+  examples = pairs.ExampleFormat(kind="pairs", prompt_field="review", response_field="label")
+  read = {
+    name: text_corpus.load_jsonl(
+      str(tmp_path / name), client_field="movie", examples=examples, cache_dir=cache_dir
+    )
+    for name in ("r.csv", "r.jsonl")
+  }
+  assert read["r.csv"].texts("train") == read["r.jsonl"].texts("train")
+  assert read["r.csv"].texts("test") == read["r.jsonl"].texts("test")
+  assert pairs.split(read["r.csv"].texts("train")["m1"][0]) == ('a warm, "funny" film', "fresh")
+  (tmp_path / "bad.csv").write_text("movie,review,label\nm1,a, film,fresh\n", encoding="utf-8")
+  with pytest.raises(client_data.CorpusError, match=r"bad.csv:2: 3 fields in the header, not in this row"):
+    text_corpus.load_jsonl(
+      str(tmp_path / "bad.csv"), client_field="movie", examples=examples, cache_dir=cache_dir
+    )
+
+
 def test_jsonl_corpus_fixture_loads(jsonl_corpus, cache_dir):
   corpus = datasets.load_corpus("jsonl", path=jsonl_corpus, cache_dir=cache_dir)
   assert sorted(corpus.train.client_ids) == sorted(helpers.PATTERNS)

@@ -20,7 +20,9 @@ class CorpusSettings:
     "docs/data.md#labelled-corpora-from-packages). Never downloads otherwise.",
     choices=datasets.CORPORA,
   )
-  dataset_path: str | None = setting(None, "Directory (text_dir) or file (jsonl) of your own corpus.")
+  dataset_path: str | None = setting(
+    None, "Directory (text_dir) or file (jsonl: JSON Lines, or CSV with a header row when it ends in .csv)."
+  )
   client_field: str = setting("client_id", "JSON Lines field or TFDS feature holding the client id.")
   text_field: str = setting("text", "JSON Lines field or TFDS feature holding the text.")
   examples: str = setting(

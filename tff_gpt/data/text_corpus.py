@@ -5,11 +5,15 @@ Both give the same `client_data.FederatedCorpus` as Shakespeare:
   recursively, the client id is the path relative to the directory); each
   paragraph (text separated by a blank line) is one example;
 - JSON Lines: one example per line, `{client_field: ..., text_field: ...}`;
-  a client's examples keep the order of the file.
+  a client's examples keep the order of the file. A path ending in `.csv` is
+  read the same way, a header row naming the fields (labelled data exported
+  from a spreadsheet or pandas: text, label and client columns).
 """
 
 import collections
+import csv
 import glob
+import io
 import json
 import os
 import re
@@ -91,7 +95,8 @@ def parse_jsonl(
   label_field: str | None = None,
   examples: pairs.ExampleFormat | None = None,
 ) -> client_data.ParsedCorpus:
-  """Reads `{client id: [example, ...]}` from a JSON Lines file, and each line's `label_field`.
+  """Reads `{client id: [example, ...]}` from a JSON Lines file (or a `.csv` file with a header row), and
+  each line's `label_field`.
 
   An example is a line's `text_field`, or with `examples` a prompt and response pair (`pairs`).
   """
@@ -101,15 +106,7 @@ def parse_jsonl(
     raise client_data.CorpusError(f"{path!r} is a directory; expected a JSON Lines file.")
   clients, labels = collections.defaultdict(list), collections.defaultdict(list)
   dropped = collections.Counter()
-  for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise client_data.CorpusError(
-        f"{path}:{number}: not valid JSON ({e.msg}). Each line must be one JSON object."
-      ) from e
+  for number, record in _records(path):
     example, reason = _read_record(record, path, number, client_field, examples)
     if label_field and label_field not in record:
       raise client_data.CorpusError(
@@ -131,6 +128,30 @@ def parse_jsonl(
   return client_data.ParsedCorpus(
     clients=dict(clients), labels={label_field: dict(labels)} if label_field else {}, dropped=dict(dropped)
   )
+
+
+def _records(path: str):
+  """`(line number, record)` of a JSON Lines file, or of a `.csv` file (a header row names the fields)."""
+  text = _read_utf8(path)
+  if path.lower().endswith(".csv"):
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for record in reader:
+      if None in record or None in record.values():  # More or fewer cells than the header names.
+        raise client_data.CorpusError(
+          f"{path}:{reader.line_num}: {len(reader.fieldnames)} fields in the header, not in this row: quote "
+          "cells that hold commas."
+        )
+      yield reader.line_num, record
+    return
+  for number, line in enumerate(text.splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      yield number, json.loads(line)
+    except json.JSONDecodeError as e:
+      raise client_data.CorpusError(
+        f"{path}:{number}: not valid JSON ({e.msg}). Each line must be one JSON object."
+      ) from e
 
 
 def _signature(path: str) -> list[str]:
