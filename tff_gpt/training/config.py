@@ -27,6 +27,7 @@ from tff_gpt.settings import (
   require,
   setting,
 )
+from tff_gpt.training.audit_settings import AuditSettings
 from tff_gpt.training.task_settings import TaskSettings
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
   "ExperimentConfig",
   "RunSettings",
   "TaskSettings",
+  "AuditSettings",
 ]
 
 _NAME = Check(
@@ -149,6 +151,7 @@ class ExperimentConfig(
   ModelSettings,
   TokenizerSettings,
   CorpusSettings,
+  AuditSettings,
   TaskSettings,
   RunSettings,
 ):
@@ -165,6 +168,7 @@ class ExperimentConfig(
     for check in (
       self.check_run,
       self.check_task,
+      self.check_audit,
       self.check_corpus,
       self.check_tokenizer,
       self.check_model,
@@ -254,6 +258,7 @@ class ExperimentConfig(
 GROUPS = (
   RunSettings,
   TaskSettings,
+  AuditSettings,
   CorpusSettings,
   TokenizerSettings,
   ModelSettings,

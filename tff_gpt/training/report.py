@@ -1,8 +1,10 @@
 """What a finished run reports: its summary (results/<name>/summary.json) and its export."""
 
+import os
+
 from tff_gpt import export
 from tff_gpt.models import registry
-from tff_gpt.training import outputs, write_failures
+from tff_gpt.training import audit, outputs, write_failures
 
 _EVALUATED = ("eval_", "val_", "personalization_")  # What an evaluation adds to a metrics row.
 
@@ -46,6 +48,10 @@ def summarize(run, evaluate, final_state, last_metrics: dict, *, memory_estimate
     summary["classification_by_client"] = evaluate.classified_clients
   if evaluate.rouge_clients:
     summary["rouge_by_client"] = evaluate.rouge_clients
+  if config.canaries or config.membership_clients:  # The memorization audit (training/audit.py).
+    summary.update(audit.measure(run, weights))
+    if config.canaries:
+      summary["canaries_csv"] = os.path.join(dirs.results, audit.ROWS_FILE)
   if config.differentially_private:
     summary.update(dp_epsilon=run.dp_epsilon(config.total_rounds), dp_delta=config.dp_delta)
   if config.export and registry.MODELS[config.model].is_gpt2:
@@ -100,6 +106,18 @@ def format_summary(summary: dict) -> str:
     lines.append(
       f"  greedy responses: ROUGE-1 {summary['eval_rouge1']:.4f}, ROUGE-2 {summary['eval_rouge2']:.4f}, "
       f"ROUGE-L {summary['eval_rougeL']:.4f} (per client: rouge_by_client in summary.json)"
+    )
+  if "canary_exposure" in summary:
+    by = ", ".join(f"x{k}: {v['mean_exposure']:.2f}" for k, v in summary["canary_exposure"].items())
+    lines.append(
+      f"  canary exposure (bits of {summary['canary_space_bits']:.1f}; x0 = never planted): {by} "
+      f"({summary['canaries_csv']})"
+    )
+  if "auc" in summary.get("membership", {}):
+    m = summary["membership"]
+    lines.append(
+      f"  membership attack on {m['members']} + {m['non_members']} clients: AUC {m['auc']:.3f}, "
+      f"TPR {m['tpr_at_1pct_fpr']:.3f} at 1% FPR"
     )
   if "dp_epsilon" in summary:
     lines.append(f"  privacy: ({summary['dp_epsilon']:.3g}, {summary['dp_delta']:g})-DP at the client level")

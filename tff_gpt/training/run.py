@@ -27,7 +27,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import algorithms, label_scoring, response_scoring
 from tff_gpt.algorithms import communication, privacy
-from tff_gpt.training import outputs, personalization
+from tff_gpt.training import audit, outputs, personalization
 from tff_gpt.training.task import FederatedTask
 
 
@@ -70,6 +70,7 @@ class Run:
       label_scoring.check_labels(task.corpus.texts("train"), task.corpus.texts("test"), config.class_words())
     if config.rouge_pairs:  # Every document non-empty: checked before any round.
       response_scoring.check_documents(task.corpus.texts("train"), task.corpus.texts("test"))
+    audit.check(task)  # Canaries that fit their clients and the tokenizer, their plan written.
     process = algorithms.build_process(
       config,
       task.model_fn,

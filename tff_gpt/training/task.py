@@ -1,11 +1,10 @@
 """What a researcher changes to study other text or another model: the federated task.
 
 In the spirit of `tff.simulation.baselines.BaselineTask`: the tokenizer, the
-federated train and test data, the model function and the evaluation clients,
-built from the data and model settings of a config and checked against each
-other before any round runs. The learning process (`algorithms.build_process`),
-the round loop (`rounds.py`) and the report (`report.py`) take a task; none
-builds one of its own.
+federated train (canaries planted, `audit.py`) and test data, the model function
+and the evaluation clients, built from a config's settings and checked against
+each other before any round runs. The learning process, the round loop and the
+report take a task; none builds one of its own.
 """
 
 import dataclasses
@@ -18,8 +17,8 @@ from tff_gpt import errors
 from tff_gpt.data import classified, client_groups, pairs, preprocessing, tokenizers
 from tff_gpt.models import adapters, char_lstm, checkpoints, frozen, gpt2_lm, registry, tff_model
 from tff_gpt.models import trainable as trainable_lib
+from tff_gpt.training import audit, outputs
 from tff_gpt.training import config as config_lib
-from tff_gpt.training import outputs
 
 
 class FederatedTask:
@@ -89,7 +88,12 @@ class FederatedTask:
 
   @functools.cached_property
   def train_data(self):
-    return self._tokenized(self.corpus.texts("train"))
+    return self._tokenized(audit.planted(self, self.corpus.texts("train")))
+
+  @functools.cached_property
+  def canary_plan(self):
+    """The canaries planted in the training split (`audit.canary_plan`; None without `--canaries`)."""
+    return audit.canary_plan(self)
 
   @functools.cached_property
   def test_data(self):
@@ -181,8 +185,7 @@ class FederatedTask:
 
   @property
   def lora_kind(self) -> str | None:
-    """The LoRA kind (`trainable.LORA_KINDS`) of a GPT-2 with adapters (the round's exactness gap is
-    measured), else None (and for a classifier head)."""
+    """The LoRA kind of a GPT-2 with adapters (the round's gap is measured); None else or with a head."""
     mode, c = trainable_lib.parse(self.config.trainable), self.config
     # A classifier head trains beside the adapters: the gap is the adapters' and is not measured then.
     return (
@@ -197,17 +200,14 @@ class FederatedTask:
 
   def client_rank(self, client_id: str) -> int | None:
     """The adapter rank `client_id` trains with hetlora:R or flexlora:R (None in other modes)."""
-    if self._client_ranks is None:
-      return None
-    return self._client_ranks.of(client_id, seed=self.config.seed)
+    return None if self._client_ranks is None else self._client_ranks.of(client_id, seed=self.config.seed)
 
   def _ranked(self, dataset, rank: int | None):
     """`dataset` carrying the adapters' rank (hetlora, flexlora: the model reads it), else `dataset`."""
     return dataset if self._client_ranks is None else preprocessing.with_rank(dataset, rank)
 
   def frozen_lora_a(self, model_weights) -> list:
-    """Each adapter's frozen `A` (ffa_lora: the seeded draw every client shares, read from the run's frozen
-    weights), first block first; `model_weights` are any of the run's (they hold no `A`)."""
+    """Each adapter's frozen `A` (ffa_lora: the seeded draw all clients share), first block first."""
     model = self.keras_model(model_weights, merged=False)
     return [adapter.lora_a.numpy() for adapter in adapters.adapters_of(gpt2_lm.backbone_of(model))]
 

@@ -1,0 +1,132 @@
+"""The memorization audit: canaries planted, exposure as the Secret Sharer defines it, membership AUC."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics
+
+from tests import helpers
+from tff_gpt import errors, memorization
+from tff_gpt.data import canaries, pairs, tokenizers
+from tff_gpt.settings import ConfigError
+from tff_gpt.training import audit, report, trainer
+
+
+def test_exposure_is_log2_of_the_space_minus_log2_of_the_rank():
+  # Carlini et al. 2019, Definition 3: exposure = log2 |R| - log2 rank, rank 1 the likeliest secret.
+  scores = np.array([5.0, 1.0, 3.0, 2.0, 8.0, 6.0, 7.0, 4.0])  # |R| = 8 log-perplexities.
+  assert memorization.exposure_exact(1.0, scores) == 3.0  # Rank 1: log2 8.
+  assert memorization.exposure_exact(3.0, scores) == pytest.approx(3 - np.log2(3))  # Rank 3.
+  assert memorization.exposure_exact(8.0, scores) == 0.0  # Rank 8, the least likely.
+
+
+def test_extrapolated_exposure_agrees_with_the_exact_rank_on_a_skew_normal_space():
+  space = stats.skewnorm.rvs(4.0, loc=30, scale=5, size=200_000, random_state=np.random.default_rng(0))
+  sample = np.random.default_rng(1).choice(space, 4096, replace=False)
+  for quantile in (1e-2, 1e-3, 1e-4):
+    score = np.quantile(space, quantile)
+    exact = memorization.exposure_exact(score, space)  # About -log2(quantile).
+    assert exact == pytest.approx(-np.log2(quantile), abs=0.1)
+    assert memorization.exposure_extrapolated(score, sample) == pytest.approx(exact, abs=0.6)
+
+
+def test_membership_auc_and_tpr_at_one_percent_fpr_are_scikit_learns():
+  members, others = [1.0, 1.2, 2.5, 0.8], [2.0, 3.0, 2.8, 1.1, 3.5]
+  got = memorization.membership(members, others)
+  # Lower loss ranks as a member: 17 of the 20 member/non-member pairs are ordered right.
+  assert got["auc"] == pytest.approx(17 / 20)
+  assert got["tpr_at_1pct_fpr"] == 0.5  # Two members below every non-member's loss.
+  truth = [1] * 4 + [0] * 5
+  assert got["auc"] == pytest.approx(metrics.roc_auc_score(truth, -np.array(members + others)))
+
+
+def test_canaries_are_distinct_planted_per_repeat_count_and_only_in_training_text():
+  plan = canaries.draw(4, [1, 3], ["a", "b"], digits=4, prefix="my number is", seed=0)
+  assert len({c.secret for c in plan.canaries}) == 14
+  assert [c.repeats for c in plan.canaries] == [1, 3, 1, 3] + [0] * 10
+  assert [c.client for c in plan.inserted] == ["a", "b", "a", "b"]
+  texts = {"a": [f"a{i}" for i in range(5)], "b": [f"b{i}{pairs.PAIR_MARK}r{i}" for i in range(5)]}
+  planted = canaries.insert(texts, plan, seed=0)
+  for c in plan.canaries:
+    text = plan.text(c.secret)
+    assert sum(text in e for es in planted.values() for e in es) == c.repeats
+  assert all(pairs.split(e)[1].startswith(f"r{e[1]}") for e in planted["b"])  # In the response, after it.
+  with pytest.raises(errors.UserInputError, match=r"repeated 30 times needs client 'a' to have that many"):
+    canaries.insert(texts, canaries.draw(1, [30], ["a"], digits=4, prefix="p", seed=0), seed=0)
+  words = tokenizers.WordTokenizer(["my", "number", "is"])
+  with pytest.raises(errors.UserInputError, match="The tokenizer cannot encode the canary 'my number is"):
+    canaries.check_encodable(words, plan)
+
+
+TEXTS = ["the cat sat on the mat", "a dog ran in the park", "we had tea at noon", "it rained all day"]
+
+
+def _config(tmp_path, **overrides):
+  corpus = {f"c{k}": [f"{TEXTS[(k + i) % 4]} {i % 3}" for i in range(20)] for k in range(5)}
+  values = dict(
+    dataset_path=helpers.write_jsonl_corpus(tmp_path / "corpus.jsonl", corpus),
+    canaries=1,
+    canary_repeats="12",
+    canary_digits=3,
+    canary_clients=1,
+    clients_per_eval=1,
+    clients_per_round=3,
+    total_rounds=40,
+    rounds_per_eval=40,
+    rounds_per_checkpoint=40,
+    client_optimizer="adam",
+    client_learning_rate=0.01,
+    client_epochs_per_round=4,
+    max_elements_per_client=64,
+    sequence_length=32,
+    model_size="2x32",
+    membership_clients=3,
+  )
+  return helpers.tiny_config(tmp_path, **(values | overrides))
+
+
+def test_a_canary_planted_many_times_is_memorized_and_a_never_planted_one_is_not(tmp_path):
+  helpers.ensure_tff_context()
+  experiment = trainer.FederatedExperiment(_config(tmp_path))
+  summary = experiment.run()
+  plan = canaries.Plan.from_json(json.load(open(os.path.join(experiment.dirs.results, audit.PLAN_FILE))))
+  evaluated = set(experiment.task.eval_client_ids)
+  assert {c.client for c in plan.inserted}.isdisjoint(evaluated)
+  held_out = [e for es in experiment.task.test_data.texts.values() for e in es]
+  assert not any(plan.prefix in e for e in held_out)  # Never in held-out text.
+  with open(summary["canaries_csv"], newline="") as f:
+    rows = list(csv.DictReader(f))
+  exposure = summary["canary_exposure"]
+  bits = np.log2(1000)
+  assert summary["canary_space_bits"] == pytest.approx(bits)
+  assert exposure["12"]["mean_exposure"] > bits - 1.5, exposure  # Near the top rank of 1,000.
+  assert exposure["0"]["mean_exposure"] < 2.5, exposure  # 10 random secrets: 1.44 bits expected (log2 e).
+  assert len(rows) == 11 and {r["method"] for r in rows} == {"exact"}
+  assert "canary exposure (bits of 10.0" in report.format_summary(summary)
+
+
+def test_canary_settings_that_cannot_work_stop_the_run_before_round_1(tmp_path):
+  with pytest.raises(errors.UserInputError, match="needs client .* to have that many training examples"):
+    trainer.FederatedExperiment(_config(tmp_path, canary_repeats="500"))
+  with pytest.raises(errors.UserInputError, match="training clients are not evaluation clients"):
+    trainer.FederatedExperiment(_config(tmp_path, clients_per_eval=None, canary_clients=2))
+  with pytest.raises(ConfigError, match="--canary_repeats must be comma-separated counts"):
+    _config(tmp_path, canary_repeats="1,ten").validate()
+
+
+def test_membership_attack_compares_the_clients_rounds_sampled_with_those_never_sampled(tmp_path):
+  helpers.ensure_tff_context()
+  config = _config(
+    tmp_path, canaries=0, total_rounds=2, clients_per_round=1, rounds_per_eval=2, membership_clients=5
+  )
+  experiment = trainer.FederatedExperiment(config)
+  summary = experiment.run()
+  with open(os.path.join(experiment.dirs.results, "sampled_clients.csv"), newline="") as f:
+    sampled = {cid for row in csv.DictReader(f) for cid in row["client_ids"].split(" ")}
+  m = summary["membership"]
+  assert m["members"] == len(sampled) and m["non_members"] == 5 - len(sampled) > 0
+  assert 0 <= m["auc"] <= 1 and "membership attack on" in report.format_summary(summary)

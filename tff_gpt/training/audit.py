@@ -1,0 +1,99 @@
+"""A run's memorization audit: the canaries planted in its training text, and what the run's end measures.
+
+`canary_plan` chooses the clients (seeded, among training clients that are
+neither evaluation nor validation clients) and draws the canaries
+(`data.canaries`); `planted` is the training split the task tokenizes. At the
+end, `measure` ranks every canary (`memorization.exposures`, rows written to
+`canaries.csv`) and, with `--membership_clients`, attacks membership at the
+client level: clients some round sampled against clients none did, each
+scored by the final model's mean loss per token on its own training text.
+"""
+
+import os
+
+import numpy as np
+
+from tff_gpt import errors, memorization
+from tff_gpt.data import canaries, preprocessing
+from tff_gpt.training import outputs
+
+PLAN_FILE, ROWS_FILE = "canaries.json", "canaries.csv"
+
+
+def canary_plan(task) -> canaries.Plan | None:
+  """The run's canaries (None without `--canaries`); refuses clients that cannot hold them, in one line."""
+  c = task.config
+  if not c.canaries:
+    return None
+  evaluated = set(task.eval_client_ids) | set(task.validation_client_ids)
+  free = [cid for cid in sorted(task.corpus.texts("train")) if cid not in evaluated]
+  if len(free) < c.canary_clients:
+    raise errors.UserInputError(
+      f"--canary_clients={c.canary_clients} but only {len(free)} training clients are not evaluation clients "
+      "(canaries never go into those): lower it, or --clients_per_eval."
+    )
+  chosen = [free[i] for i in np.random.default_rng([c.seed, canaries.STREAM, 3]).permutation(len(free))]
+  return canaries.draw(
+    c.canaries,
+    c.repeat_counts(),
+    chosen[: c.canary_clients],
+    digits=c.canary_digits,
+    prefix=c.canary_prefix,
+    seed=c.seed,
+  )
+
+
+def planted(task, texts: dict[str, list[str]]) -> dict[str, list[str]]:
+  """The training split `texts` with the run's canaries in it (unchanged without canaries)."""
+  plan = task.canary_plan
+  return texts if plan is None else canaries.insert(texts, plan, seed=task.config.seed)
+
+
+def check(task) -> None:
+  """Before round 1: the canaries fit their clients and the tokenizer; the plan is written beside the run."""
+  plan = task.canary_plan
+  if plan is None:
+    return
+  canaries.check_encodable(task.tokenizer, plan)
+  _ = task.train_data  # Inserting refuses a repeat count above a client's examples.
+  os.makedirs(task.dirs.results, exist_ok=True)
+  plan.write(os.path.join(task.dirs.results, PLAN_FILE))
+
+
+def measure(run, weights) -> dict:
+  """`{"canary_exposure": by repeat count, "membership": attack}` (what the run's settings ask for)."""
+  task, c, out = run.task, run.config, {}
+  model = task.keras_model(weights)
+  if task.canary_plan is not None:
+    rows = memorization.exposures(model, task.tokenizer, task.canary_plan, seed=c.seed)
+    outputs.write_rows(os.path.join(task.dirs.results, ROWS_FILE), rows)
+    out["canary_exposure"] = memorization.summarize_exposures(rows)
+    out["canary_space_bits"] = float(c.canary_digits * np.log2(10))
+  if c.membership_clients:
+    sampled = {cid for r in range(1, c.total_rounds + 1) for cid in run.clients_for_round(r)}
+    clients = task.train_data.client_ids
+    rng = np.random.default_rng([c.seed, canaries.STREAM, 4])
+    groups = [[cid for cid in clients if (cid in sampled) == member] for member in (True, False)]
+    if not groups[1]:
+      out["membership"] = {"note": "every training client was sampled: no non-members to compare with"}
+      return out
+    losses = [
+      [
+        _mean_loss(model, task.train_data.sequences(cid))
+        for cid in rng.permutation(group)[: c.membership_clients]
+      ]
+      for group in groups
+    ]
+    out["membership"] = memorization.membership(*losses)
+  return out
+
+
+def _mean_loss(model, sequences) -> float:
+  """The model's mean cross-entropy per labelled token of `sequences`."""
+  import tensorflow as tf
+
+  logits = model({"token_ids": sequences["token_ids"], "padding_mask": sequences["padding_mask"]})
+  labels = sequences["labels"]
+  keep = labels != preprocessing.IGNORE_LABEL
+  losses = tf.keras.losses.sparse_categorical_crossentropy(np.maximum(labels, 0), logits, from_logits=True)
+  return float(np.sum(np.where(keep, losses.numpy(), 0.0)) / max(int(keep.sum()), 1))
