@@ -110,7 +110,7 @@ def test_a_canary_planted_many_times_is_memorized_and_a_never_planted_one_is_not
 
 
 def test_canary_settings_that_cannot_work_stop_the_run_before_round_1(tmp_path):
-  with pytest.raises(errors.UserInputError, match="needs client .* to have that many training examples"):
+  with pytest.raises(errors.UserInputError, match="and have the 500 examples --canary_repeats needs"):
     trainer.FederatedExperiment(_config(tmp_path, canary_repeats="500"))
   with pytest.raises(errors.UserInputError, match="training clients are not evaluation clients"):
     trainer.FederatedExperiment(_config(tmp_path, clients_per_eval=None, canary_clients=2))

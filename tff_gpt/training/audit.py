@@ -1,7 +1,8 @@
 """A run's memorization audit: the canaries planted in its training text, and what the run's end measures.
 
 `canary_plan` chooses the clients (seeded, among training clients that are
-neither evaluation nor validation clients) and draws the canaries
+neither evaluation nor validation clients and have as many examples as the
+largest repeat count) and draws the canaries
 (`data.canaries`); `planted` is the training split the task tokenizes. At the
 end, `measure` ranks every canary (`memorization.exposures`, rows written to
 `canaries.csv`) and, with `--membership_clients`, attacks membership at the
@@ -26,11 +27,13 @@ def canary_plan(task) -> canaries.Plan | None:
   if not c.canaries:
     return None
   evaluated = set(task.eval_client_ids) | set(task.validation_client_ids)
-  free = [cid for cid in sorted(task.corpus.texts("train")) if cid not in evaluated]
+  train, most = task.corpus.texts("train"), max(c.repeat_counts())
+  free = [cid for cid in sorted(train) if cid not in evaluated and len(train[cid]) >= most]
   if len(free) < c.canary_clients:
     raise errors.UserInputError(
       f"--canary_clients={c.canary_clients} but only {len(free)} training clients are not evaluation clients "
-      "(canaries never go into those): lower it, or --clients_per_eval."
+      f"(canaries never go into those) and have the {most} examples --canary_repeats needs: lower either, "
+      "or --clients_per_eval."
     )
   chosen = [free[i] for i in np.random.default_rng([c.seed, canaries.STREAM, 3]).permutation(len(free))]
   return canaries.draw(
