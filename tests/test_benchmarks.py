@@ -234,3 +234,18 @@ def test_quick_sentiment_and_summarization_studies_score_every_row_on_the_same_c
     assert 0 <= r["rougeL"] <= 1 and r["response_loss"] > 0
   # The federated row and the unchanged preset are scored on the same pairs: training moved the loss.
   assert rows[summarization.FEDERATED]["response_loss"] != rows[summarization.UNCHANGED]["response_loss"]
+
+
+@pytest.mark.slow
+def test_quick_memorization_study_audits_every_row_alike(tmp_path):
+  out = tmp_path / "memorization.json"
+  _run_benchmark(
+    tmp_path, "studies.memorization", "--quick", "--out", str(out), "--work_dir", str(tmp_path / "w")
+  )
+  rows = json.loads(out.read_text())["rows_by_seed"]["0"]
+  assert list(rows) == ["FedAvg", "central, FedAvg's batches", "LoRA 8", "FedAvg, DP noise 1"]
+  for row in rows.values():  # The same canaries, each row ranked against the same space.
+    assert set(row["exposure"]) == {"0", "1", "4"} and row["space_bits"] == pytest.approx(math.log2(1000))
+    assert 0 <= row["membership_auc"] <= 1
+  assert rows["FedAvg, DP noise 1"]["dp_epsilon"] > 0 and rows["FedAvg"]["dp_epsilon"] is None
+  assert rows["central, FedAvg's batches"]["bytes_communicated"] == 0
