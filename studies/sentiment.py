@@ -16,7 +16,7 @@ held-out reviews of the same evaluation clients (each movie's last reviews;
   batches through one model, the client optimizer and rate): the ceiling;
 - each client alone: every evaluation client fine-tunes the preset (adapters
   and a fresh head) on its own training reviews only (`training.personalization`,
-  plain SGD, the better of `FLOOR_RATES` on the held-out reviews themselves,
+  plain SGD at the best of `FLOOR_RATES` on the held-out reviews themselves,
   which favours the floor): the floor;
 - federated LoRA + head, then each evaluation client fine-tunes the result on
   its own training reviews (`--personalization_clients`, plain SGD 0.1);
@@ -154,7 +154,7 @@ def central(work: str, name: str, rate: float) -> dict:
 
 def floor(s: Settings, work: str, name: str) -> tuple[dict, dict]:
   """Each evaluation client alone, from the preset (the head run's settings and clients): pooled accuracy
-  at the better of `FLOOR_RATES`; and `majority_label`'s."""
+  at the best of `FLOOR_RATES`; and `majority_label`'s."""
   from tff_gpt import runtime
   from tff_gpt.training import config as config_lib
   from tff_gpt.training import outputs, personalization, trainer
