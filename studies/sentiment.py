@@ -53,7 +53,7 @@ MAJORITY = "each client's majority training label (no model)"
 FLOOR_RATES = (0.1,)  # Plain SGD rates each client alone tries (personalization's optimizer).
 # How docs/results_tasks.md names the results file's making (scripts/headline_table.py).
 COMMAND = "studies.sentiment --seeds 0,1,2 --work_dir /tmp/sentiment --out studies/results_sentiment.json"
-MADE = "2026-12-07, commit 1dc8069 (sentiment: d6fe411)"
+MADE = "2026-12-07, commit 97ece16 (seed 0's federated head run at 1dc8069, the same code)"
 
 
 @dataclasses.dataclass(frozen=True)

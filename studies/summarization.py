@@ -30,7 +30,7 @@ SEPARATOR = "\n\nSubject:"
 COMMAND = (
   "studies.summarization --seeds 0,1,2 --work_dir /tmp/summarization --out studies/results_summarization.json"
 )
-MADE = "2026-12-07, commit 1dc8069"
+MADE = "2026-12-07, commit 97ece16"
 UNCHANGED, FEDERATED, CENTRAL = "pretrained, unchanged", "federated LoRA", "central, same batches"
 
 
