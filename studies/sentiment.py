@@ -18,8 +18,6 @@ held-out reviews of the same evaluation clients (each movie's last reviews;
   and a fresh head) on its own training reviews only (`training.personalization`,
   plain SGD at the best of `FLOOR_RATES` on the held-out reviews themselves,
   which favours the floor): the floor;
-- federated LoRA + head, then each evaluation client fine-tunes the result on
-  its own training reviews (`--personalization_clients`, plain SGD 0.1);
 - each client's majority label in its own training reviews, no model: what a
   movie's own reviews say before any text is read;
 - federated LoRA + head on the same reviews re-dealt by a Dirichlet(0.1)
@@ -31,7 +29,6 @@ row sent. `gap_closed` = (federated - floor) / (central - floor), per seed.
 """
 
 import collections
-import csv
 import dataclasses
 import json
 import os
@@ -48,7 +45,6 @@ HEAD, WORDS, CENTRAL, FLOOR, SKEW = (
   "each client alone (floor)",
   "federated LoRA + head, Dirichlet(0.1) label skew",
 )
-PERSONALIZED = "federated LoRA + head, then each client fine-tunes"
 MAJORITY = "each client's majority training label (no model)"
 FLOOR_RATES = (0.1,)  # Plain SGD rates each client alone tries (personalization's optimizer).
 # How docs/results_tasks.md names the results file's making (scripts/headline_table.py).
@@ -138,11 +134,6 @@ def federated(s: Settings, work: str, name: str, seed: int, extra: list[str]) ->
     "bytes_communicated": run.summary["bytes_communicated"],
     "train_seconds": run.summary["train_seconds"],
   }
-  if "personalization_csv" in run.summary:  # Each evaluation client's personalized accuracy, pooled.
-    with open(run.summary["personalization_csv"]) as f:
-      rows = list(csv.DictReader(f))
-    correct = sum(float(r["personalized_accuracy"]) * int(r["tokens"]) for r in rows)
-    row["personalized"] = {"accuracy": correct / sum(int(r["tokens"]) for r in rows), "clients": len(rows)}
   return row
 
 
@@ -201,19 +192,13 @@ def majority_label(task) -> dict:
 
 
 def rows_of_seed(s: Settings, work: str, seed: int) -> dict:
-  personalize = [
-    f"--personalization_clients={s.clients_per_eval or 10**6}",
-    f"--personalization_steps={s.floor_steps}",
-    "--personalization_learning_rate=0.1",
-  ]
-  head = federated(s, work, "head", seed, ["--classify_with=head", *personalize])
+  head = federated(s, work, "head", seed, ["--classify_with=head"])
   alone, majority = floor(s, work, runs.seeded("head", seed))
   rows = {
     HEAD: head,
     WORDS: federated(s, work, "words", seed, []),
     CENTRAL: central(work, runs.seeded("head", seed), 0.003),
     FLOOR: alone,
-    PERSONALIZED: dict(head.pop("personalized"), bytes_communicated=head["bytes_communicated"]),
     MAJORITY: majority,
     SKEW: federated(
       s,
@@ -224,7 +209,7 @@ def rows_of_seed(s: Settings, work: str, seed: int) -> dict:
     ),
   }
   gap = rows[CENTRAL]["accuracy"] - rows[FLOOR]["accuracy"]
-  for label in (HEAD, WORDS, PERSONALIZED):
+  for label in (HEAD, WORDS):
     rows[label]["gap_closed"] = (rows[label]["accuracy"] - rows[FLOOR]["accuracy"]) / gap if gap else None
   return rows
 
@@ -269,20 +254,10 @@ def _ci(values, sign: str = "") -> str:
   return f"{mean:{sign}.4f}" if low == "" else f"{mean:{sign}.4f} [{low:{sign}.4f}, {high:{sign}.4f}]"
 
 
-def main(argv=None) -> dict:
-  parser = common.parser(__doc__, work_dir="Where the preset and runs go; reusing one skips what is done.")
-  parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
-  args = parser.parse_args(argv)
-  s = settings(args.quick)
-  work = args.work_dir or tempfile.mkdtemp(prefix="sentiment-")
-  os.makedirs(work, exist_ok=True)
-  pretrained = pretrain(s, work)
-  seeds = [int(x) for x in args.seeds.split(",")]
-  by_seed = {seed: rows_of_seed(s, work, seed) for seed in seeds}
-  for seed, rows in by_seed.items():
-    print(f"seed {seed}:\n{table(rows)}")
+def summarize(s: Settings, pretrained: dict, by_seed: dict, work: str) -> dict:
+  """The results file: every seed's rows, and over two or more seeds each row's accuracy and gap closed."""
   result = {"settings": s.to_dict(), "pretraining": pretrained, "rows_by_seed": by_seed, "work_dir": work}
-  if len(seeds) > 1:
+  if len(by_seed) > 1:
     reference = lambda label: HEAD if label == SKEW else CENTRAL  # noqa: E731
     result["over_seeds"] = runs.over_seeds(by_seed, "accuracy", reference)
     result["seeds_table"] = runs.seeds_table(result["over_seeds"], "accuracy")
@@ -291,7 +266,23 @@ def main(argv=None) -> dict:
     }
     result["gap_closed"] = runs.over_seeds(closed, "gap_closed", lambda label: None)
     print(result["seeds_table"])
-  return common.write(result, args.out)
+  return result
+
+
+def main(argv=None) -> dict:
+  parser = common.parser(__doc__, work_dir="Where the preset and runs go; reusing one skips what is done.")
+  parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
+  args = parser.parse_args(argv)
+  s = settings(args.quick)
+  work = args.work_dir or tempfile.mkdtemp(prefix="sentiment-")
+  os.makedirs(work, exist_ok=True)
+  pretrained = pretrain(s, work)
+  by_seed, result = {}, {}
+  for seed in (int(x) for x in args.seeds.split(",")):  # The results file is rewritten after each seed.
+    by_seed[seed] = rows_of_seed(s, work, seed)
+    print(f"seed {seed}:\n{table(by_seed[seed])}")
+    result = common.write(summarize(s, pretrained, by_seed, work), args.out)
+  return result
 
 
 if __name__ == "__main__":

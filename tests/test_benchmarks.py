@@ -214,7 +214,6 @@ def test_quick_sentiment_and_summarization_studies_score_every_row_on_the_same_c
       sentiment.WORDS,
       sentiment.CENTRAL,
       sentiment.FLOOR,
-      sentiment.PERSONALIZED,
       sentiment.MAJORITY,
       sentiment.SKEW,
     }
