@@ -187,18 +187,18 @@ def main(argv=None) -> dict:
   work = args.work_dir or tempfile.mkdtemp(prefix="summarization-")
   os.makedirs(work, exist_ok=True)
   pretrained = pretrain(s, work)
-  seeds = [int(x) for x in args.seeds.split(",")]
-  by_seed = {seed: rows_of_seed(s, work, seed) for seed in seeds}
-  for seed, rows in by_seed.items():
-    print(f"seed {seed}:\n{table(rows)}")
-  result = {"settings": s.to_dict(), "pretraining": pretrained, "rows_by_seed": by_seed, "work_dir": work}
-  if len(seeds) > 1:
-    reference = lambda label: UNCHANGED if label != UNCHANGED else None  # noqa: E731
-    for key in ("rougeL", "response_loss"):
-      result[f"over_seeds_{key}"] = over = runs.over_seeds(by_seed, key, reference)
-      result[f"seeds_table_{key}"] = runs.seeds_table(over, key)
-      print(result[f"seeds_table_{key}"])
-  return common.write(result, args.out)
+  by_seed, result = {}, {}
+  for seed in (int(x) for x in args.seeds.split(",")):  # The results file is rewritten after each seed.
+    by_seed[seed] = rows_of_seed(s, work, seed)
+    print(f"seed {seed}:\n{table(by_seed[seed])}")
+    result = {"settings": s.to_dict(), "pretraining": pretrained, "rows_by_seed": by_seed, "work_dir": work}
+    if len(by_seed) > 1:
+      reference = lambda label: UNCHANGED if label != UNCHANGED else None  # noqa: E731
+      for key in ("rougeL", "response_loss"):
+        result[f"over_seeds_{key}"] = over = runs.over_seeds(by_seed, key, reference)
+        result[f"seeds_table_{key}"] = runs.seeds_table(over, key)
+    common.write(result, args.out)
+  return result
 
 
 if __name__ == "__main__":
