@@ -157,11 +157,11 @@ def table(rows: dict) -> str:
 
 def doc_table(result: dict) -> str:
   """docs/results_tasks.md's table: each figure over seeds, each row's paired difference from the preset."""
-  from studies.sentiment import _ci
+  from studies.sentiment import _ci, _seeds
 
   by_seed = list(result["rows_by_seed"].values())
   lines = [
-    f"| row ({len(by_seed)} seeds) | ROUGE-L | minus unchanged | ROUGE-1 | ROUGE-2 | subject-line loss | "
+    f"| row ({_seeds(len(by_seed))}) | ROUGE-L | minus unchanged | ROUGE-1 | ROUGE-2 | subject-line loss | "
     "minus unchanged | MB sent |",
     "|---|---|---|---|---|---|---|---|",
   ]
