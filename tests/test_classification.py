@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics
 
 from tests import helpers
-from tff_gpt import errors
+from tff_gpt import errors, generation
 from tff_gpt.data import pairs
 from tff_gpt.models import gpt2_lm, tff_model
 from tff_gpt.settings import ConfigError
@@ -122,7 +122,9 @@ def test_head_scores_its_own_predictions_as_scikit_learn_and_tff_do(head_run):
   rows = [r for r in outputs.read_metrics(experiment.dirs) if r.get("eval_loss")]
   assert len(rows) == 3
   assert all(float(r["eval_accuracy"]) == pytest.approx(float(r["eval_label_accuracy"])) for r in rows)
-  assert "sample" not in summary  # A classifier writes no text.
+  assert "sample" not in summary  # A classifier writes no text, and says so when asked to.
+  with pytest.raises(errors.UserInputError, match="trained a classifier head"):
+    generation.generate(experiment.task.keras_model(summary["model_weights"]), experiment.task.tokenizer, "a")
 
 
 @pytest.mark.parametrize("trainable", ["all", "last_blocks:1", "bitfit", "lora:2", "ffa_lora:2"])

@@ -81,6 +81,11 @@ def reply(
 
 def _complete(model, tokenizer, prompt_ids, *, max_length, sampler, k, p, seed) -> np.ndarray:
   """The ids sampled after `prompt_ids` (BOS included), up to the first end token."""
+  if gpt2_lm.head_variables(model):
+    raise errors.UserInputError(
+      "This run trained a classifier head (--classify_with=head): it scores classes and writes no text; "
+      "generate with a run of the language model."
+    )
   backbone = gpt2_lm.backbone_of(model)
   limit = backbone.max_sequence_length
   max_length = min(max_length or limit, limit)
