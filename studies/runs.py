@@ -102,6 +102,25 @@ def python(module: str, args: list[str]) -> str:
   return result.stdout
 
 
+def pretrain_on_text(work: str, write_text, s) -> dict:
+  """GPT-2 pretrained centrally (`experiments.pretrain`, its BPE learned there) into `{work}/preset` on the
+  JSON Lines text `write_text()` writes (called only when there is no preset yet); what it reported. `s`:
+  the study's settings (`bpe_vocab_size`, `model_size`, `sequence_length`, `epochs`)."""
+  if not os.path.exists(f"{work}/preset/pretrain.json"):
+    args = [
+      "--dataset=jsonl",
+      f"--dataset_path={write_text()}",
+      f"--bpe_vocab_size={s.bpe_vocab_size}",
+      f"--model_size={s.model_size}",
+      f"--sequence_length={s.sequence_length}",
+      f"--epochs={s.epochs}",
+      f"--preset_dir={work}/preset",
+    ]
+    print(python("experiments.pretrain", args).strip().splitlines()[-1])
+  with open(f"{work}/preset/pretrain.json") as f:
+    return json.load(f)
+
+
 def federated(work: str, name: str, flags: list[str], *, reuse: bool = True) -> RunResult:
   """Run `name` of `experiments.run_experiment` under `{work}/runs` with `flags` (unless it finished before
   and `reuse`); its `RunResult`."""

@@ -90,20 +90,8 @@ def write_plots(s: Settings, work: str) -> str:
 
 
 def pretrain(s: Settings, work: str) -> dict:
-  """GPT-2 pretrained on the synopses into `{work}/preset` (reused when there)."""
-  if not os.path.exists(f"{work}/preset/pretrain.json"):
-    args = [
-      "--dataset=jsonl",
-      f"--dataset_path={write_plots(s, work)}",
-      f"--bpe_vocab_size={s.bpe_vocab_size}",
-      f"--model_size={s.model_size}",
-      f"--sequence_length={s.sequence_length}",
-      f"--epochs={s.epochs}",
-      f"--preset_dir={work}/preset",
-    ]
-    print(runs.python("experiments.pretrain", args).strip().splitlines()[-1])
-  with open(f"{work}/preset/pretrain.json") as f:
-    return json.load(f)
+  """GPT-2 pretrained on the study's public text into `{work}/preset` (reused when there)."""
+  return runs.pretrain_on_text(work, lambda: write_plots(s, work), s)
 
 
 def federated(s: Settings, work: str, name: str, seed: int, extra: list[str]) -> dict:
