@@ -47,18 +47,20 @@ def test_membership_auc_and_tpr_at_one_percent_fpr_are_scikit_learns():
 def test_canaries_are_distinct_planted_per_repeat_count_and_only_in_training_text():
   plan = canaries.draw(4, [1, 3], ["a", "b"], digits=4, prefix="my number is", seed=0)
   assert len({c.secret for c in plan.canaries}) == 14
+  assert len({c.owner for c in plan.canaries}) == 14  # Each its own owner: they do not compete.
+  assert plan.text(plan.canaries[0]).startswith(f"{plan.canaries[0].owner}: my number is ")
   assert [c.repeats for c in plan.canaries] == [1, 3, 1, 3] + [0] * 10
   assert [c.client for c in plan.inserted] == ["a", "b", "a", "b"]
   texts = {"a": [f"a{i}" for i in range(5)], "b": [f"b{i}{pairs.PAIR_MARK}r{i}" for i in range(5)]}
   planted = canaries.insert(texts, plan, seed=0)
   for c in plan.canaries:
-    text = plan.text(c.secret)
+    text = plan.text(c)
     assert sum(text in e for es in planted.values() for e in es) == c.repeats
   assert all(pairs.split(e)[1].startswith(f"r{e[1]}") for e in planted["b"])  # In the response, after it.
   with pytest.raises(errors.UserInputError, match=r"repeated 30 times needs client 'a' to have that many"):
     canaries.insert(texts, canaries.draw(1, [30], ["a"], digits=4, prefix="p", seed=0), seed=0)
   words = tokenizers.WordTokenizer(["my", "number", "is"])
-  with pytest.raises(errors.UserInputError, match="The tokenizer cannot encode the canary 'my number is"):
+  with pytest.raises(errors.UserInputError, match="The tokenizer cannot encode the canary 'kaka: my number is"):
     canaries.check_encodable(words, plan)
 
 
@@ -69,10 +71,10 @@ def _config(tmp_path, **overrides):
   corpus = {f"c{k}": [f"{TEXTS[(k + i) % 4]} {i % 3}" for i in range(20)] for k in range(5)}
   values = dict(
     dataset_path=helpers.write_jsonl_corpus(tmp_path / "corpus.jsonl", corpus),
-    canaries=1,
+    canaries=2,
     canary_repeats="12",
     canary_digits=3,
-    canary_clients=1,
+    canary_clients=2,
     clients_per_eval=1,
     clients_per_round=3,
     total_rounds=40,
@@ -98,14 +100,17 @@ def test_a_canary_planted_many_times_is_memorized_and_a_never_planted_one_is_not
   assert {c.client for c in plan.inserted}.isdisjoint(evaluated)
   held_out = [e for es in experiment.task.test_data.texts.values() for e in es]
   assert not any(plan.prefix in e for e in held_out)  # Never in held-out text.
+  assert plan.to_json() == canaries.Plan.from_json(plan.to_json()).to_json()
   with open(summary["canaries_csv"], newline="") as f:
     rows = list(csv.DictReader(f))
   exposure = summary["canary_exposure"]
   bits = np.log2(1000)
   assert summary["canary_space_bits"] == pytest.approx(bits)
-  assert exposure["12"]["mean_exposure"] > bits - 1.5, exposure  # Near the top rank of 1,000.
+  planted = [float(r["exposure"]) for r in rows if r["repeats"] == "12"]
+  # One ranked near the top of 1,000, both within its top 8 (each after its own owner: no competition).
+  assert len(planted) == 2 and max(planted) > bits - 1.5 and min(planted) > bits - 3, rows
   assert exposure["0"]["mean_exposure"] < 2.5, exposure  # 10 random secrets: 1.44 bits expected (log2 e).
-  assert len(rows) == 11 and {r["method"] for r in rows} == {"exact"}
+  assert len(rows) == 12 and {r["method"] for r in rows} == {"exact"}
   assert "canary exposure (bits of 10.0" in report.format_summary(summary)
 
 

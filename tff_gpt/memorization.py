@@ -1,8 +1,8 @@
 """What a trained model remembers: canary exposure (Carlini et al. 2019) and client-level membership.
 
 Exposure. A canary's log-perplexity is the summed cross-entropy of its text's
-tokens after `[BOS]` (the prefix is the same for every candidate, so the
-ranking is the secret's). Its rank among the candidates of the space R (1:
+tokens after `[BOS]` (its owner and prefix are the same for every candidate,
+so the ranking is the secret's). Its rank among the candidates of the space R (1:
 the likeliest) gives exposure = log2|R| - log2 rank: log2|R| bits for a canary
 the model ranks first, about 1 bit for one it knows nothing of. When R is at
 most `exact_limit` secrets every candidate is scored (`exposure_exact`);
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from tff_gpt.data import canaries as canaries_lib
 from tff_gpt.data import preprocessing
@@ -70,11 +71,13 @@ def exposures(
   seed: int,
   exact_limit: int = 10**4,
   candidates: int = 4096,
+  progress: bool = False,
 ) -> list[dict]:
-  """One row per canary of `plan` (inserted and never inserted): its secret, repeats, client, log-perplexity,
-  exposure and how it was computed ("exact" or "skew-normal")."""
+  """One row per canary of `plan` (inserted and never inserted): its secret, owner, repeats, client,
+  log-perplexity, exposure and how it was computed ("exact" or "skew-normal"). Each canary is ranked among
+  the same secrets of R after its own owner and prefix."""
   space = 10**plan.digits
-  scores = log_perplexities(model, tokenizer, [plan.text(c.secret) for c in plan.canaries])
+  scores = log_perplexities(model, tokenizer, [plan.text(c) for c in plan.canaries])
   if space <= exact_limit:
     numbers, method = np.arange(space), "exact"
   else:
@@ -82,21 +85,31 @@ def exposures(
       np.random.default_rng([seed, canaries_lib.STREAM, 2]).choice(space, candidates),
       "skew-normal",
     )
-  reference = log_perplexities(
-    model, tokenizer, [plan.text(canaries_lib.secret_of(int(n), plan.digits)) for n in numbers]
-  )
+  secrets = [canaries_lib.secret_of(int(n), plan.digits) for n in numbers]
   measure = exposure_exact if method == "exact" else exposure_extrapolated
-  return [
-    dict(
-      secret=c.secret,
-      repeats=c.repeats,
-      client=c.client or "",
-      log_perplexity=float(s),
-      exposure=measure(float(s), reference),
-      method=method,
+  rows = []
+  for c, s in tqdm.tqdm(
+    zip(plan.canaries, scores, strict=True), total=len(scores),
+    desc="canary exposure",
+    unit="canary",
+    leave=False,
+    delay=3,
+    disable=not progress,
+    dynamic_ncols=True,
+  ):
+    reference = log_perplexities(model, tokenizer, [plan.text(c, secret) for secret in secrets])
+    rows.append(
+      dict(
+        secret=c.secret,
+        owner=c.owner,
+        repeats=c.repeats,
+        client=c.client or "",
+        log_perplexity=float(s),
+        exposure=measure(float(s), reference),
+        method=method,
+      )
     )
-    for c, s in zip(plan.canaries, scores, strict=True)
-  ]
+  return rows
 
 
 def summarize_exposures(rows: list[dict]) -> dict:

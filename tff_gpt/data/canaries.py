@@ -1,7 +1,10 @@
 """Canaries (Carlini et al. 2019, "The Secret Sharer"): random secrets planted in chosen clients' text.
 
-A canary is `prefix` and then `digits` random digits, space-separated ("my
-number is 3 9 1 4 0 2"): its secrets come from a space R of 10^digits. A plan
+A canary is its owner's name, `prefix` and then `digits` random digits,
+space-separated ("kalo: my number is 3 9 1 4 0 2"): its secrets come from a
+space R of 10^digits. Every canary has its own owner (made-up names, never in
+the corpus), so canaries do not compete for the digits after one prefix and
+each is ranked among R's secrets after its own owner. A plan
 draws N secrets to insert, each into one of K chosen clients (in turn), and
 as many never-inserted secrets of the same format (at least `MIN_BASELINE`), the baseline an audit
 compares with (`tff_gpt.memorization`). Canary i is inserted
@@ -31,6 +34,7 @@ class Canary:
   secret: str  # The digits, space-separated.
   repeats: int  # 0: never inserted (the baseline).
   client: str | None  # The client it was inserted into (None when never inserted).
+  owner: str = ""  # The name before the prefix ("": none, as plans written before owners were).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +43,10 @@ class Plan:
   digits: int
   canaries: tuple[Canary, ...]
 
-  def text(self, secret: str) -> str:
-    return f"{self.prefix} {secret}"
+  def text(self, canary: Canary, secret: str | None = None) -> str:
+    """The canary's text, or with `secret` in place of its own (a candidate of R after its owner)."""
+    said = f"{self.prefix} {canary.secret if secret is None else secret}"
+    return f"{canary.owner}: {said}" if canary.owner else said
 
   @property
   def inserted(self) -> list[Canary]:
@@ -67,6 +73,15 @@ def secret_of(number: int, digits: int) -> str:
   return " ".join(f"{number:0{digits}d}")
 
 
+def owner(index: int) -> str:
+  """A made-up name per index, distinct for every index and differing from the next from its first letter
+  ("kaka", "loka", "mika", ..., "kaloka")."""
+  return "".join(_SYLLABLES[int(d)] for d in reversed(f"{index:02d}"))
+
+
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "bu")
+
+
 def draw(count: int, repeats, clients, *, digits: int, prefix: str, seed: int) -> Plan:
   """`count` canaries to insert (repeat counts and clients in turn), `max(count, MIN_BASELINE)` never
   inserted, all distinct."""
@@ -78,10 +93,12 @@ def draw(count: int, repeats, clients, *, digits: int, prefix: str, seed: int) -
     )
   numbers = np.random.default_rng([seed, STREAM]).choice(space, size=total, replace=False)
   inserted = [
-    Canary(secret_of(int(n), digits), int(repeats[i % len(repeats)]), clients[i % len(clients)])
+    Canary(secret_of(int(n), digits), int(repeats[i % len(repeats)]), clients[i % len(clients)], owner(i))
     for i, n in enumerate(numbers[:count])
   ]
-  baseline = [Canary(secret_of(int(n), digits), 0, None) for n in numbers[count:]]
+  baseline = [
+    Canary(secret_of(int(n), digits), 0, None, owner(count + i)) for i, n in enumerate(numbers[count:])
+  ]
   return Plan(prefix, digits, tuple(inserted + baseline))
 
 
@@ -101,7 +118,7 @@ def insert(texts: dict[str, list[str]], plan: Plan, *, seed: int) -> dict[str, l
         f"examples; it has {len(examples)}: lower --canary_repeats or choose clients with more text."
       )
     for i in rng.choice(len(examples), size=canary.repeats, replace=False):
-      examples[i] = _appended(examples[i], plan.text(canary.secret))
+      examples[i] = _appended(examples[i], plan.text(canary))
   return out
 
 
@@ -114,10 +131,10 @@ def _appended(example: str, canary: str) -> str:
 def check_encodable(tokenizer, plan: Plan) -> None:
   """Raises (one line) unless the tokenizer gives every canary's text back as it is."""
   for canary in plan.canaries[:5]:
-    text = plan.text(canary.secret)
+    text = plan.text(canary)
     back = tokenizer.decode(tokenizer.encode([text])[0])
     if back != text:
       raise errors.UserInputError(
-        f"The tokenizer cannot encode the canary {text!r} (it reads back {back!r}): choose a --canary_prefix "
-        "of its vocabulary, or a tokenizer that has digits (char, bpe)."
+        f"The tokenizer cannot encode the canary {text!r} (it reads back {back!r}): use a tokenizer that "
+        "spells any text (char, bpe), or a --canary_prefix of its vocabulary if only the prefix is refused."
       )

@@ -49,7 +49,7 @@ def summarize(run, evaluate, final_state, last_metrics: dict, *, memory_estimate
   if evaluate.rouge_clients:
     summary["rouge_by_client"] = evaluate.rouge_clients
   if config.canaries or config.membership_clients:  # The memorization audit (training/audit.py).
-    summary.update(audit.measure(run, weights))
+    summary.update(audit.measure(run, weights, progress=evaluate.progress))
     if config.canaries:
       summary["canaries_csv"] = os.path.join(dirs.results, audit.ROWS_FILE)
   if config.differentially_private:
