@@ -2,6 +2,7 @@
 
   .venv/bin/python -m studies.memorization --seeds 0,1,2 --work_dir /tmp/memorization \
       --out studies/results_memorization.json --plot docs/memorization_exposure.png
+  .venv/bin/python -m studies.memorization --table     # the doc table and plot again from the results file
   .venv/bin/python -m studies.memorization --quick     # tiny model, few rounds (the tests run it)
 
 Every row trains GPT-2 on Shakespeare's roles (`--dataset=shakespeare`) with
@@ -18,12 +19,22 @@ epsilon at delta 1e-5 of the DP rows (`dp_accounting`, as the run reports it).
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 
 from studies import common, runs
+from tff_gpt.comparison import stats
 
 REPEATS = "1,10,100"
+COMMAND = (
+  "studies.memorization --seeds 0,1,2 --work_dir /tmp/memorization --out studies/results_memorization.json "
+  "--plot docs/memorization_exposure.png"
+)
+MADE = "2026-12-07, commit 0000000"
+RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
+FEDAVG, CENTRAL = "FedAvg", "central, FedAvg's batches"
+WITHIN_BITS = 2.0  # A canary this close to never-planted ones is not told apart from them.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +57,7 @@ class Settings:
 def settings(quick: bool) -> Settings:
   if quick:
     return Settings("tiny", 32, 2, 3, 1, 3, 20, 1.0, noise=(1.0,), repeats="1,4")
-  return Settings("2x128", 80, 200, 20, 3, 6, 200, 1.0)
+  return Settings("2x128", 80, 100, 20, 3, 6, 200, 1.0, noise=(0.1, 0.3, 1.0))
 
 
 def rows_to_run(s: Settings) -> dict:
@@ -105,7 +116,20 @@ def _row(summary: dict) -> dict:
 
 
 def central(work: str, name: str) -> dict:
-  """FedAvg's own batches through one model (client SGD 0.5), audited as the runs are."""
+  """FedAvg's own batches through one model (client SGD 0.5), audited as the runs are (kept in
+  `{work}/central/<name>.json`, reused)."""
+  kept = os.path.join(work, "central", f"{name}.json")
+  if os.path.exists(kept):
+    with open(kept) as f:
+      return json.load(f)
+  row = _central(work, name)
+  os.makedirs(os.path.dirname(kept), exist_ok=True)
+  with open(kept, "w") as f:
+    json.dump(row, f)
+  return row
+
+
+def _central(work: str, name: str) -> dict:
   from tff_gpt import runtime
   from tff_gpt.central import replay
   from tff_gpt.training import audit, outputs, trainer
@@ -125,10 +149,101 @@ def central(work: str, name: str) -> dict:
   return _row(summary)
 
 
+def top(row: dict) -> str:
+  """The largest repeat count of a row's exposures (the canary that should be remembered best)."""
+  return max(row["exposure"], key=int)
+
+
+def differences(by_seed: list[dict], label: str) -> list[float]:
+  """Seed by seed: the most-repeated canary's exposure minus the never-planted canaries' mean."""
+  return [rows[label]["exposure"][top(rows[label])] - rows[label]["exposure"]["0"] for rows in by_seed]
+
+
+def doc_table(result: dict) -> str:
+  """docs/memorization.md's table: exposure by repeat count, its distance from never planted, the
+  membership AUC, held-out perplexity and epsilon, each over seeds (mean [95% interval])."""
+  by_seed = list(result["rows_by_seed"].values())
+  first = by_seed[0]
+  counts = sorted((k for k in first[FEDAVG]["exposure"] if k != "0"), key=int, reverse=True)
+  head = " | ".join(f"exposure x{k}" for k in counts)
+  lines = [
+    f"| row ({runs.seeds_phrase(len(by_seed))}) | {head} | never planted | x{counts[0]} minus never planted, "
+    "paired | membership AUC | held-out perplexity | epsilon |",
+    "|---|" + "---|" * (len(counts) + 6),
+  ]
+  for label in first:
+    of = lambda key, label=label: [rows[label][key] for rows in by_seed]  # noqa: E731
+    exposure = [
+      runs.mean_ci([rows[label]["exposure"][k] for rows in by_seed], digits=2) for k in counts + ["0"]
+    ]
+    auc = runs.mean_ci(of("membership_auc"), digits=3) if first[label]["membership_auc"] is not None else "-"
+    perplexity = runs.mean_ci([math.exp(v) for v in of("eval_loss")], digits=2)
+    epsilon = runs.mean_ci(of("dp_epsilon"), digits=2) if first[label]["dp_epsilon"] is not None else "none"
+    cells = [label, *exposure, runs.mean_ci(differences(by_seed, label), "+", 2), auc, perplexity, epsilon]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def verdict(result: dict) -> str:
+  """Which rows bring the most-repeated canary within `WITHIN_BITS` of never-planted ones (the whole
+  interval of the paired difference below it), in one sentence."""
+  by_seed = list(result["rows_by_seed"].values())
+  within = []
+  for label in by_seed[0]:
+    _, _, high = stats.interval(differences(by_seed, label))
+    if high != "" and high < WITHIN_BITS:
+      within.append(label)
+  return f"Within {WITHIN_BITS:g} bits of never-planted canaries (whole interval): " + (
+    ", ".join(within) if within else "no row"
+  )
+
+
+def plot(result: dict, path: str) -> None:
+  """Exposure of the most-repeated canary against epsilon (DP rows; no DP drawn at the right) and against
+  held-out perplexity (every row), means with 95% intervals over seeds."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  by_seed = list(result["rows_by_seed"].values())
+  fig, (by_eps, by_ppl) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+  never = stats.interval([rows[FEDAVG]["exposure"]["0"] for rows in by_seed])[0]
+  dp = [label for label in by_seed[0] if by_seed[0][label]["dp_epsilon"] is not None]
+  far = 10 * max(stats.interval([rows[x]["dp_epsilon"] for rows in by_seed])[0] for x in dp) if dp else 1
+  for label in by_seed[0]:
+    mean, low, high = stats.interval([rows[label]["exposure"][top(rows[label])] for rows in by_seed])
+    err = None if low == "" else [[mean - low], [high - mean]]
+    eps = by_seed[0][label]["dp_epsilon"]
+    x = stats.interval([rows[label]["dp_epsilon"] for rows in by_seed])[0] if eps is not None else far
+    ppl = stats.interval([math.exp(rows[label]["eval_loss"]) for rows in by_seed])[0]
+    for ax, at in ((by_eps, x), (by_ppl, ppl)):
+      ax.errorbar([at], [mean], yerr=err, fmt="o", capsize=3)
+      ax.annotate(label, (at, mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+  for ax in (by_eps, by_ppl):
+    ax.axhline(never, color="gray", linestyle=":", label="never planted")
+    ax.axhline(never + WITHIN_BITS, color="gray", linestyle="--", label=f"{WITHIN_BITS:g} bits above it")
+  by_eps.set(xscale="log", xlabel=f"epsilon at delta 1e-5 (no DP drawn at {far:g})")
+  by_eps.set_ylabel(f"exposure of the x{top(by_seed[0][FEDAVG])} canary (bits)")
+  by_ppl.set(xlabel="held-out perplexity per character")
+  by_eps.legend(fontsize=7)
+  fig.suptitle(f"What GPT-2 remembers of a canary, {runs.seeds_phrase(len(by_seed))} (mean, 95% interval)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  print(f"plot: {path}")
+
+
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="Where the runs go; reusing one skips what is done.")
   parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
+  parser.add_argument("--plot", default="", help="Draw exposure against epsilon and perplexity here (PNG).")
+  parser.add_argument("--table", action="store_true", help=f"Print the table and draw {PLOT} from {RESULTS}.")
   args = parser.parse_args(argv)
+  if args.table:
+    result = common.read(RESULTS)
+    print(doc_table(result), verdict(result), sep="\n\n")
+    plot(result, os.path.join(os.path.dirname(common.STUDIES), PLOT))
+    return result
   s = settings(args.quick)
   work = args.work_dir or tempfile.mkdtemp(prefix="memorization-")
   os.makedirs(work, exist_ok=True)
@@ -138,10 +253,14 @@ def main(argv=None) -> dict:
     for label, (name, extra) in rows_to_run(s).items():
       run_name, rows[label] = federated(s, work, name, seed, extra)
       if name == "fedavg":
-        rows["central, FedAvg's batches"] = central(work, run_name)
+        rows[CENTRAL] = central(work, run_name)
     by_seed[seed] = rows
     print(json.dumps(rows, indent=1))
-  return common.write({"settings": s.to_dict(), "rows_by_seed": by_seed, "work_dir": work}, args.out)
+  result = common.write({"settings": s.to_dict(), "rows_by_seed": by_seed, "work_dir": work}, args.out)
+  print(doc_table(result), verdict(result), sep="\n\n")
+  if args.plot:
+    plot(result, args.plot)
+  return result
 
 
 if __name__ == "__main__":

@@ -218,6 +218,20 @@ def seeds_table(summary: list[dict], what: str) -> str:
   return "\n".join(lines)
 
 
+def seeds_phrase(n: int) -> str:
+  """How a table heading counts its seeds ("one seed" or "3 seeds")."""
+  return "one seed" if n == 1 else f"{n} seeds"
+
+
+def mean_ci(values, sign: str = "", digits: int = 4) -> str:
+  """`mean [low, high]` (95% t-interval) of `values`; the mean alone for one value. `sign`: "+" to sign."""
+  from tff_gpt.comparison import stats
+
+  mean, low, high = stats.interval(values)
+  spec = f"{sign}.{digits}f"
+  return f"{mean:{spec}}" if low == "" else f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 def seeded(name: str, seed: int) -> str:
   """Run `name` of `seed`: seed 0 keeps the name runs had before seeds (a work directory made then is
   reused), other seeds' end in `_s<seed>`."""

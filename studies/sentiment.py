@@ -220,8 +220,8 @@ def doc_table(result: dict) -> str:
     {"label": label, "values": [rows[label]["accuracy"] for rows in by_seed]} for label in by_seed[0]
   ]
   lines = [
-    f"| row ({_seeds(len(by_seed))}) | accuracy | minus its reference, paired | macro-F1 | gap closed | "
-    "MB sent |",
+    f"| row ({runs.seeds_phrase(len(by_seed))}) | accuracy | minus its reference, paired | macro-F1 | "
+    "gap closed | MB sent |",
     "|---|---|---|---|---|---|",
   ]
   for r in over:
@@ -230,25 +230,13 @@ def doc_table(result: dict) -> str:
     if "difference" in r:
       low, high = r["difference_low"], r["difference_high"]
       diff = f"{r['difference']:+.4f} [{low:+.4f}, {high:+.4f}] vs {r['reference']}"
-    f1 = _ci([rows[label]["macro_f1"] for rows in by_seed]) if "macro_f1" in first else "-"
-    closed = _ci([rows[label]["gap_closed"] for rows in by_seed]) if "gap_closed" in first else ""
+    f1 = runs.mean_ci([rows[label]["macro_f1"] for rows in by_seed]) if "macro_f1" in first else "-"
+    closed = runs.mean_ci([rows[label]["gap_closed"] for rows in by_seed]) if "gap_closed" in first else ""
     if closed and not all(rows[CENTRAL]["accuracy"] > rows[FLOOR]["accuracy"] for rows in by_seed):
       closed = "none: alone is above central"
     mb = first["bytes_communicated"] / 2**20
-    lines.append(f"| {label} | {_ci(r['values'])} | {diff} | {f1} | {closed} | {mb:.1f} |")
+    lines.append(f"| {label} | {runs.mean_ci(r['values'])} | {diff} | {f1} | {closed} | {mb:.1f} |")
   return "\n".join(lines)
-
-
-def _seeds(n: int) -> str:
-  return "one seed" if n == 1 else f"{n} seeds"
-
-
-def _ci(values, sign: str = "") -> str:
-  """`mean [low, high]` (95% t-interval) of `values`; the mean alone for one value."""
-  from tff_gpt.comparison import stats
-
-  mean, low, high = stats.interval(values)
-  return f"{mean:{sign}.4f}" if low == "" else f"{mean:{sign}.4f} [{low:{sign}.4f}, {high:{sign}.4f}]"
 
 
 def summarize(s: Settings, pretrained: dict, by_seed: dict, work: str) -> dict:
@@ -256,13 +244,13 @@ def summarize(s: Settings, pretrained: dict, by_seed: dict, work: str) -> dict:
   result = {"settings": s.to_dict(), "pretraining": pretrained, "rows_by_seed": by_seed, "work_dir": work}
   if len(by_seed) > 1:
     reference = lambda label: HEAD if label == SKEW else CENTRAL  # noqa: E731
-    result["over_seeds"] = runs.over_seeds(by_seed, "accuracy", reference)
+    result["over_seeds"] = runs.overruns.seeds_phrase(by_seed, "accuracy", reference)
     result["seeds_table"] = runs.seeds_table(result["over_seeds"], "accuracy")
     closed = {
       seed: {k: {"gap_closed": r[k]["gap_closed"]} for k in (HEAD, WORDS)} for seed, r in by_seed.items()
     }
     if all(v["gap_closed"] is not None for rows in closed.values() for v in rows.values()):
-      result["gap_closed"] = runs.over_seeds(closed, "gap_closed", lambda label: None)
+      result["gap_closed"] = runs.overruns.seeds_phrase(closed, "gap_closed", lambda label: None)
     print(result["seeds_table"])
   return result
 

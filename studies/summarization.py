@@ -146,20 +146,21 @@ def table(rows: dict) -> str:
 
 def doc_table(result: dict) -> str:
   """docs/results_tasks.md's table: each figure over seeds, each row's paired difference from the preset."""
-  from studies.sentiment import _ci, _seeds
-
   by_seed = list(result["rows_by_seed"].values())
   lines = [
-    f"| row ({_seeds(len(by_seed))}) | ROUGE-L | minus unchanged | ROUGE-1 | ROUGE-2 | subject-line loss | "
-    "minus unchanged | MB sent |",
+    f"| row ({runs.seeds_phrase(len(by_seed))}) | ROUGE-L | minus unchanged | ROUGE-1 | ROUGE-2 | "
+    "subject-line loss | minus unchanged | MB sent |",
     "|---|---|---|---|---|---|---|---|",
   ]
   for label in by_seed[0]:
     v = {
-      k: _ci([rows[label][k] for rows in by_seed]) for k in ("rougeL", "rouge1", "rouge2", "response_loss")
+      k: runs.mean_ci([rows[label][k] for rows in by_seed])
+      for k in ("rougeL", "rouge1", "rouge2", "response_loss")
     }
     d = {
-      k: _ci([rows[label][k] - rows[UNCHANGED][k] for rows in by_seed], "+") if label != UNCHANGED else ""
+      k: runs.mean_ci([rows[label][k] - rows[UNCHANGED][k] for rows in by_seed], "+")
+      if label != UNCHANGED
+      else ""
       for k in ("rougeL", "response_loss")
     }
     mb = by_seed[0][label]["bytes_communicated"] / 2**20
@@ -184,7 +185,7 @@ def main(argv=None) -> dict:
     if len(by_seed) > 1:
       reference = lambda label: UNCHANGED if label != UNCHANGED else None  # noqa: E731
       for key in ("rougeL", "response_loss"):
-        result[f"over_seeds_{key}"] = over = runs.over_seeds(by_seed, key, reference)
+        result[f"over_seeds_{key}"] = over = runs.overruns.seeds_phrase(by_seed, key, reference)
         result[f"seeds_table_{key}"] = runs.seeds_table(over, key)
     common.write(result, args.out)
   return result

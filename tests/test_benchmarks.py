@@ -238,9 +238,10 @@ def test_quick_sentiment_and_summarization_studies_score_every_row_on_the_same_c
 @pytest.mark.slow
 def test_quick_memorization_study_audits_every_row_alike(tmp_path):
   out = tmp_path / "memorization.json"
-  _run_benchmark(
-    tmp_path, "studies.memorization", "--quick", "--out", str(out), "--work_dir", str(tmp_path / "w")
-  )
+  plot = tmp_path / "exposure.png"
+  args = ["--quick", "--out", str(out), "--work_dir", str(tmp_path / "w"), "--plot", str(plot)]
+  printed = _run_benchmark(tmp_path, "studies.memorization", *args)
+  assert plot.stat().st_size > 0 and "| row (one seed) | exposure x4 | exposure x1 | never planted |" in printed
   rows = json.loads(out.read_text())["rows_by_seed"]["0"]
   assert list(rows) == ["FedAvg", "central, FedAvg's batches", "LoRA 8", "FedAvg, DP noise 1"]
   for row in rows.values():  # The same canaries, each row ranked against the same space.
