@@ -181,7 +181,7 @@ def doc_table(result: dict) -> str:
     epsilon = runs.mean_ci(of("dp_epsilon"), digits=2) if first[label]["dp_epsilon"] is not None else "none"
     cells = [label, *exposure, runs.mean_ci(differences(by_seed, label), "+", 2), auc, perplexity, epsilon]
     lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  return "\n".join(lines) + "\n\n" + verdict(result) + "."
 
 
 def verdict(result: dict) -> str:
@@ -241,7 +241,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.table:
     result = common.read(RESULTS)
-    print(doc_table(result), verdict(result), sep="\n\n")
+    print(doc_table(result))
     plot(result, os.path.join(os.path.dirname(common.STUDIES), PLOT))
     return result
   s = settings(args.quick)
@@ -257,7 +257,7 @@ def main(argv=None) -> dict:
     by_seed[seed] = rows
     print(json.dumps(rows, indent=1))
   result = common.write({"settings": s.to_dict(), "rows_by_seed": by_seed, "work_dir": work}, args.out)
-  print(doc_table(result), verdict(result), sep="\n\n")
+  print(doc_table(result))
   if args.plot:
     plot(result, args.plot)
   return result
