@@ -68,9 +68,7 @@ def measure(run, weights, *, progress: bool = False) -> dict:
   task, c, out = run.task, run.config, {}
   model = task.keras_model(weights)
   if task.canary_plan is not None:
-    rows = memorization.exposures(
-      model, task.tokenizer, task.canary_plan, seed=c.seed, progress=progress
-    )
+    rows = memorization.exposures(model, task.tokenizer, task.canary_plan, seed=c.seed, progress=progress)
     outputs.write_rows(os.path.join(task.dirs.results, ROWS_FILE), rows)
     out["canary_exposure"] = memorization.summarize_exposures(rows)
     out["canary_space_bits"] = float(c.canary_digits * np.log2(10))

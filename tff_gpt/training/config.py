@@ -28,6 +28,7 @@ from tff_gpt.settings import (
   setting,
 )
 from tff_gpt.training.audit_settings import AuditSettings
+from tff_gpt.training.cohort_settings import CohortSettings
 from tff_gpt.training.task_settings import TaskSettings
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
   "RunSettings",
   "TaskSettings",
   "AuditSettings",
+  "CohortSettings",
 ]
 
 _NAME = Check(
@@ -152,6 +154,7 @@ class ExperimentConfig(
   TokenizerSettings,
   CorpusSettings,
   AuditSettings,
+  CohortSettings,
   TaskSettings,
   RunSettings,
 ):
@@ -169,6 +172,7 @@ class ExperimentConfig(
       self.check_run,
       self.check_task,
       self.check_audit,
+      self.check_cohort,
       self.check_corpus,
       self.check_tokenizer,
       self.check_model,
@@ -259,6 +263,7 @@ GROUPS = (
   RunSettings,
   TaskSettings,
   AuditSettings,
+  CohortSettings,
   CorpusSettings,
   TokenizerSettings,
   ModelSettings,

@@ -49,11 +49,12 @@ def diagnose(row: dict, model_weights=None) -> str | None:
   """
   if model_weights is not None and not is_finite(model_weights):
     return "the global model's weights are no longer finite"
-  if row["train_sequences"] == 0:
+  trained = row.get("clients") != 0  # 0: every sampled client dropped out (`cohorts`), nothing trained.
+  if trained and row["train_sequences"] == 0:
     return (
       "every sampled client's update was not finite, so TFF dropped them all and the round trained nothing"
     )
-  if not math.isfinite(row["train_loss"]):  # Algorithms whose clients keep their metrics (FedProx).
+  if trained and not math.isfinite(row["train_loss"]):  # FedProx keeps a dropped client's metrics.
     return f"the round's train loss is {row['train_loss']} (a client's update was not finite)"
   if "eval_loss" in row and not math.isfinite(row["eval_loss"]):
     return f"the held-out loss is {row['eval_loss']} (the weights are so large that the logits overflow)"

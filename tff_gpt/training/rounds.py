@@ -30,6 +30,9 @@ from tff_gpt.algorithms import lora_gap
 from tff_gpt.models import metrics as metrics_lib
 from tff_gpt.training import divergence, evaluation, memory, outputs, restore, write_failures
 
+_EMPTY_ROUND = {"train_loss": float("nan"), "train_perplexity": float("nan"), "train_accuracy": float("nan")}
+_EMPTY_ROUND |= {"train_tokens": 0}  # A round no client reported to (`divergence.diagnose` lets it pass).
+
 
 async def _release(managers, value, key):
   await asyncio.gather(*[m.release(value, key=key) for m in managers])
@@ -51,29 +54,43 @@ class RoundLoop:
   def train_round(self, state, round_num: int):
     """Runs round `round_num`; returns the new state and the round's metrics row."""
     r = self.context
+    cohort = r.cohort(round_num)
+    if not cohort.reporters:  # Every sampled client dropped: the round trains nothing.
+      return state, self._round_row(round_num, cohort, _EMPTY_ROUND, 0, 0.0)
     client_datasets = runtime.largest_first(r.client_datasets(round_num))
     start = time.perf_counter()
     result = r.process.next(state, client_datasets)
     seconds = time.perf_counter() - start
     train = result.metrics["client_work"]["train"]
-    metrics = metrics_lib.as_row("train", train)
-    metrics.update(
-      clients=r.clients_per_round,
-      train_sequences=int(np.asarray(train["num_examples"])),
-      round_seconds=seconds,
-      tokens_per_second=metrics["train_tokens"] / seconds,
-      client_learning_rate=algorithms.client_learning_rate(r.config, round_num),
-      **r.bytes_per_client,
-      round_bytes=r.round_bytes,
-      bytes_communicated=r.bytes_communicated(round_num),
+    metrics = self._round_row(
+      round_num, cohort, metrics_lib.as_row("train", train), int(np.asarray(train["num_examples"])), seconds
     )
-    if r.config.differentially_private:
-      metrics["dp_epsilon"] = r.dp_epsilon(round_num)
     new_state = result.state
     measured = result.metrics.get("aggregator", {})
     if "lora_mean_delta" in measured:
       new_state, metrics["lora_gap"] = self._lora_aggregate(state, result.state, measured)
     return new_state, metrics
+
+  def _round_row(self, round_num: int, cohort, trained: dict, sequences: int, seconds: float) -> dict:
+    """A round's metrics row: what its clients trained, throughput, bytes, epsilon and who reported."""
+    r, metrics = self.context, dict(trained)
+    metrics.update(
+      clients=len(cohort.reporters),
+      train_sequences=sequences,
+      round_seconds=seconds,
+      tokens_per_second=metrics["train_tokens"] / seconds if seconds else 0.0,
+      client_learning_rate=algorithms.client_learning_rate(r.config, round_num),
+      **r.bytes_per_client,
+      round_bytes=r.round_bytes,
+      bytes_communicated=r.bytes_communicated(round_num),
+    )
+    if r.config.client_dropout or r.sampled_per_round > r.clients_per_round:
+      metrics.update(sampled_clients=cohort.sampled, dropped_clients=len(cohort.dropped))
+    if cohort.simulated_seconds is not None:
+      metrics.update(simulated_seconds=cohort.simulated_seconds, simulated_time=r.simulated_time(round_num))
+    if r.config.differentially_private:
+      metrics["dp_epsilon"] = r.dp_epsilon(round_num)
+    return metrics
 
   def _lora_aggregate(self, state, new_state, measured):
     """`(state, exactness gap)` of a LoRA round; with flexlora the server's factors become the truncated
@@ -152,7 +169,7 @@ class RoundLoop:
   def _record(self, round_num: int, metrics: dict, managers, loop, saved: int) -> None:
     """Releases the round's metrics row and its clients to the CSV and TensorBoard managers."""
     metrics_managers, clients_manager = managers
-    clients = {"client_ids": " ".join(self.context.clients_for_round(round_num))}
+    clients = self.context.cohort(round_num).row()
     with write_failures.guard(f"round {round_num}'s metrics", self.context.dirs.results, resume_after=saved):
       loop.run(_release(metrics_managers, metrics, round_num))
       loop.run(clients_manager.release(clients, key=round_num))

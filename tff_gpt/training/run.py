@@ -16,7 +16,9 @@ Fields:
     (`algorithms.communication`).
   round_bytes: Bytes one round communicates, every client's download and upload.
   sample: `(round_num, clients) -> client ids`, TFF's uniform sampling of the training clients by the seed
-    (`clients_for_round` calls it).
+    (`cohort` calls it).
+  sampled_per_round: Clients a round samples (more than `clients_per_round` with `--over_selection`).
+  speed: `client id -> simulated tokens per second` (`--client_speeds`), or None.
 """
 
 import dataclasses
@@ -27,7 +29,7 @@ import tensorflow_federated as tff
 
 from tff_gpt import algorithms, label_scoring, response_scoring
 from tff_gpt.algorithms import communication, privacy
-from tff_gpt.training import audit, outputs, personalization
+from tff_gpt.training import audit, cohorts, outputs, personalization
 from tff_gpt.training.task import FederatedTask
 
 
@@ -60,6 +62,9 @@ class Run:
   bytes_per_client: dict
   round_bytes: int
   sample: Callable[[int, int], list] = dataclasses.field(repr=False, compare=False)
+  sampled_per_round: int = 0
+  speed: Callable[[str], float] | None = dataclasses.field(default=None, repr=False, compare=False)
+  _cohorts: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # By round.
 
   @classmethod
   def build(cls, config, dirs: outputs.RunDirs | None = None) -> "Run":
@@ -92,6 +97,8 @@ class Run:
       bytes_per_client=per_client,
       round_bytes=communication.round_bytes(per_client, per_round),
       sample=tff.simulation.build_uniform_sampling_fn(clients, replace=False, random_seed=config.seed),
+      sampled_per_round=cohorts.sampled_per_round(per_round, config.over_selection, len(clients)),
+      speed=cohorts.speed_of(config),
     )
 
   @property
@@ -99,12 +106,42 @@ class Run:
     return self.task.dirs
 
   def bytes_communicated(self, rounds: int) -> int:
-    """Bytes communicated by `rounds` rounds (every round trains `clients_per_round` clients)."""
-    return rounds * self.round_bytes
+    """Bytes communicated by `rounds` rounds: every round's `clients_per_round` clients' download and
+    upload; with dropout or over-selection, every sampled client's download and every reporter's upload."""
+    if self.sampled_per_round == self.clients_per_round and not self.config.client_dropout:
+      return rounds * self.round_bytes
+    down, up = self.bytes_per_client["client_download_bytes"], self.bytes_per_client["client_upload_bytes"]
+    return sum(
+      c.sampled * down + (len(c.reporters) + len(c.late)) * up for c in map(self.cohort, range(1, rounds + 1))
+    )
+
+  def cohort(self, round_num: int) -> cohorts.Cohort:
+    """Round `round_num`'s clients (`cohorts.choose`): a function of the seed and the round only."""
+    if round_num not in self._cohorts:
+      c = self.config
+      self._cohorts[round_num] = cohorts.choose(
+        list(self.sample(round_num, self.sampled_per_round)),
+        round_num=round_num,
+        seed=c.seed,
+        target=self.clients_per_round,
+        dropout=c.client_dropout,
+        seconds_of=None if self.speed is None else self._simulated_seconds,
+        overhead=c.round_overhead_seconds,
+      )
+    return self._cohorts[round_num]
+
+  def _simulated_seconds(self, client_id: str) -> float:
+    """A client's simulated time in a round: its tokens over its speed."""
+    tokens = cohorts.tokens_per_round(self.task.train_data.num_sequences(client_id), self.config)
+    return tokens / self.speed(client_id)
 
   def clients_for_round(self, round_num: int) -> list[str]:
-    """The clients of `round_num`: a function of the seed and the round only."""
-    return list(self.sample(round_num, self.clients_per_round))
+    """The clients `round_num` aggregates: a function of the seed and the round only."""
+    return list(self.cohort(round_num).reporters)
+
+  def simulated_time(self, rounds: int) -> float:
+    """Simulated seconds `rounds` rounds took (`--client_speeds`)."""
+    return sum(self.cohort(r).simulated_seconds for r in range(1, rounds + 1))
 
   def client_datasets(self, round_num: int) -> list:
     """What each client of `round_num` trains on, in the order of `clients_for_round`."""
