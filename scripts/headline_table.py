@@ -271,7 +271,6 @@ BLOCKS = {
   "lora variants table": ("docs/results.md", lora_variants_table),
   "sentiment table": ("docs/results_tasks.md", lambda: _task_table("sentiment")),
   "summarization table": ("docs/results_tasks.md", lambda: _task_table("summarization")),
-  "memorization table": ("docs/memorization.md", lambda: _task_table("memorization")),
 }
 
 

@@ -102,3 +102,15 @@ def test_a_run_with_dropout_drops_the_same_clients_on_resume_and_logs_simulated_
     )
     assert float(row["simulated_seconds"]) == pytest.approx(5 + by_hand)
   assert float(rows[-1]["simulated_time"]) == pytest.approx(sum(float(r["simulated_seconds"]) for r in rows))
+
+
+def test_a_round_every_sampled_client_drops_trains_nothing_and_the_run_goes_on(tmp_path):
+  helpers.ensure_tff_context()
+  config = helpers.tiny_config(tmp_path, total_rounds=4, clients_per_round=1, client_dropout=0.9)
+  experiment = trainer.FederatedExperiment(config, progress=False)
+  summary = experiment.run()
+  rows = outputs.read_metrics(experiment.dirs)
+  empty = [r for r in rows if int(r["clients"]) == 0]
+  assert len(rows) == 4 and empty and all(math.isnan(float(r["train_loss"])) for r in empty)
+  assert all(not row["client_ids"] for row, r in zip(_clients(config), rows, strict=True) if r in empty)
+  assert math.isfinite(summary["eval_loss"])
