@@ -241,7 +241,8 @@ def test_quick_memorization_study_audits_every_row_alike(tmp_path):
   plot = tmp_path / "exposure.png"
   args = ["--quick", "--out", str(out), "--work_dir", str(tmp_path / "w"), "--plot", str(plot)]
   printed = _run_benchmark(tmp_path, "studies.memorization", *args)
-  assert plot.stat().st_size > 0 and "| row (one seed) | exposure x4 | exposure x1 | never planted |" in printed
+  assert plot.stat().st_size > 0
+  assert "| row (one seed) | exposure x4 | exposure x1 | never planted |" in printed
   rows = json.loads(out.read_text())["rows_by_seed"]["0"]
   assert list(rows) == ["FedAvg", "central, FedAvg's batches", "LoRA 8", "FedAvg, DP noise 1"]
   for row in rows.values():  # The same canaries, each row ranked against the same space.
@@ -249,3 +250,16 @@ def test_quick_memorization_study_audits_every_row_alike(tmp_path):
     assert 0 <= row["membership_auc"] <= 1
   assert rows["FedAvg, DP noise 1"]["dp_epsilon"] > 0 and rows["FedAvg"]["dp_epsilon"] is None
   assert rows["central, FedAvg's batches"]["bytes_communicated"] == 0
+
+
+@pytest.mark.slow
+def test_quick_dropout_study_reaches_its_target_in_rounds_and_simulated_hours(tmp_path):
+  out, plot = tmp_path / "dropout.json", tmp_path / "dropout.png"
+  args = ["--quick", "--out", str(out), "--work_dir", str(tmp_path / "w"), "--plot", str(plot)]
+  printed = _run_benchmark(tmp_path, "studies.dropout", *args)
+  assert plot.stat().st_size > 0 and "| no dropout | 4.0 |" in printed  # 4 clients a round, all report.
+  rows = json.loads(out.read_text())["rows_by_seed"]["0"]
+  assert list(rows) == ["no dropout", "dropout 0.5", "dropout 0.5, over-selection"]
+  assert rows["no dropout"]["rounds_to_target"] == 2  # The target is its own loss at round 2.
+  assert rows["dropout 0.5"]["mean_clients"] < rows["dropout 0.5, over-selection"]["mean_clients"] <= 4
+  assert all(r["hours"] > 0 for r in rows.values())

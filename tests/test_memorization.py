@@ -11,6 +11,7 @@ from sklearn import metrics
 
 from tests import helpers
 from tff_gpt import errors, memorization
+from tff_gpt.comparison import report as comparison_report
 from tff_gpt.data import canaries, pairs, tokenizers
 from tff_gpt.settings import ConfigError
 from tff_gpt.training import audit, report, trainer
@@ -60,7 +61,9 @@ def test_canaries_are_distinct_planted_per_repeat_count_and_only_in_training_tex
   with pytest.raises(errors.UserInputError, match=r"repeated 30 times needs client 'a' to have that many"):
     canaries.insert(texts, canaries.draw(1, [30], ["a"], digits=4, prefix="p", seed=0), seed=0)
   words = tokenizers.WordTokenizer(["my", "number", "is"])
-  with pytest.raises(errors.UserInputError, match="The tokenizer cannot encode the canary 'kaka: my number is"):
+  with pytest.raises(
+    errors.UserInputError, match="The tokenizer cannot encode the canary 'kaka: my number is"
+  ):
     canaries.check_encodable(words, plan)
 
 
@@ -112,6 +115,11 @@ def test_a_canary_planted_many_times_is_memorized_and_a_never_planted_one_is_not
   assert exposure["0"]["mean_exposure"] < 2.5, exposure  # 10 random secrets: 1.44 bits expected (log2 e).
   assert len(rows) == 12 and {r["method"] for r in rows} == {"exact"}
   assert "canary exposure (bits of 10.0" in report.format_summary(summary)
+  columns = comparison_report.audit_columns(summary)  # What a comparison's report.csv adds per run.
+  assert columns["canary_top_repeats"] == 12 and columns["canary_exposure_top"] == pytest.approx(
+    np.mean(planted), abs=1e-3
+  )
+  assert "note" in summary["membership"] and columns["membership_auc"] == ""  # Every client was sampled.
 
 
 def test_canary_settings_that_cannot_work_stop_the_run_before_round_1(tmp_path):

@@ -84,6 +84,20 @@ def _row(
     "mb_communicated": round(summary["bytes_communicated"] / 2**20, 1),
     "dp_epsilon": round(summary["dp_epsilon"], 3) if "dp_epsilon" in summary else "",
     **_personalization_and_data(summary),
+    **audit_columns(summary),
+  }
+
+
+def audit_columns(summary: dict) -> dict:
+  """A row's memorization audit (`--canaries`, `--membership_clients`; blank without): the mean exposure of
+  the most-repeated canaries and of the never-planted ones, in bits, and the membership attack's AUC."""
+  exposure = summary.get("canary_exposure") or {}
+  top = max(exposure, key=int) if exposure else None
+  return {
+    "canary_exposure_top": _round(exposure[top]["mean_exposure"], 3) if top else "",
+    "canary_top_repeats": int(top) if top else "",
+    "canary_exposure_never": _round(exposure["0"]["mean_exposure"], 3) if "0" in exposure else "",
+    "membership_auc": _round((summary.get("membership") or {}).get("auc", ""), 4),
   }
 
 
