@@ -263,3 +263,15 @@ def test_quick_dropout_study_reaches_its_target_in_rounds_and_simulated_hours(tm
   assert rows["no dropout"]["rounds_to_target"] == 2  # The target is its own loss at round 2.
   assert rows["dropout 0.5"]["mean_clients"] < rows["dropout 0.5, over-selection"]["mean_clients"] <= 4
   assert all(r["hours"] > 0 for r in rows.values())
+
+
+def test_cohort_benchmark_times_each_cohort_and_divides_by_its_clients(tmp_path):
+  out = tmp_path / "cohorts.json"
+  printed = _run_benchmark(
+    tmp_path, "cohorts", "--cohorts", "2,4", "--rounds", "1", "--model_size", "tiny", "--out", str(out)
+  )
+  rows = json.loads(out.read_text())["cohorts"]
+  assert [r["clients"] for r in rows] == [2, 4] and "(1.00x the first cohort's)" in printed
+  for r in rows:
+    assert r["s_per_client"] == pytest.approx(r["s_per_round"] / r["clients"])
+    assert r["peak_mb"] >= r["peak_minus_before_mb"]
