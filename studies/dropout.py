@@ -12,7 +12,7 @@ docs/scale.md). Each sampled client fails to report with chance `p`
 aggregates whoever reports, with it (`--over_selection=1/(1-p)`) it samples
 that many more clients and aggregates the first `s.clients` to report. The
 target is the held-out loss the dropout-free run of the same seed reaches at
-`s.target_round`; each row reports the rounds and simulated hours to reach
+`s.target_round`; each row reports the rounds and simulated minutes to reach
 it (the first evaluation at or below it), and its final held-out loss, over
 seeds, each paired with the dropout-free row of its seed.
 """
@@ -90,15 +90,15 @@ def federated(s: Settings, work: str, name: str, seed: int, extra: list[str]) ->
 
 
 def to_target(result: runs.RunResult, target: float) -> dict:
-  """Rounds and simulated hours to the first evaluation at or below `target` (None: never), final loss."""
+  """Rounds and simulated minutes to the first evaluation at or below `target` (None: never), final loss."""
   reached = [r for r in result.rows if r.get("eval_loss") and float(r["eval_loss"]) <= target]
   first = reached[0] if reached else None
   return {
     "rounds_to_target": int(first["round_num"]) if first else None,
-    "hours_to_target": float(first["simulated_time"]) / 3600 if first else None,
+    "minutes_to_target": float(first["simulated_time"]) / 60 if first else None,
     "final_eval_loss": result.summary["eval_loss"],
     "mean_clients": sum(float(r["clients"]) for r in result.rows) / len(result.rows),
-    "hours": float(result.rows[-1]["simulated_time"]) / 3600,
+    "minutes": float(result.rows[-1]["simulated_time"]) / 60,
   }
 
 
@@ -110,17 +110,17 @@ def run_seed(s: Settings, work: str, seed: int) -> dict:
 
 
 def doc_table(result: dict) -> str:
-  """docs/results.md's table: rounds and simulated hours to the target, final loss, each over seeds and
+  """docs/results.md's table: rounds and simulated minutes to the target, final loss, each over seeds and
   paired with the dropout-free row (a row that missed the target at some seed says so)."""
   by_seed = list(result["rows_by_seed"].values())
   lines = [
     f"| row ({runs.seeds_phrase(len(by_seed))}) | clients a round | rounds to target | minus no dropout | "
-    "hours to target | minus no dropout | final held-out loss | minus no dropout |",
+    "minutes to target | minus no dropout | final held-out loss | minus no dropout |",
     "|---|---|---|---|---|---|---|---|",
   ]
   for label in by_seed[0]:
     cells = [label, runs.mean_ci([rows[label]["mean_clients"] for rows in by_seed], digits=1)]
-    for key, digits in (("rounds_to_target", 1), ("hours_to_target", 2), ("final_eval_loss", 4)):
+    for key, digits in (("rounds_to_target", 1), ("minutes_to_target", 1), ("final_eval_loss", 4)):
       values = [rows[label][key] for rows in by_seed]
       if any(v is None for v in values):
         cells += [f"missed at {sum(v is None for v in values)} seeds", ""]
@@ -135,7 +135,7 @@ def doc_table(result: dict) -> str:
 
 
 def plot(result: dict, work: str, path: str) -> None:
-  """Held-out loss against rounds and against simulated hours, seed 0, one line a row."""
+  """Held-out loss against rounds and against simulated minutes, seed 0, one line a row."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -147,13 +147,13 @@ def plot(result: dict, work: str, path: str) -> None:
     rows = [r for r in runs.RunResult.read(work, runs.seeded(name, seed)).rows if r.get("eval_loss")]
     loss = [float(r["eval_loss"]) for r in rows]
     by_round.plot([int(r["round_num"]) for r in rows], loss, marker="o", markersize=3, label=label)
-    by_time.plot([float(r["simulated_time"]) / 3600 for r in rows], loss, marker="o", markersize=3)
+    by_time.plot([float(r["simulated_time"]) / 60 for r in rows], loss, marker="o", markersize=3)
   target = next(v for k, v in result["rows_by_seed"].items() if int(k) == seed)[NONE]["target"]
   for ax in (by_round, by_time):
     ax.axhline(target, color="gray", linestyle=":")
     ax.grid(alpha=0.3)
   by_round.set(xlabel="round", ylabel="held-out loss (nats per character)")
-  by_time.set(xlabel="simulated hours")
+  by_time.set(xlabel="simulated minutes")
   by_round.legend(fontsize=7)
   fig.suptitle(f"FedAvg with clients that drop out, seed {seed} (dotted: the target)")
   fig.tight_layout()
@@ -169,7 +169,7 @@ def result_settings(result: dict) -> Settings:
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="Where the runs go; reusing one skips what is done.")
   parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
-  parser.add_argument("--plot", default="", help="Draw loss against rounds and simulated hours here (PNG).")
+  parser.add_argument("--plot", default="", help="Draw loss against rounds and simulated minutes here (PNG).")
   args = parser.parse_args(argv)
   s = settings(args.quick)
   work = args.work_dir or tempfile.mkdtemp(prefix="dropout-")
