@@ -17,6 +17,7 @@ planted: `0`), membership AUC and TPR at 1% FPR, held-out loss per token, the
 epsilon at delta 1e-5 of the DP rows (`dp_accounting`, as the run reports it).
 """
 
+import argparse
 import dataclasses
 import json
 import math
@@ -116,20 +117,16 @@ def _row(summary: dict) -> dict:
 
 
 def central(work: str, name: str) -> dict:
-  """FedAvg's own batches through one model (client SGD 0.5), audited as the runs are (kept in
-  `{work}/central/<name>.json`, reused)."""
+  """FedAvg's own batches through one model (client SGD 0.5), audited as the runs are: in a process of its
+  own (`--central_of`, so that its memory goes when it ends), kept in `{work}/central/<name>.json`."""
   kept = os.path.join(work, "central", f"{name}.json")
-  if os.path.exists(kept):
-    with open(kept) as f:
-      return json.load(f)
-  row = _central(work, name)
-  os.makedirs(os.path.dirname(kept), exist_ok=True)
-  with open(kept, "w") as f:
-    json.dump(row, f)
-  return row
+  if not os.path.exists(kept):
+    runs.python("studies.memorization", ["--central_of", name, "--work_dir", work])
+  with open(kept) as f:
+    return json.load(f)
 
 
-def _central(work: str, name: str) -> dict:
+def _central(work: str, name: str) -> None:
   from tff_gpt import runtime
   from tff_gpt.central import replay
   from tff_gpt.training import audit, outputs, trainer
@@ -146,7 +143,9 @@ def _central(work: str, name: str) -> dict:
       )
       measured = audit.measure(experiment.context, result["model_weights"])
   summary = dict(measured, eval_loss=result["evals"][-1]["eval_loss"])
-  return _row(summary)
+  os.makedirs(os.path.join(work, "central"), exist_ok=True)
+  with open(os.path.join(work, "central", f"{name}.json"), "w") as f:
+    json.dump(_row(summary), f)
 
 
 def top(row: dict) -> str:
@@ -238,7 +237,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
   parser.add_argument("--plot", default="", help="Draw exposure against epsilon and perplexity here (PNG).")
   parser.add_argument("--table", action="store_true", help=f"Print the table and draw {PLOT} from {RESULTS}.")
+  parser.add_argument("--central_of", default="", help=argparse.SUPPRESS)  # A child: one central row.
   args = parser.parse_args(argv)
+  if args.central_of:
+    _central(args.work_dir, args.central_of)
+    return {}
   if args.table:
     result = common.read(RESULTS)
     print(doc_table(result))
