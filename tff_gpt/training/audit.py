@@ -91,12 +91,19 @@ def measure(run, weights, *, progress: bool = False) -> dict:
   return out
 
 
-def _mean_loss(model, sequences) -> float:
-  """The model's mean cross-entropy per labelled token of `sequences`."""
+def _mean_loss(model, sequences, batch_size: int = 256) -> float:
+  """The model's mean cross-entropy per labelled token of `sequences` (in batches: a client of thousands of
+  sequences at once would hold gigabytes of activations)."""
   import tensorflow as tf
 
-  logits = model({"token_ids": sequences["token_ids"], "padding_mask": sequences["padding_mask"]})
-  labels = sequences["labels"]
-  keep = labels != preprocessing.IGNORE_LABEL
-  losses = tf.keras.losses.sparse_categorical_crossentropy(np.maximum(labels, 0), logits, from_logits=True)
-  return float(np.sum(np.where(keep, losses.numpy(), 0.0)) / max(int(keep.sum()), 1))
+  total, count = 0.0, 0
+  for start in range(0, len(sequences["labels"]), batch_size):
+    part = {k: v[start : start + batch_size] for k, v in sequences.items()}
+    logits = model({"token_ids": part["token_ids"], "padding_mask": part["padding_mask"]})
+    keep = part["labels"] != preprocessing.IGNORE_LABEL
+    losses = tf.keras.losses.sparse_categorical_crossentropy(
+      np.maximum(part["labels"], 0), logits, from_logits=True
+    )
+    total += float(np.sum(np.where(keep, losses.numpy(), 0.0)))
+    count += int(keep.sum())
+  return total / max(count, 1)
