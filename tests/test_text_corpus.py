@@ -1,9 +1,13 @@
 """Bring-your-own corpora and every bad input, on real files."""
 
+import contextlib
 import json
 import os
+import sqlite3
 
 import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
 
 from tests import helpers
 from tff_gpt.data import client_data, datasets, text_corpus
@@ -171,3 +175,25 @@ def test_a_corpus_built_twice_at_once_keeps_the_first_copy(cache_dir):
   assert second.texts("train") == first["corpus"].texts("train") == want
   # No staging directory is left behind.
   assert os.listdir(os.path.dirname(second.cache_path)) == [os.path.basename(second.cache_path)]
+
+
+def test_the_corpus_cache_holds_exactly_what_tffs_sql_writer_writes(tmp_path):
+  clients = {"b": ["ünïcode line", "two"], "a": ["one", "", "three words here"], "c": ["x"]}
+  ours, tffs = str(tmp_path / "ours.sqlite"), str(tmp_path / "tff.sqlite")
+  client_data.write_sql(clients, ours)
+  tff.simulation.datasets.save_to_sql_client_data(
+    sorted(clients),
+    lambda cid: tf.data.Dataset.from_tensor_slices({"snippets": tf.constant(clients[cid], tf.string)}),
+    tffs,
+  )
+
+  def rows(path):
+    with contextlib.closing(sqlite3.connect(path)) as db:
+      return [
+        db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+        for table in ("examples", "client_metadata")
+      ]
+
+  assert rows(ours) == rows(tffs) and len(rows(ours)[0]) == 6
+  parsed = tff.simulation.datasets.load_and_parse_sql_client_data(ours, client_data.ELEMENT_SPEC)
+  assert [e["snippets"].numpy().decode() for e in parsed.create_tf_dataset_for_client("a")] == clients["a"]

@@ -94,13 +94,42 @@ def validate_clients(clients: Mapping[str, Sequence[str]], source: str) -> None:
       )
 
 
-def _write_sql(clients: Mapping[str, Sequence[str]], path: str) -> None:
-  def dataset_fn(client_id: str) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(
-      collections.OrderedDict(snippets=tf.constant(list(clients[client_id]), tf.string))
-    )
+def write_sql(clients: Mapping[str, Sequence[str]], path: str) -> None:
+  """Writes what `tff.simulation.datasets.save_to_sql_client_data` writes for these clients (its tables,
+  rows and serialized `tf.train.Example`s, `tests/test_text_corpus.py` compares them), in one transaction.
 
-  tff.simulation.datasets.save_to_sql_client_data(sorted(clients), dataset_fn, path, allow_overwrite=True)
+  TFF's writer builds and iterates a `tf.data.Dataset` per client: 99.6% of a cold start, 1,058 s for
+  34,000 clients of 5 lines on 2 busy cores. This writes the same rows with `sqlite3.executemany`.
+  """
+
+  def example(text: str) -> bytes:
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode("utf-8")]))
+    return tf.train.Example(features=tf.train.Features(feature={"snippets": feature})).SerializeToString()
+
+  if os.path.exists(path):
+    os.remove(path)
+  with contextlib.closing(sqlite3.connect(path)) as db, db:
+    db.execute(
+      "CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT NULL, "
+      "serialized_example_proto BLOB NOT NULL);"
+    )
+    db.execute(
+      "CREATE TABLE client_metadata (client_id TEXT NOT NULL, split_name TEXT NOT NULL, "
+      "num_examples INTEGER NOT NULL);"
+    )
+    for client_id in sorted(clients):
+      examples = clients[client_id]
+      db.executemany(
+        "INSERT INTO examples (split_name, client_id, serialized_example_proto) VALUES (?, ?, ?);",
+        ((_SPLIT, client_id, example(text)) for text in examples),
+      )
+      db.execute(
+        "INSERT INTO client_metadata (client_id, split_name, num_examples) VALUES (?, ?, ?);",
+        (client_id, _SPLIT, len(examples)),
+      )
+
+
+_SPLIT = "default_split"  # TFF's name of the one split of a database (`sql_client_data_utils`).
 
 
 class FederatedCorpus:
@@ -190,8 +219,8 @@ def load_or_build(
     os.makedirs(os.path.dirname(path), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(path))
     try:
-      _write_sql(train, os.path.join(staging, _TRAIN_FILE))
-      _write_sql(test, os.path.join(staging, _TEST_FILE))
+      write_sql(train, os.path.join(staging, _TRAIN_FILE))
+      write_sql(test, os.path.join(staging, _TEST_FILE))
       with open(os.path.join(staging, _SUMMARY_FILE), "w") as f:
         json.dump(dict(corpus_summary.partition_summary(train, test), **summary_extra), f, indent=1)
       _publish(staging, path)
