@@ -4,7 +4,7 @@
       --out studies/results_dropout.json --plot docs/dropout_time.png
   .venv/bin/python -m studies.dropout --quick     # tiny model, few rounds (the tests run it)
 
-Every row is FedAvg (client SGD) on Shakespeare's roles with `s.clients`
+Every row is FedAvg (the defaults: client Adam 0.003, server SGD 1.0) on Shakespeare's roles with `s.clients`
 clients a round and simulated client speeds (`--client_speeds=lognormal:
 s.sigma`, median `s.median` tokens a second, `s.overhead` seconds a round;
 docs/scale.md). Each sampled client fails to report with chance `p`
@@ -75,8 +75,6 @@ def federated(s: Settings, work: str, name: str, seed: int, extra: list[str]) ->
     f"--rounds_per_eval={s.rounds_per_eval}",
     f"--rounds_per_checkpoint={s.rounds}",
     f"--clients_per_eval={s.clients_per_eval}",
-    "--client_optimizer=sgd",
-    "--client_learning_rate=0.5",
     f"--client_speeds=lognormal:{s.sigma}",
     f"--client_speed_median={s.median}",
     f"--round_overhead_seconds={s.overhead}",
