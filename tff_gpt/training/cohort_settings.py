@@ -10,7 +10,7 @@ from tff_gpt.settings import AT_LEAST_0, FRACTION, POSITIVE, Check, check_declar
 SPEED_DISTRIBUTIONS = ("lognormal",)
 
 
-def parse_speeds(spec: str) -> tuple[str, float] | None:
+def parse_speeds(spec: str | None) -> tuple[str, float] | None:
   """`("lognormal", sigma)` of `--client_speeds=lognormal:S` (None when unset); else raises ValueError."""
   if not spec:
     return None
@@ -44,12 +44,12 @@ class CohortSettings:
     "(the fastest with --client_speeds, else in sampled order); the others are late and discarded.",
     check=Check(lambda v: v >= 1, "must be >= 1 (1: no over-selection)"),
   )
-  client_speeds: str = setting(
-    "",
+  client_speeds: str | None = setting(
+    None,
     "Simulated time: 'lognormal:S' gives each client a seeded speed (tokens per second, median "
     "--client_speed_median, log-standard deviation S); a round lasts its slowest aggregated reporter's "
     "tokens over its speed plus --round_overhead_seconds (simulated_seconds, simulated_time per round).",
-    check=Check(_readable, "must be '' or lognormal:S with S > 0, e.g. lognormal:1.0"),
+    check=Check(_readable, "must be lognormal:S with S > 0, e.g. lognormal:1.0"),
   )
   client_speed_median: float = setting(
     1000.0, "Median simulated client speed, in training tokens per second.", check=POSITIVE
