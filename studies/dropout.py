@@ -25,7 +25,7 @@ from studies import common, runs
 
 DROPOUT = (0.0, 0.1, 0.3, 0.5)
 COMMAND = "studies.dropout --seeds 0,1,2 --work_dir /tmp/dropout --out studies/results_dropout.json"
-MADE = "2026-12-07, commit 0000000"
+MADE = "2026-12-07, commit 4fcb741"
 NONE = "no dropout"
 
 
@@ -108,8 +108,8 @@ def run_seed(s: Settings, work: str, seed: int) -> dict:
 
 
 def doc_table(result: dict) -> str:
-  """docs/results.md's table: rounds and simulated minutes to the target, final loss, each over seeds and
-  paired with the dropout-free row (a row that missed the target at some seed says so)."""
+  """docs/results_privacy_scale.md's table: rounds and simulated minutes to the target, final loss, each
+  over seeds and paired with the dropout-free row (a row that missed the target at some seed says so)."""
   by_seed = list(result["rows_by_seed"].values())
   lines = [
     f"| row ({runs.seeds_phrase(len(by_seed))}) | clients a round | rounds to target | minus no dropout | "
