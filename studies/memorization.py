@@ -159,7 +159,7 @@ def differences(by_seed: list[dict], label: str) -> list[float]:
 
 
 def doc_table(result: dict) -> str:
-  """docs/memorization.md's table: exposure by repeat count, its distance from never planted, the
+  """docs/results_privacy_scale.md's table: exposure by repeat count, its distance from never planted, the
   membership AUC, held-out perplexity and epsilon, each over seeds (mean [95% interval])."""
   by_seed = list(result["rows_by_seed"].values())
   first = by_seed[0]
