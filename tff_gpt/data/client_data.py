@@ -98,8 +98,8 @@ def write_sql(clients: Mapping[str, Sequence[str]], path: str) -> None:
   """Writes what `tff.simulation.datasets.save_to_sql_client_data` writes for these clients (its tables,
   rows and serialized `tf.train.Example`s, `tests/test_text_corpus.py` compares them), in one transaction.
 
-  TFF's writer builds and iterates a `tf.data.Dataset` per client: 99.6% of a cold start, 1,058 s for
-  34,000 clients of 5 lines on 2 busy cores. This writes the same rows with `sqlite3.executemany`.
+  TFF's writer builds and iterates a `tf.data.Dataset` per client, which made a cold start grow with the
+  population (BENCHMARKS.md section 14); this writes the same rows with `sqlite3.executemany`.
   """
 
   def example(text: str) -> bytes:
