@@ -168,7 +168,7 @@ def doc_table(result: dict) -> str:
   lines = [
     f"| row ({runs.seeds_phrase(len(by_seed))}) | {head} | never planted | x{counts[0]} minus never planted, "
     "paired | membership AUC | held-out perplexity | epsilon |",
-    "|---|" + "---|" * (len(counts) + 6),
+    "|---|" + "---|" * (len(counts) + 5),
   ]
   for label in first:
     of = lambda key, label=label: [rows[label][key] for rows in by_seed]  # noqa: E731
@@ -177,23 +177,29 @@ def doc_table(result: dict) -> str:
     ]
     auc = runs.mean_ci(of("membership_auc"), digits=3) if first[label]["membership_auc"] is not None else "-"
     perplexity = runs.mean_ci([math.exp(v) for v in of("eval_loss")], digits=2)
-    epsilon = runs.mean_ci(of("dp_epsilon"), digits=2) if first[label]["dp_epsilon"] is not None else "none"
+    epsilon = (
+      "none" if first[label]["dp_epsilon"] is None else f"{first[label]['dp_epsilon']:.2f}"
+    )  # Seeded alike.
     cells = [label, *exposure, runs.mean_ci(differences(by_seed, label), "+", 2), auc, perplexity, epsilon]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n\n" + verdict(result) + "."
 
 
 def verdict(result: dict) -> str:
-  """Which rows bring the most-repeated canary within `WITHIN_BITS` of never-planted ones (the whole
-  interval of the paired difference below it), in one sentence."""
+  """Which rows the seeds show remembering the most-repeated canary (the interval of its paired distance
+  from never-planted ones above zero), and which bring it within `WITHIN_BITS` of them (the mean; and
+  the whole interval)."""
   by_seed = list(result["rows_by_seed"].values())
-  within = []
+  above, near, surely_near = [], [], []
   for label in by_seed[0]:
-    _, _, high = stats.interval(differences(by_seed, label))
-    if high != "" and high < WITHIN_BITS:
-      within.append(label)
-  return f"Within {WITHIN_BITS:g} bits of never-planted canaries (whole interval): " + (
-    ", ".join(within) if within else "no row"
+    mean, low, high = stats.interval(differences(by_seed, label))
+    above += [label] if low != "" and low > 0 else []
+    near += [label] if mean < WITHIN_BITS else []
+    surely_near += [label] if high != "" and high < WITHIN_BITS else []
+  listed = lambda labels: "; ".join(labels) if labels else "no row"  # noqa: E731
+  return (
+    f"Above never-planted canaries (interval above zero): {listed(above)}. Within {WITHIN_BITS:g} bits of "
+    f"them on average: {listed(near)}; with the whole interval: {listed(surely_near)}"
   )
 
 
