@@ -222,17 +222,22 @@ def plot(result: dict, path: str) -> None:
     eps = by_seed[0][label]["dp_epsilon"]
     x = stats.interval([rows[label]["dp_epsilon"] for rows in by_seed])[0] if eps is not None else far
     ppl = stats.interval([math.exp(rows[label]["eval_loss"]) for rows in by_seed])[0]
+    each = [rows[label]["exposure"][top(rows[label])] for rows in by_seed]
     for ax, at in ((by_eps, x), (by_ppl, ppl)):
-      ax.errorbar([at], [mean], yerr=err, fmt="o", capsize=3)
+      (mark, *_) = ax.errorbar([at], [mean], yerr=err, fmt="o", capsize=3)
+      ax.plot([at] * len(each), each, "x", color=mark.get_color(), alpha=0.6, markersize=4)  # Each seed.
       ax.annotate(label, (at, mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
   for ax in (by_eps, by_ppl):
     ax.axhline(never, color="gray", linestyle=":", label="never planted")
     ax.axhline(never + WITHIN_BITS, color="gray", linestyle="--", label=f"{WITHIN_BITS:g} bits above it")
   by_eps.set(xscale="log", xlabel=f"epsilon at delta 1e-5 (no DP drawn at {far:g})")
+  by_eps.set_ylim(-0.5, by_seed[0][FEDAVG]["space_bits"] + 0.5)  # Exposure lies in [0, log2 |R|].
   by_eps.set_ylabel(f"exposure of the x{top(by_seed[0][FEDAVG])} canary (bits)")
   by_ppl.set(xlabel="held-out perplexity per character")
   by_eps.legend(fontsize=7)
-  fig.suptitle(f"What GPT-2 remembers of a canary, {runs.seeds_phrase(len(by_seed))} (mean, 95% interval)")
+  fig.suptitle(
+    f"What GPT-2 remembers of a canary, {runs.seeds_phrase(len(by_seed))} (mean, 95% interval; x: seeds)"
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   print(f"plot: {path}")
