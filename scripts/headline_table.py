@@ -271,6 +271,7 @@ BLOCKS = {
   "lora variants table": ("docs/results.md", lora_variants_table),
   "sentiment table": ("docs/results_tasks.md", lambda: _task_table("sentiment")),
   "summarization table": ("docs/results_tasks.md", lambda: _task_table("summarization")),
+  "memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization")),
   "dropout table": ("docs/results_privacy_scale.md", lambda: _task_table("dropout")),
 }
 
