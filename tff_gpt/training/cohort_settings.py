@@ -62,7 +62,3 @@ class CohortSettings:
 
   def check_cohort(self) -> None:
     check_declared(self, CohortSettings)
-
-  @property
-  def simulates_time(self) -> bool:
-    return bool(self.client_speeds)

@@ -19,6 +19,7 @@ project's own because a run here needs what `train_model` does not do:
 """
 
 import asyncio
+import math
 import time
 
 import numpy as np
@@ -30,8 +31,8 @@ from tff_gpt.algorithms import lora_gap
 from tff_gpt.models import metrics as metrics_lib
 from tff_gpt.training import divergence, evaluation, memory, outputs, restore, write_failures
 
-_EMPTY_ROUND = {"train_loss": float("nan"), "train_perplexity": float("nan"), "train_accuracy": float("nan")}
-_EMPTY_ROUND |= {"train_tokens": 0}  # A round no client reported to (`divergence.diagnose` lets it pass).
+# The train figures of a round no client reported to (`divergence.diagnose` lets it pass).
+_EMPTY_ROUND = dict(train_loss=math.nan, train_perplexity=math.nan, train_accuracy=math.nan, train_tokens=0)
 
 
 async def _release(managers, value, key):
