@@ -32,7 +32,10 @@ COMMAND = (
   "studies.memorization --seeds 0,1,2 --work_dir /tmp/memorization --out studies/results_memorization.json "
   "--plot docs/memorization_exposure.png"
 )
-MADE = "2026-12-07, seed 0 at commit 5fd81ca, seeds 1-2 at 8d332d4 to 9cf5b24 (the same training and audit code; the membership loss batched from 62cde5e)"
+MADE = (
+  "2026-12-07, seed 0 at commit 5fd81ca, seeds 1-2 at 8d332d4 to 9cf5b24 (the same training and audit code; "
+  "the membership loss batched from 62cde5e)"
+)
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
 FEDAVG, CENTRAL = "FedAvg", "central, FedAvg's batches"
 WITHIN_BITS = 2.0  # A canary this close to never-planted ones is not told apart from them.

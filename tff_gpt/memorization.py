@@ -89,7 +89,8 @@ def exposures(
   measure = exposure_exact if method == "exact" else exposure_extrapolated
   rows = []
   for c, s in tqdm.tqdm(
-    zip(plan.canaries, scores, strict=True), total=len(scores),
+    zip(plan.canaries, scores, strict=True),
+    total=len(scores),
     desc="canary exposure",
     unit="canary",
     leave=False,
