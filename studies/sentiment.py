@@ -244,13 +244,13 @@ def summarize(s: Settings, pretrained: dict, by_seed: dict, work: str) -> dict:
   result = {"settings": s.to_dict(), "pretraining": pretrained, "rows_by_seed": by_seed, "work_dir": work}
   if len(by_seed) > 1:
     reference = lambda label: HEAD if label == SKEW else CENTRAL  # noqa: E731
-    result["over_seeds"] = runs.overruns.seeds_phrase(by_seed, "accuracy", reference)
+    result["over_seeds"] = runs.over_seeds(by_seed, "accuracy", reference)
     result["seeds_table"] = runs.seeds_table(result["over_seeds"], "accuracy")
     closed = {
       seed: {k: {"gap_closed": r[k]["gap_closed"]} for k in (HEAD, WORDS)} for seed, r in by_seed.items()
     }
     if all(v["gap_closed"] is not None for rows in closed.values() for v in rows.values()):
-      result["gap_closed"] = runs.overruns.seeds_phrase(closed, "gap_closed", lambda label: None)
+      result["gap_closed"] = runs.over_seeds(closed, "gap_closed", lambda label: None)
     print(result["seeds_table"])
   return result
 

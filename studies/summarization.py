@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
     if len(by_seed) > 1:
       reference = lambda label: UNCHANGED if label != UNCHANGED else None  # noqa: E731
       for key in ("rougeL", "response_loss"):
-        result[f"over_seeds_{key}"] = over = runs.overruns.seeds_phrase(by_seed, key, reference)
+        result[f"over_seeds_{key}"] = over = runs.over_seeds(by_seed, key, reference)
         result[f"seeds_table_{key}"] = runs.seeds_table(over, key)
     common.write(result, args.out)
   return result
