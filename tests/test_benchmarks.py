@@ -268,10 +268,22 @@ def test_quick_dropout_study_reaches_its_target_in_rounds_and_simulated_minutes(
 def test_cohort_benchmark_times_each_cohort_and_divides_by_its_clients(tmp_path):
   out = tmp_path / "cohorts.json"
   printed = _run_benchmark(
-    tmp_path, "cohorts", "--cohorts", "2,4", "--rounds", "1", "--model_size", "tiny", "--out", str(out)
+    tmp_path,
+    "cohorts",
+    "--cohorts",
+    "2,4",
+    "--part_sizes",
+    "0,3",
+    "--rounds",
+    "1",
+    "--model_size",
+    "tiny",
+    "--out",
+    str(out),
   )
   rows = json.loads(out.read_text())["cohorts"]
-  assert [r["clients"] for r in rows] == [2, 4] and "(1.00x the first cohort's)" in printed
+  assert [(r["clients"], r["parts"]) for r in rows] == [(2, 1), (2, 1), (4, 1), (4, 2)]
+  assert "(1.00x the first cohort's)" in printed and "4 clients in  2 part(s)" in printed
   for r in rows:
     assert r["s_per_client"] == pytest.approx(r["s_per_round"] / r["clients"])
     assert r["peak_mb"] >= r["peak_minus_before_mb"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests import helpers
-from tff_gpt.training import memory, trainer
+from tff_gpt.training import memory, outputs, trainer
 
 GPT2_124M = dict(num_layers=12, hidden_dim=768, num_heads=12, vocabulary_size=50257)
 GPT2_124M_BYTES = 124_439_808 * 4
@@ -69,6 +69,40 @@ def test_more_concurrent_clients_need_more_memory():
   )
   one, four = (memory.estimate(max_concurrent_computation_calls=k, **kwargs) for k in (1, 4))
   assert four.concurrent_clients == 4 and four.worker_mb > one.worker_mb
+
+
+def test_a_round_in_parts_holds_one_parts_client_updates():
+  kwargs = dict(
+    process_bytes=0, weights_bytes=10**8, trained_bytes=10**8, activations_bytes=0, clients_per_round=1000
+  )
+  whole, tenths = (
+    memory.estimate(max_concurrent_computation_calls=1, round_parts=k, **kwargs) for k in (1, 10)
+  )
+  held = memory.HELD_PER_CLIENT * 10**8 / memory.MB
+  assert whole.worker_mb - tenths.worker_mb == pytest.approx((1000 - 100) * held)
+
+
+@pytest.mark.full
+def test_a_round_in_parts_trains_the_same_clients_to_the_same_weights(tmp_path):
+  """`--round_parts`: TFF's mergeable form sums the parts' aggregates; only the summation order differs."""
+  import numpy as np
+
+  from tff_gpt import runtime
+
+  def run(name, parts):
+    config = helpers.tiny_config(
+      tmp_path, experiment_name=name, total_rounds=2, clients_per_round=4, round_parts=parts
+    )
+    with runtime.execution_context(**config.context_args()):
+      summary = trainer.FederatedExperiment(config, progress=False).run()
+    rows = outputs.read_metrics(outputs.RunDirs.of(config.root_output_dir, name))
+    assert [int(r["clients"]) for r in rows] == [4, 4]
+    return summary
+
+  whole, parts = run("whole", 1), run("parts", 3)
+  for a, b in zip(whole["model_weights"].trainable, parts["model_weights"].trainable, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert parts["eval_loss"] == pytest.approx(whole["eval_loss"], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ def _cases(tmp):
     ("run_experiment", ["--partition_alpha=0.5"], "only apply to --partition=iid or dirichlet"),
     ("run_experiment", [runs, *jsonl, "--partition=iid", "--partition_clients=500"], "needs at least 1000"),
     ("run_experiment", ["--client_weighting=num_examples", "--aggregator=dp_fixed"], "weight"),
+    ("run_experiment", ["--aggregator=secure", "--round_parts=2"], "use --round_parts=1"),
     ("run_experiment", ["--examples=alpaca"], "--examples alpaca reads --dataset=jsonl or tfds"),
     (
       "run_experiment",

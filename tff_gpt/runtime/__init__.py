@@ -104,6 +104,7 @@ def set_up(
   intra_op_threads: int | None = None,
   inter_op_threads: int | None = None,
   malloc_arenas: int | None = None,
+  round_parts: int = 1,
 ) -> None:
   """Sizes this process for the host and installs the context that runs TFF computations.
 
@@ -125,12 +126,16 @@ def set_up(
       CPU rewrites; rounds of the small GPT-2 5-14% faster here,
       BENCHMARKS.md, "A round against central training") or with TFF's native compiler. None: for the local
       worker when this machine has no GPU, never for remote workers.
+    round_parts: Run each computation's clients in this many parts per
+      worker, one after another, merging their aggregates: the worker holds
+      one part's client results at a time (a cohort of 1,000 clients needs
+      a tenth of the memory in 10 parts). 1: all at once.
     intra_op_threads, inter_op_threads, malloc_arenas: Override
       `host.for_host`'s sizing and the environment (None: do not override).
 
   Raises:
     errors.UserInputError: A malformed address, or secure aggregation with
-      several workers.
+      several workers or parts.
     WorkerDiedError: A worker does not answer (names it).
   """
   workers_ = [workers_lib.RemoteWorker(a) for a in parse_workers(workers)] if workers is not None else None
@@ -138,6 +143,10 @@ def set_up(
     raise errors.UserInputError(
       "secure aggregation runs on one worker only here (TFF lowers it to plain sums in simulation); use "
       "one --workers address or another --aggregator."
+    )
+  if round_parts > 1 and secure_aggregation:
+    raise errors.UserInputError(
+      "secure aggregation sums a whole round at once here: use --round_parts=1 or another --aggregator."
     )
   host.configure(
     intra_op_threads=intra_op_threads,
@@ -152,7 +161,9 @@ def set_up(
     worker.check(during_run=False)  # Before round 1, naming the worker.
   if optimize_for_cpu is None:
     optimize_for_cpu = workers_ is None and not tf.config.list_physical_devices("GPU")
-  context = _context(workers_, max_concurrent_computation_calls, secure_aggregation, optimize_for_cpu)
+  context = _context(
+    workers_, max_concurrent_computation_calls, secure_aggregation, optimize_for_cpu, round_parts
+  )
   context_stack_impl.context_stack.set_default_context(context)
 
 
@@ -166,22 +177,26 @@ def _install_exit_hook() -> None:
       logging.warning("%s: tff_gpt.internals' private uses may no longer hold.", moved)
 
 
-def _context(workers_, max_concurrent_computation_calls: int, secure_aggregation: bool, optimize_for_cpu):
+def _context(
+  workers_, max_concurrent_computation_calls: int, secure_aggregation: bool, optimize_for_cpu, round_parts
+):
   """The execution context over a local worker this process starts, one remote worker, or several."""
   global _worker, _factory
   if workers_ is None:
     _worker = workers_lib.LocalWorker(max_concurrent_computation_calls=max_concurrent_computation_calls)
     _factory = contexts.WorkerExecutorFactory(_worker)
-    context = contexts.worker_context(
+    if round_parts > 1:
+      return contexts.workers_context(
+        [_worker], parts=round_parts, factories=[_factory], optimize_for_cpu=optimize_for_cpu
+      )
+    return contexts.worker_context(
       _worker, secure_aggregation=secure_aggregation, factory=_factory, optimize_for_cpu=optimize_for_cpu
     )
-  elif len(workers_) == 1:
-    context = contexts.worker_context(
+  if len(workers_) == 1 and round_parts == 1:
+    return contexts.worker_context(
       workers_[0], secure_aggregation=secure_aggregation, optimize_for_cpu=optimize_for_cpu
     )
-  else:
-    context = contexts.workers_context(workers_)
-  return context
+  return contexts.workers_context(workers_, parts=round_parts)
 
 
 @contextlib.contextmanager

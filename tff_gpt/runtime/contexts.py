@@ -7,10 +7,11 @@ self-restarting one:
 - one worker: the `SyncExecutionContext` of
   `tff.backends.native.set_sync_local_cpp_execution_context` (or, for secure
   aggregation, `tff.backends.test.set_sync_test_cpp_execution_context`);
-- several workers: TFF's `MergeableCompExecutionContext`
+- several workers, or a round in parts (`round_parts`): TFF's
+  `MergeableCompExecutionContext`
   (`tff.backends.native.create_mergeable_comp_execution_context`), which
   compiles each computation to mergeable form and runs a round's clients in
-  one part per worker, then merges the parts' aggregates.
+  parts (at least one per worker), then merges the parts' aggregates.
 """
 
 import asyncio
@@ -156,19 +157,29 @@ def worker_context(
   )
 
 
-def workers_context(workers):
-  """A synchronous context that splits each computation's clients across `workers`."""
+def workers_context(
+  workers, *, parts: int = 1, factories: list | None = None, optimize_for_cpu: bool = False
+):
+  """A synchronous context that splits each computation's clients across `workers`, `parts` parts each.
+
+  TFF's `MergeableCompExecutionContext`: each part's clients run and are
+  aggregated on a worker, then the parts' aggregates merge (summation order
+  differs from one part, nothing else). With more parts than workers, a
+  worker runs its parts one after another and holds one part's client
+  results at a time, which bounds a large cohort's memory.
+  """
+  factories = factories or [WorkerExecutorFactory(worker) for worker in workers]
   async_contexts = [
     async_execution_context.AsyncExecutionContext(
-      executor_fn=WorkerExecutorFactory(worker),
-      compiler_fn=native_compiler.desugar_and_transform_to_native,
+      executor_fn=factory,
+      compiler_fn=_compiler(secure_aggregation=False, optimize_for_cpu=optimize_for_cpu),
       **_TRANSFORMS,
     )
-    for worker in workers
+    for factory in factories
   ]
   return mergeable_comp_execution_context.MergeableCompExecutionContext(
     async_contexts=async_contexts,
     compiler_fn=mergeable_comp_compiler.compile_to_mergeable_comp_form,
-    num_subrounds=len(workers),
+    num_subrounds=len(workers) * parts,
     **_TRANSFORMS,
   )

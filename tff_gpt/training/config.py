@@ -104,6 +104,13 @@ class RunSettings:
   max_concurrent_computation_calls: int = setting(
     2, "Client computations TFF runs at once (1 for 124M).", resume=False, check=AT_LEAST_1
   )
+  round_parts: int = setting(
+    1,
+    "Run each round's clients in this many parts one after another, merging their aggregates: the worker "
+    "holds one part's client results at a time (cohorts of hundreds; docs/scale.md).",
+    resume=False,
+    check=AT_LEAST_1,
+  )
   ignore_memory_estimate: bool = setting(
     False, "Start even when the run's estimated peak memory exceeds what is available.", resume=False
   )
@@ -142,6 +149,7 @@ class RunSettings:
       intra_op_threads=self.intra_op_threads,
       inter_op_threads=self.inter_op_threads,
       malloc_arenas=self.malloc_arenas,
+      round_parts=self.round_parts,
     )
 
 

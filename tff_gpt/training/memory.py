@@ -11,7 +11,8 @@ worker part-way through a round (GPT-2 124M, all weights, 10 clients: at
   of the trained ones (gradients, optimizer slots and the runtime's own
   copies) and the activations of one batch; plus `HELD_PER_CLIENT` copies of
   each sampled client's update, which the local runtime keeps until the mean
-  (BENCHMARKS.md, "Scaling"); plus `SERVER_COPIES` of the trained weights.
+  (BENCHMARKS.md, "Scaling"; of one part's clients with `--round_parts`);
+  plus `SERVER_COPIES` of the trained weights.
 
 The coefficients are fitted to the measurements in BENCHMARKS.md: sections 4
 (per-client growth of the small model) and 6 (GPT-2 124M: 21.2 GB for the
@@ -94,8 +95,10 @@ def estimate(
   activations_bytes: int,
   clients_per_round: int,
   max_concurrent_computation_calls: int,
+  round_parts: int = 1,
 ) -> Estimate:
-  """The estimate described in the module docstring."""
+  """The estimate described in the module docstring (a round in `round_parts` parts holds one part's)."""
+  held = -(-clients_per_round // round_parts)
   concurrent = clients_per_round
   if max_concurrent_computation_calls > 0:
     concurrent = min(concurrent, max_concurrent_computation_calls)
@@ -103,7 +106,7 @@ def estimate(
   worker = (
     WORKER_BASE
     + concurrent * per_client
-    + clients_per_round * HELD_PER_CLIENT * trained_bytes
+    + held * HELD_PER_CLIENT * trained_bytes
     + SERVER_COPIES * trained_bytes
   )
   return Estimate(
@@ -128,6 +131,7 @@ def of_run(run, *, process_bytes: int) -> Estimate:
     ),
     clients_per_round=run.clients_per_round,
     max_concurrent_computation_calls=c.max_concurrent_computation_calls,
+    round_parts=c.round_parts,
   )
 
 
