@@ -3,7 +3,8 @@
 #   ./test.sh           lint, the formatter check and the everyday tier (about 6 minutes on 2 cores, .venv
 #                       only): every behaviour at small size, in process.
 #   ./test.sh --full    everything: also what starts runs or workers as subprocesses, the Colab-like venv's
-#                       tests (.venv-colab, built here when missing or stale) and the benchmarks' quick modes.
+#                       tests (.venv-colab, built here when missing or stale), the benchmarks' quick modes
+#                       and the Flower side by side (.venv-peers, built alike).
 # Each sets up what it needs when missing or stale. Tests run in two pytest processes (pytest-xdist;
 # TFF_GPT_TEST_PROCESSES sets how many, 0 runs them in this process). Other arguments go to pytest
 # (e.g. a test file, or -k NAME).
@@ -25,6 +26,7 @@ if [ "$full" = 1 ]; then
   scripts/setup_venv.sh
   wait "$colab"
   trap - EXIT
+  scripts/setup_peers_venv.sh  # After the Colab one: the same torch wheel, from pip's cache.
   tier=()
 else
   scripts/setup_venv.sh

@@ -7,6 +7,7 @@
 #   requirements.in        -> requirements.txt         (Python 3.11)
 #   requirements-nodeps.in -> requirements-nodeps.txt  (Python 3.11, installed --no-deps: the pins alone)
 #   requirements-colab.in  -> requirements-colab.txt   (Python 3.12, as Colab)
+#   requirements-peers.in  -> requirements-peers.txt   (Python 3.12, Flower; benchmarks/peers.py)
 #
 # With `uv pip compile` (pinned below, in a throwaway venv), resolved for Linux
 # x86_64 against PyPI. Usage: scripts/lock.sh  (well under a minute)
@@ -33,4 +34,5 @@ compile 3.11 requirements.in requirements.txt
 # These packages' declared dependencies cannot be installed (BUILD_NOTES.md): the pins alone, with hashes.
 compile 3.11 requirements-nodeps.in requirements-nodeps.txt --no-deps
 compile 3.12 requirements-colab.in requirements-colab.txt
-echo "Wrote requirements.txt, requirements-nodeps.txt and requirements-colab.txt." >&2
+compile 3.12 requirements-peers.in requirements-peers.txt
+echo "Wrote requirements.txt, requirements-nodeps.txt, requirements-colab.txt and requirements-peers.txt." >&2

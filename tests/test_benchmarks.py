@@ -133,48 +133,40 @@ def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_resp
     tmp_path, "studies.dialogue", "--quick", "--out", str(out), "--work_dir", str(tmp_path / "w")
   )
   variants = tmp_path / "variants.json"  # The same work directory: its pretrained preset is reused.
-  text = _run_benchmark(
-    tmp_path,
-    "studies.lora_variants",
-    "--quick",
-    "--seeds=0,1",
-    "--out",
-    str(variants),
-    "--work_dir",
-    str(tmp_path / "w"),
-  )
+
+  def run_variants(*args):
+    return _run_benchmark(
+      tmp_path,
+      "studies.lora_variants",
+      "--quick",
+      *args,
+      "--out",
+      str(variants),
+      "--work_dir",
+      str(tmp_path / "w"),
+    )
+
+  run_variants("--seeds=0")
+  seed_0 = json.loads(variants.read_text())["rows"]
+  # --keep_rows: the seed --out holds is kept, not run again (its runs are gone), and seed 1 is added.
+  for run in (tmp_path / "w" / "runs").glob("variants_*"):
+    shutil.rmtree(run)
+  text = run_variants("--seeds=0,1", "--keep_rows")
   assert "| variant | response perplexity |" in text
+  made = [p.name for p in (tmp_path / "w" / "runs").glob("variants_*")]
+  assert made and all(name.endswith("_s1") for name in made)  # Seed 1's runs alone: seed 0's were kept.
   variant_result = json.loads(variants.read_text())
   variant_rows = variant_result["rows"]
   # Over two seeds: each variant's response loss per seed, paired with LoRA's of the same seed.
   by_seed = variant_result["rows_by_seed"]
-  assert set(by_seed) == {"0", "1"} and by_seed["0"] == variant_rows
+  assert set(by_seed) == {"0", "1"} and by_seed["0"] == variant_rows == seed_0
   ffa = next(r for r in variant_result["over_seeds"] if r["label"].startswith("FFA-LoRA"))
   lora = [by_seed[s][ffa["reference"]]["response_loss"] for s in ("0", "1")]
   own = [by_seed[s][ffa["label"]]["response_loss"] for s in ("0", "1")]
   assert ffa["reference"].startswith("LoRA, rank") and ffa["values"] == own
   assert ffa["difference"] == pytest.approx((own[0] - lora[0] + own[1] - lora[1]) / 2)
   assert own[0] != own[1]  # Seed 1 trained on other clients.
-  # --keep_rows: the seeds --out holds are kept, not run again (seed 1's runs are gone), seed 2 is added.
-  for run in (tmp_path / "w" / "runs").glob("variants_*_s1"):
-    shutil.rmtree(run)
-  _run_benchmark(
-    tmp_path,
-    "studies.lora_variants",
-    "--quick",
-    "--seeds=0,1,2",
-    "--keep_rows",
-    "--out",
-    str(variants),
-    "--work_dir",
-    str(tmp_path / "w"),
-  )
-  kept = json.loads(variants.read_text())
-  assert kept["rows_by_seed"]["1"] == by_seed["1"] and kept["rows"] == variant_rows
-  assert (
-    not list((tmp_path / "w" / "runs").glob("variants_*_s1"))
-    and [r["seeds"] for r in kept["over_seeds"]] == [3] * 5
-  )
+  assert [r["seeds"] for r in variant_result["over_seeds"]] == [2] * 5
   assert len(variant_rows) == 5  # Four variants and the unchanged preset, scored on the same responses.
   assert len({r["response_tokens"] for r in variant_rows.values()}) == 1
   by_kind = {label.split(",")[0]: r for label, r in variant_rows.items()}
@@ -287,3 +279,21 @@ def test_cohort_benchmark_times_each_cohort_and_divides_by_its_clients(tmp_path)
   for r in rows:
     assert r["s_per_client"] == pytest.approx(r["s_per_round"] / r["clients"])
     assert r["peak_mb"] >= r["peak_minus_before_mb"]
+
+
+def test_quick_peers_benchmark_trains_the_same_clients_to_the_same_losses_in_flower(tmp_path):
+  """tff_gpt and Flower (.venv-peers: PyTorch, transformers) from the same initial weights, on the same
+  clients' batches with the same optimizer: per-round train losses and the held-out loss agree."""
+  out = tmp_path / "peers.json"
+  text = _run_benchmark(tmp_path, "peers", "--quick", "--work_dir", str(tmp_path / "w"), "--out", str(out))
+  [row] = json.loads(out.read_text())["rows"]
+  tff, flower = row["train_loss"]["tff_gpt"], row["train_loss"]["flower"]
+  assert len(tff) == len(flower) == 2
+  assert flower[0] == pytest.approx(tff[0], rel=1e-4) and flower[1] == pytest.approx(tff[1], rel=1e-3)
+  loss = row["heldout_loss"]
+  assert loss["flower"] == pytest.approx(loss["tff_gpt"], rel=1e-3) and loss["tff_gpt"] < loss["initial"]
+  # The run's own federated evaluation and PyTorch's score of its Hugging Face export: the same batches.
+  assert row["tff_gpt_own_eval_loss"] == pytest.approx(loss["tff_gpt"], rel=1e-4)
+  for side in ("tff_gpt", "flower"):
+    assert row[side]["tokens_per_second"] > 0 and row[side]["peak_pss_mb"] > 100
+  assert "tiny: tff_gpt" in text and "x); held-out loss" in text

@@ -1,0 +1,307 @@
+"""Side by side with Flower: the same federated GPT-2 fine-tuning in tff_gpt and in Flower, alternating.
+
+  scripts/setup_peers_venv.sh        # once: .venv-peers (Flower, PyTorch, transformers, PEFT)
+  .venv/bin/python -m benchmarks.peers --out benchmarks/results_peers.json   # both sizes, 20 rounds
+  .venv/bin/python -m benchmarks.peers --quick     # tiny model, 2 rounds: the losses agree (full test tier)
+
+For each size, one tff_gpt run is prepared (`prepare`): its initial model
+exported to Hugging Face's format (the project's export), and every batch of
+every client of every round, and the held-out batches, written as arrays.
+Then, `--repeats` times, alternating which goes first, each framework trains
+the same rounds in a process of its own while the process tree's memory
+(PSS: shared pages counted once) is sampled every 100 ms:
+
+- tff_gpt: `experiments.run_experiment` with the run's flags (its metrics
+  rows give each round's seconds, tokens and train loss);
+- Flower: `benchmarks/flower_app` in `.venv-peers` (Flower's simulation
+  engine on Ray, PyTorch, transformers, PEFT for LoRA), FedAvg weighted by
+  examples, each round's clients and batches those of the tff_gpt run.
+
+Both final models are then scored by the same PyTorch code on the same
+held-out batches. Sizes: `2x128` trained whole (client Adam 3e-3, the
+project's default), and `12x768h12` (GPT-2 124M's shape, a character
+vocabulary) with LoRA rank 8: tff_gpt's on query and value, PEFT's on GPT-2's
+fused `c_attn` (the same number of trained values; Hugging Face's GPT-2 has
+no separate query and value to target), so the two LoRA runs start alike but
+not identically.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS_PYTHON = os.path.join(REPO, ".venv-peers", "bin", "python")
+SIZES = {
+  "2x128": dict(model_size="2x128", trainable="all"),
+  "12x768, LoRA 8": dict(model_size="12x768h12", trainable="lora:8"),
+}
+QUICK = {"tiny": dict(model_size="tiny", trainable="all")}
+COMMON = dict(
+  dataset="shakespeare",
+  sequence_length=80,
+  client_batch_size=8,
+  max_elements_per_client=64,
+  client_optimizer="adam",
+  client_learning_rate=0.003,
+  max_concurrent_computation_calls=2,
+  clients_per_eval=20,
+  eval_batch_size=64,
+  seed=0,
+)
+
+
+def run_settings(size: dict, rounds: int, clients: int, root: str, name: str) -> dict:
+  return dict(
+    COMMON,
+    **size,
+    total_rounds=rounds,
+    clients_per_round=clients,
+    rounds_per_eval=rounds,
+    rounds_per_checkpoint=rounds,
+    root_output_dir=root,
+    experiment_name=name,
+  )
+
+
+def as_flags(settings: dict) -> list[str]:
+  """`experiments.run_experiment`'s flags for `settings` (no sample generated at the end)."""
+  return [f"--{k}={v}" for k, v in settings.items()] + ["--sample_prompt="]
+
+
+def _write_batches(path: str, dataset) -> int:
+  """One client's batches as arrays (`ends`: where each batch ends); returns its sequences."""
+  parts = {"token_ids": [], "padding_mask": [], "labels": []}
+  for x, y in dataset:
+    parts["token_ids"].append(x["token_ids"].numpy())
+    parts["padding_mask"].append(x["padding_mask"].numpy())
+    parts["labels"].append(y.numpy())
+  ends = np.cumsum([len(p) for p in parts["labels"]])
+  np.savez(path, ends=ends, **{k: np.concatenate(v) for k, v in parts.items()})
+  return int(ends[-1]) if len(ends) else 0
+
+
+def prepare(settings: dict, data_dir: str) -> dict:
+  """The run's initial model (Hugging Face), every round's client batches, the held-out batches, plan.json."""
+  from tff_gpt import runtime
+  from tff_gpt.export import exporter
+  from tff_gpt.training import config as config_lib
+  from tff_gpt.training import trainer
+
+  config = config_lib.ExperimentConfig(**settings)
+  os.makedirs(os.path.join(data_dir, "batches"), exist_ok=True)
+  with runtime.execution_context(**config.context_args()):
+    experiment = trainer.FederatedExperiment(config, progress=False)
+    run, task = experiment.context, experiment.task
+    clients = {}
+    for r in range(1, config.total_rounds + 1):
+      ids = run.clients_for_round(r)
+      for i, dataset in enumerate(run.client_datasets(r)):
+        _write_batches(os.path.join(data_dir, "batches", f"r{r:04d}_c{i:03d}.npz"), dataset)
+      clients[r] = ids
+    evaluation = itertools.chain.from_iterable(task.eval_datasets(task.eval_client_ids))
+    _write_batches(os.path.join(data_dir, "eval.npz"), evaluation)
+    export = exporter.export_run(task, task.initial_weights(), 0, os.path.join(data_dir, "initial_export"))
+  shutil.copytree(os.path.join(export, exporter.HUGGING_FACE_DIR), os.path.join(data_dir, "initial"))
+  plan = dict(
+    rounds=config.total_rounds,
+    clients=[len(clients[r]) for r in sorted(clients)],
+    client_ids={str(r): ids for r, ids in clients.items()},
+    optimizer=config.client_optimizer,
+    learning_rate=config.client_learning_rate,
+    epsilon=1e-7,
+    trainable=config.trainable,
+    lora_alpha=config.lora_alpha,
+    threads=1,
+    concurrency=config.max_concurrent_computation_calls,
+    seed=config.seed,
+  )
+  with open(os.path.join(data_dir, "plan.json"), "w") as f:
+    json.dump(plan, f, indent=1)
+  return plan
+
+
+class TreeMemory:
+  """Peak PSS (MB) of a process and its descendants, sampled every 100 ms until it ends."""
+
+  def __init__(self, pid: int):
+    self.root, self.peak = psutil.Process(pid), 0.0
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+    self._thread.start()
+
+  def _sample(self) -> None:
+    while self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE:
+      total = 0
+      try:
+        for p in [self.root, *self.root.children(recursive=True)]:
+          try:
+            total += p.memory_full_info().pss
+          except psutil.Error:
+            pass
+      except psutil.Error:
+        break
+      self.peak = max(self.peak, total / 2**20)
+      time.sleep(0.1)
+
+  def join(self) -> float:
+    self._thread.join()
+    return self.peak
+
+
+def measured(command: list[str], log: str, env: dict | None = None) -> dict:
+  """Runs `command` (output to `log`), with its wall seconds and its process tree's peak PSS."""
+  start = time.perf_counter()
+  with open(log, "w") as out:
+    proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    memory = TreeMemory(proc.pid)
+    status = proc.wait()
+  peak = memory.join()
+  if status != 0:
+    with open(log) as f:
+      sys.exit(f"error: {' '.join(command[:3])} ... exited {status}:\n{f.read()[-3000:]}")
+  return {"wall_seconds": time.perf_counter() - start, "peak_pss_mb": peak}
+
+
+def run_tff(settings: dict, plan: dict, log: str) -> dict:
+  from tff_gpt.training import outputs
+
+  shutil.rmtree(os.path.join(settings["root_output_dir"]), ignore_errors=True)
+  env = dict(os.environ, PYTHONPATH=REPO)
+  figures = measured([sys.executable, "-m", "experiments.run_experiment", *as_flags(settings)], log, env)
+  dirs = outputs.RunDirs.of(settings["root_output_dir"], settings["experiment_name"])
+  sampled = {str(r): ids for r, ids in outputs.read_sampled_clients(dirs).items()}
+  if sampled != plan["client_ids"]:
+    sys.exit("error: the timed tff_gpt run sampled other clients than the prepared one.")
+  rows = outputs.read_metrics(dirs)
+  rounds = [
+    {
+      "round": int(r["round_num"]),
+      "seconds": float(r["round_seconds"]),
+      "tokens": int(r["train_tokens"]),
+      "train_loss": float(r["train_loss"]),
+    }
+    for r in rows
+  ]
+  final = os.path.join(dirs.results, "export", "huggingface")
+  return dict(figures, rounds=rounds, own_eval_loss=float(rows[-1]["eval_loss"]), final=final)
+
+
+def run_flower(data_dir: str, log: str) -> dict:
+  shutil.rmtree(os.path.join(data_dir, "flower_final"), ignore_errors=True)
+  if os.path.exists(os.path.join(data_dir, "flower_rounds.json")):
+    os.remove(os.path.join(data_dir, "flower_rounds.json"))
+  env = dict(os.environ, PYTHONPATH=REPO, RAY_DEDUP_LOGS="0")
+  command = [PEERS_PYTHON, "-m", "benchmarks.flower_app.run", "--data", data_dir]
+  figures = measured(command, log, env)
+  with open(os.path.join(data_dir, "flower_rounds.json")) as f:
+    rounds = json.load(f)
+  return dict(figures, rounds=rounds, final=os.path.join(data_dir, "flower_final"))
+
+
+def heldout(data_dir: str, models: dict) -> dict:
+  """Held-out loss of each Hugging Face model directory, by the same PyTorch code."""
+  specs = [f"{name}={path}" for name, path in models.items()]
+  command = [PEERS_PYTHON, "-m", "benchmarks.flower_app.run", "--data", data_dir, "--evaluate", *specs]
+  env = dict(os.environ, PYTHONPATH=REPO)
+  out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+  if out.returncode != 0:
+    sys.exit(f"error: scoring the final models failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def side_figures(runs: list[dict]) -> dict:
+  """Medians over repeats: seconds a round after the first, the first, tokens a second, peak memory."""
+
+  def per_run(run):
+    later = run["rounds"][1:] or run["rounds"]
+    return {
+      "first_round_seconds": run["rounds"][0]["seconds"],
+      "round_seconds": statistics.median(r["seconds"] for r in later),
+      "tokens_per_second": statistics.median(r["tokens"] / r["seconds"] for r in later),
+      "peak_pss_mb": run["peak_pss_mb"],
+      "wall_seconds": run["wall_seconds"],
+    }
+
+  each = [per_run(run) for run in runs]
+  return {k: statistics.median(e[k] for e in each) for k in each[0]} | {"repeats": each}
+
+
+def compare(label: str, size: dict, args, work: str) -> dict:
+  """Prepares one size, runs both frameworks `args.repeats` times alternating, scores both final models."""
+  slug = label.split(",")[0].replace(" ", "")
+  data = os.path.join(work, slug, "data")
+  shutil.rmtree(os.path.join(work, slug), ignore_errors=True)
+  prepared = run_settings(size, args.rounds, args.clients, os.path.join(work, slug, "prepare"), "peers")
+  print(f"{label}: preparing the tff_gpt run's batches and initial model...", flush=True)
+  plan = prepare(prepared, data)
+  timed = dict(prepared, root_output_dir=os.path.join(work, slug, "tff"))
+  runs = {"tff_gpt": [], "flower": []}
+  for rep in range(args.repeats):
+    for side in ("tff_gpt", "flower") if rep % 2 == 0 else ("flower", "tff_gpt"):
+      log = os.path.join(work, slug, f"{side}_{rep}.log")
+      runs[side].append(run_tff(timed, plan, log) if side == "tff_gpt" else run_flower(data, log))
+      last = runs[side][-1]
+      print(f"  {side} #{rep + 1}: {last['wall_seconds']:.0f} s, peak {last['peak_pss_mb']:,.0f} MB")
+  finals = {"initial": os.path.join(data, "initial")} | {s: runs[s][-1]["final"] for s in runs}
+  figures = {side: side_figures(r) for side, r in runs.items()}
+  tff, flower = figures["tff_gpt"], figures["flower"]
+  return {
+    "size": label,
+    "settings": {k: v for k, v in timed.items() if k not in ("root_output_dir", "experiment_name")},
+    **figures,
+    "throughput_ratio": tff["tokens_per_second"] / flower["tokens_per_second"],
+    "memory_ratio": tff["peak_pss_mb"] / flower["peak_pss_mb"],
+    "train_loss": {s: [r["train_loss"] for r in runs[s][0]["rounds"]] for s in runs},
+    "heldout_loss": {k: v["loss"] for k, v in heldout(data, finals).items()},
+    "tff_gpt_own_eval_loss": runs["tff_gpt"][-1]["own_eval_loss"],
+  }
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--quick", action="store_true", help="The tiny model, 2 rounds of 3 clients, once.")
+  parser.add_argument("--sizes", default=",".join(SIZES), help=f"Of {list(SIZES)}, separated by ';'.")
+  parser.add_argument("--rounds", type=int, default=20)
+  parser.add_argument("--clients", type=int, default=10, help="Clients a round.")
+  parser.add_argument("--repeats", type=int, default=2, help="Runs of each framework, alternating.")
+  parser.add_argument("--work_dir", default="/tmp/tff_gpt_peers")
+  parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
+  args = parser.parse_args(argv)
+  if not os.path.exists(PEERS_PYTHON):
+    sys.exit("error: no .venv-peers here; run scripts/setup_peers_venv.sh first (Flower, PyTorch, PEFT).")
+  sizes = QUICK if args.quick else {k: SIZES[k] for k in args.sizes.split(";")}
+  if args.quick:
+    args.rounds, args.clients, args.repeats = 2, 3, 1
+  rows = [compare(label, size, args, args.work_dir) for label, size in sizes.items()]
+  for row in rows:
+    print(row_line(row))
+  result = {"rows": rows, "rounds": args.rounds, "clients_per_round": args.clients, "repeats": args.repeats}
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+def row_line(row: dict) -> str:
+  t, f, loss = row["tff_gpt"], row["flower"], row["heldout_loss"]
+  return (
+    f"{row['size']}: tff_gpt {t['tokens_per_second']:,.0f} tok/s, Flower {f['tokens_per_second']:,.0f} "
+    f"({row['throughput_ratio']:.2f}x); s/round {t['round_seconds']:.2f} vs {f['round_seconds']:.2f} (first "
+    f"{t['first_round_seconds']:.1f} vs {f['first_round_seconds']:.1f}); peak {t['peak_pss_mb']:,.0f} vs "
+    f"{f['peak_pss_mb']:,.0f} MB ({row['memory_ratio']:.2f}x); held-out loss {loss['tff_gpt']:.4f} vs "
+    f"{loss['flower']:.4f} (initial {loss['initial']:.4f})"
+  )
+
+
+if __name__ == "__main__":
+  main()
