@@ -3,6 +3,7 @@
   .venv/bin/python -m studies.memorization --seeds 0,1,2 --work_dir /tmp/memorization \
       --out studies/results_memorization.json --plot docs/memorization_exposure.png
   .venv/bin/python -m studies.memorization --table     # the doc table and plot again from the results file
+  .venv/bin/python -m studies.memorization --participation  # add each seed's canary clients' rounds to it
   .venv/bin/python -m studies.memorization --quick     # tiny model, few rounds (the tests run it)
 
 Every row trains GPT-2 on Shakespeare's roles (`--dataset=shakespeare`) with
@@ -20,12 +21,11 @@ epsilon at delta 1e-5 of the DP rows (`dp_accounting`, as the run reports it).
 import argparse
 import dataclasses
 import json
-import math
 import os
 import tempfile
 
 from studies import common, runs
-from tff_gpt.comparison import stats
+from studies.memorization_report import doc_table, participation_line, plot
 
 REPEATS = "1,10,100"
 COMMAND = (
@@ -37,8 +37,7 @@ MADE = (
   "the membership loss batched from 62cde5e)"
 )
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
-FEDAVG, CENTRAL = "FedAvg", "central, FedAvg's batches"
-WITHIN_BITS = 2.0  # A canary this close to never-planted ones is not told apart from them.
+CENTRAL = "central, FedAvg's batches"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,29 +80,50 @@ def rows_to_run(s: Settings) -> dict:
   return rows
 
 
+def run_settings(s: Settings, seed: int) -> dict:
+  """The settings every row shares (`experiments.run_experiment`'s flags, or `ExperimentConfig` fields)."""
+  return dict(
+    dataset="shakespeare",
+    algorithm="fedavg_unweighted",
+    model_size=s.model_size,
+    sequence_length=s.sequence_length,
+    total_rounds=s.rounds,
+    clients_per_round=s.clients,
+    rounds_per_eval=s.rounds,
+    rounds_per_checkpoint=s.rounds,
+    canaries=len(s.repeats.split(",")),
+    canary_repeats=s.repeats,
+    canary_clients=s.canary_clients,
+    canary_digits=s.canary_digits,
+    membership_clients=s.membership_clients,
+    max_concurrent_computation_calls=1,
+    export=False,
+    seed=seed,
+  )
+
+
 def federated(s: Settings, work: str, name: str, seed: int, extra: list[str]) -> tuple[str, dict]:
-  flags = [
-    "--dataset=shakespeare",
-    "--algorithm=fedavg_unweighted",
-    f"--model_size={s.model_size}",
-    f"--sequence_length={s.sequence_length}",
-    f"--total_rounds={s.rounds}",
-    f"--clients_per_round={s.clients}",
-    f"--rounds_per_eval={s.rounds}",
-    f"--rounds_per_checkpoint={s.rounds}",
-    f"--canaries={len(s.repeats.split(','))}",
-    f"--canary_repeats={s.repeats}",
-    f"--canary_clients={s.canary_clients}",
-    f"--canary_digits={s.canary_digits}",
-    f"--membership_clients={s.membership_clients}",
-    "--max_concurrent_computation_calls=1",
-    "--sample_prompt=",
-    "--noexport",
-    f"--seed={seed}",
-    *extra,
-  ]
+  flags = [f"--{k}={v}" for k, v in run_settings(s, seed).items()] + ["--sample_prompt=", *extra]
   name = runs.seeded(name, seed)
   return name, _row(runs.federated(work, name, flags).summary)
+
+
+def participation(s: Settings, seed: int) -> dict:
+  """`{repeats: rounds}`: how many rounds aggregated the client of each repeat count's canary, and in which
+  (`last_<repeats>`): every row of a seed samples the same clients, so the run is built, not trained."""
+  from tff_gpt import runtime
+  from tff_gpt.training import audit, trainer
+  from tff_gpt.training import config as config_lib
+
+  with tempfile.TemporaryDirectory(prefix="participation-") as root:
+    config = config_lib.ExperimentConfig(**run_settings(s, seed), root_output_dir=root)
+    with runtime.execution_context(max_concurrent_computation_calls=1):
+      run = trainer.FederatedExperiment(config, progress=False).context
+      rows = [dict(repeats=c.repeats, client=c.client) for c in run.task.canary_plan.inserted]
+      rows = audit.with_participation(rows, run, s.rounds)
+  return {str(r["repeats"]): r["rounds_aggregated"] for r in rows} | {
+    f"last_{r['repeats']}": r["last_round"] for r in rows
+  }
 
 
 def _row(summary: dict) -> dict:
@@ -151,111 +171,28 @@ def _central(work: str, name: str) -> None:
     json.dump(_row(summary), f)
 
 
-def top(row: dict) -> str:
-  """The largest repeat count of a row's exposures (the canary that should be remembered best)."""
-  return max(row["exposure"], key=int)
-
-
-def differences(by_seed: list[dict], label: str) -> list[float]:
-  """Seed by seed: the most-repeated canary's exposure minus the never-planted canaries' mean."""
-  return [rows[label]["exposure"][top(rows[label])] - rows[label]["exposure"]["0"] for rows in by_seed]
-
-
-def doc_table(result: dict) -> str:
-  """docs/results_privacy_scale.md's table: exposure by repeat count, its distance from never planted, the
-  membership AUC, held-out perplexity and epsilon, each over seeds (mean [95% interval])."""
-  by_seed = list(result["rows_by_seed"].values())
-  first = by_seed[0]
-  counts = sorted((k for k in first[FEDAVG]["exposure"] if k != "0"), key=int, reverse=True)
-  head = " | ".join(f"exposure x{k}" for k in counts)
-  lines = [
-    f"| row ({runs.seeds_phrase(len(by_seed))}) | {head} | never planted | x{counts[0]} minus never planted, "
-    "paired | membership AUC | held-out perplexity | epsilon |",
-    "|---|" + "---|" * (len(counts) + 5),
-  ]
-  for label in first:
-    of = lambda key, label=label: [rows[label][key] for rows in by_seed]  # noqa: E731
-    exposure = [
-      runs.mean_ci([rows[label]["exposure"][k] for rows in by_seed], digits=2) for k in counts + ["0"]
-    ]
-    auc = runs.mean_ci(of("membership_auc"), digits=3) if first[label]["membership_auc"] is not None else "-"
-    perplexity = runs.mean_ci([math.exp(v) for v in of("eval_loss")], digits=2)
-    epsilon = (
-      "none" if first[label]["dp_epsilon"] is None else f"{first[label]['dp_epsilon']:.2f}"
-    )  # Seeded alike.
-    cells = [label, *exposure, runs.mean_ci(differences(by_seed, label), "+", 2), auc, perplexity, epsilon]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n\n" + verdict(result) + "."
-
-
-def verdict(result: dict) -> str:
-  """Which rows the seeds show remembering the most-repeated canary (the interval of its paired distance
-  from never-planted ones above zero), and which bring it within `WITHIN_BITS` of them (the mean; and
-  the whole interval)."""
-  by_seed = list(result["rows_by_seed"].values())
-  above, near, surely_near = [], [], []
-  for label in by_seed[0]:
-    mean, low, high = stats.interval(differences(by_seed, label))
-    above += [label] if low != "" and low > 0 else []
-    near += [label] if mean < WITHIN_BITS else []
-    surely_near += [label] if high != "" and high < WITHIN_BITS else []
-  listed = lambda labels: "; ".join(labels) if labels else "no row"  # noqa: E731
-  return (
-    f"Above never-planted canaries (interval above zero): {listed(above)}. Within {WITHIN_BITS:g} bits of "
-    f"them on average: {listed(near)}; with the whole interval: {listed(surely_near)}"
-  )
-
-
-def plot(result: dict, path: str) -> None:
-  """Exposure of the most-repeated canary against epsilon (DP rows; no DP drawn at the right) and against
-  held-out perplexity (every row), means with 95% intervals over seeds."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  by_seed = list(result["rows_by_seed"].values())
-  fig, (by_eps, by_ppl) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-  never = stats.interval([rows[FEDAVG]["exposure"]["0"] for rows in by_seed])[0]
-  dp = [label for label in by_seed[0] if by_seed[0][label]["dp_epsilon"] is not None]
-  far = 10 * max(stats.interval([rows[x]["dp_epsilon"] for rows in by_seed])[0] for x in dp) if dp else 1
-  for label in by_seed[0]:
-    mean, low, high = stats.interval([rows[label]["exposure"][top(rows[label])] for rows in by_seed])
-    err = None if low == "" else [[mean - low], [high - mean]]
-    eps = by_seed[0][label]["dp_epsilon"]
-    x = stats.interval([rows[label]["dp_epsilon"] for rows in by_seed])[0] if eps is not None else far
-    ppl = stats.interval([math.exp(rows[label]["eval_loss"]) for rows in by_seed])[0]
-    each = [rows[label]["exposure"][top(rows[label])] for rows in by_seed]
-    for ax, at in ((by_eps, x), (by_ppl, ppl)):
-      (mark, *_) = ax.errorbar([at], [mean], yerr=err, fmt="o", capsize=3)
-      ax.plot([at] * len(each), each, "x", color=mark.get_color(), alpha=0.6, markersize=4)  # Each seed.
-      ax.annotate(label, (at, mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
-  for ax in (by_eps, by_ppl):
-    ax.axhline(never, color="gray", linestyle=":", label="never planted")
-    ax.axhline(never + WITHIN_BITS, color="gray", linestyle="--", label=f"{WITHIN_BITS:g} bits above it")
-  by_eps.set(xscale="log", xlabel=f"epsilon at delta 1e-5 (no DP drawn at {far:g})")
-  by_eps.set_ylim(-0.5, by_seed[0][FEDAVG]["space_bits"] + 0.5)  # Exposure lies in [0, log2 |R|].
-  by_eps.set_ylabel(f"exposure of the x{top(by_seed[0][FEDAVG])} canary (bits)")
-  by_ppl.set(xlabel="held-out perplexity per character")
-  by_eps.legend(fontsize=7)
-  fig.suptitle(
-    f"What GPT-2 remembers of a canary, {runs.seeds_phrase(len(by_seed))} (mean, 95% interval; x: seeds)"
-  )
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  print(f"plot: {path}")
-
-
 def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="Where the runs go; reusing one skips what is done.")
   parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
   parser.add_argument("--plot", default="", help="Draw exposure against epsilon and perplexity here (PNG).")
   parser.add_argument("--table", action="store_true", help=f"Print the table and draw {PLOT} from {RESULTS}.")
+  parser.add_argument(
+    "--participation",
+    action="store_true",
+    help=f"Add to {RESULTS} the rounds each seed aggregated each canary's client (builds, trains nothing).",
+  )
   parser.add_argument("--central_of", default="", help=argparse.SUPPRESS)  # A child: one central row.
   args = parser.parse_args(argv)
   if args.central_of:
     _central(args.work_dir, args.central_of)
     return {}
+  if args.participation:
+    result = common.read(RESULTS)
+    s = Settings(**{k: tuple(v) if k == "noise" else v for k, v in result["settings"].items()})
+    result["participation"] = {seed: participation(s, int(seed)) for seed in result["rows_by_seed"]}
+    common.write(result, os.path.join(common.STUDIES, RESULTS))
+    print(participation_line(result))
+    return result
   if args.table:
     result = common.read(RESULTS)
     print(doc_table(result))
@@ -273,7 +210,9 @@ def main(argv=None) -> dict:
         rows[CENTRAL] = central(work, run_name)
     by_seed[seed] = rows
     print(json.dumps(rows, indent=1))
-  result = common.write({"settings": s.to_dict(), "rows_by_seed": by_seed, "work_dir": work}, args.out)
+  seen = {seed: participation(s, seed) for seed in by_seed}
+  result = {"settings": s.to_dict(), "rows_by_seed": by_seed, "participation": seen, "work_dir": work}
+  result = common.write(result, args.out)
   print(doc_table(result))
   if args.plot:
     plot(result, args.plot)

@@ -14,7 +14,7 @@ from tff_gpt import errors, memorization
 from tff_gpt.comparison import report as comparison_report
 from tff_gpt.data import canaries, pairs, tokenizers
 from tff_gpt.settings import ConfigError
-from tff_gpt.training import audit, report, trainer
+from tff_gpt.training import audit, outputs, report, trainer
 
 
 def test_exposure_is_log2_of_the_space_minus_log2_of_the_rank():
@@ -114,6 +114,12 @@ def test_a_canary_planted_many_times_is_memorized_and_a_never_planted_one_is_not
   assert len(planted) == 2 and max(planted) > bits - 1.5 and min(planted) > bits - 3, rows
   assert exposure["0"]["mean_exposure"] < 2.5, exposure  # 10 random secrets: 1.44 bits expected (log2 e).
   assert len(rows) == 12 and {r["method"] for r in rows} == {"exact"}
+  # Each canary's participation, against the run's own record of each round's aggregated clients.
+  sampled = outputs.read_sampled_clients(experiment.dirs)
+  for r in rows:
+    rounds = [n for n, ids in sampled.items() if r["client"] and r["client"] in ids]
+    assert (int(r["rounds_aggregated"]), int(r["last_round"])) == (len(rounds), max(rounds, default=0))
+  assert exposure["12"]["mean_rounds_aggregated"] > 0 and "mean_rounds_aggregated" not in exposure["0"]
   assert "canary exposure (bits of 10.0" in report.format_summary(summary)
   columns = comparison_report.audit_columns(summary)  # What a comparison's report.csv adds per run.
   assert columns["canary_top_repeats"] == 12 and columns["canary_exposure_top"] == pytest.approx(

@@ -114,13 +114,20 @@ def exposures(
 
 
 def summarize_exposures(rows: list[dict]) -> dict:
-  """Mean exposure by repeat count (0: never inserted), and log2|R| is the most any canary can reach."""
+  """Mean exposure by repeat count (0: never inserted), and with rows that carry `rounds_aggregated`,
+  the mean number of rounds their clients were aggregated in. log2|R| is the most any canary can reach."""
   by_repeats = {}
   for r in rows:
-    by_repeats.setdefault(r["repeats"], []).append(r["exposure"])
-  return {
-    str(k): {"canaries": len(v), "mean_exposure": float(np.mean(v))} for k, v in sorted(by_repeats.items())
-  }
+    by_repeats.setdefault(r["repeats"], []).append(r)
+  summary = {}
+  for k, group in sorted(by_repeats.items()):
+    summary[str(k)] = {
+      "canaries": len(group),
+      "mean_exposure": float(np.mean([r["exposure"] for r in group])),
+    }
+    if k and "rounds_aggregated" in group[0]:
+      summary[str(k)]["mean_rounds_aggregated"] = float(np.mean([r["rounds_aggregated"] for r in group]))
+  return summary
 
 
 def membership(member_losses: Sequence[float], non_member_losses: Sequence[float]) -> dict:

@@ -39,7 +39,7 @@ def zeros_for_initial_values():
   values. TFF's compilation folds keras-nlp's draws (stateless random ops) into constants, so
   each such graph carries a whole model's worth of random values, and every
   client computation loads and assigns them: about 0.04-0.06 s of a round of 10
-  clients of GPT-2 small (BENCHMARKS.md, "A round against central training"). Zeros
+  clients of GPT-2 small (docs/round_speedups.md). Zeros
   fold into a constant of one value. Keras passes `shape` for all but scalars,
   which keep their initializer.
   """

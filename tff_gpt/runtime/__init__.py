@@ -77,7 +77,7 @@ def largest_first(client_datasets: list) -> list:
   TFF's worker starts a round's client computations in the order given,
   `max_concurrent_computation_calls` at a time; starting the largest first
   keeps a large client from running alone at the end of the round (LPT
-  scheduling; BENCHMARKS.md, "A round against central training"). The weighted mean does not depend on the
+  scheduling; docs/round_speedups.md). The weighted mean does not depend on the
   order, up to float rounding. A dataset of unknown length counts as empty.
   """
   return sorted(client_datasets, key=lambda dataset: -max(int(dataset.cardinality()), 0))
@@ -124,7 +124,7 @@ def set_up(
       several, each computation's clients are split across them.
     optimize_for_cpu: Compile with `compilation.compile_for_cpu` (Grappler's
       CPU rewrites; rounds of the small GPT-2 5-14% faster here,
-      BENCHMARKS.md, "A round against central training") or with TFF's native compiler. None: for the local
+      docs/round_speedups.md) or with TFF's native compiler. None: for the local
       worker when this machine has no GPU, never for remote workers.
     round_parts: Run each computation's clients in this many parts per
       worker, one after another, merging their aggregates: the worker holds

@@ -7,7 +7,7 @@ devices unassigned until the worker's session places them, and Grappler
 skips every CPU-only rewrite for a node without a device: `Pow(x, 3)` stays a
 general power instead of `x * x * x`, which for keras-nlp's GPT-2 (the
 approximate GELU, forward and backward) took 10% of the worker's time in a
-training round (`perf`, BENCHMARKS.md, "A round against central training"). TensorFlow places a
+training round (`perf`, docs/round_speedups.md). TensorFlow places a
 `tf.function`'s ops before its Grappler pass, which is why central training
 never paid it.
 

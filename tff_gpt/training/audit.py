@@ -69,6 +69,7 @@ def measure(run, weights, *, progress: bool = False) -> dict:
   model = task.keras_model(weights)
   if task.canary_plan is not None:
     rows = memorization.exposures(model, task.tokenizer, task.canary_plan, seed=c.seed, progress=progress)
+    rows = with_participation(rows, run, c.total_rounds)
     outputs.write_rows(os.path.join(task.dirs.results, ROWS_FILE), rows)
     out["canary_exposure"] = memorization.summarize_exposures(rows)
     out["canary_space_bits"] = float(c.canary_digits * np.log2(10))
@@ -89,6 +90,23 @@ def measure(run, weights, *, progress: bool = False) -> dict:
     ]
     out["membership"] = memorization.membership(*losses)
   return out
+
+
+def with_participation(rows: list[dict], run, rounds: int) -> list[dict]:
+  """Each canary row with `rounds_aggregated` (rounds whose aggregate held its client's update) and
+  `last_round` (the last of them, 0: none): a canary's exposure depends on them as much as on its repeats."""
+  aggregated = {}
+  for r in range(1, rounds + 1):
+    for cid in run.clients_for_round(r):
+      aggregated.setdefault(cid, []).append(r)
+  return [
+    dict(
+      row,
+      rounds_aggregated=len(aggregated.get(row["client"], [])),
+      last_round=max(aggregated.get(row["client"], [0])),
+    )
+    for row in rows
+  ]
 
 
 def _mean_loss(model, sequences, batch_size: int = 256) -> float:
