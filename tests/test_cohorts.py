@@ -87,11 +87,11 @@ def test_a_run_with_dropout_drops_the_same_clients_on_resume_and_logs_simulated_
   resumed_config, _ = run("resumed", 4)
   whole, resumed = _clients(config), _clients(resumed_config)
   assert whole == resumed and len(whole) == 4
-  assert any(row["dropped_ids"] for row in whole)
+  assert any(cohorts.parse_ids(row.get("dropped_ids") or "[]") for row in whole)
   experiment = trainer.FederatedExperiment(config, progress=False)
   rows = outputs.read_metrics(experiment.dirs)
   for row, recorded in zip(rows, whole, strict=True):
-    reporters = recorded["client_ids"].split()
+    reporters = cohorts.parse_ids(recorded["client_ids"])
     assert int(row["clients"]) == len(reporters) <= 4 and int(row["sampled_clients"]) == 6
     speed, task = experiment.context.speed, experiment.task
     by_hand = max(  # Each reporter's tokens (its sequences, capped, times the length) over its speed.
@@ -112,5 +112,24 @@ def test_a_round_every_sampled_client_drops_trains_nothing_and_the_run_goes_on(t
   rows = outputs.read_metrics(experiment.dirs)
   empty = [r for r in rows if int(r["clients"]) == 0]
   assert len(rows) == 4 and empty and all(math.isnan(float(r["train_loss"])) for r in empty)
-  assert all(not row["client_ids"] for row, r in zip(_clients(config), rows, strict=True) if r in empty)
+  assert all(
+    cohorts.parse_ids(row["client_ids"]) == []
+    for row, r in zip(_clients(config), rows, strict=True)
+    if r in empty
+  )
   assert math.isfinite(summary["eval_loss"])
+
+
+def test_client_ids_with_spaces_commas_and_quotes_read_back_as_written(tmp_path):
+  """Shakespeare's roles hold spaces ("hamlet:First Player"); runs before JSON fields wrote ids
+  space-separated, and still read."""
+  import asyncio
+
+  dirs = outputs.RunDirs.of(str(tmp_path), "ids")
+  os.makedirs(dirs.results, exist_ok=True)
+  _, _, clients_manager = outputs.create_managers(dirs)
+  written = {1: ("hamlet:First Player", "a,b", 'say "hi"'), 2: ()}
+  for round_num, ids in written.items():
+    asyncio.run(clients_manager.release(cohorts.Cohort(ids).row(), key=round_num))
+  assert outputs.read_sampled_clients(dirs) == {r: list(ids) for r, ids in written.items()}
+  assert cohorts.parse_ids("hamlet:HAMLET romeo:ROMEO") == ["hamlet:HAMLET", "romeo:ROMEO"]  # An old row.

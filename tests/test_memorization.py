@@ -14,7 +14,7 @@ from tff_gpt import errors, memorization
 from tff_gpt.comparison import report as comparison_report
 from tff_gpt.data import canaries, pairs, tokenizers
 from tff_gpt.settings import ConfigError
-from tff_gpt.training import audit, outputs, report, trainer
+from tff_gpt.training import audit, cohorts, outputs, report, trainer
 
 
 def test_exposure_is_log2_of_the_space_minus_log2_of_the_rank():
@@ -145,7 +145,7 @@ def test_membership_attack_compares_the_clients_rounds_sampled_with_those_never_
   experiment = trainer.FederatedExperiment(config)
   summary = experiment.run()
   with open(os.path.join(experiment.dirs.results, "sampled_clients.csv"), newline="") as f:
-    sampled = {cid for row in csv.DictReader(f) for cid in row["client_ids"].split(" ")}
+    sampled = {cid for row in csv.DictReader(f) for cid in cohorts.parse_ids(row["client_ids"])}
   m = summary["membership"]
   assert m["members"] == len(sampled) and m["non_members"] == 5 - len(sampled) > 0
   assert 0 <= m["auc"] <= 1 and "membership attack on" in report.format_summary(summary)

@@ -14,6 +14,7 @@ speed, and the round lasts its slowest aggregated reporter's time plus
 """
 
 import dataclasses
+import json
 import math
 import zlib
 from collections.abc import Callable, Sequence
@@ -39,13 +40,23 @@ class Cohort:
     return len(self.reporters) + len(self.dropped) + len(self.late)
 
   def row(self) -> dict:
-    """The round's row of `sampled_clients.csv` (ids space-separated)."""
-    row = {"client_ids": " ".join(self.reporters)}
+    """The round's row of `sampled_clients.csv` (each list of ids a JSON list: `ids_field`)."""
+    row = {"client_ids": ids_field(self.reporters)}
     if self.dropped or self.late:
-      row.update(dropped_ids=" ".join(self.dropped), late_ids=" ".join(self.late))
+      row.update(dropped_ids=ids_field(self.dropped), late_ids=ids_field(self.late))
     if self.simulated_seconds is not None:
       row["simulated_seconds"] = self.simulated_seconds
     return row
+
+
+def ids_field(ids: Sequence[str]) -> str:
+  """Client ids as one CSV field: a JSON list (Shakespeare's roles hold spaces: "hamlet:First Player")."""
+  return json.dumps(list(ids), ensure_ascii=False)
+
+
+def parse_ids(field: str) -> list[str]:
+  """`ids_field`'s ids; a field written before it (space-separated, from runs before 2026-12-07) split."""
+  return json.loads(field) if field.startswith("[") else field.split()
 
 
 def sampled_per_round(clients_per_round: int, over_selection: float, population: int) -> int:

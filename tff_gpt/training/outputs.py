@@ -21,6 +21,7 @@ import threading
 import tensorflow_federated as tff
 
 from tff_gpt import errors, internals
+from tff_gpt.training import cohorts
 
 METRICS_FILE = "experiment.metrics.csv"
 CLIENTS_FILE = "sampled_clients.csv"
@@ -289,4 +290,4 @@ def seconds_spent(rows: list[dict]) -> float:
 
 def read_sampled_clients(dirs: RunDirs) -> dict[int, list[str]]:
   """`{round_num: client ids}` as the run recorded them."""
-  return {int(r["round_num"]): r["client_ids"].split() for r in read_csv(dirs.clients_csv)}
+  return {int(r["round_num"]): cohorts.parse_ids(r["client_ids"]) for r in read_csv(dirs.clients_csv)}
