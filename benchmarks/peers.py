@@ -34,17 +34,23 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
-import psutil
+
+from benchmarks import process_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_PYTHON = os.path.join(REPO, ".venv-peers", "bin", "python")
 SIZES = {
   "2x128": dict(model_size="2x128", trainable="all"),
-  "12x768, LoRA 8": dict(model_size="12x768h12", trainable="lora:8"),
+  # At about 5 s a step on one core here, 4 clients of 2 batches a round (20 rounds in minutes, not hours).
+  "12x768, LoRA 8": dict(
+    model_size="12x768h12",
+    trainable="lora:8",
+    clients_per_round=4,
+    max_elements_per_client=16,
+    clients_per_eval=5,
+  ),
 }
 QUICK = {"tiny": dict(model_size="tiny", trainable="all")}
 COMMON = dict(
@@ -62,15 +68,17 @@ COMMON = dict(
 
 
 def run_settings(size: dict, rounds: int, clients: int, root: str, name: str) -> dict:
-  return dict(
-    COMMON,
-    **size,
-    total_rounds=rounds,
-    clients_per_round=clients,
-    rounds_per_eval=rounds,
-    rounds_per_checkpoint=rounds,
-    root_output_dir=root,
-    experiment_name=name,
+  return (
+    dict(
+      COMMON,
+      total_rounds=rounds,
+      clients_per_round=clients,
+      rounds_per_eval=rounds,
+      rounds_per_checkpoint=rounds,
+      root_output_dir=root,
+      experiment_name=name,
+    )
+    | size
   )
 
 
@@ -131,53 +139,13 @@ def prepare(settings: dict, data_dir: str) -> dict:
   return plan
 
 
-class TreeMemory:
-  """Peak PSS (MB) of a process and its descendants, sampled every 100 ms until it ends."""
-
-  def __init__(self, pid: int):
-    self.root, self.peak = psutil.Process(pid), 0.0
-    self._thread = threading.Thread(target=self._sample, daemon=True)
-    self._thread.start()
-
-  def _sample(self) -> None:
-    while self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE:
-      total = 0
-      try:
-        for p in [self.root, *self.root.children(recursive=True)]:
-          try:
-            total += p.memory_full_info().pss
-          except psutil.Error:
-            pass
-      except psutil.Error:
-        break
-      self.peak = max(self.peak, total / 2**20)
-      time.sleep(0.1)
-
-  def join(self) -> float:
-    self._thread.join()
-    return self.peak
-
-
-def measured(command: list[str], log: str, env: dict | None = None) -> dict:
-  """Runs `command` (output to `log`), with its wall seconds and its process tree's peak PSS."""
-  start = time.perf_counter()
-  with open(log, "w") as out:
-    proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    memory = TreeMemory(proc.pid)
-    status = proc.wait()
-  peak = memory.join()
-  if status != 0:
-    with open(log) as f:
-      sys.exit(f"error: {' '.join(command[:3])} ... exited {status}:\n{f.read()[-3000:]}")
-  return {"wall_seconds": time.perf_counter() - start, "peak_pss_mb": peak}
-
-
 def run_tff(settings: dict, plan: dict, log: str) -> dict:
   from tff_gpt.training import outputs
 
   shutil.rmtree(os.path.join(settings["root_output_dir"]), ignore_errors=True)
   env = dict(os.environ, PYTHONPATH=REPO)
-  figures = measured([sys.executable, "-m", "experiments.run_experiment", *as_flags(settings)], log, env)
+  command = [sys.executable, "-m", "experiments.run_experiment", *as_flags(settings)]
+  figures = process_tree.measured(command, log, env)
   dirs = outputs.RunDirs.of(settings["root_output_dir"], settings["experiment_name"])
   sampled = {str(r): ids for r, ids in outputs.read_sampled_clients(dirs).items()}
   if sampled != plan["client_ids"]:
@@ -202,7 +170,7 @@ def run_flower(data_dir: str, log: str) -> dict:
     os.remove(os.path.join(data_dir, "flower_rounds.json"))
   env = dict(os.environ, PYTHONPATH=REPO, RAY_DEDUP_LOGS="0")
   command = [PEERS_PYTHON, "-m", "benchmarks.flower_app.run", "--data", data_dir]
-  figures = measured(command, log, env)
+  figures = process_tree.measured(command, log, env)
   with open(os.path.join(data_dir, "flower_rounds.json")) as f:
     rounds = json.load(f)
   return dict(figures, rounds=rounds, final=os.path.join(data_dir, "flower_final"))
@@ -219,6 +187,15 @@ def heldout(data_dir: str, models: dict) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def round_fit(rounds: list[dict]) -> dict:
+  """Seconds a round as fixed + per-token cost (least squares over rounds after the first): where the
+  time goes, from the run itself (rounds differ in tokens as their clients do)."""
+  if len(rounds) < 3:
+    return {}
+  slope, fixed = np.polyfit([r["tokens"] for r in rounds], [r["seconds"] for r in rounds], 1)
+  return {"fixed_seconds_per_round": float(fixed), "seconds_per_1k_tokens": float(slope) * 1000}
+
+
 def side_figures(runs: list[dict]) -> dict:
   """Medians over repeats: seconds a round after the first, the first, tokens a second, peak memory."""
 
@@ -229,7 +206,9 @@ def side_figures(runs: list[dict]) -> dict:
       "round_seconds": statistics.median(r["seconds"] for r in later),
       "tokens_per_second": statistics.median(r["tokens"] / r["seconds"] for r in later),
       "peak_pss_mb": run["peak_pss_mb"],
+      "peak_root_pss_mb": run["peak_root_pss_mb"],  # tff_gpt's Python process; Flower's driver and server.
       "wall_seconds": run["wall_seconds"],
+      **round_fit(later),
     }
 
   each = [per_run(run) for run in runs]
@@ -262,6 +241,7 @@ def compare(label: str, size: dict, args, work: str) -> dict:
     "throughput_ratio": tff["tokens_per_second"] / flower["tokens_per_second"],
     "memory_ratio": tff["peak_pss_mb"] / flower["peak_pss_mb"],
     "train_loss": {s: [r["train_loss"] for r in runs[s][0]["rounds"]] for s in runs},
+    "rounds": {s: [{k: r[k] for k in ("seconds", "tokens")} for r in runs[s][0]["rounds"]] for s in runs},
     "heldout_loss": {k: v["loss"] for k, v in heldout(data, finals).items()},
     "tff_gpt_own_eval_loss": runs["tff_gpt"][-1]["own_eval_loss"],
   }
@@ -285,7 +265,7 @@ def main(argv=None) -> dict:
   rows = [compare(label, size, args, args.work_dir) for label, size in sizes.items()]
   for row in rows:
     print(row_line(row))
-  result = {"rows": rows, "rounds": args.rounds, "clients_per_round": args.clients, "repeats": args.repeats}
+  result = {"rows": rows, "rounds": args.rounds, "repeats": args.repeats}
   if args.out:
     with open(args.out, "w") as f:
       json.dump(result, f, indent=1)
