@@ -18,12 +18,14 @@ the same rounds in a process of its own while the process tree's memory
   examples, each round's clients and batches those of the tff_gpt run.
 
 Both final models are then scored by the same PyTorch code on the same
-held-out batches. Sizes: `2x128` trained whole (client Adam 3e-3, the
-project's default), and `12x768h12` (GPT-2 124M's shape, a character
-vocabulary) with LoRA rank 8: tff_gpt's on query and value, PEFT's on GPT-2's
-fused `c_attn` (the same number of trained values; Hugging Face's GPT-2 has
-no separate query and value to target), so the two LoRA runs start alike but
-not identically.
+held-out batches. Sizes: `2x128` trained whole, 10 clients a round of at most
+64 sequences (client Adam 3e-3, the project's defaults); and `12x768h12`
+(GPT-2 124M's shape, a character vocabulary: 85M parameters) with LoRA rank
+8, 4 clients a round of at most 16 sequences (a step takes seconds on one
+core). tff_gpt's LoRA adapts query and value; PEFT's adapts GPT-2's fused
+`c_attn` (the same number of trained values: Hugging Face's GPT-2 has no
+separate query and value to target), so the two LoRA runs start from the
+same model but train differently parametrized adapters.
 """
 
 import argparse
@@ -250,7 +252,7 @@ def compare(label: str, size: dict, args, work: str) -> dict:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="The tiny model, 2 rounds of 3 clients, once.")
-  parser.add_argument("--sizes", default=",".join(SIZES), help=f"Of {list(SIZES)}, separated by ';'.")
+  parser.add_argument("--sizes", default=";".join(SIZES), help=f"Of {list(SIZES)}, separated by ';'.")
   parser.add_argument("--rounds", type=int, default=20)
   parser.add_argument("--clients", type=int, default=10, help="Clients a round.")
   parser.add_argument("--repeats", type=int, default=2, help="Runs of each framework, alternating.")
