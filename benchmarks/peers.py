@@ -55,6 +55,9 @@ SIZES = {
   ),
 }
 QUICK = {"tiny": dict(model_size="tiny", trainable="all")}
+# With LoRA, Flower also runs tff_gpt's own adapters (query and value, its initial values) in PyTorch: its
+# losses must agree with tff_gpt's as the whole model's do, which tells the adapters apart from the rest.
+EXACT = "flower, tff_gpt's adapters"
 COMMON = dict(
   dataset="shakespeare",
   sequence_length=80,
@@ -166,16 +169,24 @@ def run_tff(settings: dict, plan: dict, log: str) -> dict:
   return dict(figures, rounds=rounds, own_eval_loss=float(rows[-1]["eval_loss"]), final=final)
 
 
-def run_flower(data_dir: str, log: str) -> dict:
-  shutil.rmtree(os.path.join(data_dir, "flower_final"), ignore_errors=True)
-  if os.path.exists(os.path.join(data_dir, "flower_rounds.json")):
-    os.remove(os.path.join(data_dir, "flower_rounds.json"))
-  env = dict(os.environ, PYTHONPATH=REPO, RAY_DEDUP_LOGS="0")
+def run_flower(data_dir: str, log: str, adapters: str = "peft") -> dict:
+  """The Flower app on `data_dir`; with LoRA, PEFT's adapters or tff_gpt's own (`flower_app.lm.adapters`)."""
+  final, rounds_file = (os.path.join(data_dir, f"flower_{x}_{adapters}") for x in ("final", "rounds.json"))
+  shutil.rmtree(final, ignore_errors=True)
+  if os.path.exists(rounds_file):
+    os.remove(rounds_file)
+  env = dict(os.environ, PYTHONPATH=REPO, RAY_DEDUP_LOGS="0", PEERS_ADAPTERS=adapters)
   command = [PEERS_PYTHON, "-m", "benchmarks.flower_app.run", "--data", data_dir]
   figures = process_tree.measured(command, log, env)
-  with open(os.path.join(data_dir, "flower_rounds.json")) as f:
+  with open(rounds_file) as f:
     rounds = json.load(f)
-  return dict(figures, rounds=rounds, final=os.path.join(data_dir, "flower_final"))
+  return dict(figures, rounds=rounds, final=final)
+
+
+def run_side(side: str, timed: dict, plan: dict, data: str, log: str) -> dict:
+  if side == "tff_gpt":
+    return run_tff(timed, plan, log)
+  return run_flower(data, log, "tff_gpt" if side == EXACT else "peft")
 
 
 def heldout(data_dir: str, models: dict) -> dict:
@@ -226,11 +237,12 @@ def compare(label: str, size: dict, args, work: str) -> dict:
   print(f"{label}: preparing the tff_gpt run's batches and initial model...", flush=True)
   plan = prepare(prepared, data)
   timed = dict(prepared, root_output_dir=os.path.join(work, slug, "tff"))
-  runs = {"tff_gpt": [], "flower": []}
+  sides = ("tff_gpt", "flower") + ((EXACT,) if size["trainable"].startswith("lora") else ())
+  runs = {side: [] for side in sides}
   for rep in range(args.repeats):
-    for side in ("tff_gpt", "flower") if rep % 2 == 0 else ("flower", "tff_gpt"):
+    for side in sides if rep % 2 == 0 else sides[::-1]:
       log = os.path.join(work, slug, f"{side}_{rep}.log")
-      runs[side].append(run_tff(timed, plan, log) if side == "tff_gpt" else run_flower(data, log))
+      runs[side].append(run_side(side, timed, plan, data, log))
       last = runs[side][-1]
       print(f"  {side} #{rep + 1}: {last['wall_seconds']:.0f} s, peak {last['peak_pss_mb']:,.0f} MB")
   finals = {"initial": os.path.join(data, "initial")} | {s: runs[s][-1]["final"] for s in runs}

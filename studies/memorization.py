@@ -34,7 +34,7 @@ COMMAND = (
 )
 MADE = (
   "2026-12-07, seed 0 at commit 5fd81ca, seeds 1-2 at 8d332d4 to 9cf5b24 (the same training and audit code; "
-  "the membership loss batched from 62cde5e)"
+  "the membership loss batched from 62cde5e); each seed's participation added by --participation at eef9654"
 )
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
 CENTRAL = "central, FedAvg's batches"

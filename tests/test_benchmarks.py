@@ -242,6 +242,17 @@ def test_quick_memorization_study_audits_every_row_alike(tmp_path):
     assert 0 <= row["membership_auc"] <= 1
   assert rows["FedAvg, DP noise 1"]["dp_epsilon"] > 0 and rows["FedAvg"]["dp_epsilon"] is None
   assert rows["central, FedAvg's batches"]["bytes_communicated"] == 0
+  # Participation, computed without training, is what the trained FedAvg run's audit counted.
+  import csv
+
+  from tff_gpt.training import outputs
+
+  seen = json.loads(out.read_text())["participation"]["0"]
+  results = outputs.RunDirs.of(str(tmp_path / "w" / "runs"), "fedavg").results
+  with open(os.path.join(results, "canaries.csv"), newline="") as f:
+    audited = {r["repeats"]: int(r["rounds_aggregated"]) for r in csv.DictReader(f) if r["repeats"] != "0"}
+  assert {k: seen[k] for k in ("1", "4")} == audited
+  assert "Rounds that aggregated the x4 canary's client, seeds 0:" in printed
 
 
 @pytest.mark.slow

@@ -102,6 +102,6 @@ def main(grid: Grid, context: Context) -> None:
     grid=grid, initial_arrays=ArrayRecord(lm.trained_state(model)), num_rounds=len(plan["clients"])
   )
   lm.load_trained(model, result.arrays.to_torch_state_dict())
-  lm.save_final(model, os.path.join(_data(), "flower_final"))
-  with open(os.path.join(_data(), "flower_rounds.json"), "w") as f:
+  lm.save_final(model, os.path.join(_data(), f"flower_final_{lm.adapters()}"))
+  with open(os.path.join(_data(), f"flower_rounds_{lm.adapters()}.json"), "w") as f:
     json.dump(strategy.rounds, f, indent=1)

@@ -37,8 +37,46 @@ def lora_rank(plan: dict) -> int | None:
   return int(value) if kind == "lora" else None
 
 
+def adapters() -> str:
+  """Which LoRA the Flower side trains (`$PEERS_ADAPTERS`): "peft" (PEFT on `c_attn`, what FlowerTune's
+  baselines use) or "tff_gpt" (`QVAdapters`: tff_gpt's own adapters and initial values, for the losses)."""
+  return os.environ.get("PEERS_ADAPTERS", "peft")
+
+
+class QVAdapters(torch.nn.Module):
+  """tff_gpt's LoRA on GPT-2's fused `c_attn`: rank-R adapters on the query and value blocks alone
+  (`x A B * alpha / R`, A `[hidden, R]`, B `[R, hidden]`), the key block untouched."""
+
+  def __init__(self, c_attn, values: dict, scale: float):
+    super().__init__()
+    self.base, self.scale = c_attn, scale
+    for name, value in values.items():  # a_q, b_q, a_v, b_v
+      self.register_parameter(name, torch.nn.Parameter(torch.from_numpy(value.copy())))
+
+  def forward(self, x):
+    out = self.base(x)
+    h = out.shape[-1] // 3
+    dq = (x @ self.a_q) @ self.b_q * self.scale
+    dv = (x @ self.a_v) @ self.b_v * self.scale
+    return torch.cat([out[..., :h] + dq, out[..., h : 2 * h], out[..., 2 * h :] + dv], dim=-1)
+
+
+def _with_qv_adapters(model, data_dir: str, plan: dict, rank: int):
+  """`model` with `QVAdapters` in every block, from tff_gpt's initial adapters (its export's subset)."""
+  with np.load(os.path.join(data_dir, "initial_export", "trained_subset.npz")) as f:
+    subset = {k: f[k] for k in f.files}
+  for p in model.parameters():
+    p.requires_grad_(False)
+  for i, block in enumerate(model.transformer.h):
+    key = f"transformer_layer_{i}/self_attention/{{}}/lora_{{}}"
+    values = {f"{ab}_{qv[0]}": subset[key.format(qv, ab)] for qv in ("query", "value") for ab in "ab"}
+    block.attn.c_attn = QVAdapters(block.attn.c_attn, values, plan["lora_alpha"] / rank)
+  return model
+
+
 def build_model(data_dir: str, plan: dict) -> torch.nn.Module:
-  """The initial GPT-2 (LoRA: PEFT's adapters on `c_attn`, seeded, as FlowerTune's baselines add them)."""
+  """The initial GPT-2 (LoRA: PEFT's adapters on `c_attn`, seeded, as FlowerTune's baselines add them;
+  or tff_gpt's, `adapters()`)."""
   from transformers import GPT2LMHeadModel
 
   torch.set_num_threads(plan["threads"])
@@ -46,6 +84,8 @@ def build_model(data_dir: str, plan: dict) -> torch.nn.Module:
   rank = lora_rank(plan)
   if rank is None:
     return model
+  if adapters() == "tff_gpt":
+    return _with_qv_adapters(model, data_dir, plan, rank)
   from peft import LoraConfig, get_peft_model
 
   torch.manual_seed(plan.get("seed", 0))
@@ -145,4 +185,13 @@ def save_final(model: torch.nn.Module, path: str) -> None:
   """The final global model as a Hugging Face directory (LoRA folded in, as tff_gpt's export)."""
   if hasattr(model, "merge_and_unload"):
     model = model.merge_and_unload()
+  for block in getattr(getattr(model, "transformer", None), "h", []):
+    attn = block.attn
+    if isinstance(attn.c_attn, QVAdapters):
+      qv = attn.c_attn
+      with torch.no_grad():
+        h = qv.base.weight.shape[0]
+        qv.base.weight[:, :h] += qv.scale * (qv.a_q @ qv.b_q)
+        qv.base.weight[:, 2 * h :] += qv.scale * (qv.a_v @ qv.b_v)
+      attn.c_attn = qv.base
   model.save_pretrained(path)

@@ -38,7 +38,7 @@ def simulate(data_dir: str) -> None:
       "init_args": {"num_cpus": plan["concurrency"], "include_dashboard": False},
     },
   )
-  if not os.path.exists(os.path.join(data_dir, "flower_rounds.json")):
+  if not os.path.exists(os.path.join(data_dir, f"flower_rounds_{lm.adapters()}.json")):
     sys.exit("error: the Flower run ended without its rounds' results; see the log above.")
 
 
