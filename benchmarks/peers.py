@@ -171,7 +171,8 @@ def run_tff(settings: dict, plan: dict, log: str) -> dict:
 
 def run_flower(data_dir: str, log: str, adapters: str = "peft") -> dict:
   """The Flower app on `data_dir`; with LoRA, PEFT's adapters or tff_gpt's own (`flower_app.lm.adapters`)."""
-  final, rounds_file = (os.path.join(data_dir, f"flower_{x}_{adapters}") for x in ("final", "rounds.json"))
+  final = os.path.join(data_dir, f"flower_final_{adapters}")
+  rounds_file = os.path.join(data_dir, f"flower_rounds_{adapters}.json")
   shutil.rmtree(final, ignore_errors=True)
   if os.path.exists(rounds_file):
     os.remove(rounds_file)
