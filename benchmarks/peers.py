@@ -54,7 +54,10 @@ SIZES = {
     clients_per_eval=5,
   ),
 }
-QUICK = {"tiny": dict(model_size="tiny", trainable="all")}
+QUICK = {
+  "tiny": dict(model_size="tiny", trainable="all"),
+  "tiny, LoRA 2": dict(model_size="tiny", trainable="lora:2"),
+}
 # With LoRA, Flower also runs tff_gpt's own adapters (query and value, its initial values) in PyTorch: its
 # losses must agree with tff_gpt's as the whole model's do, which tells the adapters apart from the rest.
 EXACT = "flower, tff_gpt's adapters"

@@ -293,18 +293,23 @@ def test_cohort_benchmark_times_each_cohort_and_divides_by_its_clients(tmp_path)
 
 
 def test_quick_peers_benchmark_trains_the_same_clients_to_the_same_losses_in_flower(tmp_path):
-  """tff_gpt and Flower (.venv-peers: PyTorch, transformers) from the same initial weights, on the same
-  clients' batches with the same optimizer: per-round train losses and the held-out loss agree."""
+  """tff_gpt and Flower (.venv-peers: PyTorch, transformers, PEFT) from the same initial weights, on the same
+  clients' batches with the same optimizer: per-round train losses and the held-out loss agree, for the
+  whole model and for tff_gpt's LoRA adapters run in PyTorch; PEFT's LoRA trains too."""
   out = tmp_path / "peers.json"
   text = _run_benchmark(tmp_path, "peers", "--quick", "--work_dir", str(tmp_path / "w"), "--out", str(out))
-  [row] = json.loads(out.read_text())["rows"]
-  tff, flower = row["train_loss"]["tff_gpt"], row["train_loss"]["flower"]
-  assert len(tff) == len(flower) == 2
-  assert flower[0] == pytest.approx(tff[0], rel=1e-4) and flower[1] == pytest.approx(tff[1], rel=1e-3)
-  loss = row["heldout_loss"]
-  assert loss["flower"] == pytest.approx(loss["tff_gpt"], rel=1e-3) and loss["tff_gpt"] < loss["initial"]
-  # The run's own federated evaluation and PyTorch's score of its Hugging Face export: the same batches.
-  assert row["tff_gpt_own_eval_loss"] == pytest.approx(loss["tff_gpt"], rel=1e-4)
-  for side in ("tff_gpt", "flower"):
-    assert row[side]["tokens_per_second"] > 0 and row[side]["peak_pss_mb"] > 100
+  whole, lora = json.loads(out.read_text())["rows"]
+  for row, flower in ((whole, "flower"), (lora, "flower, tff_gpt's adapters")):
+    tff, torch_side = row["train_loss"]["tff_gpt"], row["train_loss"][flower]
+    assert len(tff) == len(torch_side) == 2
+    assert torch_side[0] == pytest.approx(tff[0], rel=1e-4) and torch_side[1] == pytest.approx(
+      tff[1], rel=1e-3
+    )
+    loss = row["heldout_loss"]
+    assert loss[flower] == pytest.approx(loss["tff_gpt"], rel=1e-3) and loss["tff_gpt"] < loss["initial"]
+    # The run's own federated evaluation and PyTorch's score of its Hugging Face export: the same batches.
+    assert row["tff_gpt_own_eval_loss"] == pytest.approx(loss["tff_gpt"], rel=1e-4)
+    for side in ("tff_gpt", "flower"):
+      assert row[side]["tokens_per_second"] > 0 and row[side]["peak_pss_mb"] > 100
+  assert math.isfinite(lora["heldout_loss"]["flower"])  # PEFT's adapters on c_attn.
   assert "tiny: tff_gpt" in text and "x); held-out loss" in text
