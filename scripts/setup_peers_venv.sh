@@ -12,16 +12,4 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$repo/.venv-peers}"
 python="$("$repo/scripts/find_python.sh" 3.12 "${PYTHON_PEERS:-}")"
 
-stamp="$venv/.requirements.sha256"
-want="$(sha256sum < "$repo/requirements-peers.txt" | cut -d' ' -f1)"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
-fi
-
-echo "Setting up $venv with $python (Python 3.12, Flower, PyTorch, transformers, PEFT; several minutes)..." >&2
-rm -rf "$venv"
-"$python" -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip==24.3.1
-"$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r "$repo/requirements-peers.txt"
-echo "$want" > "$stamp"
-echo "Installed into $venv." >&2
+"$repo/scripts/locked_venv.sh" "$venv" "$python" "$repo/requirements-peers.txt" "Python 3.12, Flower, PyTorch, transformers, PEFT; several minutes"

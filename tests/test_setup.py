@@ -47,6 +47,7 @@ def _pins(path) -> dict[str, str]:
     line = line.split("#")[0].strip().rstrip("\\").strip()
     if "==" in line and not line.startswith("--"):
       name, version = line.split("==")
+      name = name.split("[")[0]  # flwr[simulation]: the extra is not the package's name.
       pins[name.strip().lower().replace("_", "-")] = version.strip()
   return pins
 
@@ -62,6 +63,7 @@ def _hashed_packages(path) -> int:
     ("requirements.in", "requirements.txt"),
     ("requirements-nodeps.in", "requirements-nodeps.txt"),
     ("requirements-colab.in", "requirements-colab.txt"),
+    ("requirements-peers.in", "requirements-peers.txt"),
   ],
 )
 def test_each_lock_holds_its_sources_pins_and_a_hash_for_every_package(source, lock):
@@ -77,9 +79,12 @@ def test_each_lock_holds_its_sources_pins_and_a_hash_for_every_package(source, l
 
 
 def test_set_up_scripts_install_the_locks_with_hashes_required():
+  scripts = os.path.join(REPO, "scripts")
+  assert '--require-hashes -r "$repo/requirements.txt"' in open(os.path.join(scripts, "setup_venv.sh")).read()
+  assert '--require-hashes -r "$lock"' in open(os.path.join(scripts, "locked_venv.sh")).read()
   for script, lock in (
-    ("setup_venv.sh", "requirements.txt"),
     ("setup_colab_venv.sh", "requirements-colab.txt"),
+    ("setup_peers_venv.sh", "requirements-peers.txt"),
   ):
-    text = open(os.path.join(REPO, "scripts", script)).read()
-    assert f'--require-hashes -r "$repo/{lock}"' in text, script
+    text = open(os.path.join(scripts, script)).read()
+    assert f'scripts/locked_venv.sh" "$venv" "$python" "$repo/{lock}"' in text, script
