@@ -54,7 +54,7 @@ def participation_line(result: dict) -> str:
   top_count = max((k for k in next(iter(seen.values())) if k.isdigit()), key=int)
   each = ", ".join(f"{v[top_count]} (last round {v['last_' + top_count]})" for v in seen.values())
   return (
-    f" Rounds that aggregated the x{top_count} canary's client, seeds {', '.join(seen)}: {each} "
+    f" Rounds that aggregated the x{top_count} canary's client, seeds {', '.join(map(str, seen))}: {each} "
     f"of {result['settings']['rounds']}."
   )
 

@@ -149,11 +149,14 @@ def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_resp
   run_variants("--seeds=0")
   seed_0 = json.loads(variants.read_text())["rows"]
   # --keep_rows: the seed --out holds is kept, not run again (its runs are gone), and seed 1 is added.
-  for run in (tmp_path / "w" / "runs").glob("variants_*"):
+  runs = tmp_path / "w" / "runs"  # Each run's checkpoints/, results/ and logdir/ directories.
+  gone = list(runs.glob("*/variants_*"))
+  assert gone
+  for run in gone:
     shutil.rmtree(run)
   text = run_variants("--seeds=0,1", "--keep_rows")
   assert "| variant | response perplexity |" in text
-  made = [p.name for p in (tmp_path / "w" / "runs").glob("variants_*")]
+  made = [p.name for p in runs.glob("results/variants_*")]
   assert made and all(name.endswith("_s1") for name in made)  # Seed 1's runs alone: seed 0's were kept.
   variant_result = json.loads(variants.read_text())
   variant_rows = variant_result["rows"]
