@@ -106,10 +106,13 @@ def _source(name: str, command: str, made: str) -> str:
   return f"Source: [`{path}`](../{path}), written by `.venv/bin/python -m {command}` ({made})."
 
 
-def _task_table(study: str) -> str:
-  """A study of docs/results_tasks.md: its `doc_table`, and the command and date its module records."""
-  module, name = _study(study), f"results_{study}.json"
-  return module.doc_table(_results(name)) + "\n\n" + _source(name, module.COMMAND, module.MADE)
+def _task_table(study: str, variant: str = "") -> str:
+  """A study of docs/results_tasks.md: its `doc_table`, and the command and date its module records
+  (`variant`: a second setting of the study, `results_<study>_<variant>.json` and `<VARIANT>_COMMAND`)."""
+  module, name = _study(study), f"results_{study}{'_' + variant if variant else ''}.json"
+  prefix = f"{variant.upper()}_" if variant else ""
+  command, made = getattr(module, prefix + "COMMAND"), getattr(module, prefix + "MADE")
+  return module.doc_table(_results(name)) + "\n\n" + _source(name, command, made)
 
 
 def _csv(name: str) -> list[dict]:
@@ -272,6 +275,7 @@ BLOCKS = {
   "sentiment table": ("docs/results_tasks.md", lambda: _task_table("sentiment")),
   "summarization table": ("docs/results_tasks.md", lambda: _task_table("summarization")),
   "memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization")),
+  "busy memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization", "busy")),
   "dropout table": ("docs/results_privacy_scale.md", lambda: _task_table("dropout")),
 }
 

@@ -5,6 +5,14 @@
   .venv/bin/python -m studies.memorization --table     # the doc table and plot again from the results file
   .venv/bin/python -m studies.memorization --participation  # add each seed's canary clients' rounds to it
   .venv/bin/python -m studies.memorization --quick     # tiny model, few rounds (the tests run it)
+  .venv/bin/python -m studies.memorization --busy --seeds 0,1,2 --work_dir /tmp/memorization_busy \
+      --out studies/results_memorization_busy.json --plot docs/memorization_exposure_busy.png
+
+`--busy` is the same study at 50 clients a round, with five canaries per repeat
+count (each in a role of its own), and rows FedAvg; FedAvg clipped with no noise
+(the DP rows' own pipeline, so that the noise is all that differs); DP noise 0.5
+and 1.0 (no LoRA or central rows): owners train more often, and a round's mean
+carries less noise at the same multiplier.
 
 Every row trains GPT-2 on Shakespeare's roles (`--dataset=shakespeare`) with
 the same canaries (`--canaries`, one per repeat count in `REPEATS`, planted in
@@ -21,7 +29,9 @@ epsilon at delta 1e-5 of the DP rows (`dp_accounting`, as the run reports it).
 import argparse
 import dataclasses
 import json
+import math
 import os
+import statistics
 import tempfile
 
 from studies import common, runs
@@ -36,8 +46,15 @@ MADE = (
   "2026-12-07, seed 0 at commit 5fd81ca, seeds 1-2 at 8d332d4 to 9cf5b24 (the same training and audit code; "
   "the membership loss batched from 62cde5e); each seed's participation added by --participation at eef9654"
 )
+BUSY_COMMAND = (
+  "studies.memorization --busy --seeds 0,1,2 --work_dir /tmp/memorization_busy "
+  "--out studies/results_memorization_busy.json --plot docs/memorization_exposure_busy.png"
+)
+BUSY_MADE = "2026-12-07, commit COMMIT"
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
+BUSY_RESULTS, BUSY_PLOT = "results_memorization_busy.json", "docs/memorization_exposure_busy.png"
 CENTRAL = "central, FedAvg's batches"
+CLIPPED = "FedAvg, clipped at 1, no noise"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +69,36 @@ class Settings:
   clip: float
   noise: tuple = (0.3, 1.0, 3.0)
   repeats: str = REPEATS
+  canaries_per_repeat: int = 1  # Each in a role of its own when canary_clients allows.
+  lora: bool = True  # A LoRA row.
+  central: bool = True  # A row training FedAvg's batches in one model.
+  clipped: bool = False  # A row of the DP rows' aggregator with no noise.
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 
 
-def settings(quick: bool) -> Settings:
+def settings(quick: bool, busy: bool = False) -> Settings:
   if quick:
-    return Settings("tiny", 32, 2, 3, 1, 3, 20, 1.0, noise=(1.0,), repeats="1,4")
+    return Settings(
+      "tiny", 32, 2, 3, 4, 3, 20, 1.0, noise=(1.0,), repeats="1,4", canaries_per_repeat=2, clipped=True
+    )
+  if busy:
+    return Settings(
+      "2x128",
+      80,
+      100,
+      50,
+      15,
+      6,
+      200,
+      1.0,
+      noise=(0.5, 1.0),
+      canaries_per_repeat=5,
+      lora=False,
+      central=False,
+      clipped=True,
+    )
   return Settings("2x128", 80, 100, 20, 3, 6, 200, 1.0, noise=(0.1, 0.3, 1.0))
 
 
@@ -71,10 +110,11 @@ def rows_to_run(s: Settings) -> dict:
     "--client_optimizer=sgd",
     "--client_learning_rate=0.5",
   ]
-  rows = {
-    "FedAvg": ("fedavg", ["--client_optimizer=sgd", "--client_learning_rate=0.5"]),
-    "LoRA 8": ("lora", ["--trainable=lora:8", "--client_learning_rate=0.003"]),
-  }
+  rows = {"FedAvg": ("fedavg", ["--client_optimizer=sgd", "--client_learning_rate=0.5"])}
+  if s.lora:
+    rows["LoRA 8"] = ("lora", ["--trainable=lora:8", "--client_learning_rate=0.003"])
+  if s.clipped:
+    rows[CLIPPED] = ("clipped", [*dp, "--dp_noise_multiplier=0"])
   for z in s.noise:
     rows[f"FedAvg, DP noise {z:g}"] = (f"dp{z:g}", [*dp, f"--dp_noise_multiplier={z}"])
   return rows
@@ -91,7 +131,7 @@ def run_settings(s: Settings, seed: int) -> dict:
     clients_per_round=s.clients,
     rounds_per_eval=s.rounds,
     rounds_per_checkpoint=s.rounds,
-    canaries=len(s.repeats.split(",")),
+    canaries=len(s.repeats.split(",")) * s.canaries_per_repeat,
     canary_repeats=s.repeats,
     canary_clients=s.canary_clients,
     canary_digits=s.canary_digits,
@@ -108,9 +148,10 @@ def federated(s: Settings, work: str, name: str, seed: int, extra: list[str]) ->
   return name, _row(runs.federated(work, name, flags).summary)
 
 
-def participation(s: Settings, seed: int) -> dict:
-  """`{repeats: rounds}`: how many rounds aggregated the client of each repeat count's canary, and in which
-  (`last_<repeats>`): every row of a seed samples the same clients, so the run is built, not trained."""
+def participation_of(s: Settings, seed: int) -> dict:
+  """`{repeats: rounds}`: in how many rounds the aggregate held the update of the client of each repeat
+  count's canary, and the last (`last_<repeats>`); means over a repeat count's canaries when it has several.
+  Every row of a seed samples the same clients, so the run is built, not trained."""
   from tff_gpt import runtime
   from tff_gpt.training import audit, trainer
   from tff_gpt.training import config as config_lib
@@ -121,8 +162,10 @@ def participation(s: Settings, seed: int) -> dict:
       run = trainer.FederatedExperiment(config, progress=False).context
       rows = [dict(repeats=c.repeats, client=c.client) for c in run.task.canary_plan.inserted]
       rows = audit.with_participation(rows, run, s.rounds)
-  return {str(r["repeats"]): r["rounds_aggregated"] for r in rows} | {
-    f"last_{r['repeats']}": r["last_round"] for r in rows
+  counts = sorted({r["repeats"] for r in rows})
+  of = lambda key, k: statistics.mean(r[key] for r in rows if r["repeats"] == k)  # noqa: E731
+  return {str(k): of("rounds_aggregated", k) for k in counts} | {
+    f"last_{k}": of("last_round", k) for k in counts
   }
 
 
@@ -134,9 +177,14 @@ def _row(summary: dict) -> dict:
     "membership_auc": membership.get("auc"),
     "membership_tpr_at_1pct_fpr": membership.get("tpr_at_1pct_fpr"),
     "eval_loss": summary["eval_loss"],
-    "dp_epsilon": summary.get("dp_epsilon"),
+    "dp_epsilon": _finite(summary.get("dp_epsilon")),
     "bytes_communicated": summary.get("bytes_communicated", 0),
   }
+
+
+def _finite(epsilon: float | None) -> float | None:
+  """A DP row's epsilon; None where there is none (no DP, or no noise: epsilon is infinite)."""
+  return epsilon if epsilon is not None and math.isfinite(epsilon) else None
 
 
 def central(work: str, name: str) -> dict:
@@ -175,6 +223,9 @@ def main(argv=None) -> dict:
   parser = common.parser(__doc__, work_dir="Where the runs go; reusing one skips what is done.")
   parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
   parser.add_argument("--plot", default="", help="Draw exposure against epsilon and perplexity here (PNG).")
+  parser.add_argument(
+    "--busy", action="store_true", help=f"50 clients a round ({BUSY_RESULTS}, {BUSY_PLOT})."
+  )
   parser.add_argument("--table", action="store_true", help=f"Print the table and draw {PLOT} from {RESULTS}.")
   parser.add_argument(
     "--participation",
@@ -186,19 +237,10 @@ def main(argv=None) -> dict:
   if args.central_of:
     _central(args.work_dir, args.central_of)
     return {}
-  if args.participation:
-    result = common.read(RESULTS)
-    s = Settings(**{k: tuple(v) if k == "noise" else v for k, v in result["settings"].items()})
-    result["participation"] = {seed: participation(s, int(seed)) for seed in result["rows_by_seed"]}
-    common.write(result, os.path.join(common.STUDIES, RESULTS))
-    print(participation_line(result))
-    return result
-  if args.table:
-    result = common.read(RESULTS)
-    print(doc_table(result))
-    plot(result, os.path.join(os.path.dirname(common.STUDIES), PLOT))
-    return result
-  s = settings(args.quick)
+  results, drawn = (BUSY_RESULTS, BUSY_PLOT) if args.busy else (RESULTS, PLOT)
+  if args.participation or args.table:
+    return _again(results, drawn, args.participation)
+  s = settings(args.quick, args.busy)
   work = args.work_dir or tempfile.mkdtemp(prefix="memorization-")
   os.makedirs(work, exist_ok=True)
   by_seed = {}
@@ -206,16 +248,30 @@ def main(argv=None) -> dict:
     rows = {}
     for label, (name, extra) in rows_to_run(s).items():
       run_name, rows[label] = federated(s, work, name, seed, extra)
-      if name == "fedavg":
+      if name == "fedavg" and s.central:
         rows[CENTRAL] = central(work, run_name)
     by_seed[seed] = rows
     print(json.dumps(rows, indent=1))
-  seen = {seed: participation(s, seed) for seed in by_seed}
+  seen = {seed: participation_of(s, seed) for seed in by_seed}
   result = {"settings": s.to_dict(), "rows_by_seed": by_seed, "participation": seen, "work_dir": work}
   result = common.write(result, args.out)
   print(doc_table(result))
   if args.plot:
     plot(result, args.plot)
+  return result
+
+
+def _again(results: str, drawn: str, participation: bool) -> dict:
+  """The table and plot from `results` again; with `participation`, each seed's added to it first."""
+  result = common.read(results)
+  if participation:
+    s = Settings(**{k: tuple(v) if k == "noise" else v for k, v in result["settings"].items()})
+    result["participation"] = {seed: participation_of(s, int(seed)) for seed in result["rows_by_seed"]}
+    common.write(result, os.path.join(common.STUDIES, results))
+    print(participation_line(result))
+    return result
+  print(doc_table(result))
+  plot(result, os.path.join(os.path.dirname(common.STUDIES), drawn))
   return result
 
 

@@ -52,9 +52,11 @@ def participation_line(result: dict) -> str:
   if not seen:
     return ""
   top_count = max((k for k in next(iter(seen.values())) if k.isdigit()), key=int)
-  each = ", ".join(f"{v[top_count]} (last round {v['last_' + top_count]})" for v in seen.values())
+  each = ", ".join(f"{v[top_count]:g} (last round {v['last_' + top_count]:g})" for v in seen.values())
+  several = result["settings"].get("canaries_per_repeat", 1)
+  whose = f"canaries' clients (mean of {several})" if several > 1 else "canary's client"
   return (
-    f" Rounds that aggregated the x{top_count} canary's client, seeds {', '.join(map(str, seen))}: {each} "
+    f" Rounds that aggregated the x{top_count} {whose}, seeds {', '.join(map(str, seen))}: {each} "
     f"of {result['settings']['rounds']}."
   )
 

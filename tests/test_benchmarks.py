@@ -4,6 +4,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -239,11 +240,13 @@ def test_quick_memorization_study_audits_every_row_alike(tmp_path):
   assert plot.stat().st_size > 0
   assert "| row (one seed) | exposure x4 | exposure x1 | never planted |" in printed
   rows = json.loads(out.read_text())["rows_by_seed"]["0"]
-  assert list(rows) == ["FedAvg", "central, FedAvg's batches", "LoRA 8", "FedAvg, DP noise 1"]
+  clipped = "FedAvg, clipped at 1, no noise"
+  assert list(rows) == ["FedAvg", "central, FedAvg's batches", "LoRA 8", clipped, "FedAvg, DP noise 1"]
   for row in rows.values():  # The same canaries, each row ranked against the same space.
     assert set(row["exposure"]) == {"0", "1", "4"} and row["space_bits"] == pytest.approx(math.log2(1000))
     assert 0 <= row["membership_auc"] <= 1
   assert rows["FedAvg, DP noise 1"]["dp_epsilon"] > 0 and rows["FedAvg"]["dp_epsilon"] is None
+  assert rows[clipped]["dp_epsilon"] is None  # No noise: no guarantee (the run reports infinity).
   assert rows["central, FedAvg's batches"]["bytes_communicated"] == 0
   # Participation, computed without training, is what the trained FedAvg run's audit counted.
   import csv
@@ -253,9 +256,13 @@ def test_quick_memorization_study_audits_every_row_alike(tmp_path):
   seen = json.loads(out.read_text())["participation"]["0"]
   results = outputs.RunDirs.of(str(tmp_path / "w" / "runs"), "fedavg").results
   with open(os.path.join(results, "canaries.csv"), newline="") as f:
-    audited = {r["repeats"]: int(r["rounds_aggregated"]) for r in csv.DictReader(f) if r["repeats"] != "0"}
-  assert {k: seen[k] for k in ("1", "4")} == audited
-  assert "Rounds that aggregated the x4 canary's client, seeds 0:" in printed
+    planted = [r for r in csv.DictReader(f) if r["repeats"] != "0"]
+  assert len({r["client"] for r in planted}) == 4  # Two canaries per repeat count, each in its own client.
+  audited = {
+    k: statistics.mean(int(r["rounds_aggregated"]) for r in planted if r["repeats"] == k) for k in "14"
+  }
+  assert {k: seen[k] for k in ("1", "4")} == pytest.approx(audited)
+  assert "Rounds that aggregated the x4 canaries' clients (mean of 2), seeds 0:" in printed
 
 
 @pytest.mark.slow
