@@ -275,7 +275,7 @@ BLOCKS = {
   "sentiment table": ("docs/results_tasks.md", lambda: _task_table("sentiment")),
   "summarization table": ("docs/results_tasks.md", lambda: _task_table("summarization")),
   "memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization")),
-  "busy memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization", "busy")),
+  "small memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization", "small")),
   "dropout table": ("docs/results_privacy_scale.md", lambda: _task_table("dropout")),
 }
 

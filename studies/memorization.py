@@ -5,14 +5,16 @@
   .venv/bin/python -m studies.memorization --table     # the doc table and plot again from the results file
   .venv/bin/python -m studies.memorization --participation  # add each seed's canary clients' rounds to it
   .venv/bin/python -m studies.memorization --quick     # tiny model, few rounds (the tests run it)
-  .venv/bin/python -m studies.memorization --busy --seeds 0,1,2 --work_dir /tmp/memorization_busy \
-      --out studies/results_memorization_busy.json --plot docs/memorization_exposure_busy.png
+  .venv/bin/python -m studies.memorization --small --seeds 0,1,2 --work_dir /tmp/memorization_small \
+      --out studies/results_memorization_small.json --plot docs/memorization_exposure_small.png
 
-`--busy` is the same study at 50 clients a round, with five canaries per repeat
-count (each in a role of its own), and rows FedAvg; FedAvg clipped with no noise
-(the DP rows' own pipeline, so that the noise is all that differs); DP noise 0.5
-and 1.0 (no LoRA or central rows): owners train more often, and a round's mean
-carries less noise at the same multiplier.
+`--small` is the same study on a population of 100 roles (`--population`: the
+canary owners and a seeded sample of the others), so that each trains in about
+20 of the 100 rounds, with five canaries per repeat count (each in a role of
+its own) and rows FedAvg; FedAvg clipped with no noise (the DP rows' own
+pipeline, so that the noise is all that differs); DP noise 0.3 and 2.0 (no
+LoRA or central rows). Its membership attack's non-members are roles outside
+the population.
 
 Every row trains GPT-2 on Shakespeare's roles (`--dataset=shakespeare`) with
 the same canaries (`--canaries`, one per repeat count in `REPEATS`, planted in
@@ -46,13 +48,13 @@ MADE = (
   "2026-12-07, seed 0 at commit 5fd81ca, seeds 1-2 at 8d332d4 to 9cf5b24 (the same training and audit code; "
   "the membership loss batched from 62cde5e); each seed's participation added by --participation at eef9654"
 )
-BUSY_COMMAND = (
-  "studies.memorization --busy --seeds 0,1,2 --work_dir /tmp/memorization_busy "
-  "--out studies/results_memorization_busy.json --plot docs/memorization_exposure_busy.png"
+SMALL_COMMAND = (
+  "studies.memorization --small --seeds 0,1,2 --work_dir /tmp/memorization_small "
+  "--out studies/results_memorization_small.json --plot docs/memorization_exposure_small.png"
 )
-BUSY_MADE = "2026-12-07, commit COMMIT"
+SMALL_MADE = "2026-12-07, commit COMMIT"
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
-BUSY_RESULTS, BUSY_PLOT = "results_memorization_busy.json", "docs/memorization_exposure_busy.png"
+SMALL_RESULTS, SMALL_PLOT = "results_memorization_small.json", "docs/memorization_exposure_small.png"
 CENTRAL = "central, FedAvg's batches"
 CLIPPED = "FedAvg, clipped at 1, no noise"
 
@@ -73,33 +75,36 @@ class Settings:
   lora: bool = True  # A LoRA row.
   central: bool = True  # A row training FedAvg's batches in one model.
   clipped: bool = False  # A row of the DP rows' aggregator with no noise.
+  population: int | None = None  # Roles trained on (`--population`); None: all.
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 
 
-def settings(quick: bool, busy: bool = False) -> Settings:
+def settings(quick: bool, small: bool = False) -> Settings:
   if quick:
     return Settings(
-      "tiny", 32, 2, 3, 4, 3, 20, 1.0, noise=(1.0,), repeats="1,4", canaries_per_repeat=2, clipped=True
-    )
-  if busy:
-    return Settings(
-      "2x128",
-      80,
-      100,
-      50,
-      15,
-      6,
-      200,
+      "tiny",
+      32,
+      2,
+      3,
+      4,
+      3,
+      20,
       1.0,
-      noise=(0.5, 1.0),
-      canaries_per_repeat=5,
-      lora=False,
-      central=False,
+      noise=(1.0,),
+      repeats="1,4",
+      canaries_per_repeat=2,
       clipped=True,
+      population=40,
     )
-  return Settings("2x128", 80, 100, 20, 3, 6, 200, 1.0, noise=(0.1, 0.3, 1.0))
+  full = Settings("2x128", 80, 100, 20, 3, 6, 200, 1.0, noise=(0.1, 0.3, 1.0))
+  if small:
+    return dataclasses.replace(
+      full, canary_clients=15, noise=(0.3, 2.0), canaries_per_repeat=5, lora=False, central=False,
+      clipped=True, population=100,
+    )  # fmt: skip
+  return full
 
 
 def rows_to_run(s: Settings) -> dict:
@@ -135,6 +140,7 @@ def run_settings(s: Settings, seed: int) -> dict:
     canary_repeats=s.repeats,
     canary_clients=s.canary_clients,
     canary_digits=s.canary_digits,
+    population=s.population,
     membership_clients=s.membership_clients,
     max_concurrent_computation_calls=1,
     export=False,
@@ -143,7 +149,8 @@ def run_settings(s: Settings, seed: int) -> dict:
 
 
 def federated(s: Settings, work: str, name: str, seed: int, extra: list[str]) -> tuple[str, dict]:
-  flags = [f"--{k}={v}" for k, v in run_settings(s, seed).items()] + ["--sample_prompt=", *extra]
+  flags = [f"--{k}={v}" for k, v in run_settings(s, seed).items() if v is not None]
+  flags += ["--sample_prompt=", *extra]
   name = runs.seeded(name, seed)
   return name, _row(runs.federated(work, name, flags).summary)
 
@@ -224,7 +231,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--seeds", default="0", help="Comma-separated seeds; every row runs at each.")
   parser.add_argument("--plot", default="", help="Draw exposure against epsilon and perplexity here (PNG).")
   parser.add_argument(
-    "--busy", action="store_true", help=f"50 clients a round ({BUSY_RESULTS}, {BUSY_PLOT})."
+    "--small", action="store_true", help=f"A population of 100 roles ({SMALL_RESULTS}, {SMALL_PLOT})."
   )
   parser.add_argument("--table", action="store_true", help=f"Print the table and draw {PLOT} from {RESULTS}.")
   parser.add_argument(
@@ -237,10 +244,10 @@ def main(argv=None) -> dict:
   if args.central_of:
     _central(args.work_dir, args.central_of)
     return {}
-  results, drawn = (BUSY_RESULTS, BUSY_PLOT) if args.busy else (RESULTS, PLOT)
+  results, drawn = (SMALL_RESULTS, SMALL_PLOT) if args.small else (RESULTS, PLOT)
   if args.participation or args.table:
     return _again(results, drawn, args.participation)
-  s = settings(args.quick, args.busy)
+  s = settings(args.quick, args.small)
   work = args.work_dir or tempfile.mkdtemp(prefix="memorization-")
   os.makedirs(work, exist_ok=True)
   by_seed = {}

@@ -11,6 +11,7 @@ from sklearn import metrics
 
 from tests import helpers
 from tff_gpt import errors, memorization
+from tff_gpt.algorithms import privacy
 from tff_gpt.comparison import report as comparison_report
 from tff_gpt.data import canaries, pairs, tokenizers
 from tff_gpt.settings import ConfigError
@@ -133,6 +134,10 @@ def test_canary_settings_that_cannot_work_stop_the_run_before_round_1(tmp_path):
     trainer.FederatedExperiment(_config(tmp_path, canary_repeats="500"))
   with pytest.raises(errors.UserInputError, match="training clients are not evaluation clients"):
     trainer.FederatedExperiment(_config(tmp_path, clients_per_eval=None, canary_clients=2))
+  with pytest.raises(errors.UserInputError, match="--population=1 but the corpus has 5 training clients"):
+    trainer.FederatedExperiment(_config(tmp_path, population=1))  # Below its 2 canary clients.
+  with pytest.raises(errors.UserInputError, match="--population=6 but"):
+    trainer.FederatedExperiment(_config(tmp_path, population=6))
   with pytest.raises(ConfigError, match="--canary_repeats must be comma-separated counts"):
     _config(tmp_path, canary_repeats="1,ten").validate()
 
@@ -149,3 +154,25 @@ def test_membership_attack_compares_the_clients_rounds_sampled_with_those_never_
   m = summary["membership"]
   assert m["members"] == len(sampled) and m["non_members"] == 5 - len(sampled) > 0
   assert 0 <= m["auc"] <= 1 and "membership attack on" in report.format_summary(summary)
+
+
+def test_a_population_trains_its_canary_client_and_a_sample_and_the_rest_never_train(tmp_path):
+  helpers.ensure_tff_context()
+  overrides = dict(canaries=1, canary_clients=1, population=3, total_rounds=2, rounds_per_eval=2)
+  config = _config(
+    tmp_path, **overrides, clients_per_round=2, client_epochs_per_round=1, membership_clients=5
+  )
+  experiment = trainer.FederatedExperiment(config)
+  run = experiment.context
+  trained = run.task.train_data.client_ids
+  assert len(trained) == 3 and run.task.canary_plan.inserted[0].client in trained
+  # DP accounting samples 2 of the 3 a round, not of the corpus's 5.
+  assert run.dp_epsilon(10) == privacy.epsilon(
+    noise_multiplier=1.0, sampling_rate=2 / 3, rounds=10, delta=1e-5
+  )
+  summary = experiment.run()
+  with open(os.path.join(experiment.dirs.results, "sampled_clients.csv"), newline="") as f:
+    sampled = {cid for row in csv.DictReader(f) for cid in cohorts.parse_ids(row["client_ids"])}
+  assert sampled <= set(trained)
+  m = summary["membership"]  # The two clients outside the population are non-members, beside any unsampled.
+  assert m["members"] == len(sampled) and m["non_members"] == 5 - len(sampled)

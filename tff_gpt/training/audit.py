@@ -16,7 +16,7 @@ import numpy as np
 
 from tff_gpt import errors, memorization
 from tff_gpt.data import canaries, preprocessing
-from tff_gpt.training import outputs
+from tff_gpt.training import cohorts, outputs
 
 PLAN_FILE, ROWS_FILE = "canaries.json", "canaries.csv"
 
@@ -44,6 +44,14 @@ def canary_plan(task) -> canaries.Plan | None:
     prefix=c.canary_prefix,
     seed=c.seed,
   )
+
+
+def population(task) -> dict[str, list[str]]:
+  """The training split's text of the clients the run trains on: all, or `--population` of them (the canary
+  clients among them; `cohorts.population`)."""
+  keep = sorted({c.client for c in task.canary_plan.inserted}) if task.canary_plan else []
+  train = task.corpus.texts("train")
+  return cohorts.population(train, task.config.population, seed=task.config.seed, keep=keep)
 
 
 def planted(task, texts: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -74,22 +82,36 @@ def measure(run, weights, *, progress: bool = False) -> dict:
     out["canary_exposure"] = memorization.summarize_exposures(rows)
     out["canary_space_bits"] = float(c.canary_digits * np.log2(10))
   if c.membership_clients:
-    sampled = {cid for r in range(1, c.total_rounds + 1) for cid in run.clients_for_round(r)}
-    clients = task.train_data.client_ids
-    rng = np.random.default_rng([c.seed, canaries.STREAM, 4])
-    groups = [[cid for cid in clients if (cid in sampled) == member] for member in (True, False)]
-    if not groups[1]:
-      out["membership"] = {"note": "every training client was sampled: no non-members to compare with"}
-      return out
-    losses = [
-      [
-        _mean_loss(model, task.train_data.sequences(cid))
-        for cid in rng.permutation(group)[: c.membership_clients]
-      ]
-      for group in groups
-    ]
-    out["membership"] = memorization.membership(*losses)
+    out["membership"] = _membership(run, model)
   return out
+
+
+def _membership(run, model) -> dict:
+  """The loss-threshold attack: up to `--membership_clients` training clients some round sampled against as
+  many whose text never trained (population clients no round sampled, and those outside `--population`)."""
+  task, c = run.task, run.config
+  sampled = {cid for r in range(1, c.total_rounds + 1) for cid in run.clients_for_round(r)}
+  trained = task.train_data
+  inside = set(trained.client_ids)
+  outside = task.tokenized(
+    {k: v for k, v in task.corpus.texts("train").items() if c.population and k not in inside}
+  )
+  members = [(trained, cid) for cid in trained.client_ids if cid in sampled]
+  others = [(trained, cid) for cid in trained.client_ids if cid not in sampled]
+  others += [(outside, cid) for cid in outside.client_ids]
+  if not others:
+    return {"note": "every training client was sampled: no non-members to compare with"}
+  rng = np.random.default_rng([c.seed, canaries.STREAM, 4])
+  losses = [
+    [_mean_loss(model, data.sequences(cid)) for data, cid in _some(group, c.membership_clients, rng)]
+    for group in (members, others)
+  ]
+  return memorization.membership(*losses)
+
+
+def _some(group: list, count: int, rng) -> list:
+  """Up to `count` of `group`, drawn by `rng`."""
+  return [group[i] for i in rng.permutation(len(group))[:count]]
 
 
 def with_participation(rows: list[dict], run, rounds: int) -> list[dict]:

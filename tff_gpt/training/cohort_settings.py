@@ -1,11 +1,12 @@
-"""Who reports in a round: clients that drop out, over-selection and simulated client speeds (`cohorts`).
+"""Who trains and reports: the population, clients that drop out, over-selection and simulated client
+speeds (`cohorts`).
 
 A settings group of `config.ExperimentConfig` (`tff_gpt.settings`).
 """
 
 import dataclasses
 
-from tff_gpt.settings import AT_LEAST_0, FRACTION, POSITIVE, Check, check_declared, setting
+from tff_gpt.settings import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, Check, check_declared, setting
 
 SPEED_DISTRIBUTIONS = ("lognormal",)
 
@@ -32,6 +33,12 @@ def _readable(spec: str) -> bool:
 class CohortSettings:
   """Clients that fail to report, over-selection and simulated time (production conditions)."""
 
+  population: int | None = setting(
+    None,
+    "Train on this many of the corpus's training clients: the canary clients and a seeded sample of the "
+    "others (unset: all). The rest's text never trains; the membership audit counts them as non-members.",
+    check=AT_LEAST_1,
+  )
   client_dropout: float = setting(
     0.0,
     "Chance that a sampled client fails to report its update (seeded by --seed and the round: the same "

@@ -1,4 +1,8 @@
-"""Who reports in a round: over-selection, clients that drop out, and the round's simulated duration.
+"""Who trains and reports: the population, over-selection, clients that drop out, and the round's
+simulated duration.
+
+A run trains on the corpus's training clients, or on `--population` of them
+(`population`: the canary clients and a seeded sample of the rest).
 
 A round samples `ceil(over_selection x clients_per_round)` clients (TFF's
 uniform sampling, `run.Run.sample`). Each fails to report with chance
@@ -21,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tff_gpt import errors
 from tff_gpt.training import cohort_settings
 
 STREAM = 0xD809  # Seeds dropout and speeds apart from the run's other seeded draws.
@@ -57,6 +62,24 @@ def ids_field(ids: Sequence[str]) -> str:
 def parse_ids(field: str) -> list[str]:
   """`ids_field`'s ids; a field written before it (space-separated, from runs before 2026-12-07) split."""
   return json.loads(field) if field.startswith("[") else field.split()
+
+
+def population(texts: dict, size: int | None, *, seed: int, keep: Sequence[str] = ()) -> dict:
+  """The training clients a run trains on (`--population`): all of `texts` when `size` is None, else the
+  clients of `keep` (the canary clients) and a sample seeded by `seed` of the others, `size` in all, in
+  the corpus's order. Raises `UserInputError` (one line) when `size` exceeds the clients or is below
+  `keep`'s."""
+  if size is None:
+    return texts
+  if not len(keep) <= size <= len(texts):
+    raise errors.UserInputError(
+      f"--population={size} but the corpus has {len(texts):,} training clients and the run plants canaries "
+      f"in {len(keep)}: choose a population between the two."
+    )
+  others = [cid for cid in texts if cid not in set(keep)]
+  drawn = np.random.default_rng([seed, STREAM, 1]).permutation(len(others))[: size - len(keep)]
+  chosen = set(keep) | {others[i] for i in drawn}
+  return {cid: examples for cid, examples in texts.items() if cid in chosen}
 
 
 def sampled_per_round(clients_per_round: int, over_selection: float, population: int) -> int:

@@ -88,7 +88,7 @@ class FederatedTask:
 
   @functools.cached_property
   def train_data(self):
-    return self._tokenized(audit.planted(self, self.corpus.texts("train")))
+    return self.tokenized(audit.planted(self, audit.population(self)))
 
   @functools.cached_property
   def canary_plan(self):
@@ -97,7 +97,7 @@ class FederatedTask:
 
   @functools.cached_property
   def test_data(self):
-    return self._tokenized(self.corpus.texts("test"))
+    return self.tokenized(self.corpus.texts("test"))
 
   @functools.cached_property
   def _eval_clients(self) -> tuple[list[str], list[str]]:
@@ -119,7 +119,7 @@ class FederatedTask:
     """The validation clients (`val_*`; `--validation_clients`)."""
     return self._eval_clients[1]
 
-  def _tokenized(self, texts) -> preprocessing.TokenizedClients:
+  def tokenized(self, texts) -> preprocessing.TokenizedClients:
     """Text as packed streams, or prompt and response pairs as one window each (`pairs`)."""
     c = self.config
     if c.examples == "text":
