@@ -5,7 +5,6 @@ import math
 from studies import runs
 from tff_gpt.comparison import stats
 
-FEDAVG = "FedAvg"
 WITHIN_BITS = 2.0  # A canary this close to never-planted ones is not told apart from them.
 
 
@@ -24,7 +23,7 @@ def doc_table(result: dict) -> str:
   membership AUC, held-out perplexity and epsilon, each over seeds (mean [95% interval])."""
   by_seed = list(result["rows_by_seed"].values())
   first = by_seed[0]
-  counts = sorted((k for k in first[FEDAVG]["exposure"] if k != "0"), key=int, reverse=True)
+  counts = sorted((k for k in next(iter(first.values()))["exposure"] if k != "0"), key=int, reverse=True)
   head = " | ".join(f"exposure x{k}" for k in counts)
   lines = [
     f"| row ({runs.seeds_phrase(len(by_seed))}) | {head} | never planted | x{counts[0]} minus never planted, "
@@ -89,7 +88,8 @@ def plot(result: dict, path: str) -> None:
 
   by_seed = list(result["rows_by_seed"].values())
   fig, (by_eps, by_ppl) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-  never = stats.interval([rows[FEDAVG]["exposure"]["0"] for rows in by_seed])[0]
+  baseline = next(iter(by_seed[0]))  # The first row, without DP.
+  never = stats.interval([rows[baseline]["exposure"]["0"] for rows in by_seed])[0]
   dp = [label for label in by_seed[0] if by_seed[0][label]["dp_epsilon"] is not None]
   far = 10 * max(stats.interval([rows[x]["dp_epsilon"] for rows in by_seed])[0] for x in dp) if dp else 1
   for label in by_seed[0]:
@@ -107,8 +107,8 @@ def plot(result: dict, path: str) -> None:
     ax.axhline(never, color="gray", linestyle=":", label="never planted")
     ax.axhline(never + WITHIN_BITS, color="gray", linestyle="--", label=f"{WITHIN_BITS:g} bits above it")
   by_eps.set(xscale="log", xlabel=f"epsilon at delta 1e-5 (no DP drawn at {far:g})")
-  by_eps.set_ylim(-0.5, by_seed[0][FEDAVG]["space_bits"] + 0.5)  # Exposure lies in [0, log2 |R|].
-  by_eps.set_ylabel(f"exposure of the x{top(by_seed[0][FEDAVG])} canary (bits)")
+  by_eps.set_ylim(-0.5, by_seed[0][baseline]["space_bits"] + 0.5)  # Exposure lies in [0, log2 |R|].
+  by_eps.set_ylabel(f"exposure of the x{top(by_seed[0][baseline])} canary (bits)")
   by_ppl.set(xlabel="held-out perplexity per character")
   by_eps.legend(fontsize=7)
   fig.suptitle(
@@ -117,3 +117,43 @@ def plot(result: dict, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   print(f"plot: {path}")
+
+
+TARGETS, COHORTS = (1.0, 3.0, 8.0), (100, 200, 1000)  # Epsilons at delta 1e-5; clients a round.
+
+
+def population_for(epsilon: float, clients: int, noise_multiplier: float, rounds: int) -> int:
+  """The smallest population (within 1%) at which `rounds` rounds sampling `clients` of it, at
+  `noise_multiplier`, spend at most `epsilon` at delta 1e-5 (`dp_accounting`, as runs report it)."""
+  from tff_gpt.algorithms import privacy
+
+  spent = lambda n: privacy.epsilon(  # noqa: E731
+    noise_multiplier=noise_multiplier, sampling_rate=clients / n, rounds=rounds, delta=1e-5
+  )
+  low, high = clients, clients
+  while spent(high) > epsilon:
+    low, high = high, high * 4
+  while high > low * 1.01:
+    middle = int((low * high) ** 0.5)
+    low, high = (low, middle) if spent(middle) <= epsilon else (middle, high)
+  return high
+
+
+def population_table(result: dict) -> str:
+  """For each DP row: the noise its round's mean carried (multiplier x clip / clients a round), the
+  perplexity it trained to, and the population that would give that same noise on the mean an epsilon of
+  `TARGETS` at `COHORTS` clients a round (the multiplier grows with the clients; computed, not trained)."""
+  s, by_seed = result["settings"], list(result["rows_by_seed"].values())
+  head = " | ".join(f"{m} a round: epsilon <= {e:g}" for m in COHORTS for e in TARGETS)
+  lines = [f"| DP row | noise on the mean | perplexity | {head} |", "|---|---|---|" + "---|" * 9]
+  for label, row in by_seed[0].items():
+    if row["dp_epsilon"] is None:
+      continue
+    z = float(label.rsplit(" ", 1)[1])
+    per_mean = z * s["clip"] / s["clients"]
+    perplexity = runs.mean_ci([math.exp(rows[label]["eval_loss"]) for rows in by_seed], digits=2)
+    cells = [
+      f"{population_for(e, m, per_mean * m / s['clip'], s['rounds']):,}" for m in COHORTS for e in TARGETS
+    ]
+    lines.append(f"| {label} | {per_mean:g} | {perplexity} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
