@@ -115,6 +115,13 @@ def _task_table(study: str, variant: str = "") -> str:
   return module.doc_table(_results(name)) + "\n\n" + _source(name, command, made)
 
 
+def _population_table() -> str:
+  """The memorization study's DP rows: the population their noise on the mean would need for an epsilon."""
+  module, name = _study("memorization"), "results_memorization.json"
+  table = _study("memorization_report").population_table(_results(name))
+  return table + "\n\n" + _source(name, module.COMMAND, module.MADE) + " Populations: `dp_accounting`."
+
+
 def _csv(name: str) -> list[dict]:
   with open(os.path.join(REPO, "studies", name), newline="") as f:
     return list(csv.DictReader(f))
@@ -275,6 +282,7 @@ BLOCKS = {
   "sentiment table": ("docs/results_tasks.md", lambda: _task_table("sentiment")),
   "summarization table": ("docs/results_tasks.md", lambda: _task_table("summarization")),
   "memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization")),
+  "dp population table": ("docs/results_privacy_scale.md", lambda: _population_table()),
   "small memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization", "small")),
   "dropout table": ("docs/results_privacy_scale.md", lambda: _task_table("dropout")),
 }

@@ -119,7 +119,7 @@ def plot(result: dict, path: str) -> None:
   print(f"plot: {path}")
 
 
-TARGETS, COHORTS = (1.0, 3.0, 8.0), (100, 200, 1000)  # Epsilons at delta 1e-5; clients a round.
+TARGETS, COHORTS = (1.0, 3.0, 8.0), (100, 1000)  # Epsilons at delta 1e-5; clients a round.
 
 
 def population_for(epsilon: float, clients: int, noise_multiplier: float, rounds: int) -> int:
@@ -133,8 +133,8 @@ def population_for(epsilon: float, clients: int, noise_multiplier: float, rounds
   low, high = clients, clients
   while spent(high) > epsilon:
     low, high = high, high * 4
-  while high > low * 1.01:
-    middle = int((low * high) ** 0.5)
+  while high - low > max(1, low // 100):
+    middle = max(low + 1, int((low * high) ** 0.5))
     low, high = (low, middle) if spent(middle) <= epsilon else (middle, high)
   return high
 
@@ -142,18 +142,23 @@ def population_for(epsilon: float, clients: int, noise_multiplier: float, rounds
 def population_table(result: dict) -> str:
   """For each DP row: the noise its round's mean carried (multiplier x clip / clients a round), the
   perplexity it trained to, and the population that would give that same noise on the mean an epsilon of
-  `TARGETS` at `COHORTS` clients a round (the multiplier grows with the clients; computed, not trained)."""
+  `TARGETS` at `COHORTS` clients a round (the multiplier grows with the clients; computed, not trained;
+  "any": every population of at least the clients a round, all of them sampled every round)."""
   s, by_seed = result["settings"], list(result["rows_by_seed"].values())
   head = " | ".join(f"{m} a round: epsilon <= {e:g}" for m in COHORTS for e in TARGETS)
-  lines = [f"| DP row | noise on the mean | perplexity | {head} |", "|---|---|---|" + "---|" * 9]
+  lines = [
+    f"| DP row | noise on the mean | perplexity | {head} |",
+    "|---|---|---|" + "---|" * len(COHORTS) * len(TARGETS),
+  ]
   for label, row in by_seed[0].items():
     if row["dp_epsilon"] is None:
       continue
     z = float(label.rsplit(" ", 1)[1])
     per_mean = z * s["clip"] / s["clients"]
     perplexity = runs.mean_ci([math.exp(rows[label]["eval_loss"]) for rows in by_seed], digits=2)
-    cells = [
-      f"{population_for(e, m, per_mean * m / s['clip'], s['rounds']):,}" for m in COHORTS for e in TARGETS
+    needed = [
+      (m, population_for(e, m, per_mean * m / s["clip"], s["rounds"])) for m in COHORTS for e in TARGETS
     ]
+    cells = [f"{n:,}" if n > m else "any" for m, n in needed]  # "any": even all clients every round.
     lines.append(f"| {label} | {per_mean:g} | {perplexity} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
