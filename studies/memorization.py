@@ -7,13 +7,17 @@
   .venv/bin/python -m studies.memorization --quick     # tiny model, few rounds (the tests run it)
   .venv/bin/python -m studies.memorization --small --seeds 0,1,2 --work_dir /tmp/memorization_small \
       --out studies/results_memorization_small.json --plot docs/memorization_exposure_small.png
+  .venv/bin/python -m studies.memorization --wide --seeds 0 --work_dir /tmp/memorization_wide \
+      --out studies/results_memorization_wide.json
 
 `--small` is the same study on a population of 100 roles (`--population`: the
 canary owners and a seeded sample of the others), so that each trains in about
 20 of the 100 rounds, with rows FedAvg clipped with no noise (the DP rows' own
 pipeline, so that the noise is all that differs) and DP noise 0.3, 1.0 and
 2.0 (no unclipped, LoRA or central rows). Its membership attack's
-non-members are roles outside the population.
+non-members are roles outside the population. `--wide` runs DP noise 1.5 on
+all the roles at 100 clients a round: the noise on the round's mean of DP
+noise 0.3 at 20, for a smaller epsilon.
 
 Every row trains GPT-2 on Shakespeare's roles (`--dataset=shakespeare`) with
 the same canaries (`--canaries`, one per repeat count in `REPEATS`, planted in
@@ -54,6 +58,12 @@ SMALL_COMMAND = (
 SMALL_MADE = "2026-12-07, commit COMMIT"
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
 SMALL_RESULTS, SMALL_PLOT = "results_memorization_small.json", "docs/memorization_exposure_small.png"
+WIDE_COMMAND = (
+  "studies.memorization --wide --seeds 0 --work_dir /tmp/memorization_wide "
+  "--out studies/results_memorization_wide.json"
+)
+WIDE_MADE = "2026-12-07, commit COMMIT"
+WIDE_RESULTS = "results_memorization_wide.json"
 CENTRAL = "central, FedAvg's batches"
 CLIPPED = "FedAvg, clipped at 1, no noise"
 
@@ -81,7 +91,7 @@ class Settings:
     return dataclasses.asdict(self)
 
 
-def settings(quick: bool, small: bool = False) -> Settings:
+def settings(quick: bool, small: bool = False, wide: bool = False) -> Settings:
   if quick:
     return Settings(
       "tiny", 32, 2, 3, 4, 3, 20, 1.0, noise=(1.0,), repeats="1,4", canaries_per_repeat=2, clipped=True,
@@ -91,6 +101,8 @@ def settings(quick: bool, small: bool = False) -> Settings:
   if small:
     return dataclasses.replace(full, noise=(0.3, 1.0, 2.0), plain=False, lora=False, central=False,
                                clipped=True, population=100)  # fmt: skip
+  if wide:  # DP noise 0.3's noise on the mean at 100 clients a round (docs/results_privacy_scale.md).
+    return dataclasses.replace(full, clients=100, noise=(1.5,), plain=False, lora=False, central=False)
   return full
 
 
@@ -222,6 +234,7 @@ def main(argv=None) -> dict:
   parser.add_argument(
     "--small", action="store_true", help=f"A population of 100 roles ({SMALL_RESULTS}, {SMALL_PLOT})."
   )
+  parser.add_argument("--wide", action="store_true", help=f"100 clients a round, DP only ({WIDE_RESULTS}).")
   parser.add_argument("--table", action="store_true", help=f"Print the table and draw {PLOT} from {RESULTS}.")
   parser.add_argument(
     "--participation",
@@ -234,9 +247,10 @@ def main(argv=None) -> dict:
     _central(args.work_dir, args.central_of)
     return {}
   results, drawn = (SMALL_RESULTS, SMALL_PLOT) if args.small else (RESULTS, PLOT)
+  results, drawn = (WIDE_RESULTS, "") if args.wide else (results, drawn)
   if args.participation or args.table:
     return _again(results, drawn, args.participation)
-  s = settings(args.quick, args.small)
+  s = settings(args.quick, args.small, args.wide)
   work = args.work_dir or tempfile.mkdtemp(prefix="memorization-")
   os.makedirs(work, exist_ok=True)
   by_seed = {}
@@ -267,7 +281,8 @@ def _again(results: str, drawn: str, participation: bool) -> dict:
     print(participation_line(result))
     return result
   print(doc_table(result))
-  plot(result, os.path.join(os.path.dirname(common.STUDIES), drawn))
+  if drawn:
+    plot(result, os.path.join(os.path.dirname(common.STUDIES), drawn))
   return result
 
 
