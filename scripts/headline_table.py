@@ -283,6 +283,7 @@ BLOCKS = {
   "summarization table": ("docs/results_tasks.md", lambda: _task_table("summarization")),
   "memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization")),
   "dp population table": ("docs/results_privacy_scale.md", lambda: _population_table()),
+  "wide memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization", "wide")),
   "small memorization table": ("docs/results_privacy_scale.md", lambda: _task_table("memorization", "small")),
   "dropout table": ("docs/results_privacy_scale.md", lambda: _task_table("dropout")),
 }

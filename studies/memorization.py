@@ -15,9 +15,9 @@ canary owners and a seeded sample of the others), so that each trains in about
 20 of the 100 rounds, with rows FedAvg clipped with no noise (the DP rows' own
 pipeline, so that the noise is all that differs) and DP noise 0.3, 1.0 and
 2.0 (no unclipped, LoRA or central rows). Its membership attack's
-non-members are roles outside the population. `--wide` runs DP noise 1.5 on
-all the roles at 100 clients a round: the noise on the round's mean of DP
-noise 0.3 at 20, for a smaller epsilon.
+non-members are roles outside the population. `--wide` runs all the roles at
+100 clients a round, clipped with no noise and at DP noise 1.5 (the noise on
+the round's mean of DP noise 0.3 at 20, for a smaller epsilon).
 
 Every row trains GPT-2 on Shakespeare's roles (`--dataset=shakespeare`) with
 the same canaries (`--canaries`, one per repeat count in `REPEATS`, planted in
@@ -55,14 +55,16 @@ SMALL_COMMAND = (
   "studies.memorization --small --seeds 0,1,2 --work_dir /tmp/memorization_small "
   "--out studies/results_memorization_small.json --plot docs/memorization_exposure_small.png"
 )
-SMALL_MADE = "2026-12-07, commit COMMIT"
+SMALL_MADE = (
+  "2026-12-07/08, commit 61b8e91 (seed 0's clipped row run by hand at c940a94 with the same flags and code)"
+)
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
 SMALL_RESULTS, SMALL_PLOT = "results_memorization_small.json", "docs/memorization_exposure_small.png"
 WIDE_COMMAND = (
   "studies.memorization --wide --seeds 0 --work_dir /tmp/memorization_wide "
   "--out studies/results_memorization_wide.json"
 )
-WIDE_MADE = "2026-12-07, commit COMMIT"
+WIDE_MADE = "2026-12-07/08, commit 473fcfc"
 WIDE_RESULTS = "results_memorization_wide.json"
 CENTRAL = "central, FedAvg's batches"
 CLIPPED = "FedAvg, clipped at 1, no noise"
@@ -102,7 +104,9 @@ def settings(quick: bool, small: bool = False, wide: bool = False) -> Settings:
     return dataclasses.replace(full, noise=(0.3, 1.0, 2.0), plain=False, lora=False, central=False,
                                clipped=True, population=100)  # fmt: skip
   if wide:  # DP noise 0.3's noise on the mean at 100 clients a round (docs/results_privacy_scale.md).
-    return dataclasses.replace(full, clients=100, noise=(1.5,), plain=False, lora=False, central=False)
+    return dataclasses.replace(
+      full, clients=100, noise=(1.5,), plain=False, lora=False, central=False, clipped=True
+    )
   return full
 
 
