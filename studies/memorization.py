@@ -64,7 +64,7 @@ WIDE_COMMAND = (
   "studies.memorization --wide --seeds 0 --work_dir /tmp/memorization_wide "
   "--out studies/results_memorization_wide.json"
 )
-WIDE_MADE = "2026-12-07/08, commit 473fcfc"
+WIDE_MADE = "2026-12-07/08, DP noise 1.5 at commit 473fcfc, the clipped row at 920444e (the same code)"
 WIDE_RESULTS = "results_memorization_wide.json"
 CENTRAL = "central, FedAvg's batches"
 CLIPPED = "FedAvg, clipped at 1, no noise"
