@@ -323,3 +323,13 @@ def test_quick_peers_benchmark_trains_the_same_clients_to_the_same_losses_in_flo
       assert row[side]["tokens_per_second"] > 0 and row[side]["peak_pss_mb"] > 100
   assert math.isfinite(lora["heldout_loss"]["flower"])  # PEFT's adapters on c_attn.
   assert "tiny: tff_gpt" in text and "x); held-out loss" in text
+
+
+def test_client_cost_times_rounds_with_no_step_and_with_steps(tmp_path):
+  out = tmp_path / "cost.json"
+  _run_benchmark(tmp_path, "client_cost", "--model_size", "tiny", "--rounds", "1", "--out", str(out))
+  result = json.loads(out.read_text())
+  assert set(result["by_batches"]) == {"0", "1", "2"} and len(result["settings"]["clients"]) == 4
+  rows = result["by_batches"].values()
+  assert all(row["s_per_round"] > 0 for row in rows)
+  assert sum(row["worker_cpu_s_per_round"] for row in rows) > 0  # The worker did the clients' work.
