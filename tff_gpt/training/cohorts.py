@@ -76,9 +76,10 @@ def population(texts: dict, size: int | None, *, seed: int, keep: Sequence[str] 
       f"--population={size} but the corpus has {len(texts):,} training clients and the run plants canaries "
       f"in {len(keep)}: choose a population between the two."
     )
-  others = [cid for cid in texts if cid not in set(keep)]
+  kept = set(keep)
+  others = [cid for cid in texts if cid not in kept]
   drawn = np.random.default_rng([seed, STREAM, 1]).permutation(len(others))[: size - len(keep)]
-  chosen = set(keep) | {others[i] for i in drawn}
+  chosen = kept | {others[i] for i in drawn}
   return {cid: examples for cid, examples in texts.items() if cid in chosen}
 
 
