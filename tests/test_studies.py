@@ -68,3 +68,38 @@ def test_kept_rows_take_the_first_seeds_whole_table_and_a_preset_that_moved_stop
   runs.same_preset(4.342155456542969, 4.342159271240234, "the preset")  # Pretrained again: 9e-7 of it.
   with pytest.raises(SystemExit, match=r"^error: the preset pretrained again ends at held-out loss 4.54,"):
     runs.same_preset(4.5371, 4.54, "the preset")
+
+
+def test_sentiment_over_seeds_pairs_each_row_with_its_reference_and_the_gap_closed():
+  from studies import sentiment
+
+  def rows(seed):  # The head closes (0.7 - 0.6) / (0.9 - 0.6) of the gap at seed 0, 0.15 / 0.3 at seed 1.
+    accuracy = {
+      sentiment.HEAD: 0.7 + 0.05 * seed,
+      sentiment.WORDS: 0.65,
+      sentiment.CENTRAL: 0.9,
+      sentiment.FLOOR: 0.6,
+      sentiment.MAJORITY: 0.55,
+      sentiment.SKEW: 0.5 + 0.01 * seed,
+    }
+    out = {label: {"accuracy": a, "macro_f1": a - 0.1, "bytes_communicated": 0} for label, a in accuracy.items()}
+    for label in (sentiment.HEAD, sentiment.WORDS):
+      out[label]["gap_closed"] = (accuracy[label] - 0.6) / 0.3
+    return out
+
+  settings = sentiment.settings(quick=True)
+  result = sentiment.summarize(settings, {}, {0: rows(0), 1: rows(1)}, "work")
+  over = {r["label"]: r for r in result["over_seeds"]}
+  assert over[sentiment.SKEW]["reference"] == sentiment.HEAD  # Skew against the same method unskewed.
+  assert over[sentiment.SKEW]["difference"] == pytest.approx(((0.5 - 0.7) + (0.51 - 0.75)) / 2)
+  assert over[sentiment.HEAD]["reference"] == sentiment.CENTRAL
+  assert "reference" not in over[sentiment.CENTRAL]
+  closed = {r["label"]: r for r in result["gap_closed"]}
+  assert closed[sentiment.HEAD]["values"] == pytest.approx([1 / 3, 0.5])
+  assert sentiment.doc_table(result).splitlines()[0].startswith("| row (2 seeds) | accuracy |")
+  assert sentiment.summarize(settings, {}, {0: rows(0)}, "work").keys() == {
+    "settings",
+    "pretraining",
+    "rows_by_seed",
+    "work_dir",
+  }  # One seed: no intervals.

@@ -42,6 +42,14 @@ def test_bpe_round_trip(bpe_files):
   assert tok.eos_id == tok.vocabulary_size - 1
 
 
+def test_bpe_ids_are_the_keras_layers_own_for_any_number_of_texts(bpe_files):
+  tok = tokenizers.build_tokenizer("bpe", vocab_file=bpe_files[0], merges_file=bpe_files[1])
+  texts = ["", "the cat", "  two  spaces\nand a line", "caf\u00e9 \u2014 na\u00efve \U0001f600", "mat " * 40]
+  for batch in ([texts[1]], texts, texts[::-1]):
+    eager = tok.keras_tokenizer.tokenize(tf.constant(batch)).to_list()
+    assert [list(ids) for ids in tok.encode(batch)] == eager
+
+
 def test_bpe_missing_file(tmp_path, bpe_files):
   with pytest.raises(tokenizers.TokenizerError, match="does not exist"):
     tokenizers.load_bpe(str(tmp_path / "nope.json"), bpe_files[1])

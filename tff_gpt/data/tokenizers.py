@@ -151,8 +151,12 @@ class BPETokenizer:
     self.vocabulary_size = int(keras_tokenizer.vocabulary_size())
     self.bos_id = self.eos_id = self.pad_id = int(keras_tokenizer.end_token_id)
     # One trace for every batch size: called directly, the layer traces anew for each new number of
-    # texts, about a second each, which made tokenizing clients one by one ~20x slower.
-    self._tokenize = tf.function(keras_tokenizer.tokenize, input_signature=[tf.TensorSpec([None], tf.string)])
+    # texts, about a second each, which made tokenizing clients one by one ~20x slower. No AutoGraph: the
+    # layer's loops are tf.while_loop already, and converting its source made the one trace cost ~11 s of
+    # every run's start-up instead of ~3 s (2 cores, 2026-12-08).
+    self._tokenize = tf.function(
+      keras_tokenizer.tokenize, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
+    )
 
   def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
     if not texts:
