@@ -200,3 +200,7 @@ def test_settings_asking_for_more_clients_than_there_are_get_a_note_of_what_runs
     "evaluation personalizes those 3.",
   ]
   assert run_lib.notes_on_capped_clients(run.config, run.task) == []
+  kept = dataclasses.replace(asks, population=4, personalization_clients=None)  # The task's 4 stand for it.
+  assert run_lib.notes_on_capped_clients(kept, run.task) == [
+    "--clients_per_round=99 but --population=4 keeps 4 training clients: every round trains all 4."
+  ]

@@ -37,8 +37,9 @@ def notes_on_capped_clients(config, task: FederatedTask) -> list[str]:
   """What the run does instead of settings that ask for more clients than the corpus has."""
   notes, train = [], task.train_data.client_ids
   if config.clients_per_round > len(train):
+    kept = f"--population={config.population} keeps" if config.population else "the corpus has"
     notes.append(
-      f"--clients_per_round={config.clients_per_round} but the corpus has {len(train):,} training clients: "
+      f"--clients_per_round={config.clients_per_round} but {kept} {len(train):,} training clients: "
       f"every round trains all {len(train):,}."
     )
   if config.personalization_clients:
