@@ -329,3 +329,11 @@ def test_client_cost_times_rounds_with_no_step_and_with_steps(tmp_path):
   rows = result["by_batches"].values()
   assert all(row["s_per_round"] > 0 for row in rows)
   assert sum(row["worker_cpu_s_per_round"] for row in rows) > 0  # The worker did the clients' work.
+
+
+def test_bpe_trace_benchmark_times_the_first_encode_in_each_setting(tmp_path):
+  out = tmp_path / "bpe_trace.json"
+  _run_benchmark(tmp_path, "bpe_trace", "--repeats=1", "--out", str(out))
+  median = json.loads(out.read_text())["median"]
+  assert set(median) == {"autograph", "current"}
+  assert all(m["first_encode_s"] > 0 and m["second_encode_s"] > 0 for m in median.values())

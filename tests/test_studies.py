@@ -82,7 +82,9 @@ def test_sentiment_over_seeds_pairs_each_row_with_its_reference_and_the_gap_clos
       sentiment.MAJORITY: 0.55,
       sentiment.SKEW: 0.5 + 0.01 * seed,
     }
-    out = {label: {"accuracy": a, "macro_f1": a - 0.1, "bytes_communicated": 0} for label, a in accuracy.items()}
+    out = {
+      label: {"accuracy": a, "macro_f1": a - 0.1, "bytes_communicated": 0} for label, a in accuracy.items()
+    }
     for label in (sentiment.HEAD, sentiment.WORDS):
       out[label]["gap_closed"] = (accuracy[label] - 0.6) / 0.3
     return out
