@@ -149,12 +149,21 @@ def main(argv=None) -> dict:
     result_rows[label].setdefault("personalization_at", again.get(runs.seeded(name, seeds[0])))
   result = {"settings": s.to_dict(), "preset_held_out_loss": held_out, "rows": result_rows, "work_dir": work}
   if len(seeds) > 1:
-    result["rows_by_seed"] = {str(seed): rows for seed, rows in by_seed.items()}
-    base = next(label for label in planned if label.startswith("LoRA, rank"))
-    result["over_seeds"] = runs.over_seeds(by_seed, "response_loss", lambda label: base)
-    result["seeds_table"] = runs.seeds_table(result["over_seeds"], "response loss (nats per token)")
+    result |= over_seeds(by_seed)
     print(result["seeds_table"])
   return common.write(result, args.out)
+
+
+def over_seeds(by_seed: dict) -> dict:
+  """Every row's response loss over the seeds of `by_seed` (`{seed: {label: row}}`), each variant paired
+  with the LoRA row of its seed."""
+  base = next(label for label in by_seed[next(iter(by_seed))] if label.startswith("LoRA, rank"))
+  summary = runs.over_seeds(by_seed, "response_loss", lambda label: base)
+  return {
+    "rows_by_seed": {str(seed): rows for seed, rows in by_seed.items()},
+    "over_seeds": summary,
+    "seeds_table": runs.seeds_table(summary, "response loss (nats per token)"),
+  }
 
 
 if __name__ == "__main__":

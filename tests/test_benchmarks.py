@@ -126,57 +126,12 @@ def test_quick_central_replay_trains_every_configuration_centrally(tmp_path):
 
 @pytest.mark.slow
 def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_responses(tmp_path):
-  out = tmp_path / "dialogue.json"
-  _run_benchmark(
-    tmp_path, "studies.dialogue", "--quick", "--out", str(out), "--work_dir", str(tmp_path / "w")
-  )
-  variants = tmp_path / "variants.json"  # The same work directory: its pretrained preset is reused.
+  out, work = tmp_path / "dialogue.json", str(tmp_path / "w")
 
-  def run_variants(*args):
-    return _run_benchmark(
-      tmp_path,
-      "studies.lora_variants",
-      "--quick",
-      *args,
-      "--out",
-      str(variants),
-      "--work_dir",
-      str(tmp_path / "w"),
-    )
+  def run(module, *args):
+    return _run_benchmark(tmp_path, module, "--quick", *args, "--out", str(out), "--work_dir", work)
 
-  run_variants("--seeds=0")
-  seed_0 = json.loads(variants.read_text())["rows"]
-  # --keep_rows: the seed --out holds is kept, not run again (its runs are gone), and seed 1 is added.
-  runs = tmp_path / "w" / "runs"  # Each run's checkpoints/, results/ and logdir/ directories.
-  gone = list(runs.glob("*/variants_*"))
-  assert gone
-  for run in gone:
-    shutil.rmtree(run)
-  text = run_variants("--seeds=0,1", "--keep_rows")
-  assert "| variant | response perplexity |" in text
-  made = [p.name for p in runs.glob("results/variants_*")]
-  assert made and all(name.endswith("_s1") for name in made)  # Seed 1's runs alone: seed 0's were kept.
-  variant_result = json.loads(variants.read_text())
-  variant_rows = variant_result["rows"]
-  # Over two seeds: each variant's response loss per seed, paired with LoRA's of the same seed.
-  by_seed = variant_result["rows_by_seed"]
-  assert set(by_seed) == {"0", "1"} and by_seed["0"] == variant_rows == seed_0
-  ffa = next(r for r in variant_result["over_seeds"] if r["label"].startswith("FFA-LoRA"))
-  lora = [by_seed[s][ffa["reference"]]["response_loss"] for s in ("0", "1")]
-  own = [by_seed[s][ffa["label"]]["response_loss"] for s in ("0", "1")]
-  assert ffa["reference"].startswith("LoRA, rank") and ffa["values"] == own
-  assert ffa["difference"] == pytest.approx((own[0] - lora[0] + own[1] - lora[1]) / 2)
-  assert own[0] != own[1]  # Seed 1 trained on other clients.
-  assert [r["seeds"] for r in variant_result["over_seeds"]] == [2] * 5
-  assert len(variant_rows) == 5  # Four variants and the unchanged preset, scored on the same responses.
-  assert len({r["response_tokens"] for r in variant_rows.values()}) == 1
-  by_kind = {label.split(",")[0]: r for label, r in variant_rows.items()}
-  assert by_kind["FFA-LoRA"]["lora_gap_last"] < 1e-5 < by_kind["LoRA"]["lora_gap_last"]
-  assert by_kind["FFA-LoRA"]["bytes_communicated"] < 0.55 * by_kind["LoRA"]["bytes_communicated"]
-  for label in ("LoRA", "FFA-LoRA", "HetLoRA", "FlexLoRA"):
-    p = by_kind[label]["personalization"]  # Quantiles of the clients' gains, in order; adapting moved them.
-    assert p["gain_p10"] <= p["gain_median"] <= p["gain_p90"] and 0 <= p["fraction_improved"] <= 1
-    assert p["personalized_loss_mean"] != p["global_loss_mean"]
+  run("studies.dialogue")
   result = json.loads(out.read_text())
   rows = result["rows"]
   pairs, text = "federated LoRA, loss on responses", "federated LoRA, same pairs as plain text"
@@ -188,6 +143,39 @@ def test_quick_dialogue_and_lora_variant_studies_score_each_run_on_the_same_resp
   plain = rows[text]
   assert plain["run_eval_perplexity"] != pytest.approx(plain["response_perplexity"], rel=1e-3)  # All tokens.
   assert result["pair_counts"]["test"]["pairs"] > 0
+  # --keep_rows: the seed --out holds is kept, not run again (its runs are gone), and seed 1 is added.
+  runs = tmp_path / "w" / "runs"  # Each run's checkpoints/, results/ and logdir/ directories.
+  gone = list(runs.glob("*/lora_*"))
+  assert gone
+  for path in gone:
+    shutil.rmtree(path)
+  run("studies.dialogue", "--seeds=0,1", "--keep_rows")
+  made = [p.name for p in runs.glob("results/lora_*")]
+  assert sorted(made) == ["lora_pairs_s1", "lora_text_s1"]  # Seed 1's runs alone: seed 0's rows were kept.
+  seeded = json.loads(out.read_text())
+  by_seed = seeded["rows_by_seed"]
+  assert set(by_seed) == {"0", "1"} and seeded["rows"] == rows
+  assert by_seed["0"][pairs] == {k: v for k, v in rows[pairs].items() if k != "replies"}
+  over = next(r for r in seeded["over_seeds"] if r["label"] == text)
+  base = [by_seed[s][pairs]["response_loss"] for s in ("0", "1")]
+  own = [by_seed[s][text]["response_loss"] for s in ("0", "1")]
+  assert over["reference"] == pairs and over["values"] == own
+  assert over["difference"] == pytest.approx((own[0] - base[0] + own[1] - base[1]) / 2)
+  assert base[0] != base[1]  # Seed 1 trained on other clients.
+  # LoRA's variants, one seed (their pairing over seeds: tests/test_studies.py), in the same work directory:
+  # its pretrained preset is reused.
+  out = tmp_path / "variants.json"
+  assert "| variant | response perplexity |" in run("studies.lora_variants")
+  variant_rows = json.loads(out.read_text())["rows"]
+  assert len(variant_rows) == 5  # Four variants and the unchanged preset, scored on the same responses.
+  assert {r["response_tokens"] for r in variant_rows.values()} == tokens
+  by_kind = {label.split(",")[0]: r for label, r in variant_rows.items()}
+  assert by_kind["FFA-LoRA"]["lora_gap_last"] < 1e-5 < by_kind["LoRA"]["lora_gap_last"]
+  assert by_kind["FFA-LoRA"]["bytes_communicated"] < 0.55 * by_kind["LoRA"]["bytes_communicated"]
+  for label in ("LoRA", "FFA-LoRA", "HetLoRA", "FlexLoRA"):
+    p = by_kind[label]["personalization"]  # Quantiles of the clients' gains, in order; adapting moved them.
+    assert p["gain_p10"] <= p["gain_median"] <= p["gain_p90"] and 0 <= p["fraction_improved"] <= 1
+    assert p["personalized_loss_mean"] != p["global_loss_mean"]
 
 
 @pytest.mark.slow

@@ -105,3 +105,18 @@ def test_sentiment_over_seeds_pairs_each_row_with_its_reference_and_the_gap_clos
     "rows_by_seed",
     "work_dir",
   }  # One seed: no intervals.
+
+
+def test_lora_variants_over_seeds_pair_each_variant_with_lora_of_its_seed():
+  from studies import lora_variants
+
+  losses = {"pretrained, unchanged": 3.0, "LoRA, rank 8": 2.0, "FFA-LoRA, rank 8": 2.1}
+  by_seed = {s: {k: {"response_loss": v + 0.1 * s} for k, v in losses.items()} for s in (0, 1)}
+  by_seed[1]["FFA-LoRA, rank 8"]["response_loss"] += 0.02  # Seed 1: FFA 0.12 above LoRA, seed 0: 0.1.
+  result = lora_variants.over_seeds(by_seed)
+  over = {r["label"]: r for r in result["over_seeds"]}
+  assert over["FFA-LoRA, rank 8"]["reference"] == "LoRA, rank 8"
+  assert over["FFA-LoRA, rank 8"]["values"] == pytest.approx([2.1, 2.22])
+  assert over["FFA-LoRA, rank 8"]["difference"] == pytest.approx(0.11)
+  assert "difference" not in over["LoRA, rank 8"] and set(result["rows_by_seed"]) == {"0", "1"}
+  assert result["seeds_table"].splitlines()[0].startswith("| row | seeds | response loss (nats per token)")
