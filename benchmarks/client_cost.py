@@ -22,6 +22,7 @@ timed `--rounds` times after one warm-up round; medians. With them:
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -62,11 +63,13 @@ def timed_rounds(run, state, datasets: list, rounds: int) -> dict:
   }
 
 
-def measure(model_size: str, trainable: str, rounds: int) -> dict:
+def measure(model_size: str, trainable: str, rounds: int, concurrent: int | None = None) -> dict:
   from tff_gpt.training import config as config_lib
   from tff_gpt.training import trainer
 
   size = dict(peers.SIZES["12x768, LoRA 8"], model_size=model_size, trainable=trainable)
+  if concurrent:
+    size["max_concurrent_computation_calls"] = concurrent
   with tempfile.TemporaryDirectory(prefix="client-cost-") as root:
     settings = peers.run_settings(size, 1, size["clients_per_round"], root, "cost")
     config = config_lib.ExperimentConfig(**settings)
@@ -79,7 +82,14 @@ def measure(model_size: str, trainable: str, rounds: int) -> dict:
   medians = [by_batches[n]["s_per_round"] for n in BATCHES]
   slope = statistics.linear_regression(BATCHES, medians).slope
   return {
-    "settings": dict(size, clients=clients, batch_size=config.client_batch_size, rounds=rounds),
+    "settings": dict(
+      size,
+      clients=clients,
+      batch_size=config.client_batch_size,
+      rounds=rounds,
+      max_concurrent_computation_calls=config.max_concurrent_computation_calls,
+      worker_intra_op_threads=int(os.environ[host.INTRA_OP]),
+    ),
     "by_batches": {str(n): v for n, v in by_batches.items()},
     "s_per_round_without_steps": by_batches[0]["s_per_round"],
     "s_per_batch_per_client": slope,
@@ -92,9 +102,16 @@ def main():
   parser.add_argument("--model_size", default="12x768h12")
   parser.add_argument("--trainable", default="lora:8")
   parser.add_argument("--rounds", type=int, default=3, help="Rounds timed per batch count (median).")
+  parser.add_argument(
+    "--concurrent",
+    type=int,
+    default=None,
+    help="Client computations the worker runs at once (default: the peers row's). The worker's intra-op "
+    "threads follow TF_NUM_INTRAOP_THREADS when set, else the host's sizing.",
+  )
   parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
   args = parser.parse_args()
-  result = measure(args.model_size, args.trainable, args.rounds)
+  result = measure(args.model_size, args.trainable, args.rounds, args.concurrent)
   print(json.dumps(result, indent=1))
   if args.out:
     with open(args.out, "w") as f:
