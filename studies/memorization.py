@@ -7,7 +7,7 @@
   .venv/bin/python -m studies.memorization --quick     # tiny model, few rounds (the tests run it)
   .venv/bin/python -m studies.memorization --small --seeds 0,1,2 --work_dir /tmp/memorization_small \
       --out studies/results_memorization_small.json --plot docs/memorization_exposure_small.png
-  .venv/bin/python -m studies.memorization --wide --seeds 0 --work_dir /tmp/memorization_wide \
+  .venv/bin/python -m studies.memorization --wide --seeds 0,1,2 --work_dir /tmp/memorization_wide \
       --out studies/results_memorization_wide.json
 
 `--small` is the same study on a population of 100 roles (`--population`: the
@@ -61,10 +61,13 @@ SMALL_MADE = (
 RESULTS, PLOT = "results_memorization.json", "docs/memorization_exposure.png"
 SMALL_RESULTS, SMALL_PLOT = "results_memorization_small.json", "docs/memorization_exposure_small.png"
 WIDE_COMMAND = (
-  "studies.memorization --wide --seeds 0 --work_dir /tmp/memorization_wide "
+  "studies.memorization --wide --seeds 0,1,2 --work_dir /tmp/memorization_wide "
   "--out studies/results_memorization_wide.json"
 )
-WIDE_MADE = "2026-12-07/08, DP noise 1.5 at commit 473fcfc, the clipped row at 920444e (the same code)"
+WIDE_MADE = (
+  "2026-12-07/08, seed 0's DP noise 1.5 at commit 473fcfc and its clipped row at 920444e, seeds 1-2 at "
+  "71f3812 to ad6a79e (the same training and audit code)"
+)
 WIDE_RESULTS = "results_memorization_wide.json"
 CENTRAL = "central, FedAvg's batches"
 CLIPPED = "FedAvg, clipped at 1, no noise"
