@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tests, in two tiers.
-#   ./test.sh           lint, the formatter check and the everyday tier (about 6 minutes on 2 cores, .venv
+#   ./test.sh           lint, the formatter check and the everyday tier (about 7 minutes on 2 cores, .venv
 #                       only): every behaviour at small size, in process.
 #   ./test.sh --full    everything: also what starts runs or workers as subprocesses, the Colab-like venv's
 #                       tests (.venv-colab, built here when missing or stale), the benchmarks' quick modes
