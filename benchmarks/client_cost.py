@@ -88,7 +88,7 @@ def measure(model_size: str, trainable: str, rounds: int, concurrent: int | None
       batch_size=config.client_batch_size,
       rounds=rounds,
       max_concurrent_computation_calls=config.max_concurrent_computation_calls,
-      worker_intra_op_threads=int(os.environ[host.INTRA_OP]),
+      worker_intra_op_threads=int(os.environ.get(host.INTRA_OP) or 0),  # 0: TensorFlow's default.
     ),
     "by_batches": {str(n): v for n, v in by_batches.items()},
     "s_per_round_without_steps": by_batches[0]["s_per_round"],
